@@ -1,0 +1,73 @@
+"""The leader's view of one follower's replication (as etcd's tracker.Progress).
+
+invariant: 0 <= match < next; entries up to `match` are known to be on the follower.
+"""
+from __future__ import annotations
+
+import enum
+from collections import deque
+
+
+class State(enum.Enum):
+    PROBE = "probe"  # position unknown: one append in flight, then wait for the answer
+    REPLICATE = "replicate"  # position known: stream appends, up to `max_inflight` unanswered
+    SNAPSHOT = "snapshot"  # an InstallSnapshot is in flight: send nothing until it is answered
+
+
+class Progress:
+    __slots__ = ("match", "next", "state", "probe_sent", "inflight", "pending_snapshot", "recent_active")
+
+    def __init__(self, next_index: int) -> None:
+        self.match = 0
+        self.next = next_index
+        self.state = State.PROBE
+        self.probe_sent = False
+        self.inflight: deque[int] = deque()  # last index of each unanswered append (REPLICATE)
+        self.pending_snapshot = 0
+        self.recent_active = False  # heard from within the current CheckQuorum window
+
+    def paused(self, max_inflight: int) -> bool:
+        if self.state is State.PROBE:
+            return self.probe_sent
+        if self.state is State.REPLICATE:
+            return len(self.inflight) >= max_inflight
+        return True
+
+    def become_probe(self) -> None:
+        # After a snapshot the follower is at least at the snapshot's index.
+        self.next = max(self.match + 1, self.pending_snapshot + 1) if self.state is State.SNAPSHOT else self.match + 1
+        self.state = State.PROBE
+        self.probe_sent = False
+        self.inflight.clear()
+        self.pending_snapshot = 0
+
+    def become_replicate(self) -> None:
+        self.state = State.REPLICATE
+        self.next = self.match + 1
+        self.inflight.clear()
+        self.probe_sent = False
+
+    def become_snapshot(self, index: int) -> None:
+        self.state = State.SNAPSHOT
+        self.pending_snapshot = index
+        self.inflight.clear()
+
+    def sent(self, last_index: int, with_entries: bool) -> None:
+        """Record an append sent to the follower ending at `last_index`."""
+        if self.state is State.REPLICATE:
+            if with_entries:
+                self.next = last_index + 1
+                self.inflight.append(last_index)
+        elif self.state is State.PROBE:
+            self.probe_sent = True
+
+    def acknowledge(self, match: int) -> bool:
+        """The follower has everything up to `match`; returns True if that is news."""
+        while self.inflight and self.inflight[0] <= match:
+            self.inflight.popleft()
+        if match <= self.match:
+            return False
+        self.match = match
+        self.next = max(self.next, match + 1)
+        self.probe_sent = False
+        return True
