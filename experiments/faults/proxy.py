@@ -1,0 +1,486 @@
+"""A fault-injecting TCP proxy: one listen port -> one upstream, faults switched at run time.
+
+Every client connection is relayed to the upstream by two pumps (one per direction).
+A link (one listen port) is in exactly one mode at a time:
+
+======================  ==================================================================
+``pass`` / ``heal``     bytes flow both ways unchanged (``heal`` is ``pass``: it also
+                        clears a delay).
+``blackhole``           a partition: connections stay open and nothing crosses in either
+                        direction. Like ``iptables -j DROP`` under TCP, the bytes are not
+                        corrupted: TCP would retransmit them, so whatever both ends still
+                        hold is delivered, in order, after ``heal``. New connections are
+                        accepted but reach the upstream only after ``heal``.
+``reset``               every open connection is closed with a TCP RST on both sides, and
+                        new connections are reset at once, until ``heal``.
+``delay MS``            every chunk is delivered MS milliseconds after it was read, in
+                        order, without limiting throughput.
+======================  ==================================================================
+
+Two ways to run proxies:
+
+- in-process: :class:`ProxyHub` runs an asyncio loop in a daemon thread and hosts any
+  number of named links (every worker->broker link, every logqueue node->node link);
+  its methods are thread-safe and return once the change is in force;
+- as a process: ``python -m experiments.faults.proxy --listen P --upstream H:P
+  --control-port C``, driven from another process with :class:`ProxyControl` or any
+  line client (``printf 'blackhole\\n' | nc 127.0.0.1 C``).
+
+The control protocol is one line per command, one line per reply: ``[LINK] MODE [MS]``
+-> ``ok LINK MODE [MS]`` or ``error <reason>``; ``status`` -> ``ok`` followed by one
+``LINK MODE DELAY_MS CONNECTIONS`` group per link, separated by ``;``. The link name may
+be left out when the hub holds a single link.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import socket
+import struct
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+MODES = ("pass", "heal", "blackhole", "reset", "delay")
+CHUNK = 64 * 1024
+
+
+class ProxyError(ValueError):
+    """A bad proxy command or address; its message is one line."""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """A link's mode: ``name`` is one of pass, blackhole, reset, delay."""
+
+    name: str = "pass"
+    delay_ms: float = 0.0
+
+    def __str__(self) -> str:
+        return f"delay {self.delay_ms:g}" if self.name == "delay" else self.name
+
+
+def parse_mode(words: Sequence[str]) -> Mode:
+    """Parse ``["delay", "200"]`` / ``["blackhole"]`` ... into a :class:`Mode`.
+
+    Raises:
+        ProxyError: unknown mode, or a missing / negative / non-numeric delay.
+    """
+    if not words:
+        raise ProxyError(f"missing mode: one of {', '.join(MODES)}")
+    name, args = words[0].lower(), list(words[1:])
+    if name not in MODES:
+        raise ProxyError(f"unknown mode {words[0]!r}: one of {', '.join(MODES)}")
+    if name == "delay":
+        if len(args) != 1:
+            raise ProxyError("delay needs one argument: milliseconds, e.g. 'delay 200'")
+        try:
+            ms = float(args[0])
+        except ValueError:
+            raise ProxyError(f"delay must be a number of milliseconds, not {args[0]!r}") from None
+        if ms < 0:
+            raise ProxyError(f"delay must be >= 0 ms, not {ms:g}")
+        return Mode("delay", ms)
+    if args:
+        raise ProxyError(f"mode {name!r} takes no argument, got {' '.join(args)!r}")
+    # heal is pass: it lifts every fault, including a delay.
+    return Mode("pass") if name == "heal" else Mode(name)
+
+
+def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
+    """``"H:P"`` or ``"P"`` -> ``(host, port)``; raises :class:`ProxyError` when malformed."""
+    host, sep, port = text.rpartition(":")
+    if not sep:
+        host, port = default_host, text
+    try:
+        number = int(port)
+    except ValueError:
+        raise ProxyError(f"bad address {text!r}: expected HOST:PORT") from None
+    if not 0 <= number <= 65535:
+        raise ProxyError(f"bad address {text!r}: port out of range")
+    return (host.strip("[]") or default_host), number
+
+
+def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
+    # SO_LINGER with a zero timeout makes close() send RST instead of FIN.
+    sock = writer.get_extra_info("socket")
+    if sock is not None:
+        with contextlib.suppress(OSError):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    writer.transport.abort()
+
+
+class _Connection:
+    """One relayed client connection: two pumps, each a reader task and a writer task."""
+
+    def __init__(self, link: "Link", client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter):
+        self.link = link
+        self.client_r, self.client_w = client_r, client_w
+        self.upstream_w: asyncio.StreamWriter | None = None
+        self.task: asyncio.Task | None = None
+        self.tasks: list[asyncio.Task] = []
+
+    async def run(self) -> None:
+        link = self.link
+        self.task = asyncio.current_task()
+        try:
+            await link.wait_open()  # during a partition a new connection hangs, like a lost SYN
+            try:
+                up_r, up_w = await asyncio.open_connection(*link.upstream)
+            except OSError:
+                _abort_with_rst(self.client_w)
+                return
+            self.upstream_w = up_w
+            if link.mode.name == "reset":  # the link was reset while we were connecting
+                self._abort_sockets()
+                return
+            self.tasks = [
+                asyncio.create_task(self._pump(self.client_r, up_w)),
+                asyncio.create_task(self._pump(up_r, self.client_w)),
+            ]
+            # Each direction ends at its EOF (half-close is forwarded); an error in either
+            # ends both, like a socket pair torn down.
+            await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
+        finally:
+            for task in self.tasks:
+                task.cancel()
+            await asyncio.gather(*self.tasks, return_exceptions=True)
+            for w in (self.client_w, self.upstream_w):
+                if w is not None and not w.transport.is_closing():
+                    w.close()
+            link.connections.discard(self)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        link = self.link
+        # invariant: chunks leave in the order they arrived; each carries its due time.
+        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue(maxsize=64)
+
+        async def read_side() -> None:
+            while True:
+                await link.wait_open()  # a partition: stop reading, the kernel holds the rest
+                data = await reader.read(CHUNK)
+                due = time.monotonic() + link.mode.delay_ms / 1000.0
+                await queue.put((due, data))
+                if not data:
+                    return
+
+        async def write_side() -> None:
+            while True:
+                due, data = await queue.get()
+                wait = due - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                await link.wait_open()  # bytes read before the partition wait for the heal
+                if not data:
+                    with contextlib.suppress(OSError):
+                        writer.write_eof()
+                    return
+                writer.write(data)
+                await writer.drain()
+
+        tasks = [asyncio.create_task(read_side()), asyncio.create_task(write_side())]
+        try:
+            # Normal end: the writer has forwarded EOF. Any error (a reset, a broken pipe)
+            # propagates so that the whole connection ends.
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                task.result()
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def reset(self) -> None:
+        """Abort both sockets with RST and stop relaying."""
+        for task in [*self.tasks, self.task]:
+            if task is not None:
+                task.cancel()
+        self._abort_sockets()
+
+    def _abort_sockets(self) -> None:
+        for w in (self.client_w, self.upstream_w):
+            if w is not None:
+                _abort_with_rst(w)
+
+
+class Link:
+    """One listen port relayed to one upstream, with a run-time switchable :class:`Mode`.
+
+    Use it from the asyncio loop that started it; from other threads use :class:`ProxyHub`.
+    """
+
+    def __init__(self, name: str, upstream: tuple[str, int], listen: tuple[str, int] = ("127.0.0.1", 0)):
+        self.name = name
+        self.upstream = upstream
+        self.listen = listen
+        self.mode = Mode()
+        self.connections: set[_Connection] = set()
+        self._server: asyncio.base_events.Server | None = None
+        self._open = asyncio.Event()
+        self._open.set()
+
+    @property
+    def port(self) -> int:
+        """The port actually listened on (useful when started with port 0)."""
+        assert self._server is not None, "link not started"
+        return self._server.sockets[0].getsockname()[1]
+
+    @property
+    def address(self) -> str:
+        """``host:port`` that clients should connect to instead of the upstream."""
+        return f"{self.listen[0]}:{self.port}"
+
+    async def start(self) -> None:
+        """Listen; raises ``OSError`` when the port is taken."""
+        self._server = await asyncio.start_server(self._accept, *self.listen, reuse_address=True)
+
+    async def wait_open(self) -> None:
+        """Return when bytes may cross (any mode but blackhole)."""
+        await self._open.wait()
+
+    def set_mode(self, mode: Mode) -> None:
+        """Switch mode now; ``reset`` aborts every open connection with RST."""
+        self.mode = mode
+        if mode.name == "blackhole":
+            self._open.clear()
+        else:
+            self._open.set()
+        if mode.name == "reset":
+            for conn in list(self.connections):
+                conn.reset()
+
+    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.mode.name == "reset":
+            _abort_with_rst(writer)
+            return
+        conn = _Connection(self, reader, writer)
+        self.connections.add(conn)
+        await conn.run()
+
+    async def close(self) -> None:
+        """Stop listening and drop every connection."""
+        if self._server is not None:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.reset()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def status(self) -> str:
+        return f"{self.name} {self.mode.name} {self.mode.delay_ms:g} {len(self.connections)}"
+
+
+class ProxyHub:
+    """Many named links served by one asyncio loop in a daemon thread; thread-safe.
+
+    >>> hub = ProxyHub()
+    >>> addr = hub.add("w1->redis", ("127.0.0.1", 6379))   # doctest: +SKIP
+    >>> hub.set("w1->redis", "blackhole"); hub.set("w1->redis", "heal")   # doctest: +SKIP
+    >>> hub.close()
+    """
+
+    def __init__(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._links: dict[str, Link] = {}
+        self._control: asyncio.base_events.Server | None = None
+        self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
+        self._thread.start()
+
+    def _call(self, coro, timeout: float = 10.0):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
+
+    def add(self, name: str, upstream: tuple[str, int] | str, listen: tuple[str, int] | str = ("127.0.0.1", 0)) -> str:
+        """Start a link relaying ``listen`` to ``upstream``; returns the ``host:port`` to dial.
+
+        Raises:
+            ProxyError: duplicate name or malformed address.
+            OSError: the listen port is taken.
+        """
+        if name in self._links:
+            raise ProxyError(f"link {name!r} already exists")
+        up = parse_hostport(upstream) if isinstance(upstream, str) else upstream
+        lis = parse_hostport(listen) if isinstance(listen, str) else listen
+
+        async def start() -> Link:
+            link = Link(name, up, lis)
+            await link.start()
+            return link
+
+        link = self._call(start())
+        self._links[name] = link
+        return link.address
+
+    def names(self) -> list[str]:
+        """The names of the links, in the order they were added."""
+        return list(self._links)
+
+    def address(self, name: str) -> str:
+        """The ``host:port`` of a link's listen socket."""
+        return self._link(name).address
+
+    def _link(self, name: str) -> Link:
+        try:
+            return self._links[name]
+        except KeyError:
+            raise ProxyError(f"no link named {name!r} (links: {', '.join(self._links) or 'none'})") from None
+
+    def set(self, name: str, mode: str | Mode, delay_ms: float | None = None) -> Mode:
+        """Put link ``name`` in ``mode`` (``"delay"`` needs ``delay_ms``); returns the new mode."""
+        if not isinstance(mode, Mode):
+            mode = parse_mode([mode] + ([] if delay_ms is None else [str(delay_ms)]))
+        link = self._link(name)
+
+        async def apply() -> None:
+            link.set_mode(mode)
+
+        self._call(apply())
+        return mode
+
+    def set_many(self, names: Sequence[str], mode: str | Mode, delay_ms: float | None = None) -> None:
+        """Apply the same mode to several links (e.g. cut a node off every peer)."""
+        for name in names:
+            self.set(name, mode, delay_ms)
+
+    def heal_all(self) -> None:
+        """Put every link back to ``pass``."""
+        self.set_many(list(self._links), "heal")
+
+    def mode(self, name: str) -> Mode:
+        """The current mode of a link."""
+        return self._link(name).mode
+
+    def connections(self, name: str) -> int:
+        """How many client connections a link relays now."""
+        return len(self._link(name).connections)
+
+    def command(self, line: str) -> str:
+        """Execute one control-protocol line and return the reply line (never raises)."""
+        words = line.split()
+        try:
+            if not words:
+                raise ProxyError("empty command")
+            if words[0].lower() == "status" and len(words) == 1:
+                return "ok " + "; ".join(link.status() for link in self._links.values())
+            if words[0].lower() in MODES:
+                if len(self._links) != 1:
+                    raise ProxyError(f"name the link: {len(self._links)} links ({', '.join(self._links)})")
+                name, rest = next(iter(self._links)), words
+            else:
+                name, rest = words[0], words[1:]
+            mode = self.set(name, parse_mode(rest))
+            return f"ok {name} {mode}"
+        except ProxyError as exc:
+            return f"error {exc}"
+
+    def serve_control(self, listen: tuple[str, int] | str = ("127.0.0.1", 0)) -> str:
+        """Serve the line control protocol on ``listen``; returns its ``host:port``."""
+        host, port = parse_hostport(listen) if isinstance(listen, str) else listen
+
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            try:
+                while line := await reader.readline():
+                    # set() waits on this loop, so run the command from a helper thread.
+                    reply = await asyncio.to_thread(self.command, line.decode(errors="replace"))
+                    writer.write(reply.encode() + b"\n")
+                    await writer.drain()
+            except (OSError, asyncio.IncompleteReadError):
+                pass
+            finally:
+                writer.close()
+
+        async def start():
+            return await asyncio.start_server(handle, host, port, reuse_address=True)
+
+        self._control = self._call(start())
+        return f"{host}:{self._control.sockets[0].getsockname()[1]}"
+
+    def close(self) -> None:
+        """Close every link and the control port, and stop the loop thread."""
+        async def stop() -> None:
+            if self._control is not None:
+                self._control.close()
+            for link in self._links.values():
+                await link.close()
+
+        if self._loop.is_running():
+            self._call(stop())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(5)
+        self._loop.close()
+
+    def __enter__(self) -> "ProxyHub":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class ProxyControl:
+    """Drive a proxy process's control port from another process (one connection per command)."""
+
+    def __init__(self, address: str, timeout: float = 5.0):
+        self.host, self.port = parse_hostport(address)
+        self.timeout = timeout
+
+    def send(self, line: str) -> str:
+        """Send one command line, return the reply without the ``ok `` prefix.
+
+        Raises:
+            ProxyError: the proxy answered ``error ...``.
+            OSError: the control port is unreachable.
+        """
+        with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
+            sock.sendall(line.strip().encode() + b"\n")
+            reply = sock.makefile("rb").readline().decode().strip()
+        if not reply.startswith("ok"):
+            raise ProxyError(reply.removeprefix("error ").strip() or "no reply from proxy")
+        return reply[3:]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments.faults.proxy",
+        description=(
+            "A fault-injecting TCP proxy: relay LISTEN to UPSTREAM and switch faults at run time "
+            "through a line protocol on the control port: 'blackhole' (partition: nothing crosses, "
+            "connections stay open), 'reset' (RST every connection, refuse new ones), 'delay MS', "
+            "'heal' / 'pass', 'status'."
+        ),
+    )
+    parser.add_argument("--listen", required=True, help="HOST:PORT or PORT to accept clients on")
+    parser.add_argument("--upstream", required=True, help="HOST:PORT of the real server")
+    parser.add_argument("--control-port", required=True, help="HOST:PORT or PORT for control commands")
+    parser.add_argument("--name", default="link", help="the link's name in status replies (default: link)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        upstream, listen, control = (parse_hostport(a) for a in (args.upstream, args.listen, args.control_port))
+    except ProxyError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    hub = ProxyHub()
+    try:
+        address = hub.add(args.name, upstream, listen)
+        control_address = hub.serve_control(control)
+    except OSError as exc:
+        hub.close()
+        print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    print(f"proxy {address} -> {upstream[0]}:{upstream[1]}, control on {control_address}", flush=True)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    stop.wait()
+    hub.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

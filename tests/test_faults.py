@@ -1,0 +1,318 @@
+"""The fault proxy and process faults, asserted by behaviour over real sockets and processes."""
+from __future__ import annotations
+
+import contextlib
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from experiments.faults.process import ProcessFaultError, alive, kill, pause, restart, resume
+from experiments.faults.proxy import ProxyControl, ProxyError, ProxyHub, parse_hostport, parse_mode
+
+
+@pytest.fixture
+def echo_server():
+    """A threaded TCP echo server on loopback; yields (host, port)."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    srv.settimeout(0.2)
+    stop = threading.Event()
+
+    def serve(conn: socket.socket) -> None:
+        # The proxy's reset mode aborts this side with RST too.
+        with conn, contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            while (data := conn.recv(65536)):
+                conn.sendall(data)
+
+    def accept_loop() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = srv.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread.start()
+    yield srv.getsockname()
+    stop.set()
+    thread.join(2)
+    srv.close()
+
+
+@pytest.fixture
+def hub():
+    h = ProxyHub()
+    yield h
+    h.close()
+
+
+def dial(address: str, timeout: float = 2.0) -> socket.socket:
+    host, port = parse_hostport(address)
+    return socket.create_connection((host, port), timeout=timeout)
+
+
+def roundtrip(sock: socket.socket, data: bytes) -> bytes:
+    sock.sendall(data)
+    got = b""
+    while len(got) < len(data):
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        got += chunk
+    return got
+
+
+def wait_for(cond, timeout: float = 3.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_pass_relays_many_concurrent_connections(hub, echo_server):
+    addr = hub.add("link", echo_server)
+    socks = [dial(addr) for _ in range(25)]
+    try:
+        payloads = [bytes([i]) * (1000 + 4000 * i) for i in range(25)]
+        for s, p in zip(socks, payloads):
+            s.sendall(p)
+        for s, p in zip(socks, payloads):
+            got = b""
+            while len(got) < len(p):
+                got += s.recv(65536)
+            assert got == p
+        wait_for(lambda: hub.connections("link") == 25)
+    finally:
+        for s in socks:
+            s.close()
+    wait_for(lambda: hub.connections("link") == 0)
+
+
+def test_blackhole_holds_bytes_both_ways_until_heal(hub, echo_server):
+    addr = hub.add("link", echo_server)
+    sock = dial(addr)
+    assert roundtrip(sock, b"before") == b"before"
+    hub.set("link", "blackhole")
+    sock.sendall(b"during")
+    sock.settimeout(0.4)
+    with pytest.raises(TimeoutError):
+        sock.recv(100)  # nothing crosses, yet the connection is not closed
+    assert hub.connections("link") == 1
+    # A new connection during the partition is accepted but gets nowhere.
+    late = dial(addr)
+    late.sendall(b"late")
+    late.settimeout(0.3)
+    with pytest.raises(TimeoutError):
+        late.recv(100)
+    hub.set("link", "heal")
+    sock.settimeout(2)
+    late.settimeout(2)
+    # TCP semantics: what was in flight is delivered, in order, after the heal.
+    assert sock.recv(100) == b"during"
+    assert late.recv(100) == b"late"
+    assert roundtrip(sock, b"after") == b"after"
+    sock.close()
+    late.close()
+
+
+def test_blackhole_stops_the_upstream_side_too(hub, echo_server):
+    """Bytes from the server are held as well: stall after the request is through."""
+    addr = hub.add("link", echo_server)
+    sock = dial(addr)
+    sock.sendall(b"x" * 10)
+    hub.set("link", "blackhole")
+    sock.settimeout(0.3)
+    got = b""
+    try:
+        while len(got) < 10:
+            got += sock.recv(100)
+    except TimeoutError:
+        pass
+    hub.set("link", "pass")
+    sock.settimeout(2)
+    while len(got) < 10:
+        got += sock.recv(100)
+    assert got == b"x" * 10
+    sock.close()
+
+
+def test_reset_aborts_open_connections_and_refuses_new_ones(hub, echo_server):
+    addr = hub.add("link", echo_server)
+    sock = dial(addr)
+    assert roundtrip(sock, b"hi") == b"hi"
+    hub.set("link", "reset")
+    with pytest.raises(ConnectionResetError):
+        sock.recv(100)
+    sock.close()
+    with pytest.raises((ConnectionResetError, BrokenPipeError)):
+        with dial(addr) as fresh:
+            fresh.sendall(b"x")
+            fresh.recv(100)
+    wait_for(lambda: hub.connections("link") == 0)
+    hub.set("link", "heal")
+    sock = dial(addr)
+    assert roundtrip(sock, b"back") == b"back"
+    sock.close()
+
+
+def test_delay_adds_latency_each_way_without_serialising(hub, echo_server):
+    addr = hub.add("link", echo_server)
+    hub.set("link", "delay", 150)
+    sock = dial(addr)
+    t0 = time.monotonic()
+    assert roundtrip(sock, b"ping") == b"ping"
+    rtt = time.monotonic() - t0
+    assert rtt >= 0.29  # 150 ms there, 150 ms back
+    # Ten messages sent back to back arrive after about one delay, not ten.
+    t0 = time.monotonic()
+    for i in range(10):
+        sock.sendall(b"%d;" % i)
+        time.sleep(0.01)
+    want = b"".join(b"%d;" % i for i in range(10))
+    got = b""
+    while len(got) < len(want):
+        got += sock.recv(100)
+    assert got == want
+    assert time.monotonic() - t0 < 0.29 + 0.1 + 0.5
+    hub.set("link", "heal")
+    t0 = time.monotonic()
+    assert roundtrip(sock, b"fast") == b"fast"
+    assert time.monotonic() - t0 < 0.1
+    sock.close()
+
+
+def test_links_are_independent(hub, echo_server):
+    a = hub.add("a", echo_server)
+    b = hub.add("b", echo_server)
+    hub.set("a", "blackhole")
+    sb = dial(b)
+    assert roundtrip(sb, b"b-ok") == b"b-ok"
+    assert hub.mode("a").name == "blackhole" and hub.mode("b").name == "pass"
+    hub.heal_all()
+    sa = dial(a)
+    assert roundtrip(sa, b"a-ok") == b"a-ok"
+    sa.close()
+    sb.close()
+
+
+def test_upstream_down_resets_the_client(hub):
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    addr = hub.add("dead", ("127.0.0.1", port))
+    with pytest.raises(ConnectionResetError):
+        with dial(addr) as sock:  # the RST may even beat connect()'s return
+            sock.sendall(b"x")
+            sock.recv(10)
+
+
+def test_mode_parsing_errors_are_one_line():
+    assert str(parse_mode(["delay", "20"])) == "delay 20"
+    assert parse_mode(["heal"]).name == "pass"
+    for bad in (["nope"], ["delay"], ["delay", "x"], ["delay", "-1"], ["reset", "3"], []):
+        with pytest.raises(ProxyError) as exc:
+            parse_mode(bad)
+        assert "\n" not in str(exc.value)
+    with pytest.raises(ProxyError):
+        parse_hostport("host:notaport")
+
+
+def test_control_protocol_in_process(hub, echo_server):
+    hub.add("only", echo_server)
+    control = ProxyControl(hub.serve_control())
+    assert control.send("blackhole") == "only blackhole"
+    assert control.send("only delay 5") == "only delay 5"
+    assert control.send("heal") == "only pass"
+    assert control.send("status") == "only pass 0 0"
+    with pytest.raises(ProxyError, match="unknown mode"):
+        control.send("only explode")
+    hub.add("second", echo_server)
+    with pytest.raises(ProxyError, match="name the link"):
+        control.send("blackhole")
+    assert control.send("second reset") == "second reset"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_proxy_process_controlled_from_outside(echo_server):
+    listen, ctl = free_port(), free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.faults.proxy", "--listen", str(listen),
+         "--upstream", f"{echo_server[0]}:{echo_server[1]}", "--control-port", str(ctl)],
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        assert "control on" in proc.stdout.readline()
+        control = ProxyControl(f"127.0.0.1:{ctl}")
+        sock = socket.create_connection(("127.0.0.1", listen), timeout=2)
+        assert roundtrip(sock, b"one") == b"one"
+        control.send("blackhole")
+        sock.sendall(b"two")
+        sock.settimeout(0.3)
+        with pytest.raises(TimeoutError):
+            sock.recv(10)
+        control.send("heal")
+        sock.settimeout(2)
+        assert sock.recv(10) == b"two"
+        control.send("reset")
+        with pytest.raises(ConnectionResetError):
+            sock.recv(10)
+        sock.close()
+    finally:
+        proc.terminate()
+        assert proc.wait(5) == 0
+
+
+def test_proxy_cli_rejects_bad_addresses_in_one_line():
+    out = subprocess.run(
+        [sys.executable, "-m", "experiments.faults.proxy", "--listen", "1", "--upstream", "h:xx", "--control-port", "2"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert out.returncode == 2
+    assert out.stderr.strip().count("\n") == 0 and "bad address" in out.stderr
+
+
+@pytest.fixture
+def sleeper():
+    procs: list[subprocess.Popen] = []
+
+    def spawn() -> int:
+        p = subprocess.Popen(["sleep", "30"])
+        procs.append(p)
+        return p.pid
+
+    yield spawn, procs
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def proc_state(pid: int) -> bytes:
+    with open(f"/proc/{pid}/stat", "rb") as f:
+        return f.read().rsplit(b")", 1)[1].split()[0]
+
+
+def test_process_faults(sleeper):
+    spawn, procs = sleeper
+    pid = spawn()
+    pause(pid)
+    wait_for(lambda: proc_state(pid) == b"T")
+    resume(pid)
+    wait_for(lambda: proc_state(pid) in (b"S", b"R"))
+    new = restart(pid, spawn)
+    assert new != pid and not alive(pid) and alive(new)
+    kill(new)
+    assert not alive(new)
+    with pytest.raises(ProcessFaultError, match="no such process"):
+        kill(2**22 + 12345)
