@@ -1,0 +1,89 @@
+"""A worker process: ``python -m experiments.worker --backend NAME --queue Q --func MODULE:FUNCTION --worker-id W``.
+
+Runs one plug-in worker function on one backend until SIGTERM or SIGINT (a clean stop:
+the job in hand is finished and settled) or until it is killed. The experiments start
+these as subprocesses and SIGKILL / SIGSTOP them by PID; for the Celery backends this
+process *is* the Celery worker (solo or thread pool, no child processes), so the same
+signals reach the process that runs the job.
+
+Exit status: 0 after a clean stop, 2 for bad arguments, 3 when the backend is unavailable.
+"""
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+
+from baselines import registry
+from baselines.base import BackendConfig, BackendError
+from baselines.hooks import WorkerHooks
+from experiments.recorder import EventLog, RecordingHooks, ResultSink
+from logqueue.workers import WorkerLoadError, load_function
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m experiments.worker",
+        description="Run a plug-in worker function on one backend until SIGTERM/SIGINT; record every step.",
+    )
+    p.add_argument("--backend", required=True, help=f"backend name: {', '.join(registry.names())}")
+    p.add_argument("--queue", required=True, help="queue name (the producer must use the same)")
+    p.add_argument("--func", required=True, help="worker function: MODULE:FUNCTION or a registered name (e.g. echo)")
+    p.add_argument("--worker-id", required=True, help="this worker's name in the events")
+    p.add_argument("--events", help="append events (deliver, start, finish, effect, ack, ...) to this JSONL file")
+    p.add_argument("--results", help="result sink JSONL file; written before each ack (broker backends)")
+    p.add_argument("--heartbeat-s", type=float, default=5.0, help="heartbeat interval in seconds (default 5)")
+    p.add_argument("--timeout-s", type=float, default=30.0, help="ack timeout / lease in seconds (default 30)")
+    p.add_argument("--prefetch", type=int, default=1, help="unacknowledged jobs the broker may push (default 1)")
+    p.add_argument("--max-attempts", type=int, default=5, help="deliveries before dead-lettering (default 5)")
+    p.add_argument("--concurrency", type=int, default=1, help="jobs run at once in this process (default 1)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        cls = registry.get(args.backend)
+        if not cls.multiprocess:
+            raise BackendError(f"{args.backend}: in-process backend, it cannot be shared with a worker process")
+        if args.concurrency < 1:
+            raise ValueError(f"--concurrency must be >= 1, got {args.concurrency}")
+        config = BackendConfig(
+            queue=args.queue,
+            heartbeat_s=args.heartbeat_s,
+            timeout_s=args.timeout_s,
+            prefetch=args.prefetch,
+            max_attempts=args.max_attempts,
+        )
+        fn = load_function(args.func)
+    except (ValueError, WorkerLoadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    events = EventLog(args.events) if args.events else None
+    sink = ResultSink(args.results) if args.results else None
+    hooks = RecordingHooks(events, args.worker_id) if events else WorkerHooks()
+    backend = cls(config)
+    try:
+        backend.connect()
+        backend.serve(fn, args.worker_id, hooks, result_sink=sink, concurrency=args.concurrency, stop_event=stop)
+    except BackendError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    finally:
+        backend.close()
+        for f in (events, sink):
+            if f is not None:
+                f.close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
