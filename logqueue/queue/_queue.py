@@ -61,16 +61,20 @@ class Queue:
     def trim(self, retention: int, chunk: int) -> None:
         """Drop jobs and records more than ``retention`` offsets behind the end.
 
-        A job is kept while a claiming group has not settled it (groups used only in log
-        mode, like Kafka consumers, do not hold retention back). Trimming happens in steps
-        of ``chunk`` offsets so that its list moves stay cheap.
+        A job is kept until every claiming group has settled it, so a queue nobody has
+        claimed from yet keeps everything (groups used only in log mode do not count).
+        Trimming happens in steps of ``chunk`` offsets so that its list moves stay cheap.
         """
         bound = self.end - retention
+        claiming = False
         for group in self.groups.values():
             if group.claiming:
+                claiming = True
                 group.trim(bound, chunk)
                 bound = min(bound, group.lwm)
         drop = bound - self.base
+        if not claiming:
+            return
         if drop < chunk:
             return
         for origin in self.origins[:drop]:

@@ -9,8 +9,8 @@ Retention and compaction (per queue, ``retention_jobs`` offsets):
 
 * each group keeps per-offset bookkeeping only above its low-water mark (every offset
   below it is settled); results and dead-letter records, payloads and producer dedup
-  entries are kept for the last ``retention_jobs`` offsets, and never dropped while a
-  claiming group has not settled them;
+  entries are kept for the last ``retention_jobs`` offsets, and never dropped before
+  every claiming group has settled them (a queue nobody claims from keeps everything);
 * ``read`` starts at ``max(from_offset, first retained offset)``, ``results`` and
   ``dead_letters`` skip offsets whose records are gone (``stats`` reports both bounds);
 * ``complete``/``fail`` on an offset whose record is gone answer ``compacted``;
