@@ -1,0 +1,370 @@
+"""The asyncio node: drives the Raft core over TCP with durable storage.
+
+One loop, in the order the core's ``Ready`` requires::
+
+    tick / step / propose  ->  ready()  ->  persist (+ one sync: group commit)
+      ->  send  ->  install snapshot, apply committed entries, answer reads  ->  advance()
+
+Peer messages are stepped as soon as they are decoded; client requests are buffered
+and proposed together at the top of the next loop turn, so many requests share one
+Ready, one fsync and one AppendEntries per follower. Nothing is answered before the
+fsync of the Ready that committed it locally and before it is applied.
+
+Client operations live in ``logqueue.runtime.service``; this module owns the loop.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import random
+import time
+from dataclasses import dataclass, field
+
+from logqueue.raft import Config, NotLeader, ProposalDropped, Raft
+from logqueue.raft import types as t
+from logqueue.runtime import envelope, wire
+from logqueue.runtime.machine import ServiceMachine
+from logqueue.runtime.service import Service
+from logqueue.runtime.transport import Inbound, PeerLink, split_address
+
+log = logging.getLogger("logqueue.node")
+
+# Messages a leader or candidate sends; refused from anything that is not a member.
+_FROM_MEMBERS_ONLY = (t.RequestVote, t.AppendEntries, t.Heartbeat, t.InstallSnapshot, t.TimeoutNow)
+
+
+@dataclass
+class NodeConfig:
+    """Everything a node is started with (see ``logqueue node --help``)."""
+
+    node_id: int
+    listen: str
+    peers: dict[int, str] = field(default_factory=dict)  # initial members (may include self)
+    data_dir: str | None = None  # None: in-memory storage (tests only)
+    fsync: str = "batch"
+    election_timeout_ms: tuple[int, int] = (300, 600)
+    heartbeat_ms: int = 50
+    tick_ms: int = 10
+    secret: bytes | None = None
+    join: bool = False  # start empty and wait to be added by `member add`
+    snapshot_every: int = 10_000  # applied entries between snapshots
+    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot
+    max_frame: int = wire.DEFAULT_MAX_FRAME
+    test_hooks: bool = False  # allow the `isolate` request (cut this node off its peers)
+    seed: int | None = None
+
+    def raft_config(self) -> Config:
+        low, high = self.election_timeout_ms
+        return Config(
+            election_ticks=(max(1, low // self.tick_ms), max(1, high // self.tick_ms)),
+            heartbeat_ticks=max(1, self.heartbeat_ms // self.tick_ms),
+        )
+
+
+def open_storage(cfg: NodeConfig):
+    if cfg.data_dir is None:
+        from logqueue.storage.memory import MemoryStorage
+
+        return MemoryStorage()
+    from logqueue.storage import DiskStorage
+
+    os.makedirs(cfg.data_dir, exist_ok=True)
+    return DiskStorage(cfg.data_dir, fsync=cfg.fsync)
+
+
+class Node:
+    """A Raft node serving peers and clients on one TCP port."""
+
+    def __init__(self, cfg: NodeConfig) -> None:
+        self.cfg = cfg
+        self.node_id = cfg.node_id
+        self.secret = cfg.secret
+        self.max_frame = cfg.max_frame
+        self.storage = None
+        self.raft: Raft | None = None
+        self.machine = ServiceMachine()
+        self.service = Service(self)
+        self.links: dict[int, PeerLink] = {}
+        self.isolated = False  # test hook: drop all peer traffic
+        self.started = time.time()
+        self._server: asyncio.AbstractServer | None = None
+        self._wake = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._was_leader = False
+        self._snap_index = 0  # index of the latest snapshot taken or installed
+        self._refused: dict[int, float] = {}  # non-member id -> last time we logged it
+        self._watchers: list[tuple[object, asyncio.Future]] = []
+        self.stopped = asyncio.Event()
+
+    # --- life cycle ------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Load state from storage, start listening and ticking."""
+        cfg = self.cfg
+        self.storage = open_storage(cfg)
+        state = self.storage.load()
+        hard_state, snapshot, entries = state.hard_state, state.snapshot, state.entries
+        if snapshot is not None and snapshot.meta.index:
+            self.machine = ServiceMachine.restore(snapshot.data)
+            self._snap_index = snapshot.meta.index
+        else:
+            snapshot = None
+        bootstrap = None
+        if not cfg.join:
+            bootstrap = t.ConfState(frozenset(cfg.peers) | {cfg.node_id})
+        rng = random.Random(cfg.seed if cfg.seed is not None else os.urandom(8))
+        self.raft = Raft(cfg.node_id, cfg.raft_config(), rng, hard_state=hard_state, entries=entries,
+                         snapshot=snapshot, bootstrap=bootstrap)
+        loop = asyncio.get_running_loop()
+        host, port = split_address(cfg.listen)
+        self._server = await loop.create_server(lambda: Inbound(self), host, port, reuse_address=True)
+        self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._loop())]
+        log.info("node %d listening on %s (term %d, last index %d, members %s)", cfg.node_id, cfg.listen,
+                 self.raft.term, self.raft.last_index, sorted(self.raft.conf.members()))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            try:
+                await task
+            except (asyncio.CancelledError, Exception):
+                pass
+        if self._server is not None:
+            self._server.close()
+        for link in self.links.values():
+            await link.close()
+        self.service.fail_all("node is stopping")
+        if self.storage is not None:
+            self.storage.close()
+        self.stopped.set()
+
+    # --- addresses ---------------------------------------------------------------------------
+    def address_of(self, node_id: int | None) -> str | None:
+        if node_id is None:
+            return None
+        if node_id == self.node_id:
+            return self.cfg.listen
+        return self.machine.addresses.get(node_id) or self.cfg.peers.get(node_id)
+
+    def _link(self, peer: int) -> PeerLink | None:
+        link = self.links.get(peer)
+        if link is None:
+            address = self.address_of(peer)
+            if address is None:
+                return None
+            link = self.links[peer] = PeerLink(self.node_id, peer, address, self.secret, self.cfg.listen)
+            link.blocked = self.isolated
+            link.start()
+        return link
+
+    # --- inbound (called by transport.Inbound) --------------------------------------------
+    def on_peer_frames(self, conn: Inbound, bodies: list[list]) -> None:
+        if self.isolated:
+            return
+        raft = self.raft
+        members = raft.conf.members()
+        for body in bodies:
+            msg = wire.decode_message(body)  # FrameError closes the connection
+            if msg.src != conn.peer_id or msg.dst != self.node_id:
+                raise wire.FrameError(f"message from {msg.src} to {msg.dst} on the link of peer {conn.peer_id}")
+            # An empty configuration means we were started to join and wait to be added.
+            if members and msg.src not in members and isinstance(msg, _FROM_MEMBERS_ONLY):
+                self._log_refused(msg)
+                continue
+            if conn.listen and msg.src not in self.cfg.peers and msg.src not in self.machine.addresses:
+                self.cfg.peers[msg.src] = conn.listen  # learn how to answer a node added later
+            raft.step(msg)
+        self._wake.set()
+
+    def _log_refused(self, msg: t.Message) -> None:
+        now = time.monotonic()
+        if now - self._refused.get(msg.src, 0) > 5:
+            self._refused[msg.src] = now
+            log.warning("refusing %s from node %d: not a member of %s", type(msg).__name__, msg.src,
+                        sorted(self.raft.conf.members()))
+
+    def on_client_frames(self, conn: Inbound, bodies: list[list]) -> None:
+        self.service.handle(conn, bodies)
+        self._wake.set()
+
+    def on_close(self, conn: Inbound) -> None:
+        pass  # waiters of a closed connection are dropped when they are answered
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    # --- the loop ------------------------------------------------------------------------------
+    async def _ticker(self) -> None:
+        loop = asyncio.get_running_loop()
+        interval = self.cfg.tick_ms / 1000
+        deadline = loop.time()
+        while True:
+            deadline += interval
+            await asyncio.sleep(max(0.0, deadline - loop.time()))
+            now = loop.time()
+            if now - deadline > interval:
+                deadline = now  # we were paused (SIGSTOP, long fsync): tick once, not a burst
+            self.raft.tick()
+            self._wake.set()
+
+    async def _loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                self._process()
+            except Exception:
+                # Storage or core failures are fatal: continuing could break durability.
+                log.exception("node %d stopping on an unexpected error", self.node_id)
+                self.stopped.set()
+                raise
+
+    def _process(self) -> None:
+        raft = self.raft
+        self.service.flush_proposals()
+        storage = self.storage
+        while raft.has_ready():
+            rd = raft.ready()
+            if rd.snapshot is not None:
+                storage.save_snapshot(rd.snapshot)
+            if rd.entries:
+                storage.append(rd.entries)
+            if rd.hard_state is not None:
+                storage.set_hard_state(rd.hard_state)
+            if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
+                storage.sync()  # group commit: one fsync for the whole Ready, before sending
+            if rd.messages:
+                self._send(rd.messages)
+            if rd.snapshot is not None:
+                self._install(rd.snapshot)
+            if rd.committed:
+                self._apply(rd.committed)
+            if rd.read_states:
+                self.service.on_read_states(rd.read_states)
+            raft.advance(rd)
+            self._observe_role()
+        self._maybe_snapshot()
+        self.service.after_apply()
+        if self._watchers:
+            self._check_watchers()
+
+    def _send(self, messages: list[t.Message]) -> None:
+        by_peer: dict[int, list[bytes]] = {}
+        encode, frame = wire.encode_message, wire.frame
+        for msg in messages:
+            by_peer.setdefault(msg.dst, []).append(frame(encode(msg)))
+        for peer, frames in by_peer.items():
+            link = self._link(peer)
+            if link is not None:
+                link.send(frames)
+
+    def _install(self, snap: t.Snapshot) -> None:
+        self.machine = ServiceMachine.restore(snap.data)
+        self._snap_index = snap.meta.index
+        log.info("node %d installed a snapshot at index %d from the leader", self.node_id, snap.meta.index)
+
+    def _apply(self, entries: list[t.Entry]) -> None:
+        machine, service = self.machine, self.service
+        decode = envelope.decode
+        for e in entries:
+            if e.kind is not t.EntryKind.NORMAL:
+                if e.kind is t.EntryKind.CONFIG:
+                    service.on_config_applied(e)
+                continue
+            env = decode(e.data)
+            if env is None:
+                continue  # not written by this runtime: nothing to apply
+            kind = env[0]
+            if kind == envelope.RECORD:
+                service.on_record_applied(*machine.apply_record(e.index, env))
+            elif kind == envelope.QUEUE:
+                service.on_queue_applied(machine.apply_queue(e.index, env))
+            else:
+                machine.apply_address(env)
+                link = self.links.pop(env[1], None)
+                if link is not None:  # redial at the new address
+                    asyncio.get_running_loop().create_task(link.close())
+        service.on_applied(entries[-1].index)
+
+    def _observe_role(self) -> None:
+        leader = self.raft.role is t.Role.LEADER
+        if leader != self._was_leader:
+            self._was_leader = leader
+            if leader:
+                log.info("node %d is the leader of term %d", self.node_id, self.raft.term)
+                self.service.on_leadership_gained()
+            else:
+                self.service.on_leadership_lost()
+
+    def _maybe_snapshot(self) -> None:
+        raft = self.raft
+        applied = raft.applied_index
+        if applied - self._snap_index < self.cfg.snapshot_every:
+            return
+        self.take_snapshot()
+
+    def take_snapshot(self) -> int:
+        """Snapshot the state machine at the applied index and compact the log behind it."""
+        raft = self.raft
+        applied = raft.applied_index
+        if applied <= self._snap_index:
+            return self._snap_index
+        snap = raft.compact(applied, self.machine.snapshot())
+        self.storage.save_snapshot(snap)
+        self._snap_index = applied
+        keep_from = applied - self.cfg.retain_entries
+        if keep_from > 0:
+            self.storage.compact(keep_from)
+            self.machine.forget_duplicates_below(keep_from)
+        return applied
+
+    # --- waiting for conditions (membership changes, transfers) ------------------------
+    def watch(self, predicate) -> asyncio.Future:
+        """A future resolved once ``predicate()`` is true after a loop turn."""
+        fut = asyncio.get_running_loop().create_future()
+        if predicate():
+            fut.set_result(None)
+        else:
+            self._watchers.append((predicate, fut))
+        return fut
+
+    def _check_watchers(self) -> None:
+        keep = []
+        for predicate, fut in self._watchers:
+            if fut.done():
+                continue
+            if predicate():
+                fut.set_result(None)
+            else:
+                keep.append((predicate, fut))
+        self._watchers = keep
+
+    # --- status and test hooks ----------------------------------------------------------
+    def status(self) -> dict:
+        raft = self.raft
+        role = raft.role
+        return {
+            "id": self.node_id,
+            "address": self.cfg.listen,
+            "role": "candidate" if role in (t.Role.CANDIDATE, t.Role.PRE_CANDIDATE) else role.value,
+            "term": raft.term,
+            "leader_id": raft.leader_id,
+            "leader_address": self.address_of(raft.leader_id),
+            "commit_index": raft.commit_index,
+            "last_index": raft.last_index,
+            "applied_index": raft.applied_index,
+            "first_index": self.storage.first_index(),
+            "snapshot_index": self._snap_index,
+            "voters": sorted(raft.conf.voters),
+            "outgoing": sorted(raft.conf.outgoing),
+            "pid": os.getpid(),
+            "uptime_s": round(time.time() - self.started, 3),
+            "isolated": self.isolated,
+        }
+
+    def set_isolated(self, on: bool) -> None:
+        """Test hook: drop every peer message in and out (a node cut off the network)."""
+        self.isolated = on
+        for link in self.links.values():
+            link.blocked = on

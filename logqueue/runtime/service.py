@@ -1,0 +1,461 @@
+"""Client operations of a node: what each request does and when it is answered.
+
+Requests (``[REQUEST, id, op, args]``) and their answers:
+
+==============  =====================================================  ==========================
+op              args                                                   answer body
+==============  =====================================================  ==========================
+append          c (client id), low, recs: [[seq, data], ...]           {"indexes": [...]}
+submit          c, seq, low, cmds: [command, ...]                      {"results": [...]}
+query           name, args, stale (bool)                               the query's answer
+status          --                                                     the node's status map
+read_log        from, max, all (bool)                                  {"entries": [...], ...}
+member          op ("add"|"remove"), id, address                       {"voters": [...]}
+transfer        to                                                     {"leader": id}
+snapshot        --                                                     {"index": I}
+isolate         on (bool) -- only with --test-hooks                    {"isolated": bool}
+==============  =====================================================  ==========================
+
+Errors are ``ok = false`` with ``{"code", "message"}``; ``not_leader`` adds ``leader`` and
+``address`` so the client can follow the redirect. Writes and linearizable queries are
+served by the leader only. A write is answered once applied; a retried write (same
+client id and seq) is never proposed twice while the first copy is in the leader's log,
+and is applied at most once (``machine.ServiceMachine``).
+"""
+from __future__ import annotations
+
+import asyncio
+import base64
+import logging
+import time
+from typing import TYPE_CHECKING, Any
+
+from logqueue.raft import NotLeader, ProposalDropped, SafetyError
+from logqueue.raft import types as t
+from logqueue.runtime import envelope, wire
+from logqueue.runtime.machine import StaleRequest
+
+if TYPE_CHECKING:
+    from logqueue.runtime.node import Node
+    from logqueue.runtime.transport import Inbound
+
+log = logging.getLogger("logqueue.service")
+
+MAX_GROUPS_PER_ENTRY = 1024
+READ_LOG_MAX = 10_000
+QUEUE_QUERIES = ("read", "stats", "results", "dead_letters", "queue_names")
+
+
+class BadRequest(ValueError):
+    """A request with missing or mistyped arguments; answered with code bad_request."""
+
+
+def error(code: str, message: str, **extra) -> dict:
+    return {"code": code, "message": message, **extra}
+
+
+def _arg(args: dict, name: str, kind: type | tuple, default: Any = ...) -> Any:
+    if name not in args:
+        if default is ...:
+            raise BadRequest(f"missing argument {name!r}")
+        return default
+    value = args[name]
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise BadRequest(f"argument {name!r} has the wrong type")
+    return value
+
+
+class _Pending:
+    """One client request waiting for several answers (one per record or group)."""
+
+    __slots__ = ("conn", "rid", "answers", "remaining", "key", "done")
+
+    def __init__(self, conn: "Inbound", rid: int, n: int, key: str) -> None:
+        self.conn, self.rid, self.key = conn, rid, key
+        self.answers: list[Any] = [None] * n
+        self.remaining = n
+        self.done = False
+
+    def set(self, k: int, answer: Any) -> None:
+        if self.done:
+            return
+        if answer is None:
+            self.fail(error("stale_request", "the answer to this retried request was already acknowledged"))
+            return
+        self.answers[k] = answer
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.done = True
+            self.conn.send(wire.response(self.rid, True, {self.key: self.answers}))
+
+    def fail(self, body: dict) -> None:
+        if not self.done:
+            self.done = True
+            self.conn.send(wire.response(self.rid, False, body))
+
+
+class Service:
+    """The client-facing half of a node (the loop calls the ``on_*`` hooks)."""
+
+    def __init__(self, node: "Node") -> None:
+        self.node = node
+        # Leader only: requests in the log tail or in the buffer, not yet applied.
+        self.inflight: set[tuple[int, int]] = set()
+        self.record_waiters: dict[tuple[int, int], list[tuple[_Pending, int]]] = {}
+        self.queue_waiters: dict[tuple[int, int], list[tuple[_Pending, int]]] = {}
+        self.buf_records: list[bytes] = []
+        self.buf_groups: list[list] = []
+        self.reads: dict[int, tuple["Inbound", int, str, dict]] = {}  # read request id -> query
+        self.ready_reads: list[tuple[int, "Inbound", int, str, dict]] = []  # (index, ...) awaiting apply
+        self._read_seq = 0
+        self.ops = {
+            "append": self.op_append,
+            "submit": self.op_submit,
+            "query": self.op_query,
+            "status": self.op_status,
+            "status_leader": self.op_status_leader,
+            "read_log": self.op_read_log,
+            "member": self.op_member,
+            "transfer": self.op_transfer,
+            "snapshot": self.op_snapshot,
+            "isolate": self.op_isolate,
+        }
+
+    # --- dispatch ------------------------------------------------------------------------
+    def handle(self, conn: "Inbound", bodies: list[list]) -> None:
+        for body in bodies:
+            rid, op, args = wire.decode_request(body)  # FrameError closes the connection
+            handler = self.ops.get(op)
+            try:
+                if handler is None:
+                    raise BadRequest(f"unknown operation {op!r}")
+                handler(conn, rid, args)
+            except BadRequest as exc:
+                conn.send(wire.response(rid, False, error("bad_request", str(exc))))
+            except NotLeader:
+                conn.send(wire.response(rid, False, self.not_leader()))
+            except Exception as exc:  # a bug must cost one request, never the node
+                log.exception("request %s failed", op)
+                conn.send(wire.response(rid, False, error("internal", f"{exc.__class__.__name__}: {exc}")))
+
+    def not_leader(self) -> dict:
+        node = self.node
+        leader = node.raft.leader_id
+        if leader == node.node_id:
+            leader = None
+        return error("not_leader", f"node {node.node_id} is not the leader", leader=leader,
+                     address=node.address_of(leader))
+
+    def _require_leader(self) -> None:
+        if self.node.raft.role is not t.Role.LEADER:
+            raise NotLeader(self.node.raft.leader_id)
+
+    # --- writes ----------------------------------------------------------------------------
+    def op_append(self, conn, rid, args) -> None:
+        self._require_leader()
+        c = _arg(args, "c", int)
+        low = _arg(args, "low", int, 0)
+        recs = _arg(args, "recs", list)
+        machine = self.node.machine
+        pending = _Pending(conn, rid, len(recs), "indexes")
+        for k, rec in enumerate(recs):
+            if type(rec) is not list or len(rec) != 2 or type(rec[0]) is not int or type(rec[1]) is not bytes:
+                raise BadRequest("each record must be [seq, bytes]")
+        if not recs:
+            pending.done = True
+            conn.send(wire.response(rid, True, {"indexes": []}))
+            return
+        for k, (seq, data) in enumerate(recs):
+            key = (c, seq)
+            try:
+                done, answer = machine.answer(c, seq)
+            except StaleRequest as exc:
+                pending.fail(error("stale_request", str(exc)))
+                return
+            if done:
+                pending.set(k, answer)
+                continue
+            self.record_waiters.setdefault(key, []).append((pending, k))
+            if key not in self.inflight:
+                self.inflight.add(key)
+                self.buf_records.append(envelope.record(c, seq, low, data))
+
+    def op_submit(self, conn, rid, args) -> None:
+        self._require_leader()
+        c = _arg(args, "c", int)
+        seq = _arg(args, "seq", int)
+        low = _arg(args, "low", int, 0)
+        cmds = _arg(args, "cmds", list)
+        key = (c, seq)
+        pending = _Pending(conn, rid, 1, "results")
+        try:
+            done, answer = self.node.machine.answer(c, seq)
+        except StaleRequest as exc:
+            pending.fail(error("stale_request", str(exc)))
+            return
+        if done:
+            pending.set(0, answer)
+            return
+        self.queue_waiters.setdefault(key, []).append((pending, 0))
+        if key not in self.inflight:
+            self.inflight.add(key)
+            self.buf_groups.append([c, seq, low, cmds])
+
+    def flush_proposals(self) -> None:
+        """Propose everything buffered since the last loop turn, as few entries as possible."""
+        if not (self.buf_records or self.buf_groups):
+            return
+        node = self.node
+        records, self.buf_records = self.buf_records, []
+        groups, self.buf_groups = self.buf_groups, []
+        try:
+            if records:
+                node.raft.propose_batch(records)
+            if groups:
+                # The leader's stamp never goes back, even across leaders.
+                now_ms = max(int(time.time() * 1000), node.machine.stamp)
+                batches = [groups[i : i + MAX_GROUPS_PER_ENTRY] for i in range(0, len(groups), MAX_GROUPS_PER_ENTRY)]
+                node.raft.propose_batch([envelope.queue_batch(now_ms, b) for b in batches])
+        except (NotLeader, ProposalDropped) as exc:
+            # Lost leadership (or a transfer is under way): everyone retries elsewhere.
+            log.info("dropping buffered proposals: %s", exc)
+            self.on_leadership_lost()
+
+    # --- apply hooks (called by the node loop) ------------------------------------------
+    def on_record_applied(self, client_id: int, seq: int, answer: int | None) -> None:
+        key = (client_id, seq)
+        if self.inflight:
+            self.inflight.discard(key)
+        waiters = self.record_waiters.pop(key, None)
+        if waiters:
+            for pending, k in waiters:
+                pending.set(k, answer)
+
+    def on_queue_applied(self, outcomes: list[tuple[int, int, Any]]) -> None:
+        for client_id, seq, answer in outcomes:
+            key = (client_id, seq)
+            self.inflight.discard(key)
+            for pending, k in self.queue_waiters.pop(key, ()):
+                pending.set(k, answer)
+
+    def on_config_applied(self, entry: t.Entry) -> None:
+        conf = t.ConfState.decode(entry.data)
+        log.info("node %d applied configuration %s at index %d", self.node.node_id,
+                 f"{sorted(conf.voters)} (joint with {sorted(conf.outgoing)})" if conf.joint else sorted(conf.voters),
+                 entry.index)
+
+    def on_applied(self, index: int) -> None:
+        pass
+
+    def after_apply(self) -> None:
+        """Answer linearizable reads whose read index is now applied."""
+        if not self.ready_reads:
+            return
+        applied = self.node.raft.applied_index
+        keep = []
+        for item in self.ready_reads:
+            if item[0] <= applied:
+                self._answer_query(*item[1:])
+            else:
+                keep.append(item)
+        self.ready_reads = keep
+
+    def on_read_states(self, states: list[t.ReadState]) -> None:
+        for rs in states:
+            q = self.reads.pop(rs.request, None)
+            if q is not None:
+                self.ready_reads.append((rs.index, *q))
+
+    def on_leadership_gained(self) -> None:
+        # Requests already in our log tail (from an earlier leader) must not be proposed
+        # again when their client retries: they will be committed by this leader.
+        node = self.node
+        lo, hi = node.raft.applied_index + 1, node.raft.last_index + 1
+        if lo >= hi:
+            return
+        for e in node.storage.entries(lo, hi):
+            if e.kind is not t.EntryKind.NORMAL:
+                continue
+            env = envelope.decode(e.data)
+            if env is None:
+                continue
+            if env[0] == envelope.RECORD:
+                self.inflight.add((env[1], env[2]))
+            elif env[0] == envelope.QUEUE:
+                for c, seq, _low, _cmds in env[2]:
+                    self.inflight.add((c, seq))
+
+    def on_leadership_lost(self) -> None:
+        self.fail_all(None)
+
+    def fail_all(self, reason: str | None) -> None:
+        body = self.not_leader() if reason is None else error("unavailable", reason)
+        for waiters in (self.record_waiters, self.queue_waiters):
+            for lst in waiters.values():
+                for pending, _ in lst:
+                    pending.fail(body)
+            waiters.clear()
+        for conn, rid, _, _ in self.reads.values():
+            conn.send(wire.response(rid, False, body))
+        for _, conn, rid, _, _ in self.ready_reads:
+            conn.send(wire.response(rid, False, body))
+        self.reads.clear()
+        self.ready_reads.clear()
+        self.inflight.clear()
+        self.buf_records.clear()
+        self.buf_groups.clear()
+
+    # --- reads ---------------------------------------------------------------------------
+    def op_query(self, conn, rid, args) -> None:
+        name = _arg(args, "name", str)
+        qargs = _arg(args, "args", dict, {})
+        if name not in QUEUE_QUERIES:
+            raise BadRequest(f"unknown query {name!r}; known: {', '.join(QUEUE_QUERIES)}")
+        if _arg(args, "stale", bool, False):
+            self._answer_query(conn, rid, name, qargs)
+            return
+        self._require_leader()
+        self._read_seq += 1
+        self.reads[self._read_seq] = (conn, rid, name, qargs)
+        self.node.raft.read_index(self._read_seq)
+
+    def _answer_query(self, conn, rid, name: str, qargs: dict) -> None:
+        try:
+            answer = getattr(self.node.machine.queue, name)(**qargs)
+        except (TypeError, ValueError, KeyError) as exc:
+            conn.send(wire.response(rid, False, error("bad_request", f"query {name}: {exc}")))
+            return
+        conn.send(wire.response(rid, True, answer))
+
+    def op_status(self, conn, rid, args) -> None:
+        conn.send(wire.response(rid, True, self.node.status()))
+
+    def op_status_leader(self, conn, rid, args) -> None:
+        self._require_leader()
+        conn.send(wire.response(rid, True, self.node.status()))
+
+    def op_read_log(self, conn, rid, args) -> None:
+        """Committed (applied) entries of this node from `from`, at most `max`."""
+        node = self.node
+        start = _arg(args, "from", int, 1)
+        count = min(_arg(args, "max", int, READ_LOG_MAX), READ_LOG_MAX)
+        show_all = _arg(args, "all", bool, False)
+        first = node.storage.first_index()
+        applied = node.raft.applied_index
+        lo = max(start, first, 1)
+        hi = min(applied + 1, lo + count) if count > 0 else lo
+        out = []
+        dups = node.machine.duplicates
+        for e in node.storage.entries(lo, hi) if lo < hi else ():
+            row = _log_row(e, e.index in dups)
+            if row is not None and (show_all or "kind" not in row or row["kind"] == "queue"):
+                out.append(row)
+        conn.send(wire.response(rid, True, {"entries": out, "first_index": first, "applied_index": applied,
+                                            "next": hi}))
+
+    # --- administration ---------------------------------------------------------------------
+    def op_member(self, conn, rid, args) -> None:
+        self._require_leader()
+        op = _arg(args, "op", str)
+        peer = _arg(args, "id", int)
+        address = _arg(args, "address", (str, type(None)), None)
+        if op not in ("add", "remove"):
+            raise BadRequest("member op must be add or remove")
+        if peer <= 0:
+            raise BadRequest("node ids are positive integers")
+        if address is not None:
+            from logqueue.runtime.transport import split_address
+
+            try:
+                split_address(address)
+            except ValueError as exc:
+                raise BadRequest(str(exc)) from None
+        elif op == "add" and self.node.address_of(peer) is None:
+            raise BadRequest(f"node {peer} has no known address: pass --address HOST:PORT")
+        asyncio.get_running_loop().create_task(self._change_membership(conn, rid, op, peer, address))
+
+    async def _change_membership(self, conn, rid, op: str, peer: int, address: str | None) -> None:
+        node = self.node
+        raft = node.raft
+        try:
+            if op == "add" and address is not None and node.machine.addresses.get(peer) != address:
+                index = raft.propose(envelope.address(peer, address))
+                node.wake()
+                await asyncio.wait_for(node.watch(lambda: raft.applied_index >= index), 10)
+            voters = raft.conf.voters | {peer} if op == "add" else raft.conf.voters - {peer}
+            if not (voters == raft.conf.voters and not raft.conf.joint):
+                raft.propose_conf_change(voters)
+                node.wake()
+
+            def settled() -> bool:
+                # C_new is in effect once it is committed and no longer joint.
+                conf_entries = raft.log.conf_entries
+                return (not raft.conf.joint and raft.conf.voters == voters
+                        and (not conf_entries or conf_entries[-1][0] <= raft.commit_index))
+
+            await asyncio.wait_for(node.watch(settled), 20)
+            conn.send(wire.response(rid, True, {"voters": sorted(voters)}))
+        except NotLeader:
+            conn.send(wire.response(rid, False, self.not_leader()))
+        except ProposalDropped as exc:
+            conn.send(wire.response(rid, False, error("busy", str(exc))))
+        except asyncio.TimeoutError:
+            conn.send(wire.response(rid, False, error("timeout", "the membership change did not finish in time; "
+                                                                 "check `logqueue status`")))
+
+    def op_transfer(self, conn, rid, args) -> None:
+        self._require_leader()
+        target = _arg(args, "to", int)
+        node = self.node
+        try:
+            node.raft.transfer_leadership(target)
+        except ProposalDropped as exc:
+            raise BadRequest(str(exc)) from None
+        node.wake()
+
+        async def wait() -> None:
+            try:
+                await asyncio.wait_for(node.watch(lambda: node.raft.leader_id == target), 5)
+                conn.send(wire.response(rid, True, {"leader": target}))
+            except asyncio.TimeoutError:
+                conn.send(wire.response(rid, False, error("timeout", f"node {target} did not take over in time")))
+
+        asyncio.get_running_loop().create_task(wait())
+
+    def op_snapshot(self, conn, rid, args) -> None:
+        try:
+            index = self.node.take_snapshot()
+        except SafetyError as exc:
+            raise BadRequest(str(exc)) from None
+        conn.send(wire.response(rid, True, {"index": index}))
+
+    def op_isolate(self, conn, rid, args) -> None:
+        if not self.node.cfg.test_hooks:
+            raise BadRequest("isolate needs a node started with --test-hooks")
+        self.node.set_isolated(_arg(args, "on", bool))
+        conn.send(wire.response(rid, True, {"isolated": self.node.isolated}))
+
+
+def _log_row(e: t.Entry, duplicate: bool) -> dict | None:
+    """A committed entry as `log read` prints it (data: UTF-8 text, else base64)."""
+    row: dict[str, Any] = {"index": e.index, "term": e.term}
+    if e.kind is t.EntryKind.NOOP:
+        row["kind"], data = "noop", b""
+    elif e.kind is t.EntryKind.CONFIG:
+        row["kind"], data = "config", e.data
+    else:
+        env = envelope.decode(e.data)
+        if env is not None and env[0] == envelope.RECORD:
+            data = env[4]
+            if duplicate:
+                row["kind"] = "duplicate"
+        elif env is not None:
+            row["kind"], data = envelope.KIND_NAMES[env[0]], e.data
+        else:
+            data = e.data
+    try:
+        row["data"] = data.decode("utf-8")
+    except UnicodeDecodeError:
+        row["data"] = base64.b64encode(data).decode()
+        row["encoding"] = "base64"
+    return row

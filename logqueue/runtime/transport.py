@@ -1,0 +1,245 @@
+"""TCP connections carrying frames: the accepting side, the dialing side, peer links.
+
+Built on ``asyncio.Protocol`` rather than streams: ``data_received`` hands whole
+batches of bytes to the frame decoder, which keeps the per-message cost low.
+
+- ``Inbound``: one accepted connection. It runs the handshake (``auth``), then hands
+  each Raft message or client request to the node's handler. A bad frame closes this
+  connection only, with the reason logged.
+- ``dial``: open a connection, run the caller's side of the handshake, return a
+  ``Dialed`` connection whose frames go to a callback (used by clients and peer links).
+- ``PeerLink``: the node's outbound connection to one peer, redialed with back-off.
+  Messages to an unreachable or slow peer are dropped: Raft retransmits.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Callable, Protocol
+
+from logqueue.runtime import auth, wire
+
+log = logging.getLogger("logqueue.transport")
+
+# Beyond this many unsent bytes for one peer we drop messages instead of queueing them
+# (a paused peer must not make the leader's memory grow without bound).
+PEER_BUFFER_LIMIT = 8 << 20
+# A client that does not read its responses is disconnected past this many bytes.
+CLIENT_BUFFER_LIMIT = 64 << 20
+
+
+class Handler(Protocol):
+    """What a node provides to its inbound connections."""
+
+    node_id: int
+    secret: bytes | None
+    max_frame: int
+
+    def on_peer_frames(self, conn: "Inbound", bodies: list[list]) -> None: ...
+
+    def on_client_frames(self, conn: "Inbound", bodies: list[list]) -> None: ...
+
+    def on_close(self, conn: "Inbound") -> None: ...
+
+
+class Inbound(asyncio.Protocol):
+    """An accepted connection: handshake first, then peer messages or client requests."""
+
+    def __init__(self, handler: Handler) -> None:
+        self.handler = handler
+        self.decoder = wire.FrameDecoder(handler.max_frame)
+        self.transport: asyncio.Transport | None = None
+        self.kind: str | None = None  # "peer" or "client" once authenticated
+        self.peer_id = 0
+        self.listen = ""
+        self.remote = "?"
+        self._nonce = auth.new_nonce()
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        peer = transport.get_extra_info("peername")
+        self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
+        transport.write(wire.frame(auth.hello(self.handler.node_id, self._nonce)))  # type: ignore[attr-defined]
+
+    def data_received(self, data: bytes) -> None:
+        if self.closed:
+            return
+        try:
+            bodies = self.decoder.feed(data)
+            if self.kind is None and bodies:
+                self.kind, self.peer_id, self.listen = auth.check_auth(bodies[0], self.handler.secret, self._nonce)
+                self.transport.write(wire.frame([wire.WELCOME]))
+                bodies = bodies[1:]
+            if not bodies:
+                return
+            if self.kind == "peer":
+                self.handler.on_peer_frames(self, bodies)
+            else:
+                self.handler.on_client_frames(self, bodies)
+        except (wire.FrameError, auth.AuthError) as exc:
+            self.abort(str(exc))
+
+    def send(self, body: list) -> None:
+        self.send_bytes(wire.frame(body))
+
+    def send_bytes(self, data: bytes) -> None:
+        if self.closed:
+            return
+        self.transport.write(data)
+        if self.transport.get_write_buffer_size() > CLIENT_BUFFER_LIMIT:
+            self.abort("client does not read its responses")
+
+    def abort(self, reason: str) -> None:
+        """Close this connection, logging why; the node keeps serving."""
+        if not self.closed:
+            who = f"{self.kind or 'unauthenticated'} {self.peer_id or ''} {self.remote}".replace("  ", " ")
+            log.warning("closing connection from %s: %s", who, reason)
+            self.closed = True
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self.handler.on_close(self)
+
+
+class HandshakeError(ConnectionError):
+    """The node refused or broke off the handshake."""
+
+
+class Dialed(asyncio.Protocol):
+    """The dialing side of a connection; frames after the handshake go to ``on_frames``."""
+
+    def __init__(self, secret: bytes | None, kind: str, peer_id: int, listen: str, max_frame: int,
+                 on_frames: Callable[[list[list]], None], on_lost: Callable[[], None]) -> None:
+        self.decoder = wire.FrameDecoder(max_frame)
+        self.secret, self.kind, self.peer_id, self.listen = secret, kind, peer_id, listen
+        self.on_frames, self.on_lost = on_frames, on_lost
+        self.transport: asyncio.Transport | None = None
+        self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.node_id: int | None = None  # the id the node announced in HELLO
+        self.closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            bodies = self.decoder.feed(data)
+            while bodies and not self.ready.done():
+                body = bodies.pop(0)
+                if self.node_id is None:
+                    self.node_id, nonce = auth.parse_hello(body)
+                    self.transport.write(wire.frame(auth.auth(self.secret, nonce, self.kind, self.peer_id, self.listen)))
+                elif body[0] == wire.WELCOME:
+                    self.ready.set_result(None)
+                else:
+                    raise auth.AuthError("expected WELCOME")
+            if bodies:
+                self.on_frames(bodies)
+        except (wire.FrameError, auth.AuthError) as exc:
+            if not self.ready.done():
+                self.ready.set_exception(HandshakeError(str(exc)))
+            log.warning("closing connection to node %s: %s", self.node_id, exc)
+            self.close()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if not self.ready.done():
+            self.ready.set_exception(HandshakeError("connection closed during the handshake (wrong secret?)"))
+        self.on_lost()
+
+    def write(self, data: bytes) -> None:
+        self.transport.write(data)
+
+    def buffered(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.transport.abort()
+
+
+async def dial(host: str, port: int, *, secret: bytes | None, kind: str, peer_id: int = 0, listen: str = "",
+               max_frame: int = wire.DEFAULT_MAX_FRAME, timeout: float = 2.0,
+               on_frames: Callable[[list[list]], None] = lambda bodies: None,
+               on_lost: Callable[[], None] = lambda: None) -> Dialed:
+    """Connect and authenticate; raises OSError / HandshakeError / TimeoutError."""
+    loop = asyncio.get_running_loop()
+
+    def factory() -> Dialed:
+        return Dialed(secret, kind, peer_id, listen, max_frame, on_frames, on_lost)
+
+    async def connect() -> Dialed:
+        _, proto = await loop.create_connection(factory, host, port)
+        try:
+            await proto.ready
+        except BaseException:
+            proto.close()
+            raise
+        return proto
+
+    return await asyncio.wait_for(connect(), timeout)
+
+
+def split_address(address: str) -> tuple[str, int]:
+    """'HOST:PORT' -> (host, port); ValueError with a one-line reason."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"bad address {address!r}: expected HOST:PORT")
+    return host, int(port)
+
+
+class PeerLink:
+    """The outbound connection from this node to one peer, redialed in the background."""
+
+    def __init__(self, node_id: int, peer_id: int, address: str, secret: bytes | None, listen: str) -> None:
+        self.node_id, self.peer_id, self.address = node_id, peer_id, address
+        self.secret, self.listen = secret, listen
+        self.conn: Dialed | None = None
+        self.blocked = False  # test hook: drop everything (a cut-off link)
+        self._task: asyncio.Task | None = None
+        self._closing = False
+        self.dropped = 0
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._keep_connected())
+
+    def send(self, frames: list[bytes]) -> None:
+        conn = self.conn
+        if conn is None or conn.closed or self.blocked:
+            self.dropped += len(frames)
+            return
+        if conn.buffered() > PEER_BUFFER_LIMIT:
+            self.dropped += len(frames)
+            return
+        conn.write(b"".join(frames) if len(frames) > 1 else frames[0])
+
+    async def _keep_connected(self) -> None:
+        delay = 0.02
+        host, port = split_address(self.address)
+        while not self._closing:
+            lost = asyncio.Event()
+            try:
+                self.conn = await dial(host, port, secret=self.secret, kind="peer", peer_id=self.node_id,
+                                       listen=self.listen, on_lost=lost.set, timeout=1.0)
+                delay = 0.02
+                await lost.wait()
+            except (OSError, HandshakeError, asyncio.TimeoutError) as exc:
+                if isinstance(exc, HandshakeError):
+                    log.warning("peer %d at %s refused us: %s", self.peer_id, self.address, exc)
+            self.conn = None
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.25)  # a restarted peer is found again within 0.25 s
+
+    async def close(self) -> None:
+        self._closing = True
+        if self.conn is not None:
+            self.conn.close()
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
