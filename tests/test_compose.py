@@ -1,0 +1,75 @@
+"""docker-compose.yml: valid for Debian's docker-compose, and wired the way the runner needs."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+from baselines.base import SERVERS
+from tests.conftest import IN_CI
+
+ROOT = Path(__file__).resolve().parent.parent
+COMPOSE = ROOT / "docker-compose.yml"
+
+
+@pytest.fixture(scope="module")
+def config() -> dict:
+    """The compose file as docker-compose resolves it (anchors merged, $$ unescaped)."""
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        reason = "docker-compose is not installed (make services installs Debian's docker-compose)"
+        if IN_CI:
+            pytest.fail(reason)
+        pytest.skip(reason)
+    out = subprocess.run([exe, "-f", str(COMPOSE), "config"], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert out.returncode == 0, f"docker-compose config failed: {out.stderr}"
+    return yaml.safe_load(out.stdout)
+
+
+def test_every_service_the_runner_needs_is_defined(config):
+    services = config["services"]
+    assert {"rabbitmq", "redis", "nats", "logqueue-1", "logqueue-2", "logqueue-3", "runner"} <= set(services)
+    assert "management" in services["rabbitmq"]["image"]
+    assert "-js" in services["nats"]["command"]
+    assert set(services["runner"]["depends_on"]) >= {"rabbitmq", "redis", "nats", "logqueue-1", "logqueue-2", "logqueue-3"}
+
+
+def test_logqueue_nodes_form_one_cluster(config):
+    services = config["services"]
+    for i in (1, 2, 3):
+        node = services[f"logqueue-{i}"]
+        command = " ".join(node["command"])
+        assert re.search(rf"logqueue node --id {i} --listen 0\.0\.0\.0:7001 --peers \S+ --data-dir /data", command)
+        peers = dict(p.split("=") for p in node["environment"]["LOGQUEUE_PEERS"].split(","))
+        assert peers == {str(j): f"logqueue-{j}:7001" for j in (1, 2, 3)}
+        assert any(":/data" in str(v) for v in node["volumes"]), "node data must live on a volume"
+        assert node["build"]
+
+
+def test_runner_reaches_every_server_through_the_environment(config):
+    services = config["services"]
+    env = services["runner"]["environment"]
+    # The variables the backends actually read (baselines.base.SERVERS) must all be set.
+    for server, (variable, _, _) in SERVERS.items():
+        host = urlsplit(env[variable]).hostname
+        assert host == server and host in services, f"{variable} points at {host}, not the {server} service"
+    for address in env["LOGQUEUE_CLUSTER"].split(","):
+        host, _, port = address.rpartition(":")
+        assert host in services and port == "7001"
+    command = " ".join(services["runner"]["command"])
+    assert "python -m experiments run" in command and "--out /results" in command
+    assert "python -m experiments report /results" in command
+
+
+def test_dockerfile_installs_the_project():
+    text = (ROOT / "Dockerfile").read_text()
+    assert text.startswith("#") and "FROM python:3.11" in text
+    for package in ("logqueue", "baselines", "experiments"):
+        assert f"COPY {package} ./{package}" in text
+        assert (ROOT / package).is_dir()
+    assert re.search(r"pip install .*\.\[brokers,experiments", text)
