@@ -27,6 +27,7 @@ from logqueue.runtime import envelope, wire
 from logqueue.runtime.machine import ServiceMachine
 from logqueue.runtime.service import Service
 from logqueue.runtime.transport import Inbound, PeerLink, split_address
+from logqueue.storage import DiskStorage, MemoryStorage
 
 log = logging.getLogger("logqueue.node")
 
@@ -64,11 +65,7 @@ class NodeConfig:
 
 def open_storage(cfg: NodeConfig):
     if cfg.data_dir is None:
-        from logqueue.storage.memory import MemoryStorage
-
         return MemoryStorage()
-    from logqueue.storage import DiskStorage
-
     os.makedirs(cfg.data_dir, exist_ok=True)
     return DiskStorage(cfg.data_dir, fsync=cfg.fsync)
 
