@@ -86,7 +86,9 @@ class _Pending:
         self.remaining -= 1
         if self.remaining == 0:
             self.done = True
-            self.conn.send(wire.response(self.rid, True, {self.key: self.answers}))
+            # "indexes": one answer per record; "results": the one group's command results.
+            body = self.answers if self.key == "indexes" else self.answers[0]
+            self.conn.send(wire.response(self.rid, True, {self.key: body}))
 
     def fail(self, body: dict) -> None:
         if not self.done:

@@ -1,0 +1,169 @@
+"""Start real `logqueue node` processes for tests, and fault them.
+
+``Cluster`` picks free loopback ports, runs each node as ``python -m logqueue node`` on
+its own data directory, and offers the faults the tests need: SIGKILL, SIGSTOP/SIGCONT,
+restart on the same data, and cutting a node off its peers (the runtime's test hook).
+Every process it starts is killed by ``stop()``; use the ``cluster`` fixture factory
+(``make_cluster``), which always calls it.
+
+Polling helpers wait on a condition with a deadline instead of sleeping.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+from logqueue.client import Client, ClientError
+
+FAST_ELECTIONS = ("--election-timeout-ms", "150-300", "--heartbeat-ms", "30")
+
+
+def free_ports(n: int) -> list[int]:
+    """n currently free loopback ports (bound together so they are distinct)."""
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            socks.append(s)
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
+    """Poll ``predicate`` until it returns a truthy value; AssertionError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    last_exc: Exception | None = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except (ClientError, OSError) as exc:
+            last_exc = exc
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout} s waiting for {what}" + (f" ({last_exc})" if last_exc else ""))
+        time.sleep(interval)
+
+
+class Cluster:
+    """N local node processes (ids 1..N) with faults; see the module docstring."""
+
+    def __init__(self, root: Path, n: int, extra_args: tuple[str, ...] = FAST_ELECTIONS, spare: int = 0) -> None:
+        self.root = Path(root)
+        self.extra_args = tuple(extra_args)
+        ports = free_ports(n + spare)
+        self.addresses = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports)}
+        self.initial = list(range(1, n + 1))
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.logs: dict[int, Path] = {}
+        self.client = Client([self.addresses[i] for i in self.initial], timeout=20, attempt_timeout=1.0)
+
+    # --- processes -------------------------------------------------------------------------
+    def argv(self, i: int, join: bool = False) -> list[str]:
+        peers = ",".join(f"{j}={self.addresses[j]}" for j in self.initial)
+        argv = [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.addresses[i],
+                "--peers", peers, "--data-dir", str(self.root / f"node-{i}"), "--test-hooks", *self.extra_args]
+        return argv + (["--join"] if join else [])
+
+    def start(self, i: int, join: bool = False) -> None:
+        self.logs[i] = self.root / f"node-{i}.log"
+        out = open(self.logs[i], "ab")
+        self.procs[i] = subprocess.Popen(self.argv(i, join), stdout=out, stderr=subprocess.STDOUT)
+        out.close()
+
+    def start_all(self) -> "Cluster":
+        for i in self.initial:
+            self.start(i)
+        return self
+
+    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
+        p = self.procs[i]
+        p.send_signal(sig)
+        if sig in (signal.SIGKILL, signal.SIGTERM):
+            p.wait(10)
+
+    def pause(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGSTOP)
+
+    def resume(self, i: int) -> None:
+        self.procs[i].send_signal(signal.SIGCONT)
+
+    def restart(self, i: int) -> None:
+        if self.procs[i].poll() is None:
+            self.kill(i)
+        self.start(i)
+
+    def alive(self, i: int) -> bool:
+        return i in self.procs and self.procs[i].poll() is None
+
+    def stop(self) -> None:
+        """Kill every process (also paused ones) and close the client."""
+        for p in self.procs.values():
+            if p.poll() is None:
+                p.send_signal(signal.SIGCONT)
+                p.kill()
+        for p in self.procs.values():
+            p.wait(10)
+        self.client.close()
+
+    def log_text(self, i: int) -> str:
+        return self.logs[i].read_text(errors="replace")
+
+    # --- views -------------------------------------------------------------------------------
+    def status(self, i: int) -> dict:
+        return self.client.status(self.addresses[i])
+
+    def leader(self, among: list[int] | None = None, timeout: float = 10.0) -> int:
+        """Id of the one node that says it leads (and that the others follow)."""
+        ids = among or [i for i in self.procs if self.alive(i)]
+
+        def one_leader():
+            rows = {}
+            for i in ids:
+                try:
+                    rows[i] = self.status(i)
+                except ClientError:
+                    continue
+            leaders = [i for i, r in rows.items() if r["role"] == "leader"]
+            if len(leaders) == 1:
+                return leaders[0]
+            return None
+
+        return wait_for(one_leader, timeout, "one leader")
+
+    def isolate(self, i: int, on: bool = True) -> None:
+        self.client.call(self.addresses[i], "isolate", {"on": on})
+
+    def read_log(self, i: int) -> list[dict]:
+        """All committed records of node i (`log read` rows without a kind)."""
+        rows, start = [], 1
+        while True:
+            page = self.client.read_log(self.addresses[i], start, 10_000)
+            rows += [r for r in page["entries"] if "kind" not in r]
+            if page["next"] > page["applied_index"]:
+                return rows
+            start = page["next"]
+
+    def wait_applied(self, ids: list[int], index: int, timeout: float = 20.0) -> None:
+        wait_for(lambda: all(self.status(i)["applied_index"] >= index for i in ids), timeout,
+                 f"nodes {ids} to apply index {index}")
+
+
+def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m logqueue ARGS` and capture its output."""
+    return subprocess.run([sys.executable, "-m", "logqueue", *args], capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def json_lines(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
