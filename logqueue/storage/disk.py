@@ -35,10 +35,17 @@ DEFAULT_SEGMENT_BYTES = 64 * 1024 * 1024
 class DiskStorage:
     """A `Storage` in the directory ``path`` (created if missing).
 
-    ``fsync``: ``always`` (append and set_hard_state are durable when they return),
-    ``batch`` (default; group commit: `sync` makes everything since the last sync
-    durable with one fdatasync) or ``off`` (never fsync: a machine crash may lose
-    acknowledged writes or leave the directory unusable -- for benchmarks only).
+    ``fsync``:
+
+    - ``always``: append, set_hard_state and compact are durable when they return;
+    - ``batch`` (default, group commit): append only writes, set_hard_state only
+      records; `sync` makes all of it durable -- one fdatasync for every entry since
+      the last sync, then an atomic replace of the hard state file if it changed;
+    - ``off``: never fsync. A process crash loses nothing written, but a machine crash
+      may lose acknowledged writes or leave the directory unusable -- benchmarks only.
+
+    save_snapshot and suffix rewrites (append at an index already stored) are durable
+    on return under ``always`` and ``batch``.
 
     Raises StorageError if another process has the directory open, CorruptLogError
     (naming file and byte offset) if recovery finds damage before the log's tail, and
