@@ -20,6 +20,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
+
 from logqueue.client import Client, ClientError
 
 FAST_ELECTIONS = ("--election-timeout-ms", "150-300", "--heartbeat-ms", "30")
@@ -167,3 +169,74 @@ def run_cli(*args: str, timeout: float = 60, env: dict | None = None) -> subproc
 
 def json_lines(text: str) -> list[dict]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+class Load:
+    """Appends unique payloads from a background thread until stopped; keeps what was
+    acknowledged. Unavailability during faults is tolerated (those payloads are simply
+    not acknowledged)."""
+
+    def __init__(self, addresses: list[str], batch: int = 50, tag: str = "load") -> None:
+        import threading
+
+        self.client = Client(addresses, timeout=15, attempt_timeout=1.0)
+        self.batch, self.tag = batch, tag
+        self.acked: list[bytes] = []
+        self.errors: list[str] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        k = 0
+        while not self._stop.is_set():
+            batch = [f"{self.tag}-{k + j}".encode() for j in range(self.batch)]
+            k += self.batch
+            try:
+                self.client.append(batch)
+            except ClientError as exc:
+                self.errors.append(str(exc))
+                continue
+            self.acked.extend(batch)
+
+    def wait_acked(self, more_than: int, timeout: float = 20.0) -> None:
+        wait_for(lambda: len(self.acked) > more_than, timeout, f"more than {more_than} acknowledged appends")
+
+    def stop(self) -> list[bytes]:
+        self._stop.set()
+        self._thread.join(30)
+        self.client.close()
+        return self.acked
+
+
+def check_logs(cluster: Cluster, ids: list[int], acked: list[bytes], timeout: float = 30.0) -> list[dict]:
+    """Every node in ``ids`` ends with the same committed log, holding each acknowledged
+    payload exactly once (and no payload twice). Returns that log."""
+    wait_for(lambda: all(cluster.status(i) for i in ids), timeout, f"nodes {ids} to answer")
+    top = max(cluster.status(i)["commit_index"] for i in ids)
+    cluster.wait_applied(ids, top, timeout)
+    logs = {i: cluster.read_log(i) for i in ids}
+    first = logs[ids[0]]
+    for i in ids[1:]:
+        assert logs[i] == first, f"node {i}'s log differs from node {ids[0]}'s"
+    datas = [r["data"].encode() for r in first]
+    assert len(datas) == len(set(datas)), "a payload appears twice in the log"
+    missing = set(acked) - set(datas)
+    assert not missing, f"{len(missing)} acknowledged payloads are missing, e.g. {sorted(missing)[:3]}"
+    return first
+
+
+@pytest.fixture
+def make_cluster(tmp_path):
+    """Factory fixture: make_cluster(n, ...) -> a started Cluster, always stopped after."""
+    made: list[Cluster] = []
+
+    def make(n: int = 3, **kwargs) -> Cluster:
+        c = Cluster(tmp_path / f"cluster{len(made)}", n, **kwargs)
+        made.append(c)
+        c.root.mkdir(parents=True, exist_ok=True)
+        return c.start_all()
+
+    yield make
+    for c in made:
+        c.stop()
