@@ -36,8 +36,9 @@ Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was pr
 All times in ms and rates are rounded to 3 decimals, so a recomputation is exactly equal.
 ``anomalies`` lists the job ids of each anomaly by name: ``lost``,
 ``duplicate-execution``, ``duplicate-effect``, ``phantom`` (an effect or finish for a
-job that was never produced), ``late-ack`` (a worker's ``ack`` after another worker
-had already effected the job: the seed's "the message got processed twice"),
+job that was never produced), ``late-ack`` (an ``ack`` or ``ack_error`` from a worker
+whose delivery had been superseded: the job's latest delivery before it went to another
+worker -- the seed's "then the network returns and consumer A sends the ACK"),
 ``ack-error`` (the backend refused a completion: ``fenced``, channel closed, ...),
 ``dead-letter``.
 """
@@ -124,11 +125,12 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         elif ev == "effect":
             effects[job].append(e)
             first_effect.setdefault(job, e["t"])
-        elif ev == "ack":
-            if any(x.get("worker") != e.get("worker") for x in effects.get(job, [])):
+        elif ev in ("ack", "ack_error"):
+            latest = deliveries.get(job)
+            if latest and latest[-1].get("worker") != e.get("worker"):
                 late_acks.add(job)
-        elif ev == "ack_error":
-            ack_errors.add(job)
+            if ev == "ack_error":
+                ack_errors.add(job)
         elif ev == "dead_letter":
             dead.add(job)
         elif ev == "note":

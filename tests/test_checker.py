@@ -72,7 +72,7 @@ def test_duplicate_execution_without_duplicate_effect():
     assert s["duplicate_executions"] == 1 and s["duplicate_effects"] == 0
     assert s["anomalies"]["duplicate-execution"] == ["j"]
     assert s["anomalies"]["ack-error"] == ["j"]
-    assert s["anomalies"]["late-ack"] == []
+    assert s["anomalies"]["late-ack"] == ["j"]  # refused, but late all the same
 
 
 def test_duplicate_effect_and_late_ack():
@@ -94,6 +94,18 @@ def test_duplicate_effect_and_late_ack():
     assert s["anomalies"]["late-ack"] == ["j"]
     assert s["completed"] == 1
     assert s["latency_ms"]["max"] == 1300.0  # to the first effect, not the duplicate
+
+
+def test_the_redelivered_workers_ack_is_not_late():
+    events = [
+        ev(1.0, "produce", "j"),
+        ev(1.1, "deliver", "j", "w1", attempt=1),
+        ev(1.2, "effect", "j", "w1", attempt=1),
+        ev(2.0, "deliver", "j", "w2", attempt=2),
+        ev(2.3, "effect", "j", "w2", attempt=2),
+        ev(2.4, "ack", "j", "w2", attempt=2),
+    ]
+    assert check(events, "x", "y")["anomalies"]["late-ack"] == []
 
 
 def test_phantom_and_dead_letter():
