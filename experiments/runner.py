@@ -1,0 +1,229 @@
+"""``python -m experiments run``: the failure-experiment matrix, backend x scenario.
+
+For each backend that answers, each scenario runs once: workers, a steady load, the
+fault, the heal, a drain (see ``experiments.scenarios.base``). Each run writes
+``OUT/<backend>/<scenario>/events.jsonl`` and ``summary.json``, the latter computed by
+the checker from the events alone. Unreachable backends are skipped with a one-line
+reason; scenarios that do not apply to a backend are recorded as ``n/a``. The command
+ends with a table: lost, duplicate executions, duplicate effects, p99 latency, recovery.
+
+Exit status: 0 when every run finished (``ok`` or ``n/a``), 1 when a run failed, 2 for
+bad arguments, 3 when no backend was reachable.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import time
+import uuid
+from dataclasses import fields, replace
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from baselines import registry
+from baselines.base import BackendConfig, BackendError
+from experiments import scenarios as scenario_registry
+from experiments.checker import write_summary
+from experiments.recorder import EventLog
+from experiments.scenarios.base import QUICK, Params, RunContext, Topology
+
+PARAM_HELP = {
+    "jobs": "jobs produced per run",
+    "job_s": "seconds each job runs",
+    "workers": "worker processes per run (>= 2)",
+    "heartbeat_s": "heartbeat interval (connection heartbeat / lease extension)",
+    "timeout_s": "ack timeout / lease / visibility timeout",
+    "max_attempts": "deliveries before a job is dead-lettered",
+    "load_s": "seconds over which the jobs are produced",
+    "fault_start_s": "seconds after the load starts when the fault begins",
+    "fault_s": "how long the fault lasts (scenarios raise it to outlast their detector unless set)",
+    "drain_s": "longest wait, after the heal, for every job to take effect",
+    "seed": "picks the worker a targeted fault hits",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m experiments run",
+        description="Run failure scenarios against backends, record each run's events and check them. "
+                    "Writes OUT/<backend>/<scenario>/{events.jsonl,summary.json}; then see "
+                    "`python -m experiments report OUT`.",
+    )
+    parser.add_argument("--backends", default="all", help="NAME,NAME or 'all' (default): " + ", ".join(
+        n for n in registry.names() if n not in registry.NOT_IN_ALL))
+    parser.add_argument("--scenarios", default="all", help="NAME,NAME or 'all' (default): " + ", ".join(
+        scenario_registry.SCENARIOS))
+    parser.add_argument("--out", required=True, help="results directory")
+    parser.add_argument("--quick", action="store_true", help="small runs (40 jobs, short faults): what `make demo` uses")
+    defaults = Params()
+    for f in fields(Params):
+        parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=None,
+                            metavar="N", help=f"{PARAM_HELP[f.name]} (default {getattr(defaults, f.name)}, "
+                                              f"--quick {getattr(QUICK, f.name)})")
+    return parser
+
+
+def params_from(args: argparse.Namespace) -> tuple[Params, set[str]]:
+    """The base parameters (``--quick`` or full) overridden by the explicit options."""
+    base = QUICK if args.quick else Params()
+    explicit = {f.name for f in fields(Params) if getattr(args, f.name) is not None}
+    return replace(base, **{name: getattr(args, name) for name in explicit}), explicit
+
+
+def topology_for(backend: str, params: Params) -> Topology:
+    """Where the backend's servers are: the shared brokers, or a fresh local logqueue cluster."""
+    if backend == "logqueue":
+        from experiments.scenarios.cluster import ClusterTopology
+
+        return ClusterTopology()
+    return Topology()
+
+
+def probe(backend: str) -> str | None:
+    """``None`` when ``backend`` can be used here, else a one-line reason."""
+    try:
+        cls = registry.get(backend)
+    except BackendError as exc:
+        return str(exc)
+    if backend == "logqueue":
+        from experiments.scenarios.cluster import probe_cluster
+
+        return probe_cluster()
+    instance = cls(BackendConfig(queue=f"exp-probe-{uuid.uuid4().hex[:8]}"))
+    try:
+        instance.connect()
+        instance.delete()
+    except BackendError as exc:
+        return str(exc)
+    except Exception as exc:  # a client library error the adapter did not wrap: still one line
+        return f"{backend}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+    finally:
+        with contextlib.suppress(Exception):
+            instance.close()
+    return None
+
+
+def record_status(run_dir: Path, status: str, reason: str) -> None:
+    """A run that did not happen: its history is one ``status`` event."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    for old in run_dir.glob("*"):
+        if old.is_file():
+            old.unlink()
+    with EventLog(run_dir / "events.jsonl") as log:
+        log.record("status", status=status, reason=reason)
+
+
+def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress) -> dict:
+    """Run one (backend, scenario) and return its checked summary."""
+    scenario = scenario_registry.get(scenario_name)
+    run_dir = out / backend / scenario_name
+    reason = scenario.applies(backend)
+    if reason is not None:
+        record_status(run_dir, "n/a", reason)
+        return write_summary(run_dir, backend, scenario_name)
+    params = scenario.adjust(params, explicit)
+    topology = topology_for(backend, params)
+    ctx = None
+    try:
+        topology.start(run_dir)
+        ctx = RunContext(backend, scenario_name, params, run_dir, topology, on_progress)
+        ctx.note(f"parameters: {params}")
+        scenario.run(ctx)
+    except Exception as exc:  # one broken run must not stop the matrix; its history says why
+        if ctx is None:
+            record_status(run_dir, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+        else:
+            ctx.log.record("status", status="error", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+    finally:
+        if ctx is not None:
+            ctx.close()
+        topology.close()
+    return write_summary(run_dir, backend, scenario_name)
+
+
+def _cell(value, unit="") -> str:
+    if value is None:
+        return "-"
+    return f"{value:,.0f}{unit}" if isinstance(value, float) else f"{value}{unit}"
+
+
+def results_table(summaries: list[dict], skipped: dict[str, str]) -> Table:
+    table = Table(title="failure experiments", show_lines=False)
+    for column in ("backend", "scenario", "status", "jobs", "lost", "dup. exec", "dup. effects", "p99 ms", "recovery ms"):
+        table.add_column(column, justify="left" if column in ("backend", "scenario", "status") else "right")
+    for s in summaries:
+        if s["status"] == "n/a":
+            table.add_row(s["backend"], s["scenario"], "n/a", *[""] * 6)
+            continue
+        lost_style = "bold red" if s["lost"] else ""
+        table.add_row(
+            s["backend"], s["scenario"], s["status"], _cell(s["jobs"]),
+            f"[{lost_style}]{s['lost']}[/]" if lost_style else str(s["lost"]),
+            _cell(s["duplicate_executions"]), _cell(s["duplicate_effects"]),
+            _cell((s.get("latency_ms") or {}).get("p99")), _cell(s.get("recovery_ms")),
+        )
+    for backend, reason in skipped.items():
+        table.add_row(backend, "(all)", "unavailable", *[""] * 6)
+    return table
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: keep the table's columns whole
+        console = Console(width=150)
+    try:
+        backends = registry.parse_backends(args.backends)
+        scenario_names = scenario_registry.parse_scenarios(args.scenarios)
+        params, explicit = params_from(args)
+        params.validate()
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+
+    skipped: dict[str, str] = {}
+    for backend in backends:
+        reason = probe(backend)
+        if reason is not None:
+            skipped[backend] = reason
+            console.print(f"[yellow]skipping {backend}[/]: {reason}")
+    usable = [b for b in backends if b not in skipped]
+    if not usable:
+        console.print("[red]no backend is reachable; nothing to run[/]")
+        return 3
+
+    summaries: list[dict] = []
+    started = time.monotonic()
+    columns = (TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console, transient=False) as progress:
+        overall = progress.add_task("all runs", total=len(usable) * len(scenario_names))
+        for backend in usable:
+            for name in scenario_names:
+                task = progress.add_task(f"{backend} / {name}", total=params.jobs)
+
+                def on_progress(done: int, total: int, task=task) -> None:
+                    progress.update(task, completed=done, total=total)
+
+                summary = run_one(backend, name, params, explicit, out, on_progress)
+                summaries.append(summary)
+                status = summary["status"]
+                progress.update(task, completed=summary["completed"] if status == "ok" else params.jobs,
+                                description=f"{backend} / {name}: {status}")
+                progress.advance(overall)
+    console.print(results_table(summaries, skipped))
+    failed = [s for s in summaries if s["status"] not in ("ok", "n/a")]
+    for s in failed:
+        console.print(f"[red]{s['backend']} / {s['scenario']} failed[/]: {s.get('reason', '')}")
+    console.print(f"results in {out} ({time.monotonic() - started:.0f} s); "
+                  f"report: python -m experiments report {out}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

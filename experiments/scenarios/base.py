@@ -1,0 +1,412 @@
+"""What every scenario shares: parameters, the run's context, and the run template.
+
+A scenario (one module per scenario in this package) is a subclass of :class:`Scenario`
+that says whether it applies to a backend and how to inject and heal its fault. The
+template :meth:`Scenario.run` is the same for all, as in Maelstrom/Jepsen: workers up,
+a steady load, the fault at ``fault_start_s``, healing after ``fault_s``, then a final
+drain until every produced job has taken effect (bounded by ``drain_s``).
+
+:class:`RunContext` owns everything a run starts: the worker processes
+(``python -m experiments.worker``), the producer (a backend instance in the runner's
+process), and the fault proxies. Every client -- each worker and the producer -- reaches
+each server through its own proxy link, so a fault can cut one worker, the producer, or
+everyone. The run's only output is ``events.jsonl`` (+ worker logs and the result sink);
+the checker computes ``summary.json`` from the events alone.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+from baselines import registry
+from baselines.base import SERVERS, BackendConfig, BackendError, default_addresses
+from experiments.faults import process as procfaults
+from experiments.faults.proxy import ProxyHub
+from experiments.recorder import EventLog
+from experiments.scenarios import jobs
+from experiments.scenarios.history import LiveHistory
+
+JOB_FUNCTION = "experiments.scenarios.jobs:work"
+POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class Params:
+    """Scenario parameters; every field is a command-line option of ``experiments run``.
+
+    Times are seconds. The fault starts ``fault_start_s`` after the load starts and lasts
+    ``fault_s``; the load produces ``jobs`` jobs evenly over ``load_s``.
+    """
+
+    jobs: int = 200
+    job_s: float = 0.05
+    workers: int = 3
+    heartbeat_s: float = 1.0
+    timeout_s: float = 3.0
+    max_attempts: int = 20
+    load_s: float = 8.0
+    fault_start_s: float = 2.0
+    fault_s: float = 8.0
+    drain_s: float = 90.0
+    seed: int = 0
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` with a one-line reason for a parameter out of range."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "seed":
+                continue
+            if value <= 0 and f.name not in ("job_s", "fault_start_s"):
+                raise ValueError(f"--{f.name.replace('_', '-')} must be > 0, got {value}")
+            if value < 0:
+                raise ValueError(f"--{f.name.replace('_', '-')} must be >= 0, got {value}")
+        if self.workers < 2:
+            raise ValueError("--workers must be at least 2: a fault takes one worker, another must redeliver")
+
+
+# --quick: a small matrix for `make demo` (a few minutes for every backend and scenario).
+QUICK = Params(jobs=40, job_s=0.05, workers=3, heartbeat_s=1.0, timeout_s=2.0, load_s=3.0,
+               fault_start_s=1.0, fault_s=6.0, drain_s=60.0)
+
+
+class ScenarioError(RuntimeError):
+    """The run could not be carried out (a worker died at start, the broker vanished...)."""
+
+
+class Worker:
+    """One worker process and its identity."""
+
+    def __init__(self, worker_id: str, proc: subprocess.Popen, log_path: Path) -> None:
+        self.id, self.proc, self.log_path = worker_id, proc, log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (finish the job in hand), then SIGKILL after ``timeout_s``; reaps it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a paused worker cannot honour SIGTERM
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+class Topology:
+    """The servers a backend's clients reach, and how a client is pointed at its links.
+
+    The default serves the broker backends: one server per entry of
+    ``baselines.base.SERVERS`` (rabbitmq, redis, nats), addressed through the
+    ``LOGQUEUE_*_URL`` variables and ``BackendConfig.addresses``.
+    """
+
+    def start(self, run_dir: Path) -> None:
+        """Start what the topology needs (nothing for the shared brokers)."""
+
+    def servers(self) -> dict[str, str]:
+        """``{server: real host:port}``."""
+        return default_addresses()
+
+    def client_env(self, links: dict[str, str]) -> dict[str, str]:
+        """Environment variables that point a worker process at ``links`` (``{server: proxy}``)."""
+        return {SERVERS[name][0]: address for name, address in links.items() if name in SERVERS}
+
+    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
+        """``BackendConfig.addresses`` for an in-process client (the producer)."""
+        return {name: address for name, address in links.items() if name in SERVERS}
+
+    def close(self) -> None:
+        """Stop whatever the topology started (nothing for shared brokers)."""
+
+
+class RunContext:
+    """Everything one (backend, scenario) run starts, and the means to fault it.
+
+    Args:
+        backend: registry name.
+        scenario: scenario name.
+        params: the run's parameters.
+        run_dir: ``OUT/<backend>/<scenario>``; emptied first.
+        topology: where the servers are (a :class:`Topology`; logqueue passes its cluster).
+        on_progress: called with ``(effected, produced_target)`` while the run polls.
+    """
+
+    def __init__(self, backend: str, scenario: str, params: Params, run_dir: Path, topology: Topology,
+                 on_progress: Callable[[int, int], None] | None = None) -> None:
+        self.backend_name, self.scenario_name, self.params = backend, scenario, params
+        self.run_dir = run_dir
+        self.topology = topology
+        self.on_progress = on_progress or (lambda done, total: None)
+        self.backend_cls = registry.get(backend)
+        self.queue = f"exp-{scenario}-{uuid.uuid4().hex[:8]}"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        for old in run_dir.iterdir():
+            if old.is_file():
+                old.unlink()
+        self.events_path = run_dir / "events.jsonl"
+        self.results_path = run_dir / "results.jsonl"
+        self.log = EventLog(self.events_path)
+        self.history = LiveHistory(self.events_path)
+        self.hub = ProxyHub()
+        self.links: dict[str, dict[str, str]] = {}  # client -> {server: link name}
+        self.workers: dict[str, Worker] = {}
+        self.producer_done = threading.Event()
+        self.producer_error: str | None = None
+        self._producer_thread: threading.Thread | None = None
+        self._stop_producer = threading.Event()
+        self.t_load = 0.0
+        # The seed picks the worker a targeted fault hits; timing is the machine's.
+        self.target_worker = random.Random(params.seed).choice(self.worker_ids())
+
+    # --- clients and their links ------------------------------------------------------
+
+    def client_links(self, client: str) -> dict[str, str]:
+        """Create (once) a proxy link per server for ``client``; returns ``{server: proxy address}``."""
+        if client not in self.links:
+            self.links[client] = {}
+            for server, address in self.topology.servers().items():
+                name = f"{client}->{server}"
+                self.hub.add(name, address)
+                self.links[client][server] = name
+        return {server: self.hub.address(name) for server, name in self.links[client].items()}
+
+    def link_names(self, clients=None, servers=None) -> list[str]:
+        """Names of the links of ``clients`` (default all) to ``servers`` (default all)."""
+        return [
+            name
+            for client, by_server in self.links.items() if clients is None or client in clients
+            for server, name in by_server.items() if servers is None or server in servers
+        ]
+
+    def config(self, client: str, **overrides) -> BackendConfig:
+        """A ``BackendConfig`` for an in-process client routed through its own links."""
+        p = self.params
+        return BackendConfig(queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
+                             max_attempts=p.max_attempts,
+                             addresses=self.topology.config_addresses(self.client_links(client)), **overrides)
+
+    def start_worker(self, worker_id: str) -> Worker:
+        """Start ``python -m experiments.worker`` as ``worker_id``, through its own links."""
+        p = self.params
+        env = {**os.environ, **self.topology.client_env(self.client_links(worker_id))}
+        log_path = self.run_dir / f"worker-{worker_id}.log"
+        argv = [sys.executable, "-m", "experiments.worker", "--backend", self.backend_name, "--queue", self.queue,
+                "--func", JOB_FUNCTION, "--worker-id", worker_id, "--events", str(self.events_path),
+                "--results", str(self.results_path), "--heartbeat-s", str(p.heartbeat_s),
+                "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts)]
+        with open(log_path, "ab") as log_file:
+            proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        worker = self.workers[worker_id] = Worker(worker_id, proc, log_path)
+        return worker
+
+    def worker_ids(self) -> list[str]:
+        return [f"w{i}" for i in range(1, self.params.workers + 1)]
+
+    def live_workers(self) -> list[str]:
+        return [w.id for w in self.workers.values() if w.alive()]
+
+    # --- the load -----------------------------------------------------------------------
+
+    def payload(self, seq: int) -> bytes:
+        """The payload of job ``seq``; scenarios override :meth:`Scenario.payload` to change one."""
+        return jobs.payload(seq, self.params.job_s)
+
+    def start_load(self, payload_of: Callable[[int], bytes]) -> None:
+        """Produce ``params.jobs`` jobs evenly over ``params.load_s`` in a thread, recording ``produce``."""
+        self.t_load = time.monotonic()
+        self._producer_thread = threading.Thread(target=self._produce, args=(payload_of,), name="producer", daemon=True)
+        self._producer_thread.start()
+
+    def _produce(self, payload_of: Callable[[int], bytes]) -> None:
+        p = self.params
+        backend = None
+        try:
+            for seq in range(p.jobs):
+                due = self.t_load + p.load_s * seq / p.jobs
+                if self._stop_producer.wait(max(0.0, due - time.monotonic())):
+                    return
+                job_id = f"j{seq:05d}"
+                # A confirm lost to a fault is retried with the same id until the drain deadline;
+                # a retry that the broker had in fact accepted shows up as a duplicate execution.
+                while True:
+                    try:
+                        if backend is None:
+                            backend = self.backend_cls(self.config("producer"))
+                            backend.connect()
+                        confirmed = backend.enqueue(payload_of(seq), job_id=job_id)
+                        self.log.produce(confirmed, seq=seq)
+                        break
+                    except Exception as exc:  # any client error: reconnect and retry (bounded below)
+                        self.producer_error = f"{type(exc).__name__}: {exc}"
+                        if backend is not None:
+                            with contextlib.suppress(Exception):  # closing a broken client
+                                backend.close()
+                            backend = None
+                        if time.monotonic() > self.t_load + p.load_s + p.fault_s + p.drain_s:
+                            self.log.record("note", text=f"producer gave up on job {job_id}: {self.producer_error}")
+                            break
+                        if self._stop_producer.wait(0.2):
+                            return
+        finally:
+            if backend is not None:
+                with contextlib.suppress(Exception):  # closing a broken client
+                    backend.close()
+            self.producer_done.set()
+
+    # --- waiting ------------------------------------------------------------------------
+
+    def poll(self) -> None:
+        self.history.poll()
+        self.on_progress(len(self.history.effected & self.history.produced), self.params.jobs)
+
+    def wait_until(self, condition: Callable[[], bool], timeout_s: float) -> bool:
+        """Poll the history until ``condition()`` or ``timeout_s``; returns whether it held."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.poll()
+            if condition():
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(POLL_S)
+
+    def sleep(self, seconds: float) -> None:
+        """Wait while keeping the progress display alive."""
+        self.wait_until(lambda: False, seconds)
+
+    def drain(self) -> None:
+        """Wait for the load to end and every produced job to take effect, then settle.
+
+        "Settled" also needs every live worker idle, so that late duplicate executions
+        (a slow first run finishing after the redelivery) are in the history.
+        """
+        p = self.params
+        deadline = time.monotonic() + p.drain_s
+
+        def done() -> bool:
+            h = self.history
+            return (self.producer_done.is_set() and not h.unfinished()
+                    and h.in_flight(self.live_workers()) == 0)
+
+        while time.monotonic() < deadline:
+            if self.wait_until(done, deadline - time.monotonic()):
+                self.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+                if done():
+                    return
+        self.poll()
+        missing = len(self.history.unfinished())
+        self.log.record("note", text=f"drain stopped after {p.drain_s:g} s: {missing} produced job(s) without effect, "
+                                     f"{self.history.in_flight(self.live_workers())} still running")
+
+    # --- faults -------------------------------------------------------------------------
+
+    def fault_start(self, fault: str, target: str, **extra) -> None:
+        self.log.record("fault_start", fault=fault, target=target, **extra)
+
+    def fault_end(self, fault: str, target: str, **extra) -> None:
+        self.log.record("fault_end", fault=fault, target=target, **extra)
+
+    def note(self, text: str) -> None:
+        self.log.record("note", text=text)
+
+    def cut(self, links: list[str], mode: str = "blackhole") -> None:
+        self.hub.set_many(links, mode)
+
+    def heal(self, links: list[str]) -> None:
+        self.hub.set_many(links, "heal")
+
+    def kill_worker(self, worker_id: str) -> None:
+        procfaults.kill(self.workers[worker_id].pid)
+        self.workers[worker_id].proc.wait()
+
+    # --- teardown -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Stop the producer and every worker, close the proxies, delete the queue."""
+        self._stop_producer.set()
+        self.hub.heal_all()
+        for worker in self.workers.values():
+            worker.stop()
+        if self._producer_thread is not None:
+            self._producer_thread.join(10)
+        self.hub.close()
+        try:
+            backend = self.backend_cls(BackendConfig(queue=self.queue, addresses=self.topology.config_addresses(
+                self.topology.servers())))
+            backend.connect()
+            try:
+                backend.delete()
+            finally:
+                backend.close()
+        except (BackendError, OSError):
+            pass  # the run's history is complete; a leftover test queue is harmless
+        self.log.close()
+
+
+class Scenario:
+    """A failure scenario; subclasses set ``name``/``summary`` and override the hooks.
+
+    Hooks: :meth:`applies` (``None`` or the n/a reason), :meth:`adjust` (scenario
+    defaults for parameters the user left alone), :meth:`payload`, :meth:`inject` and
+    :meth:`heal` (the fault; each records ``fault_start``/``fault_end``).
+    """
+
+    name = ""
+    summary = ""
+
+    def applies(self, backend: str) -> str | None:
+        """``None`` if the scenario applies to ``backend``, else the reason it does not."""
+        return None
+
+    def adjust(self, params: Params, explicit: set[str]) -> Params:
+        """Scenario-specific defaults; ``explicit`` names the parameters given on the command line."""
+        return params
+
+    def payload(self, ctx: RunContext, seq: int) -> bytes:
+        return ctx.payload(seq)
+
+    def inject(self, ctx: RunContext) -> None:
+        raise NotImplementedError
+
+    def heal(self, ctx: RunContext) -> None:
+        raise NotImplementedError
+
+    def run(self, ctx: RunContext) -> None:
+        """Workers, steady load, fault, heal, drain."""
+        p = ctx.params
+        for worker_id in ctx.worker_ids():
+            ctx.start_worker(worker_id)
+        ctx.start_load(lambda seq: self.payload(ctx, seq))
+        ctx.sleep(max(0.0, ctx.t_load + p.fault_start_s - time.monotonic()))
+        self.inject(ctx)
+        self.heal(ctx)
+        ctx.drain()
+
+    def wait_busy(self, ctx: RunContext, worker_id: str) -> bool:
+        """Wait (up to the load's length) until ``worker_id`` is mid-job, so the fault interrupts one."""
+        busy = ctx.wait_until(lambda: ctx.history.busy(worker_id), ctx.params.load_s + ctx.params.timeout_s)
+        if not busy:
+            ctx.note(f"{worker_id} was not mid-job when the fault began")
+        return busy
+
+
+def with_defaults(params: Params, explicit: set[str], **defaults) -> Params:
+    """``params`` with each of ``defaults`` applied unless the user set it explicitly."""
+    return replace(params, **{k: v for k, v in defaults.items() if k not in explicit})
