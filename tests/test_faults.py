@@ -316,3 +316,14 @@ def test_process_faults(sleeper):
     assert not alive(new)
     with pytest.raises(ProcessFaultError, match="no such process"):
         kill(2**22 + 12345)
+
+
+def test_admit_screens_connections_by_their_first_bytes(hub, echo_server):
+    addr = hub.add("peers-only", echo_server, admit=lambda head: None if len(head) < 4 else head.startswith(b"PEER"))
+    sock = dial(addr)
+    assert roundtrip(sock, b"PEER hello") == b"PEER hello"
+    sock.close()
+    with pytest.raises(ConnectionResetError):
+        with dial(addr) as other:
+            other.sendall(b"CLNT hello")
+            other.recv(10)

@@ -42,7 +42,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 MODES = ("pass", "heal", "blackhole", "reset", "delay")
@@ -138,10 +138,11 @@ class _Connection:
             if link.mode.name == "reset":  # the link was reset while we were connecting
                 self._abort_sockets()
                 return
-            self.tasks = [
-                asyncio.create_task(self._pump(self.client_r, up_w)),
-                asyncio.create_task(self._pump(up_r, self.client_w)),
-            ]
+            self.tasks = [asyncio.create_task(self._pump(up_r, self.client_w))]
+            if link.admit is not None and not await self._admit(up_w):
+                self._abort_sockets()
+                return
+            self.tasks.append(asyncio.create_task(self._pump(self.client_r, up_w)))
             # Each direction ends at its EOF (half-close is forwarded); an error in either
             # ends both, like a socket pair torn down.
             await asyncio.wait(self.tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -153,6 +154,18 @@ class _Connection:
                 if w is not None and not w.transport.is_closing():
                     w.close()
             link.connections.discard(self)
+
+    async def _admit(self, up_w: asyncio.StreamWriter) -> bool:
+        """Read the client's first bytes until ``link.admit`` decides; forward them if admitted."""
+        head = b""
+        while (verdict := self.link.admit(head)) is None:
+            chunk = await self.client_r.read(CHUNK)
+            if not chunk:
+                return False
+            head += chunk
+        if verdict:
+            up_w.write(head)
+        return verdict
 
     async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         link = self.link
@@ -211,10 +224,16 @@ class Link:
     """One listen port relayed to one upstream, with a run-time switchable :class:`Mode`.
 
     Use it from the asyncio loop that started it; from other threads use :class:`ProxyHub`.
+    With ``admit``, the upstream's bytes flow at once but the client's first bytes are
+    held until ``admit`` accepts them; a refused connection is reset.
     """
 
-    def __init__(self, name: str, upstream: tuple[str, int], listen: tuple[str, int] = ("127.0.0.1", 0)):
+    def __init__(self, name: str, upstream: tuple[str, int], listen: tuple[str, int] = ("127.0.0.1", 0),
+                 admit: Callable[[bytes], bool | None] | None = None):
         self.name = name
+        # admit(first client bytes) -> True (relay), False (reset), None (need more bytes):
+        # lets a node-to-node link refuse clients that were redirected onto it.
+        self.admit = admit
         self.upstream = upstream
         self.listen = listen
         self.mode = Mode()
@@ -293,8 +312,11 @@ class ProxyHub:
     def _call(self, coro, timeout: float = 10.0):
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result(timeout)
 
-    def add(self, name: str, upstream: tuple[str, int] | str, listen: tuple[str, int] | str = ("127.0.0.1", 0)) -> str:
+    def add(self, name: str, upstream: tuple[str, int] | str, listen: tuple[str, int] | str = ("127.0.0.1", 0),
+            admit: Callable[[bytes], bool | None] | None = None) -> str:
         """Start a link relaying ``listen`` to ``upstream``; returns the ``host:port`` to dial.
+
+        ``admit`` (see :class:`Link`) screens each connection by its first client bytes.
 
         Raises:
             ProxyError: duplicate name or malformed address.
@@ -306,7 +328,7 @@ class ProxyHub:
         lis = parse_hostport(listen) if isinstance(listen, str) else listen
 
         async def start() -> Link:
-            link = Link(name, up, lis)
+            link = Link(name, up, lis, admit)
             await link.start()
             return link
 
