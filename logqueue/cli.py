@@ -19,6 +19,7 @@ from pathlib import Path
 from logqueue.client import Client, ClientError, parse_cluster
 from logqueue.runtime.auth import AuthError, load_secret
 from logqueue.runtime.transport import split_address
+from logqueue.storage import StorageError
 
 EXAMPLES = """\
 examples:
@@ -395,7 +396,7 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except UsageError as exc:
         parser.exit(2, f"logqueue: error: {exc}\n")
-    except (ClientError, AuthError, OSError, ValueError) as exc:
+    except (ClientError, AuthError, StorageError, OSError, ValueError) as exc:
         print(f"logqueue: error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
