@@ -245,8 +245,10 @@ class AsyncClient:
     async def _append_chunk(self, seqs: range, datas: list[bytes]) -> list[int]:
         async with self._slots:
             args = {"c": self.client_id, "low": self._low, "recs": [[s, bytes(d)] for s, d in zip(seqs, datas)]}
-            body = await self._call_leader("append", args, refresh=self._with_low)
-        self._answered(seqs)
+            try:
+                body = await self._call_leader("append", args, refresh=self._with_low)
+            finally:
+                self._answered(seqs)  # answered or given up: never retried after this
         return body["indexes"]
 
     async def submit(self, commands: list[dict]) -> list[dict]:
@@ -254,8 +256,10 @@ class AsyncClient:
         returns one result dict per command."""
         (seq,) = self._take_seqs(1)
         args = {"c": self.client_id, "seq": seq, "low": self._low, "cmds": list(commands)}
-        body = await self._call_leader("submit", args, refresh=self._with_low)
-        self._answered((seq,))
+        try:
+            body = await self._call_leader("submit", args, refresh=self._with_low)
+        finally:
+            self._answered((seq,))
         return body["results"]
 
     # --- reads and administration ---------------------------------------------------------------

@@ -202,20 +202,23 @@ class Node:
             now = loop.time()
             if now - deadline > interval:
                 deadline = now  # we were paused (SIGSTOP, long fsync): tick once, not a burst
-            self.raft.tick()
+            self._guarded(self.raft.tick)
             self._wake.set()
 
     async def _loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            try:
-                self._process()
-            except Exception:
-                # Storage or core failures are fatal: continuing could break durability.
-                log.exception("node %d stopping on an unexpected error", self.node_id)
-                self.stopped.set()
-                raise
+            self._guarded(self._process)
+
+    def _guarded(self, step) -> None:
+        try:
+            step()
+        except Exception:
+            # Storage or core failures are fatal: going on could break durability.
+            log.exception("node %d stopping on an unexpected error", self.node_id)
+            self.stopped.set()
+            raise
 
     def _process(self) -> None:
         raft = self.raft

@@ -105,7 +105,7 @@ class Service:
         self.inflight: set[tuple[int, int]] = set()
         self.record_waiters: dict[tuple[int, int], list[tuple[_Pending, int]]] = {}
         self.queue_waiters: dict[tuple[int, int], list[tuple[_Pending, int]]] = {}
-        self.buf_records: list[bytes] = []
+        self.buf_records: list[tuple[tuple[int, int], bytes]] = []  # (key, entry data)
         self.buf_groups: list[list] = []
         self.reads: dict[int, tuple["Inbound", int, str, dict]] = {}  # read request id -> query
         self.ready_reads: list[tuple[int, "Inbound", int, str, dict]] = []  # (index, ...) awaiting apply
@@ -180,7 +180,7 @@ class Service:
             self.record_waiters.setdefault(key, []).append((pending, k))
             if key not in self.inflight:
                 self.inflight.add(key)
-                self.buf_records.append(envelope.record(c, seq, low, data))
+                self.buf_records.append((key, envelope.record(c, seq, low, data)))
 
     def op_submit(self, conn, rid, args) -> None:
         self._require_leader()
@@ -212,16 +212,28 @@ class Service:
         groups, self.buf_groups = self.buf_groups, []
         try:
             if records:
-                node.raft.propose_batch(records)
+                node.raft.propose_batch([data for _, data in records])
+                records = []
             if groups:
                 # The leader's stamp never goes back, even across leaders.
                 now_ms = max(int(time.time() * 1000), node.machine.stamp)
                 batches = [groups[i : i + MAX_GROUPS_PER_ENTRY] for i in range(0, len(groups), MAX_GROUPS_PER_ENTRY)]
                 node.raft.propose_batch([envelope.queue_batch(now_ms, b) for b in batches])
-        except (NotLeader, ProposalDropped) as exc:
-            # Lost leadership (or a transfer is under way): everyone retries elsewhere.
-            log.info("dropping buffered proposals: %s", exc)
+        except NotLeader:
             self.on_leadership_lost()
+        except ProposalDropped as exc:
+            # A leadership transfer is under way: what was not proposed is refused (the
+            # clients retry at the new leader); what is in the log stays tracked.
+            body = error("unavailable", str(exc))
+            for key, _ in records:
+                self._fail_key(key, self.record_waiters, body)
+            for g in groups:
+                self._fail_key((g[0], g[1]), self.queue_waiters, body)
+
+    def _fail_key(self, key, waiters: dict, body: dict) -> None:
+        self.inflight.discard(key)
+        for pending, _ in waiters.pop(key, ()):
+            pending.fail(body)
 
     # --- apply hooks (called by the node loop) ------------------------------------------
     def on_record_applied(self, client_id: int, seq: int, answer: int | None) -> None:

@@ -79,6 +79,9 @@ class Inbound(asyncio.Protocol):
                 self.handler.on_client_frames(self, bodies)
         except (wire.FrameError, auth.AuthError) as exc:
             self.abort(str(exc))
+        except Exception as exc:  # e.g. the core refusing a message: this link only
+            log.exception("error handling frames from %s", self.remote)
+            self.abort(f"internal error: {exc.__class__.__name__}")
 
     def send(self, body: list) -> None:
         self.send_bytes(wire.frame(body))
