@@ -19,6 +19,8 @@ Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was pr
 - ``latency_ms``: per completed job, first ``effect`` minus first ``produce`` (floored at
   0: a fast worker may beat the publisher confirm); ``p50``/``p99`` by nearest rank (the
   ``ceil(q * n)``-th smallest), and ``max``. ``null`` when nothing completed.
+- ``replayed``: distinct produced jobs with a ``replay`` event (the ``replay`` scenario:
+  jobs a new reader got back from the start of the history).
 - ``throughput_jobs_per_s``: ``completed`` divided by the seconds from the first
   ``produce`` to the last first-``effect``; ``null`` when that span is empty.
 - A fault is a ``fault_start`` paired with the next ``fault_end`` of the same ``fault``
@@ -97,7 +99,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
 
     Returns:
         The summary dict: ``backend``, ``scenario``, ``status``, ``jobs``, ``completed``,
-        ``lost``, ``duplicate_executions``, ``duplicate_effects``,
+        ``lost``, ``duplicate_executions``, ``duplicate_effects``, ``replayed``,
         ``throughput_jobs_per_s``, ``latency_ms``, ``recovery_ms``, ``faults``,
         ``anomalies``, ``notes``.
     """
@@ -110,7 +112,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
     deliveries: dict[str, list[dict]] = defaultdict(list)
     workers: set[str] = set()
     status, reason, notes = "ok", None, []
-    late_acks, ack_errors, dead, phantom = set(), set(), set(), set()
+    late_acks, ack_errors, dead, phantom, replayed = set(), set(), set(), set(), set()
 
     for e in history:
         ev, job = e["ev"], e.get("job")
@@ -133,6 +135,8 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
                 ack_errors.add(job)
         elif ev == "dead_letter":
             dead.add(job)
+        elif ev == "replay":
+            replayed.add(job)
         elif ev == "note":
             notes.append(str(e.get("text", "")))
         elif ev == "status":
@@ -211,6 +215,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         "lost": len(lost),
         "duplicate_executions": sum(dup_exec.values()),
         "duplicate_effects": sum(dup_eff.values()),
+        "replayed": len(replayed & set(produced)),
         "throughput_jobs_per_s": throughput,
         "latency_ms": latency,
         "recovery_ms": max(recoveries) if recoveries else None,

@@ -74,8 +74,11 @@ def params_from(args: argparse.Namespace) -> tuple[Params, set[str]]:
     return replace(base, **{name: getattr(args, name) for name in explicit}), explicit
 
 
-def topology_for(backend: str, params: Params) -> Topology:
-    """Where the backend's servers are: the shared brokers, or a fresh local logqueue cluster."""
+def topology_for(backend: str, scenario) -> Topology:
+    """Where the backend's servers are: the scenario's own, a fresh local logqueue cluster, or the shared brokers."""
+    own = scenario.topology(backend)
+    if own is not None:
+        return own
     if backend == "logqueue":
         from experiments.scenarios.cluster import ClusterTopology
 
@@ -126,7 +129,7 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         record_status(run_dir, "n/a", reason)
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
-    topology = topology_for(backend, params)
+    topology = topology_for(backend, scenario)
     ctx = None
     try:
         topology.start(run_dir)

@@ -198,6 +198,14 @@ def test_status_and_notes_come_from_events():
     assert s["throughput_jobs_per_s"] is None
 
 
+def test_replayed_counts_distinct_produced_jobs():
+    events = happy("a", 1.0) + happy("b", 2.0) + [
+        ev(5.0, "replay", "a", "replay"), ev(5.1, "replay", "a", "replay"), ev(5.2, "replay", "zz", "replay"),
+    ]
+    assert check(events, "logqueue", "replay")["replayed"] == 1
+    assert check(happy("a", 1.0), "x", "y")["replayed"] == 0
+
+
 def test_nearest_rank():
     values = [float(i) for i in range(1, 101)]
     assert nearest_rank(values, 0.5) == 50.0

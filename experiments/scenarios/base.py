@@ -132,6 +132,10 @@ class Topology:
         """``BackendConfig.addresses`` for an in-process client (the producer)."""
         return {name: address for name, address in links.items() if name in SERVERS}
 
+    def set_links(self, ctx: "RunContext", links: list[str], mode: str) -> None:
+        """Put ``links`` in ``mode`` (``blackhole``, ``heal``, ...)."""
+        ctx.hub.set_many(links, mode)
+
     def close(self) -> None:
         """Stop whatever the topology started (nothing for shared brokers)."""
 
@@ -327,10 +331,10 @@ class RunContext:
         self.log.record("note", text=text)
 
     def cut(self, links: list[str], mode: str = "blackhole") -> None:
-        self.hub.set_many(links, mode)
+        self.topology.set_links(self, links, mode)
 
     def heal(self, links: list[str]) -> None:
-        self.hub.set_many(links, "heal")
+        self.topology.set_links(self, links, "heal")
 
     def kill_worker(self, worker_id: str) -> None:
         procfaults.kill(self.workers[worker_id].pid)
@@ -373,6 +377,10 @@ class Scenario:
 
     def applies(self, backend: str) -> str | None:
         """``None`` if the scenario applies to ``backend``, else the reason it does not."""
+        return None
+
+    def topology(self, backend: str) -> Topology | None:
+        """A topology of the scenario's own for ``backend`` (e.g. a private broker), or ``None``."""
         return None
 
     def adjust(self, params: Params, explicit: set[str]) -> Params:

@@ -1,0 +1,193 @@
+"""A local 3-node logqueue cluster for one run, with every node-to-node link through a proxy.
+
+Node *i* listens on its own port; its ``--peers`` name, for each other node *j*, the proxy
+link ``node-i->node-j``. So the runner can cut the leader off its followers (both
+directions), lag a follower, and -- with the clients' own links (``w1->node-2``, ...) --
+cut any client off any node. A node-to-node link admits only peer connections: a client
+redirected to a leader address it learned from a follower (a node-to-node link) is reset
+and falls back to its own links, so a client partition cannot be bypassed.
+
+Nodes run as ``python -m logqueue node`` processes with their data under
+``RUN_DIR/nodes/node-<i>``; :meth:`ClusterTopology.restart` starts a node again on the
+same data, which is what a crash-restart is.
+"""
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import shutil
+import socket
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import msgpack
+
+from experiments.faults import process as procfaults
+from experiments.faults.proxy import ProxyHub
+from experiments.scenarios.base import RunContext, Topology
+
+NODES = 3
+CLUSTER_ENV = "LOGQUEUE_CLUSTER"
+_HEADER = struct.Struct(">IB")  # logqueue's frame header: body length, protocol version
+_AUTH = 2  # logqueue's AUTH frame type: [AUTH, kind, peer_id, listen, mac]
+
+
+def peers_only(head: bytes) -> bool | None:
+    """``admit`` filter for node-to-node links: only a connection whose AUTH says ``peer``."""
+    if len(head) < _HEADER.size:
+        return None
+    length, _ = _HEADER.unpack_from(head)
+    if len(head) < _HEADER.size + length:
+        return None
+    try:
+        body = msgpack.unpackb(head[_HEADER.size:_HEADER.size + length], raw=False)
+    except (ValueError, msgpack.UnpackException):
+        return False
+    return isinstance(body, list) and len(body) > 1 and body[0] == _AUTH and body[1] == "peer"
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def probe_cluster() -> str | None:
+    """``None`` when a local logqueue cluster and its backend can be used, else why not."""
+    if importlib.util.find_spec("logqueue.backend") is None:
+        return "logqueue: the logqueue backend (logqueue.backend) is not available yet"
+    try:
+        from logqueue.runtime import serve  # noqa: F401
+    except ImportError as exc:
+        return f"logqueue: the node runtime cannot be imported ({exc})"
+    return None
+
+
+class ClusterTopology(Topology):
+    """Three local nodes behind proxies; the servers a client links to are ``node-1..3``."""
+
+    def __init__(self, nodes: int = NODES) -> None:
+        self.ids = list(range(1, nodes + 1))
+        self.hub: ProxyHub | None = None
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.listen: dict[int, str] = {}
+        self.argv: dict[int, list[str]] = {}
+        self.run_dir: Path | None = None
+        self._client = None  # a logqueue.client.Client on the real addresses, for status
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self, run_dir: Path) -> None:
+        """Start the nodes and wait for a leader (raises ``RuntimeError`` after 15 s)."""
+        self.run_dir = run_dir
+        data = run_dir / "nodes"
+        shutil.rmtree(data, ignore_errors=True)
+        self.hub = ProxyHub()
+        self.listen = {i: f"127.0.0.1:{_free_port()}" for i in self.ids}
+        for i in self.ids:
+            for j in self.ids:
+                if i != j:
+                    self.hub.add(self.node_link(i, j), self.listen[j], admit=peers_only)
+        for i in self.ids:
+            peers = ",".join(f"{j}={self.listen[j] if j == i else self.hub.address(self.node_link(i, j))}"
+                             for j in self.ids)
+            self.argv[i] = [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.listen[i],
+                            "--peers", peers, "--data-dir", str(data / f"node-{i}"), "--log-level", "warning"]
+            self.spawn(i)
+        self.wait_leader(15.0)
+
+    def spawn(self, i: int) -> int:
+        """Start node ``i`` (again) on its data directory; returns its PID."""
+        assert self.run_dir is not None
+        with open(self.run_dir / f"node-{i}.log", "ab") as log:
+            self.procs[i] = subprocess.Popen(self.argv[i], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        return self.procs[i].pid
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        if self.hub is not None:
+            self.hub.close()
+
+    # --- what clients see ---------------------------------------------------------------
+
+    @staticmethod
+    def node_link(i: int, j: int) -> str:
+        return f"node-{i}->node-{j}"
+
+    def servers(self) -> dict[str, str]:
+        return {f"node-{i}": self.listen[i] for i in self.ids}
+
+    def client_env(self, links: dict[str, str]) -> dict[str, str]:
+        return {CLUSTER_ENV: ",".join(links[f"node-{i}"] for i in self.ids)}
+
+    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
+        return {"logqueue": ",".join(links[f"node-{i}"] for i in self.ids)}
+
+    # --- state --------------------------------------------------------------------------
+
+    def status(self) -> list[dict]:
+        """Every node's own view (``role``, ``term``, ``commit_index``, ...), unreachable ones left out."""
+        from logqueue.client import Client
+
+        if self._client is None:
+            self._client = Client(list(self.listen.values()), timeout=1.0)
+        out = []
+        for i in self.ids:
+            if self.procs.get(i) is None or self.procs[i].poll() is not None:
+                continue
+            try:
+                out.append({**self._client.status(self.listen[i]), "id": i})
+            except Exception:  # a node that does not answer is simply not in the view
+                continue
+        return out
+
+    def leader(self) -> int | None:
+        """The id of the leader with the highest term, if any node says it leads."""
+        leaders = [s for s in self.status() if s.get("role") == "leader"]
+        return max(leaders, key=lambda s: s.get("term", 0))["id"] if leaders else None
+
+    def wait_leader(self, timeout_s: float, exclude: int | None = None) -> int:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None and leader != exclude:
+                return leader
+            time.sleep(0.05)
+        raise RuntimeError(f"no logqueue leader{'' if exclude is None else f' other than node {exclude}'} "
+                           f"within {timeout_s:g} s")
+
+    # --- faults -------------------------------------------------------------------------
+
+    def node_links_of(self, i: int) -> list[str]:
+        """Every node-to-node link into or out of node ``i``."""
+        return [self.node_link(a, b) for a in self.ids for b in self.ids if a != b and i in (a, b)]
+
+    def cut_node(self, ctx: RunContext, i: int) -> list[str]:
+        """Links to blackhole to cut node ``i`` off its peers and every client."""
+        return self.node_links_of(i) + ctx.link_names(servers=[f"node-{i}"])
+
+    def isolate_leader(self, ctx: RunContext) -> tuple[str, list[str]]:
+        """(target name, links) cutting the current leader off everyone; used by broker-partition."""
+        leader = self.wait_leader(10.0)
+        return f"node-{leader}", self.cut_node(ctx, leader)
+
+    def set_links(self, ctx: RunContext, links: list[str], mode: str) -> None:
+        # The node-to-node links live in this topology's hub, the client links in the run's.
+        assert self.hub is not None
+        mine = set(self.hub.names())
+        self.hub.set_many([n for n in links if n in mine], mode)
+        ctx.hub.set_many([n for n in links if n not in mine], mode)
+
+    def kill(self, i: int) -> None:
+        with contextlib.suppress(procfaults.ProcessFaultError):
+            procfaults.kill(self.procs[i].pid)
+        self.procs[i].wait()

@@ -1,0 +1,72 @@
+"""``replay``: after a clean run, a new reader asks for the whole history from the start.
+
+A log keeps its history (Kreps): logqueue's log-mode ``read`` from offset 0 returns every
+job again. A queue forgets what it delivered: a fresh consumer on the drained queue gets
+nothing. Each job seen again is recorded as a ``replay`` event; the checker counts them.
+"""
+from __future__ import annotations
+
+import contextlib
+import time
+
+from experiments.scenarios.base import RunContext, Scenario
+
+LISTEN_S = 2.0
+
+
+def _seq(payload: bytes) -> int | None:
+    head = payload.split(b";", 1)[0]
+    return int(head[4:]) if head.startswith(b"seq=") and head[4:].isdigit() else None
+
+
+class Replay(Scenario):
+    name = "replay"
+    summary = "a new reader re-reads the history from offset 0"
+
+    def run(self, ctx: RunContext) -> None:
+        for worker_id in ctx.worker_ids():
+            ctx.start_worker(worker_id)
+        ctx.start_load(lambda seq: self.payload(ctx, seq))
+        ctx.drain()
+        ids = self._produced_ids(ctx)
+        try:
+            payloads = self._read_back(ctx)
+        except Exception as exc:  # e.g. a backend whose consumers only live in worker processes
+            ctx.note(f"the new reader could not read: {type(exc).__name__}: {' '.join(str(exc).split())}")
+            payloads = []
+        seen = {ids[s] for s in (_seq(p) for p in payloads) if s in ids}
+        for job in sorted(seen):
+            ctx.log.record("replay", job=job, worker="replay")
+        ctx.note(f"a new reader got {len(seen)} of {len(ids)} jobs back from the start of the history")
+
+    @staticmethod
+    def _produced_ids(ctx: RunContext) -> dict[int, str]:
+        from experiments.checker import load_events
+
+        return {e["seq"]: e["job"] for e in load_events(ctx.events_path) if e["ev"] == "produce" and "seq" in e}
+
+    def _read_back(self, ctx: RunContext) -> list[bytes]:
+        if ctx.backend_name == "logqueue":
+            from logqueue.client import Client
+
+            addresses = ctx.topology.config_addresses(ctx.client_links("replay"))["logqueue"].split(",")
+            with Client(addresses, timeout=10.0) as client:
+                rows = client.query("read", queue=ctx.queue, from_offset=0, max_count=ctx.params.jobs * 2)
+            return [bytes(row[1]) for row in rows]
+        # A queue: a fresh consumer, listening for a while, gets whatever is left.
+        backend = ctx.backend_cls(ctx.config("replay"))
+        backend.connect()
+        got: list[bytes] = []
+        try:
+            consumer = backend.consumer("replay")
+            deadline = time.monotonic() + LISTEN_S
+            while time.monotonic() < deadline:
+                delivery = consumer.receive(0.2)
+                if delivery is not None:
+                    got.append(delivery.payload)
+                    with contextlib.suppress(Exception):
+                        delivery.nack(requeue=True)
+            consumer.close()
+        finally:
+            backend.close()
+        return got
