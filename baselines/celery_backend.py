@@ -344,13 +344,27 @@ class CeleryConsumer(Consumer):
         # No AMQP heartbeat on this connection: nothing would send it while a job runs in
         # this thread (Celery's own worker sends it from its event loop).
         self._conn = backend.app.connection_for_read(heartbeat=0)
+        self._inbox: list[CeleryDelivery] = []
+        self._open()
+
+    def _open(self) -> None:
         self._conn.ensure_connection(max_retries=1, timeout=3)
         self._channel = self._conn.channel()
-        self._channel.basic_qos(0, backend.config.prefetch, False)
-        self._inbox: list[CeleryDelivery] = []
-        self._consumer = kombu.Consumer(self._channel, queues=[backend._queue(backend.config.queue)],
+        self._channel.basic_qos(0, self.backend.config.prefetch, False)
+        self._consumer = kombu.Consumer(self._channel, queues=[self.backend._queue(self.backend.config.queue)],
                                         callbacks=[self._on_message], accept=["json"])
         self._consumer.consume()
+
+    def _reopen(self) -> None:
+        """After the broker closed the channel (e.g. consumer_timeout): drop what it requeued, consume again."""
+        self._inbox.clear()
+        try:
+            self._channel.close()
+        except Exception:  # already closed by the broker
+            pass
+        self._conn.close()
+        self._conn = self.backend.app.connection_for_read(heartbeat=0)
+        self._open()
 
     def _on_message(self, body, message) -> None:
         args = body[0] if isinstance(body, (list, tuple)) else body.get("args", [])
@@ -368,6 +382,8 @@ class CeleryConsumer(Consumer):
                 self._conn.drain_events(timeout=remaining)
             except socket.timeout:
                 return None
+            except (*self._conn.connection_errors, *self._conn.channel_errors):
+                self._reopen()
         return self._inbox.pop(0)
 
     def close(self) -> None:

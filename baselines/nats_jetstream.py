@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import socket
 import threading
 import time
 
@@ -39,7 +40,7 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
-from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, unavailable
+from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
 
 DURABLE = "workers"
 JOB_HEADER = "Lq-Job"
@@ -84,6 +85,11 @@ class NatsJetStreamBackend(Backend):
 
     def connect(self) -> None:
         address = self.config.addresses["nats"]
+        # nats-py retries a refused first connect until its own timeouts; probe once instead
+        try:
+            socket.create_connection(split_address(address), timeout=2).close()
+        except OSError as exc:
+            raise unavailable(self.name, "nats", address, exc) from None
         self._loop = _LoopThread(f"nats-{self.stream}")
         try:
             self.nc = self.call(nats.connect(
@@ -159,8 +165,10 @@ class NatsJetStreamBackend(Backend):
 
     async def _dead_letters(self) -> list[str]:
         ids = []
-        info = await self.js.stream_info(self.dead_stream)
-        for seq in range(info.state.first_seq, info.state.last_seq + 1):
+        state = (await self.js.stream_info(self.dead_stream)).state
+        if state.messages == 0:
+            return ids
+        for seq in range(state.first_seq, state.last_seq + 1):
             try:
                 msg = await self.js.get_msg(self.dead_stream, seq)
             except nats.js.errors.NotFoundError:

@@ -1,0 +1,277 @@
+"""The Backend contract, run against every backend on the real servers.
+
+Each test gets a unique queue and deletes it afterwards. Timeouts are short (1-2 s) so
+the whole suite stays bounded; RabbitMQ's ack timeout is real (the adapter sets the
+node's consumer_timeout and a short channel tick, see baselines/rabbitmq.py).
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from baselines import registry
+from baselines.base import AckError, BackendConfig, BackendUnavailable
+from experiments.recorder import read_jsonl
+from conftest import require_server
+
+SERVER_OF = {
+    "rabbitmq-classic": "rabbitmq",
+    "rabbitmq-quorum": "rabbitmq",
+    "celery-rabbitmq": "rabbitmq",
+    "redis-list": "redis",
+    "redis-streams": "redis",
+    "celery-redis": "redis",
+    "nats-jetstream": "nats",
+}
+# Backends whose broker refuses the ack of a delivery that timed out and was redelivered.
+# JetStream acks by stream sequence and kombu's Redis emulation acks by tag: both accept it.
+FENCED = {"stub", "rabbitmq-classic", "rabbitmq-quorum", "celery-rabbitmq", "redis-list", "redis-streams", "logqueue"}
+# Backends with a per-job lease that Delivery.heartbeat extends.
+LEASED = ["stub", "redis-list", "redis-streams", "nats-jetstream", "logqueue"]
+# Celery on Redis cannot count crash redeliveries (its restore sets no counter the worker sees).
+ALL = registry.names()
+
+
+def _available(name: str) -> None:
+    if name == "logqueue" and importlib.util.find_spec("logqueue.backend") is None:
+        pytest.skip("logqueue.backend does not exist yet (the logqueue adapter is written separately)")
+    if name in SERVER_OF:
+        require_server(SERVER_OF[name])
+
+
+@pytest.fixture
+def make(request):
+    """``make(name, **knobs)`` -> a connected backend on a fresh queue, deleted after the test."""
+    made = []
+
+    def factory(name: str, queue: str | None = None, **knobs):
+        _available(name)
+        queue = queue or f"t-{name}-{uuid.uuid4().hex[:10]}"
+        backend = registry.get(name)(BackendConfig(queue=queue, **knobs))
+        backend.connect()
+        made.append(backend)
+        return backend
+
+    yield factory
+    for backend in made:
+        try:
+            backend.delete()
+        finally:
+            backend.close()
+
+
+@pytest.fixture
+def consumers():
+    """Consumers opened by a test, closed after it (before the backends are deleted)."""
+    opened = []
+
+    def open_(backend, worker_id: str = "w"):
+        c = backend.consumer(worker_id)
+        opened.append(c)
+        return c
+
+    yield open_
+    for c in opened:
+        c.close()
+
+
+def receive_from(cs, timeout_s: float):
+    """Poll several consumers in turn until one yields a delivery or the time is up."""
+    end = time.monotonic() + timeout_s
+    while time.monotonic() < end:
+        for c in cs:
+            d = c.receive(0.2)
+            if d is not None:
+                return d
+    return None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_enqueue_consume_ack(name, make, consumers):
+    b = make(name)
+    ids = [b.enqueue(f"job-{i}".encode()) for i in range(3)]
+    assert len(set(ids)) == 3
+    c = consumers(b)
+    seen = {}
+    for _ in ids:
+        d = c.receive(5)
+        assert d is not None
+        assert d.attempt == 1
+        seen[d.job_id] = d.payload
+        d.ack(b"done")
+    assert seen == {job: f"job-{i}".encode() for i, job in enumerate(ids)}
+    assert c.receive(0.5) is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_given_job_id_is_kept(name, make, consumers):
+    b = make(name)
+    assert b.enqueue(b"x", job_id="my-job-1") == "my-job-1"
+    d = consumers(b).receive(5)
+    assert d.job_id == "my-job-1"
+    d.ack()
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_payloads_round_trip_exactly(name, make, consumers):
+    b = make(name)
+    payloads = {b"": None, bytes(range(256)) * 3: None, os.urandom(1 << 20): None}
+    for p in payloads:
+        payloads[p] = b.enqueue(p)
+    c = consumers(b)
+    got = {}
+    for _ in payloads:
+        d = c.receive(10)
+        got[d.job_id] = d.payload
+        d.ack()
+    assert got == {job: p for p, job in payloads.items()}
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_nack_redelivers_with_next_attempt(name, make, consumers):
+    b = make(name, max_attempts=5)
+    job = b.enqueue(b"retry me")
+    c = consumers(b)
+    d1 = c.receive(5)
+    d1.nack(requeue=True)
+    d2 = c.receive(5)
+    assert (d2.job_id, d2.payload, d2.attempt) == (job, b"retry me", 2)
+    d2.ack()
+    assert c.receive(0.5) is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_max_attempts_dead_letters(name, make, consumers):
+    b = make(name, max_attempts=2)
+    job = b.enqueue(b"poison")
+    c = consumers(b)
+    for attempt in (1, 2):
+        d = c.receive(5)
+        assert (d.job_id, d.attempt) == (job, attempt)
+        d.nack(requeue=True)
+    assert c.receive(1.0) is None
+    deadline = time.monotonic() + 5
+    while b.dead_letters() != [job] and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert b.dead_letters() == [job]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_nack_without_requeue_dead_letters_at_once(name, make, consumers):
+    b = make(name, max_attempts=5)
+    job = b.enqueue(b"reject")
+    c = consumers(b)
+    c.receive(5).nack(requeue=False)
+    assert c.receive(0.5) is None
+    assert b.dead_letters() == [job]
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_unacked_job_is_redelivered_after_timeout(name, make, consumers):
+    b = make(name, timeout_s=1.0, heartbeat_s=0.5)
+    job = b.enqueue(b"slow")
+    c1 = consumers(b, "w1")
+    d1 = receive_from([c1], 5)
+    started = time.monotonic()
+    c2 = consumers(b, "w2")
+    d2 = receive_from([c1, c2], 15)  # never acked, never heartbeated
+    waited = time.monotonic() - started
+    assert d2 is not None and d2.job_id == job
+    assert d2.attempt >= 2
+    assert waited >= 0.9  # not before the timeout
+    if name in FENCED:
+        with pytest.raises(AckError):
+            d1.ack()
+    else:
+        d1.ack()  # accepted by this broker (see FENCED); it must not break the redelivered copy's settle
+    try:
+        d2.ack()
+    except AckError:
+        assert name not in FENCED, "the current holder's ack must succeed"
+
+
+@pytest.mark.parametrize("name", LEASED)
+def test_heartbeat_keeps_the_job(name, make, consumers):
+    b = make(name, timeout_s=1.0, heartbeat_s=0.3)
+    job = b.enqueue(b"long")
+    c1, c2 = consumers(b, "w1"), consumers(b, "w2")
+    d = c1.receive(5)
+    end = time.monotonic() + 2.5  # 2.5 x the timeout
+    while time.monotonic() < end:
+        d.heartbeat()
+        assert c2.receive(0.3) is None
+    d.ack()
+    assert d.job_id == job
+    assert receive_from([c1, c2], 1.5) is None
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_redelivery_after_worker_process_is_sigkilled(name, make, consumers, tmp_path):
+    if name == "stub":
+        pytest.skip("stub is in-process only: there is no worker process to SIGKILL")
+    b = make(name, timeout_s=2.0, heartbeat_s=1.0)
+    events = tmp_path / "events.jsonl"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "experiments.worker", "--backend", name, "--queue", b.config.queue,
+         "--func", "experiments.workers:sleepy", "--worker-id", "victim", "--events", str(events),
+         "--results", str(tmp_path / "results.jsonl"), "--timeout-s", "2", "--heartbeat-s", "1"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    try:
+        job = b.enqueue(b"sleep=60;job")
+        deadline = time.monotonic() + 30
+        while not (events.exists() and any(e["ev"] == "start" for e in read_jsonl(events))):
+            assert proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the worker never started the job"
+            time.sleep(0.1)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
+    d = receive_from([consumers(b)], 20)
+    assert d is not None and d.job_id == job and d.payload == b"sleep=60;job"
+    assert d.attempt >= 2
+    d.ack()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize("name", [n for n in ALL if n in SERVER_OF])
+def test_down_broker_gives_one_line_error(name):
+    address = f"127.0.0.1:{_closed_port()}"
+    backend = registry.get(name)(BackendConfig(queue="t-down", addresses={SERVER_OF[name]: address}))
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as err:
+        backend.connect()
+    message = str(err.value)
+    assert "\n" not in message
+    assert name in message and address in message and "start it with" in message
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_delete_leaves_nothing_behind(name, make, consumers):
+    queue = f"t-{name}-{uuid.uuid4().hex[:10]}"
+    b = make(name, queue=queue, max_attempts=1)
+    b.enqueue(b"left over")
+    b.enqueue(b"dead")
+    consumers(b).receive(5).nack(requeue=False)
+    b.delete()
+    again = make(name, queue=queue)
+    assert consumers(again, "w2").receive(0.5) is None
+    assert again.dead_letters() == []
