@@ -43,7 +43,7 @@ async def _drive(addresses: list[str], count: int, payload_bytes: int, window: i
 
     client = AsyncClient(addresses, window=window, chunk=chunk, timeout=60)
     try:
-        await client.leader()
+        await client.status()
         await client.append([b"warm-up"] * min(chunk, 100))
         payload = b"x" * payload_bytes
         latencies: list[float] = []

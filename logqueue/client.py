@@ -133,6 +133,8 @@ class AsyncClient:
         self.chunk = min(chunk, window)
         self.client_id = client_id if client_id is not None else int.from_bytes(os.urandom(8), "big") >> 1
         self._conns: dict[str, _Conn] = {}
+        self._given = frozenset(self.addresses)
+        self._ids: dict[int, str] = {}  # node id -> address, learned from handshakes
         self._leader: str | None = None
         self._next_seq = 1
         self._outstanding: set[int] = set()
@@ -149,6 +151,11 @@ class AsyncClient:
             except BaseException:
                 self._conns.pop(address, None)
                 raise
+            # Remember which node answers at an address we were given, so a redirect
+            # to node N uses our address for N (nodes may name addresses we should not
+            # use, e.g. behind proxies) rather than the node's own hint.
+            if conn.proto.node_id is not None and (address in self._given or conn.proto.node_id not in self._ids):
+                self._ids[conn.proto.node_id] = address
         return conn
 
     async def call(self, address: str, op: str, args: dict | None = None, timeout: float | None = None) -> Any:
@@ -192,17 +199,28 @@ class AsyncClient:
             code = body.get("code") if isinstance(body, dict) else None
             if code in ("not_leader", "unavailable"):
                 last_error = f"{address}: {body.get('message')}"
-                hint = body.get("address")
-                if hint and hint != address:
-                    self._leader = hint
-                    if hint not in self.addresses:
-                        self.addresses.append(hint)
-                else:
-                    self._leader = None
-                    await asyncio.sleep(RETRY_PAUSE)
+                self._leader = self._redirect(body.get("leader"), body.get("address"), address)
+                if self._leader is None:
+                    await asyncio.sleep(RETRY_PAUSE)  # no leader known: an election is running
                 continue
             raise ClientError(code or "error", body.get("message", str(body)) if isinstance(body, dict) else str(body))
         raise Unavailable(f"no leader answered within {self.timeout:g} s (last: {last_error})")
+
+    def _redirect(self, leader: int | None, hint: str | None, current: str) -> str | None:
+        """Where to send next after a not_leader answer naming ``leader`` at ``hint``."""
+        if leader is None:
+            return None
+        known = self._ids.get(leader)
+        if known is not None:
+            return known if known != current else None
+        unidentified = [a for a in self.addresses if a not in self._ids.values() and a != current]
+        if unidentified:
+            return unidentified[0]  # connecting to it tells us which node it is
+        if hint and hint != current:
+            if hint not in self.addresses:
+                self.addresses.append(hint)
+            return hint
+        return None
 
     def _forget(self, address: str) -> None:
         if self._leader == address:
@@ -273,8 +291,11 @@ class AsyncClient:
             return await self.call(node or self._leader or self.addresses[0], "query", req)
         return await self._call_leader("query", req)
 
-    async def status(self, address: str) -> dict:
-        """One node's own view (role, term, indexes, pid, ...)."""
+    async def status(self, address: str | None = None) -> dict:
+        """One node's own view (role, term, indexes, pid, ...); without an address, the
+        leader's (waiting for an election if there is none)."""
+        if address is None:
+            return await self._call_leader("status_leader", {})
         return await self.call(address, "status")
 
     async def cluster_status(self) -> list[dict]:
@@ -288,10 +309,6 @@ class AsyncClient:
                         "error": str(exc)}
 
         return list(await asyncio.gather(*(one(a) for a in self.addresses)))
-
-    async def leader(self) -> dict:
-        """The status of the node that answers as leader (waits for an election)."""
-        return await self._call_leader("status_leader", {})
 
     async def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False) -> dict:
         """Committed entries of one node: {"entries": [...], "first_index", "applied_index", "next"}."""
@@ -360,14 +377,11 @@ class Client:
     def query(self, name: str, *, stale: bool = False, node: str | None = None, **args) -> Any:
         return self._run(self._client.query(name, stale=stale, node=node, **args))
 
-    def status(self, address: str) -> dict:
+    def status(self, address: str | None = None) -> dict:
         return self._run(self._client.status(address))
 
     def cluster_status(self) -> list[dict]:
         return self._run(self._client.cluster_status())
-
-    def leader(self) -> dict:
-        return self._run(self._client.leader())
 
     def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False) -> dict:
         return self._run(self._client.read_log(address, start, max_count, all_kinds))

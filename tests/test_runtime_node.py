@@ -90,6 +90,12 @@ def test_replicates_appends_to_every_node_and_followers_redirect():
             logs = [records(n) for n in env.nodes.values()]
             assert logs[0] == logs[1] == logs[2]
             assert [d for _, d in logs[0]] == [b"r%d" % k for k in range(500)]
+            # A client that knows only a follower follows the redirect to the leader.
+            lone = AsyncClient([follower.cfg.listen], timeout=5)
+            try:
+                assert (await lone.append([b"redirected"]))[0] > idx[-1]
+            finally:
+                await lone.close()
 
     run(main())
 

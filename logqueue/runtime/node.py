@@ -88,7 +88,7 @@ class Node:
         self._server: asyncio.AbstractServer | None = None
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
-        self._was_leader = False
+        self.leading_term: int | None = None  # the term in which the service last took over as leader
         self._snap_index = 0  # index of the latest snapshot taken or installed
         self._refused: dict[int, float] = {}  # non-member id -> last time we logged it
         self._watchers: list[tuple[object, asyncio.Future]] = []
@@ -288,14 +288,21 @@ class Node:
         service.on_applied(entries[-1].index)
 
     def _observe_role(self) -> None:
-        leader = self.raft.role is t.Role.LEADER
-        if leader != self._was_leader:
-            self._was_leader = leader
-            if leader:
-                log.info("node %d is the leader of term %d", self.node_id, self.raft.term)
-                self.service.on_leadership_gained()
-            else:
+        raft = self.raft
+        term = raft.term if raft.role is t.Role.LEADER else None
+        if term != self.leading_term:
+            if self.leading_term is not None:
                 self.service.on_leadership_lost()
+            self.leading_term = term
+            if term is not None:
+                log.info("node %d is the leader of term %d", self.node_id, term)
+                self.service.on_leadership_gained()
+
+    def leading(self) -> bool:
+        """True once this node leads and has taken stock of its log tail as leader
+        (client writes are accepted from then on)."""
+        raft = self.raft
+        return raft.role is t.Role.LEADER and raft.term == self.leading_term
 
     def _maybe_snapshot(self) -> None:
         raft = self.raft

@@ -149,7 +149,9 @@ class Service:
                      address=node.address_of(leader))
 
     def _require_leader(self) -> None:
-        if self.node.raft.role is not t.Role.LEADER:
+        # Not raft.role alone: between winning an election and the loop turn that runs
+        # on_leadership_gained, a retried write could be proposed a second time.
+        if not self.node.leading():
             raise NotLeader(self.node.raft.leader_id)
 
     # --- writes ----------------------------------------------------------------------------
