@@ -29,7 +29,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from baselines import registry
-from baselines.base import SERVERS, BackendConfig, BackendError, default_addresses
+from baselines.base import SERVERS, BackendConfig, default_addresses
 from experiments.faults import process as procfaults
 from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
@@ -176,8 +176,8 @@ class RunContext:
         self._producer_thread: threading.Thread | None = None
         self._stop_producer = threading.Event()
         self.t_load = 0.0
-        # The seed picks the worker a targeted fault hits; timing is the machine's.
-        self.target_worker = random.Random(params.seed).choice(self.worker_ids())
+        # The seed picks, among the workers that are mid-job, the one a targeted fault hits.
+        self.rng = random.Random(params.seed)
 
     # --- clients and their links ------------------------------------------------------
 
@@ -219,6 +219,20 @@ class RunContext:
             proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         worker = self.workers[worker_id] = Worker(worker_id, proc, log_path)
         return worker
+
+    def wait_workers_connected(self, timeout_s: float = 30.0, settle_s: float = 1.0) -> None:
+        """Wait until every worker holds a connection through its links, then ``settle_s`` more.
+
+        A worker that is still starting (importing, declaring, setting server options)
+        when the load begins would see no job and could not be the target of a fault.
+        """
+        def connected() -> bool:
+            return all(any(self.hub.connections(name) for name in self.link_names(clients=[w]))
+                       for w in self.live_workers())
+
+        if not self.wait_until(connected, timeout_s):
+            self.note(f"not every worker had connected after {timeout_s:g} s; the load starts anyway")
+        self.sleep(settle_s)
 
     def worker_ids(self) -> list[str]:
         return [f"w{i}" for i in range(1, self.params.workers + 1)]
@@ -351,16 +365,17 @@ class RunContext:
         if self._producer_thread is not None:
             self._producer_thread.join(10)
         self.hub.close()
-        try:
-            backend = self.backend_cls(BackendConfig(queue=self.queue, addresses=self.topology.config_addresses(
-                self.topology.servers())))
+        p = self.params
+        # Best effort: the history is complete; a leftover queue only costs broker memory.
+        with contextlib.suppress(Exception):
+            backend = self.backend_cls(BackendConfig(
+                queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s, max_attempts=p.max_attempts,
+                addresses=self.topology.config_addresses(self.topology.servers())))
             backend.connect()
             try:
                 backend.delete()
             finally:
                 backend.close()
-        except (BackendError, OSError):
-            pass  # the run's history is complete; a leftover test queue is harmless
         self.log.close()
 
 
@@ -401,18 +416,27 @@ class Scenario:
         p = ctx.params
         for worker_id in ctx.worker_ids():
             ctx.start_worker(worker_id)
+        ctx.wait_workers_connected()
         ctx.start_load(lambda seq: self.payload(ctx, seq))
         ctx.sleep(max(0.0, ctx.t_load + p.fault_start_s - time.monotonic()))
         self.inject(ctx)
         self.heal(ctx)
         ctx.drain()
 
-    def wait_busy(self, ctx: RunContext, worker_id: str) -> bool:
-        """Wait (up to the load's length) until ``worker_id`` is mid-job, so the fault interrupts one."""
-        busy = ctx.wait_until(lambda: ctx.history.busy(worker_id), ctx.params.load_s + ctx.params.timeout_s)
-        if not busy:
-            ctx.note(f"{worker_id} was not mid-job when the fault began")
-        return busy
+    def busy_worker(self, ctx: RunContext) -> str:
+        """Wait (up to the load's length) until a worker is mid-job and return one (chosen by the seed).
+
+        The fault then interrupts a job; if none is busy in time, a live worker is returned
+        and a note says so.
+        """
+        def busy() -> list[str]:
+            return sorted(w for w in ctx.live_workers() if ctx.history.busy(w))
+
+        if ctx.wait_until(lambda: bool(busy()), ctx.params.load_s + ctx.params.timeout_s):
+            return ctx.rng.choice(busy())
+        worker = ctx.rng.choice(sorted(ctx.live_workers()) or ctx.worker_ids())
+        ctx.note(f"no worker was mid-job when the fault began; {worker} was chosen")
+        return worker
 
 
 def with_defaults(params: Params, explicit: set[str], **defaults) -> Params:

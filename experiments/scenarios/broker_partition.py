@@ -20,7 +20,7 @@ class BrokerPartition(Scenario):
         return with_defaults(params, explicit, fault_s=max(params.fault_s, 3 * params.heartbeat_s + params.timeout_s + 1))
 
     def inject(self, ctx: RunContext) -> None:
-        self.wait_busy(ctx, ctx.target_worker)
+        self.busy_worker(ctx)
         isolate = getattr(ctx.topology, "isolate_leader", None)
         if isolate is not None:
             self.target, self.links = isolate(ctx)

@@ -23,7 +23,7 @@ class BrokerRestart(Scenario):
         return PrivateBrokerTopology(PRIVATE[backend]) if backend in PRIVATE else None
 
     def inject(self, ctx: RunContext) -> None:
-        self.wait_busy(ctx, ctx.target_worker)
+        self.busy_worker(ctx)
         ctx.fault_start("restart", "broker")
         topology = ctx.topology
         if isinstance(topology, PrivateBrokerTopology):

@@ -13,11 +13,11 @@ class ConsumerCrash(Scenario):
     summary = "SIGKILL a worker mid-job"
 
     def inject(self, ctx: RunContext) -> None:
-        self.wait_busy(ctx, ctx.target_worker)
-        ctx.fault_start("sigkill", ctx.target_worker)
-        ctx.kill_worker(ctx.target_worker)
+        self.target = self.busy_worker(ctx)
+        ctx.fault_start("sigkill", self.target)
+        ctx.kill_worker(self.target)
 
     def heal(self, ctx: RunContext) -> None:
         ctx.sleep(ctx.params.fault_s)
-        ctx.start_worker(f"{ctx.target_worker}-restarted")
-        ctx.fault_end("sigkill", ctx.target_worker)
+        ctx.start_worker(f"{self.target}-restarted")
+        ctx.fault_end("sigkill", self.target)

@@ -19,11 +19,11 @@ class ConsumerPartition(Scenario):
         return with_defaults(params, explicit, fault_s=max(params.fault_s, 3 * params.heartbeat_s + params.timeout_s + 1))
 
     def inject(self, ctx: RunContext) -> None:
-        self.wait_busy(ctx, ctx.target_worker)
-        ctx.fault_start("partition", ctx.target_worker)
-        ctx.cut(ctx.link_names(clients=[ctx.target_worker]))
+        self.target = self.busy_worker(ctx)
+        ctx.fault_start("partition", self.target)
+        ctx.cut(ctx.link_names(clients=[self.target]))
 
     def heal(self, ctx: RunContext) -> None:
         ctx.sleep(ctx.params.fault_s)
-        ctx.heal(ctx.link_names(clients=[ctx.target_worker]))
-        ctx.fault_end("partition", ctx.target_worker)
+        ctx.heal(ctx.link_names(clients=[self.target]))
+        ctx.fault_end("partition", self.target)

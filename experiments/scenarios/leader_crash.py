@@ -22,7 +22,7 @@ class LeaderCrash(Scenario):
 
     def inject(self, ctx: RunContext) -> None:
         cluster = ctx.topology
-        self.wait_busy(ctx, ctx.target_worker)
+        self.busy_worker(ctx)
         self.leader = cluster.wait_leader(10.0)
         ctx.fault_start("sigkill", f"node-{self.leader}")
         t0 = time.monotonic()

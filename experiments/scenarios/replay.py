@@ -26,6 +26,7 @@ class Replay(Scenario):
     def run(self, ctx: RunContext) -> None:
         for worker_id in ctx.worker_ids():
             ctx.start_worker(worker_id)
+        ctx.wait_workers_connected()
         ctx.start_load(lambda seq: self.payload(ctx, seq))
         ctx.drain()
         ids = self._produced_ids(ctx)

@@ -26,7 +26,7 @@ class RollingRestart(Scenario):
         order = [i for i in cluster.ids if i != leader] + [leader]
         pause = ctx.params.fault_s / len(order)
         for node in order:
-            self.wait_busy(ctx, ctx.target_worker)
+            self.busy_worker(ctx)
             ctx.fault_start("restart", f"node-{node}")
             cluster.kill(node)
             ctx.sleep(min(pause, 1.0))
