@@ -42,6 +42,7 @@ import time
 import kombu
 from celery import Celery
 from celery.worker.request import Request
+from kombu.asynchronous import get_event_loop
 
 from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
@@ -98,6 +99,15 @@ class LqRequest(Request):
             d = _inflight.pop(self.id, None)
         if d is None or d.outcome != "effect":
             return
+        # Celery does not ack here: it schedules the ack on the worker's event loop (the
+        # hub). Our check is scheduled after it on the same FIFO, so it sees the outcome.
+        hub = get_event_loop()
+        if hub is None:
+            self._record_ack(d)
+        else:
+            hub.call_soon(self._record_ack, d)
+
+    def _record_ack(self, d: CeleryDelivery) -> None:
         hooks = _context["hooks"]
         if self._message.acknowledged:
             hooks.ack(d)
