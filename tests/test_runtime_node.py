@@ -10,7 +10,6 @@ import contextlib
 import os
 import struct
 
-import msgpack
 import pytest
 
 from cluster_util import free_ports
@@ -172,10 +171,8 @@ def test_garbage_on_the_port_closes_only_that_connection():
             while await asyncio.wait_for(r.read(1024), 5):
                 pass  # WELCOME, then EOF when the node closes the connection
             w.close()
-            raw = msgpack.packb([wire.REQUEST, 1, "append", {"c": "x"}])  # well-framed, bad arguments
             assert (await env.client.append([b"still serving"]))[0] > 0
-            status = await env.client.status(env.addrs[1])
-            assert status["id"] == 1 and raw
+            assert (await env.client.status(env.addrs[1]))["id"] == 1
 
     run(main())
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import msgpack
 
-from logqueue.runtime import envelope
 
 MAX_SESSIONS = 10_000
 SNAPSHOT_VERSION = 1

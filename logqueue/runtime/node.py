@@ -21,7 +21,7 @@ import random
 import time
 from dataclasses import dataclass, field
 
-from logqueue.raft import Config, NotLeader, ProposalDropped, Raft
+from logqueue.raft import Config, Raft
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
 from logqueue.runtime.machine import ServiceMachine
@@ -285,7 +285,6 @@ class Node:
                 link = self.links.pop(env[1], None)
                 if link is not None:  # redial at the new address
                     asyncio.get_running_loop().create_task(link.close())
-        service.on_applied(entries[-1].index)
 
     def _observe_role(self) -> None:
         raft = self.raft

@@ -260,9 +260,6 @@ class Service:
                  f"{sorted(conf.voters)} (joint with {sorted(conf.outgoing)})" if conf.joint else sorted(conf.voters),
                  entry.index)
 
-    def on_applied(self, index: int) -> None:
-        pass
-
     def after_apply(self) -> None:
         """Answer linearizable reads whose read index is now applied."""
         if not self.ready_reads:
