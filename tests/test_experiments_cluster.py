@@ -1,0 +1,59 @@
+"""The proxied local logqueue cluster the scenarios run on: leader isolation, crash and restart."""
+from __future__ import annotations
+
+import struct
+import time
+
+import msgpack
+import pytest
+
+from experiments.scenarios.cluster import ClusterTopology, peers_only
+
+
+def frame(body) -> bytes:
+    data = msgpack.packb(body, use_bin_type=True)
+    return struct.pack(">IB", len(data), 1) + data
+
+
+def test_peers_only_admits_peer_handshakes_and_nothing_else():
+    peer = frame([2, "peer", 1, "127.0.0.1:1", b""])
+    client = frame([2, "client", 0, "", b""])
+    assert peers_only(peer[:3]) is None and peers_only(peer[:-1]) is None
+    assert peers_only(peer) is True
+    assert peers_only(client) is False
+    assert peers_only(struct.pack(">IB", 2, 1) + b"\xc1\xc1") is False  # not msgpack
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    topology = ClusterTopology()
+    topology.start(tmp_path)
+    yield topology
+    topology.close()
+
+
+def test_cutting_the_leaders_links_elects_another_and_heal_rejoins(cluster):
+    leader = cluster.wait_leader(10.0)
+    cluster.hub.set_many(cluster.node_links_of(leader), "blackhole")
+    successor = cluster.wait_leader(10.0, exclude=leader)
+    assert successor != leader
+    cluster.hub.set_many(cluster.node_links_of(leader), "heal")
+    # After the heal the old leader learns the higher term and follows.
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        roles = {s["id"]: s["role"] for s in cluster.status()}
+        if roles.get(leader) == "follower":
+            break
+        time.sleep(0.05)
+    assert roles.get(leader) == "follower"
+
+
+def test_killed_leader_is_replaced_and_restarts_on_its_data(cluster):
+    leader = cluster.wait_leader(10.0)
+    cluster.kill(leader)
+    assert cluster.wait_leader(10.0, exclude=leader) != leader
+    cluster.spawn(leader)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and leader not in {s["id"] for s in cluster.status()}:
+        time.sleep(0.05)
+    assert leader in {s["id"] for s in cluster.status()}
