@@ -187,6 +187,7 @@ class CeleryBackend(Backend):
             task_default_routing_key=q,
             worker_hijack_root_logger=False,
             worker_send_task_events=False,
+            worker_enable_remote_control=False,  # no pidbox exchange/queue left on the broker
             task_send_sent_event=False,
         )
         return app
