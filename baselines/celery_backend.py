@@ -35,18 +35,21 @@ worker's job waits for ``visibility_timeout`` and for some worker's restore swee
 from __future__ import annotations
 
 import base64
+import contextlib
 import socket
 import threading
 import time
 
 import kombu
 from celery import Celery
+from celery.signals import worker_ready
 from celery.worker.request import Request
 from kombu.asynchronous import get_event_loop
 
 from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
-from baselines.rabbitmq import _set_server_consumer_timeout
+from baselines.rabbitmq import server_consumer_timeout
+from baselines.worker_loop import call_worker_function
 
 TASK_NAME = "logqueue.job"
 
@@ -125,13 +128,7 @@ def _run_job(task, payload_b64: str) -> None:
         _inflight[d.job_id] = d
     hooks.deliver(d)
     hooks.start(d)
-    try:
-        result = ctx["fn"](d.payload)
-        if not isinstance(result, (bytes, bytearray)):
-            raise TypeError(f"worker function returned {type(result).__name__}, not bytes")
-        result, error = bytes(result), None
-    except Exception as exc:
-        result, error = None, f"{type(exc).__name__}: {exc}"
+    result, error = call_worker_function(ctx["fn"], d.payload)
     hooks.finish(d, result, error)
     if error is not None:
         if d.attempt < backend.config.max_attempts:
@@ -271,8 +268,9 @@ class CeleryBackend(Backend):
             self._conn.release()
             self._conn = None
 
-    def prepare_worker(self) -> None:
-        """Broker-side set-up a worker needs before it connects (RabbitMQ's consumer_timeout)."""
+    def consumer_setup(self):
+        """A context to open a consumer's channel in (RabbitMQ: its consumer_timeout); none by default."""
+        return contextlib.nullcontext()
 
     def serve(self, fn, worker_id: str, hooks, result_sink=None, concurrency: int = 1, stop_event=None) -> None:
         """Run a real Celery worker in this process until SIGTERM/SIGINT or ``stop_event``.
@@ -281,7 +279,6 @@ class CeleryBackend(Backend):
         it) and leaves the consumer loop free for heartbeats.
         """
         _context.update(backend=self, fn=fn, hooks=hooks, sink=result_sink, worker_id=worker_id)
-        self.prepare_worker()
         worker = self.app.Worker(
             hostname=f"{worker_id}@logqueue",
             pool="threads",
@@ -300,7 +297,19 @@ class CeleryBackend(Backend):
                 worker.stop(in_sighandler=False)
 
             threading.Thread(target=stop_when_asked, name="celery-stop", daemon=True).start()
-        worker.start()
+        with contextlib.ExitStack() as setup:
+            # Hold the consumer set-up until the worker's consumer is running, so its
+            # channel is opened under it (signals are weakly referenced: keep ``ready``).
+            setup.enter_context(self.consumer_setup())
+
+            def ready(**_) -> None:
+                setup.close()
+
+            worker_ready.connect(ready, weak=False)
+            try:
+                worker.start()
+            finally:
+                worker_ready.disconnect(ready)
 
 
 class CeleryRabbitMQBackend(CeleryBackend):
@@ -314,8 +323,8 @@ class CeleryRabbitMQBackend(CeleryBackend):
     def transport_options(self) -> dict:
         return {"confirm_publish": True}
 
-    def prepare_worker(self) -> None:
-        _set_server_consumer_timeout(self.config.addresses["rabbitmq"], self.config.timeout_s)
+    def consumer_setup(self):
+        return server_consumer_timeout(self.name, self.config.addresses["rabbitmq"], self.config.timeout_s)
 
 
 class CeleryRedisBackend(CeleryBackend):
@@ -351,7 +360,6 @@ class CeleryConsumer(Consumer):
     def __init__(self, backend: CeleryBackend, worker_id: str) -> None:
         self.backend = backend
         self.worker_id = worker_id
-        backend.prepare_worker()
         # No AMQP heartbeat on this connection: nothing would send it while a job runs in
         # this thread (Celery's own worker sends it from its event loop).
         self._conn = backend.app.connection_for_read(heartbeat=0)
@@ -359,8 +367,9 @@ class CeleryConsumer(Consumer):
         self._open()
 
     def _open(self) -> None:
-        self._conn.ensure_connection(max_retries=1, timeout=3)
-        self._channel = self._conn.channel()
+        with self.backend.consumer_setup():
+            self._conn.ensure_connection(max_retries=1, timeout=3)
+            self._channel = self._conn.channel()
         self._channel.basic_qos(0, self.backend.config.prefetch, False)
         self._consumer = kombu.Consumer(self._channel, queues=[self.backend._queue(self.backend.config.queue)],
                                         callbacks=[self._on_message], accept=["json"])

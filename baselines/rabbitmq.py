@@ -36,6 +36,7 @@ redelivered).
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import queue
@@ -92,6 +93,20 @@ def _set_server_consumer_timeout(address: str, timeout_s: float) -> bool:
     except (OSError, subprocess.TimeoutExpired):
         return False
     return done.returncode == 0
+
+
+@contextlib.contextmanager
+def server_consumer_timeout(backend_name: str, address: str, timeout_s: float):
+    """Set the node's consumer_timeout to ``timeout_s``; open the consumer's channel inside this block.
+
+    A machine-wide file lock is held for the whole block, so no other consumer changes the
+    node-wide setting between ours and the moment our channel reads it.
+    """
+    with open(LOCK_PATH, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not _set_server_consumer_timeout(address, timeout_s):
+            log.warning("%s: could not set the server's consumer_timeout (no local rabbitmqctl); the server's own applies", backend_name)
+        yield
 
 
 def _describe(exc: BaseException) -> str:
@@ -281,10 +296,7 @@ class RabbitMQConsumer(Consumer):
 
     def _open(self) -> None:
         b = self.backend
-        with open(LOCK_PATH, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)  # our consumer_timeout must be the one our channel reads
-            if not _set_server_consumer_timeout(b.config.addresses["rabbitmq"], b.config.timeout_s):
-                log.warning("%s: could not set the server's consumer_timeout (no local rabbitmqctl); the server's own applies", b.name)
+        with server_consumer_timeout(b.name, b.config.addresses["rabbitmq"], b.config.timeout_s):
             self._conn = b.open_connection()
             self._ch = self._conn.channel()
         self._ch.basic_qos(prefetch_count=b.config.prefetch)

@@ -143,22 +143,27 @@ class RedisListBackend(Backend):
         self.scripts = {name: self._r.register_script(src) for name, src in
                         (("claim", _CLAIM), ("ack", _ACK), ("nack", _NACK), ("extend", _EXTEND), ("reap", _REAP))}
 
-    def enqueue(self, payload: bytes, job_id: str | None = None) -> str:
-        return self.enqueue_many([payload], window=1, job_ids=[job_id or new_job_id()])[0]
-
-    def enqueue_many(self, payloads, window: int = 64, job_ids: list[str] | None = None) -> list[str]:
-        """Pipelined: ``window`` jobs per round trip, each written atomically (MULTI: payload, then id)."""
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        payloads = list(payloads)
-        ids = job_ids or [new_job_id() for _ in payloads]
-        for start in range(0, len(payloads), window):
+    def _push(self, jobs: list[tuple[str, bytes]], window: int) -> None:
+        # ``window`` jobs per round trip, each written atomically (MULTI: payload, then id)
+        for start in range(0, len(jobs), window):
             pipe = self._r.pipeline(transaction=True)
-            for job_id, payload in zip(ids[start:start + window], payloads[start:start + window]):
+            for job_id, payload in jobs[start:start + window]:
                 pipe.hset(self.key("jobs"), job_id, payload)
                 pipe.lpush(self.key("ready"), job_id)
             pipe.execute()
-        return ids
+
+    def enqueue(self, payload: bytes, job_id: str | None = None) -> str:
+        job_id = job_id or new_job_id()
+        self._push([(job_id, payload)], window=1)
+        return job_id
+
+    def enqueue_many(self, payloads, window: int = 64) -> list[str]:
+        """Pipelined: ``window`` jobs per round trip."""
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        jobs = [(new_job_id(), p) for p in payloads]
+        self._push(jobs, window)
+        return [job_id for job_id, _ in jobs]
 
     def consumer(self, worker_id: str) -> "RedisListConsumer":
         return RedisListConsumer(self, f"{worker_id}:{uuid.uuid4().hex[:8]}")

@@ -36,7 +36,6 @@ SERVER_OF = {
 FENCED = {"stub", "rabbitmq-classic", "rabbitmq-quorum", "celery-rabbitmq", "redis-list", "redis-streams", "logqueue"}
 # Backends with a per-job lease that Delivery.heartbeat extends.
 LEASED = ["stub", "redis-list", "redis-streams", "nats-jetstream", "logqueue"]
-# Celery on Redis cannot count crash redeliveries (its restore sets no counter the worker sees).
 ALL = registry.names()
 
 
