@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import logging
+import shutil
 import sys
 import time
 import uuid
@@ -110,12 +112,15 @@ def probe(backend: str) -> str | None:
     return None
 
 
+def fresh_run_dir(run_dir: Path) -> None:
+    """Empty ``run_dir`` (an earlier run's files must not mix with this one's)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
+
+
 def record_status(run_dir: Path, status: str, reason: str) -> None:
     """A run that did not happen: its history is one ``status`` event."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    for old in run_dir.glob("*"):
-        if old.is_file():
-            old.unlink()
     with EventLog(run_dir / "events.jsonl") as log:
         log.record("status", status=status, reason=reason)
 
@@ -124,6 +129,7 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     """Run one (backend, scenario) and return its checked summary."""
     scenario = scenario_registry.get(scenario_name)
     run_dir = out / backend / scenario_name
+    fresh_run_dir(run_dir)
     reason = scenario.applies(backend)
     if reason is not None:
         record_status(run_dir, "n/a", reason)
@@ -131,6 +137,12 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     params = scenario.adjust(params, explicit)
     topology = topology_for(backend, scenario)
     ctx = None
+    # Client libraries in this process (the producer's) log reconnects and tracebacks while
+    # faults are on: they go to the run's runner.log, not over the progress display.
+    log_handler = logging.FileHandler(run_dir / "runner.log", mode="w")
+    log_handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+    root = logging.getLogger()
+    saved_handlers, root.handlers = root.handlers, [log_handler]
     try:
         topology.start(run_dir)
         ctx = RunContext(backend, scenario_name, params, run_dir, topology, on_progress)
@@ -145,6 +157,8 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         if ctx is not None:
             ctx.close()
         topology.close()
+        root.handlers = saved_handlers
+        log_handler.close()
     return write_summary(run_dir, backend, scenario_name)
 
 

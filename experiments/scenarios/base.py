@@ -147,7 +147,7 @@ class RunContext:
         backend: registry name.
         scenario: scenario name.
         params: the run's parameters.
-        run_dir: ``OUT/<backend>/<scenario>``; emptied first.
+        run_dir: ``OUT/<backend>/<scenario>``, empty but for the topology's files.
         topology: where the servers are (a :class:`Topology`; logqueue passes its cluster).
         on_progress: called with ``(effected, produced_target)`` while the run polls.
     """
@@ -161,9 +161,6 @@ class RunContext:
         self.backend_cls = registry.get(backend)
         self.queue = f"exp-{scenario}-{uuid.uuid4().hex[:8]}"
         run_dir.mkdir(parents=True, exist_ok=True)
-        for old in run_dir.iterdir():
-            if old.is_file():
-                old.unlink()
         self.events_path = run_dir / "events.jsonl"
         self.results_path = run_dir / "results.jsonl"
         self.log = EventLog(self.events_path)
