@@ -28,16 +28,18 @@ def main(argv: list[str] | None = None) -> int:
                     "logqueue cluster and the brokers that answer), then write the report.",
     )
     parser.add_argument("--out", default="results/demo", help="results directory (default results/demo)")
+    parser.add_argument("--backends", default="all", help="NAME,NAME or 'all' (default): the backends to try")
     parser.add_argument("--scenarios", default=DEMO_SCENARIOS, help=f"NAME,NAME or 'all' (default {DEMO_SCENARIOS})")
     args = parser.parse_args(argv)
     try:
         scenario_registry.parse_scenarios(args.scenarios)
+        backends = registry.parse_backends(args.backends)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     console = Console()
     usable = []
-    for backend in registry.parse_backends("all"):
+    for backend in backends:
         reason = runner.probe(backend)
         if reason is None:
             usable.append(backend)
