@@ -16,7 +16,9 @@ import argparse
 import contextlib
 import logging
 import shutil
+import signal
 import sys
+import threading
 import time
 import uuid
 from dataclasses import fields, replace
@@ -188,8 +190,14 @@ def results_table(summaries: list[dict], skipped: dict[str, str]) -> Table:
     return table
 
 
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt  # SIGTERM stops the matrix like Ctrl-C: workers and nodes are cleaned up
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _interrupt)
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep the table's columns whole
         console = Console(width=150)
@@ -227,7 +235,12 @@ def main(argv: list[str] | None = None) -> int:
                 def on_progress(done: int, total: int, task=task) -> None:
                     progress.update(task, completed=done, total=total)
 
-                summary = run_one(backend, name, params, explicit, out, on_progress)
+                try:
+                    summary = run_one(backend, name, params, explicit, out, on_progress)
+                except KeyboardInterrupt:  # run_one has stopped its processes on the way out
+                    progress.stop()
+                    console.print(f"[red]interrupted[/] during {backend} / {name}; finished runs are in {out}")
+                    return 130
                 summaries.append(summary)
                 status = summary["status"]
                 progress.update(task, completed=summary["completed"] if status == "ok" else params.jobs,
