@@ -51,8 +51,12 @@ PARAM_HELP = {
 
 
 def build_parser() -> argparse.ArgumentParser:
+    epilog = "scenarios:\n" + "\n".join(
+        f"  {name:<20} {scenario_registry.get(name).summary}" for name in scenario_registry.SCENARIOS)
     parser = argparse.ArgumentParser(
         prog="python -m experiments run",
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Run failure scenarios against backends, record each run's events and check them. "
                     "Writes OUT/<backend>/<scenario>/{events.jsonl,summary.json}; then see "
                     "`python -m experiments report OUT`.",
@@ -62,11 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--scenarios", default="all", help="NAME,NAME or 'all' (default): " + ", ".join(
         scenario_registry.SCENARIOS))
     parser.add_argument("--out", required=True, help="results directory")
+    parser.add_argument("--logqueue-cluster", metavar="HOST:PORT,...",
+                        help="run logqueue against these running nodes (e.g. docker-compose's) instead of a fresh "
+                             "local 3-node cluster per run; node faults are then n/a")
     parser.add_argument("--quick", action="store_true", help="small runs (40 jobs, short faults): what `make demo` uses")
     defaults = Params()
     for f in fields(Params):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=None,
-                            metavar="N", help=f"{PARAM_HELP[f.name]} (default {getattr(defaults, f.name)}, "
+                            metavar="S" if f.name.endswith("_s") else "N", help=f"{PARAM_HELP[f.name]} (default {getattr(defaults, f.name)}, "
                                               f"--quick {getattr(QUICK, f.name)})")
     return parser
 
@@ -78,19 +85,21 @@ def params_from(args: argparse.Namespace) -> tuple[Params, set[str]]:
     return replace(base, **{name: getattr(args, name) for name in explicit}), explicit
 
 
-def topology_for(backend: str, scenario) -> Topology:
-    """Where the backend's servers are: the scenario's own, a fresh local logqueue cluster, or the shared brokers."""
+def topology_for(backend: str, scenario, logqueue_cluster: str | None = None) -> Topology:
+    """Where the backend's servers are: the scenario's own, logqueue's cluster, or the shared brokers."""
     own = scenario.topology(backend)
     if own is not None:
         return own
     if backend == "logqueue":
-        from experiments.scenarios.cluster import ClusterTopology
+        from experiments.scenarios.cluster import ClusterTopology, ExternalClusterTopology
 
+        if logqueue_cluster:
+            return ExternalClusterTopology(logqueue_cluster.split(","))
         return ClusterTopology()
     return Topology()
 
 
-def probe(backend: str) -> str | None:
+def probe(backend: str, logqueue_cluster: str | None = None) -> str | None:
     """``None`` when ``backend`` can be used here, else a one-line reason."""
     try:
         cls = registry.get(backend)
@@ -99,7 +108,7 @@ def probe(backend: str) -> str | None:
     if backend == "logqueue":
         from experiments.scenarios.cluster import probe_cluster
 
-        return probe_cluster()
+        return probe_cluster(logqueue_cluster)
     instance = cls(BackendConfig(queue=f"exp-probe-{uuid.uuid4().hex[:8]}"))
     try:
         instance.connect()
@@ -127,17 +136,23 @@ def record_status(run_dir: Path, status: str, reason: str) -> None:
         log.record("status", status=status, reason=reason)
 
 
-def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress) -> dict:
+def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress,
+            logqueue_cluster: str | None = None) -> dict:
     """Run one (backend, scenario) and return its checked summary."""
+    from experiments.scenarios.cluster import ExternalClusterTopology
+
     scenario = scenario_registry.get(scenario_name)
     run_dir = out / backend / scenario_name
     fresh_run_dir(run_dir)
     reason = scenario.applies(backend)
+    if reason is None and backend == "logqueue" and logqueue_cluster and scenario_name in ExternalClusterTopology.NODE_FAULTS:
+        reason = (f"the logqueue nodes at {logqueue_cluster} are not this runner's processes: it cannot kill them "
+                  "or cut them off each other (run without --logqueue-cluster for a local cluster)")
     if reason is not None:
         record_status(run_dir, "n/a", reason)
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
-    topology = topology_for(backend, scenario)
+    topology = topology_for(backend, scenario, logqueue_cluster)
     ctx = None
     # Client libraries in this process (the producer's) log reconnects and tracebacks while
     # faults are on: they go to the run's runner.log, not over the progress display.
@@ -214,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
 
     skipped: dict[str, str] = {}
     for backend in backends:
-        reason = probe(backend)
+        reason = probe(backend, args.logqueue_cluster)
         if reason is not None:
             skipped[backend] = reason
             console.print(f"[yellow]skipping {backend}[/]: {reason}")
@@ -236,7 +251,7 @@ def main(argv: list[str] | None = None) -> int:
                     progress.update(task, completed=done, total=total)
 
                 try:
-                    summary = run_one(backend, name, params, explicit, out, on_progress)
+                    summary = run_one(backend, name, params, explicit, out, on_progress, args.logqueue_cluster)
                 except KeyboardInterrupt:  # run_one has stopped its processes on the way out
                     progress.stop()
                     console.print(f"[red]interrupted[/] during {backend} / {name}; finished runs are in {out}")

@@ -63,6 +63,7 @@ def test_runner_reaches_every_server_through_the_environment(config):
         assert host in services and port == "7001"
     command = " ".join(services["runner"]["command"])
     assert "python -m experiments run" in command and "--out /results" in command
+    assert "--logqueue-cluster $LOGQUEUE_CLUSTER" in command.replace("$$", "$")
     assert "python -m experiments report /results" in command
 
 

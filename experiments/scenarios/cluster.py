@@ -55,14 +55,22 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def probe_cluster() -> str | None:
-    """``None`` when a local logqueue cluster and its backend can be used, else why not."""
+def probe_cluster(addresses: str | None = None) -> str | None:
+    """``None`` when logqueue can be used (a local cluster, or the running nodes at ``addresses``), else why not."""
     if importlib.util.find_spec("logqueue.backend") is None:
         return "logqueue: the logqueue backend (logqueue.backend) is not available yet"
     try:
+        from logqueue.client import Client
         from logqueue.runtime import serve  # noqa: F401
     except ImportError as exc:
         return f"logqueue: the node runtime cannot be imported ({exc})"
+    if addresses:
+        try:
+            with Client(addresses, timeout=5.0) as client:
+                client.leader()
+        except Exception as exc:
+            return (f"logqueue: no leader at {addresses} ({' '.join(str(exc).split())}); "
+                    "start the nodes (docker-compose up logqueue-1 logqueue-2 logqueue-3)")
     return None
 
 
@@ -191,3 +199,46 @@ class ClusterTopology(Topology):
         with contextlib.suppress(procfaults.ProcessFaultError):
             procfaults.kill(self.procs[i].pid)
         self.procs[i].wait()
+
+
+class ExternalClusterTopology(ClusterTopology):
+    """A logqueue cluster this runner did not start (e.g. docker-compose's three nodes).
+
+    Clients still reach each node through their own proxy links, so client-side faults
+    work; the nodes themselves cannot be killed or cut off from each other.
+    """
+
+    NODE_FAULTS = ("leader-crash", "follower-lag", "rolling-restart", "broker-restart")
+
+    def __init__(self, addresses: list[str]) -> None:
+        super().__init__(nodes=len(addresses))
+        self.listen = {i: address for i, address in zip(self.ids, addresses)}
+
+    def start(self, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.wait_leader(15.0)
+
+    def status(self) -> list[dict]:
+        from logqueue.client import Client
+
+        if self._client is None:
+            self._client = Client(list(self.listen.values()), timeout=1.0)
+        out = []
+        for i in self.ids:
+            try:
+                out.append({**self._client.status(self.listen[i]), "id": i})
+            except Exception:  # a node that does not answer is simply not in the view
+                continue
+        return out
+
+    def set_links(self, ctx: RunContext, links: list[str], mode: str) -> None:
+        ctx.hub.set_many(links, mode)
+
+    def isolate_leader(self, ctx: RunContext) -> tuple[str, list[str]]:
+        # Without the node-to-node links, cutting "the broker" means cutting every client off every node.
+        return "cluster", ctx.link_names()
+
+    def close(self) -> None:
+        if self._client is not None:
+            with contextlib.suppress(Exception):
+                self._client.close()
