@@ -44,7 +44,6 @@ import kombu
 from celery import Celery
 from celery.signals import worker_ready
 from celery.worker.request import Request
-from kombu.asynchronous import get_event_loop
 
 from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
@@ -94,28 +93,27 @@ def _attempt(retries: int | None, delivery_info: dict | None) -> int:
 
 
 class LqRequest(Request):
-    """Records ``ack`` / ``ack_error`` once Celery has acked a job that produced its effect."""
+    """Records ``ack`` / ``ack_error`` when Celery's ack of a job that produced its effect runs."""
 
     def acknowledge(self):
-        super().acknowledge()
         with _inflight_lock:
             d = _inflight.pop(self.id, None)
-        if d is None or d.outcome != "effect":
-            return
-        # Celery does not ack here: it schedules the ack on the worker's event loop (the
-        # hub). Our check is scheduled after it on the same FIFO, so it sees the outcome.
-        hub = get_event_loop()
-        if hub is None:
-            self._record_ack(d)
-        else:
-            hub.call_soon(self._record_ack, d)
+        if d is not None and d.outcome == "effect":
+            # Celery does not ack here: it schedules ``message.ack_log_error`` on the worker's
+            # event loop, which calls ``message.ack`` there; wrap that to see the outcome.
+            message, hooks = self._message, _context["hooks"]
+            broker_ack = message.ack
 
-    def _record_ack(self, d: CeleryDelivery) -> None:
-        hooks = _context["hooks"]
-        if self._message.acknowledged:
-            hooks.ack(d)
-        else:  # kombu logged and swallowed the error (e.g. the channel closed after consumer_timeout)
-            hooks.ack_error(d, f"{d._b.name}: Celery could not ack job {d.job_id} (connection or channel lost)")
+            def ack_and_record(*args, **kwargs):
+                try:
+                    broker_ack(*args, **kwargs)
+                except Exception as exc:  # kombu logs and swallows it after us
+                    hooks.ack_error(d, f"{d._b.name}: Celery could not ack job {d.job_id}: {type(exc).__name__}: {exc}")
+                    raise
+                hooks.ack(d)
+
+            message.ack = ack_and_record
+        super().acknowledge()
 
 
 def _run_job(task, payload_b64: str) -> None:
