@@ -282,8 +282,8 @@ class Group:
         """The refusal for an offset that cannot be completed or failed, else None."""
         if offset >= end:
             return error(NOT_FOUND, f"offset {offset} has not been enqueued (next offset is {end})")
-        if offset < self.rbase:
-            return error(COMPACTED, f"offset {offset} was settled long ago; its record is past retention")
+        if self.claiming and offset < self.rbase:
+            return error(COMPACTED, f"offset {offset} is below the group's retained history (from {self.rbase})")
         record = self.record(offset)
         if record is None:
             return None

@@ -18,7 +18,7 @@ FENCED = "fenced"  # the token is not the offset's current claim: a newer claim 
 #                    the claim was released by `fail`, or the token was never issued
 ALREADY_DONE = "already_done"  # the offset was completed, by this very token
 DEAD_LETTERED = "dead_lettered"  # the offset was dead-lettered: no more claims or completions
-COMPACTED = "compacted"  # the offset was settled long ago and its record is past retention
+COMPACTED = "compacted"  # the offset is below the group's retained history (settled and dropped)
 STALE_SEQ = "stale_seq"  # producer seq older than the retained dedup window: cannot tell
 #                          whether it is a duplicate, so it is refused rather than doubled
 
