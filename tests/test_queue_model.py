@@ -208,6 +208,7 @@ def _strip(answer: dict) -> dict:
 
 class QueueRun(RuleBasedStateMachine):
     retention = 1_000_000
+    first_groups = ("g1", "g2")
 
     def __init__(self):
         super().__init__()
@@ -220,6 +221,7 @@ class QueueRun(RuleBasedStateMachine):
         self.rids: dict[tuple, list] = {}
         self.seqs = Counter()
         self.accepted = Counter()  # (group, offset) -> successful completes seen
+        self.active = list(self.first_groups)  # "late" joins during the run
 
     # --- driving ---------------------------------------------------------------------------
 
@@ -252,15 +254,18 @@ class QueueRun(RuleBasedStateMachine):
         return answers
 
     def draw_command(self, data, index: int) -> dict:
-        kind = data.draw(st.sampled_from(["enqueue"] * 3 + ["claim"] * 3 + ["complete"] * 3 + ["heartbeat", "fail", "stale", "bad", "commit"]))
-        if kind == "enqueue":
+        kind = data.draw(
+            st.sampled_from(["enqueue"] * 3 + ["claim"] * 3 + ["complete"] * 3 + ["heartbeat", "fail", "stale", "bad", "commit", "retry", "unknown"])
+        )
+        if kind in ("enqueue", "retry"):
             producer = data.draw(st.sampled_from(PRODUCERS))
-            # retries of old seqs, reordered seqs and gaps, all at once
-            seq = data.draw(st.integers(0, self.seqs[producer] + 2))
+            # new seqs, reordered seqs and gaps; or a retry of a seq that may be long gone
+            top = self.seqs[producer] + 2 if kind == "enqueue" else max(0, self.seqs[producer] - 1)
+            seq = data.draw(st.integers(0, top))
             self.seqs[producer] = max(self.seqs[producer], seq + 1)
             return c.enqueue(Q, b"job-%s-%d" % (producer.encode(), seq), producer, seq)
         if kind == "claim" or not self.issued and kind != "bad":
-            group, worker = data.draw(st.sampled_from(GROUPS)), data.draw(st.sampled_from(WORKERS))
+            group, worker = data.draw(st.sampled_from(self.active)), data.draw(st.sampled_from(WORKERS))
             used = self.rids.setdefault((group, worker), [])
             rid = data.draw(st.sampled_from([None, "new"] + used[-3:]))
             if rid == "new":
@@ -277,6 +282,9 @@ class QueueRun(RuleBasedStateMachine):
             return dict(c.claim(Q, "g1", "w1", max_jobs=-1, lease_ms=5), bad=True)
         if kind == "commit":
             return c.commit_offset(Q, data.draw(st.sampled_from(GROUPS)), data.draw(st.integers(0, self.model.end + 1)))
+        if kind == "unknown":  # an offset not enqueued yet, or a group nobody claims from
+            group = data.draw(st.sampled_from(GROUPS + ("nobody",)))
+            return c.complete(Q, group, data.draw(st.integers(0, self.model.end + 2)), index - 1, b"?")
         # act on a claim: recent ones mostly, any (stale) one sometimes
         recent = self.issued[-8:] if kind != "stale" else self.issued
         group, worker, offset, token = data.draw(st.sampled_from(recent))
@@ -304,6 +312,13 @@ class QueueRun(RuleBasedStateMachine):
         self.clock -= back
         self.index += gap
 
+    @precondition(lambda self: "late" not in self.active and self.model.end > 3)
+    @rule()
+    def late_group_joins(self):
+        # it starts from the first retained offset: the whole history when nothing was dropped
+        self.active.append("late")
+        self.run_entry(lambda index: [c.claim(Q, "late", "w1", 2, 200)])
+
     @rule()
     def snapshot_and_restore(self):
         data = self.m.snapshot()
@@ -313,7 +328,7 @@ class QueueRun(RuleBasedStateMachine):
     @precondition(lambda self: self.issued)
     @rule(data=st.data())
     def same_entry_claim_fail_claim(self, data):
-        group = data.draw(st.sampled_from(GROUPS))
+        group = data.draw(st.sampled_from(self.active))
 
         def commands(index):
             yield c.claim(Q, group, "w1", 1, 100)
@@ -412,6 +427,7 @@ TestQueueModel = QueueRun.TestCase
 
 class CompactingRun(QueueRun):
     retention = 3
+    first_groups = ("g1",)  # compaction waits for every claiming group: fewer compact sooner
 
 
 CompactingRun.TestCase.settings = QueueRun.TestCase.settings
