@@ -18,6 +18,7 @@ class LiveHistory:
         self._offset = 0
         self._partial = b""
         self.produced: set[str] = set()
+        self.job_of_seq: dict[int, str] = {}  # the producer's sequence number -> the backend's job id
         self.effected: set[str] = set()
         self.finishes = 0
         # worker -> {job: start count not yet matched by a finish}
@@ -45,6 +46,8 @@ class LiveHistory:
         ev, job, worker = e.get("ev"), e.get("job"), e.get("worker")
         if ev == "produce":
             self.produced.add(job)
+            if "seq" in e:
+                self.job_of_seq[e["seq"]] = job
         elif ev == "effect":
             self.effected.add(job)
         elif ev == "start" and worker is not None:

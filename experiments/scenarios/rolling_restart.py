@@ -6,7 +6,7 @@ would, so the cluster keeps a majority (and, but for one election, a leader) thr
 """
 from __future__ import annotations
 
-from experiments.scenarios.base import RunContext, Scenario
+from experiments.scenarios.base import Params, RunContext, Scenario, with_defaults
 from experiments.scenarios.leader_crash import SINGLE_NODE
 
 
@@ -19,6 +19,11 @@ class RollingRestart(Scenario):
             return None
         return SINGLE_NODE.format(backend=backend).replace(
             "there is no leader to fail over (see broker-restart)", "a rolling restart is a full restart (see broker-restart)")
+
+    def adjust(self, params: Params, explicit: set[str]) -> Params:
+        # The load must outlast three restarts (each: down, up, caught up), at the same rate.
+        load_s = max(params.load_s, params.fault_s + 9.0)
+        return with_defaults(params, explicit, load_s=load_s, jobs=round(params.jobs * load_s / params.load_s))
 
     def inject(self, ctx: RunContext) -> None:
         cluster = ctx.topology

@@ -31,7 +31,7 @@ class SlowConsumer(Scenario):
         return ctx.payload(seq)
 
     def _runner_of_slow_job(self, ctx: RunContext) -> str | None:
-        job = f"j{self.slow_seq(ctx):05d}"
+        job = ctx.history.job_of_seq.get(self.slow_seq(ctx))
         for worker, running in ctx.history.running.items():
             if job in running:
                 return worker
@@ -39,11 +39,11 @@ class SlowConsumer(Scenario):
 
     def inject(self, ctx: RunContext) -> None:
         p = ctx.params
-        ctx.note(f"slow job j{self.slow_seq(ctx):05d}: first run {p.fault_s:g} s, timeout_s {p.timeout_s:g}, "
+        ctx.note(f"slow job (seq {self.slow_seq(ctx)}): first run {p.fault_s:g} s, timeout_s {p.timeout_s:g}, "
                  f"heartbeat_s {p.heartbeat_s:g} (no lease extension during the slow run)")
         ctx.wait_until(lambda: self._runner_of_slow_job(ctx) is not None, p.load_s + p.drain_s / 2)
         self.target = self._runner_of_slow_job(ctx) or "unknown"
-        ctx.fault_start("slow-job", self.target, job=f"j{self.slow_seq(ctx):05d}")
+        ctx.fault_start("slow-job", self.target, job=ctx.history.job_of_seq.get(self.slow_seq(ctx)))
 
     def heal(self, ctx: RunContext) -> None:
         # The fault ends when the slow first run returns (its worker is no longer busy with it).
