@@ -161,10 +161,11 @@ def render_markdown(runs: list[dict], plots: dict[str, str]) -> str:
         "",
         "Each cell is one run: `OUT/<backend>/<scenario>/events.jsonl` checked into `summary.json` "
         "(definitions in `experiments/checker.py`). Latency is produce -> first effect; recovery is "
-        "fault start -> every job the fault interrupted took effect.",
+        "fault start -> every job the fault interrupted took effect; replayed is how many jobs a new "
+        "reader got back from the start of the history.",
         "",
-        "| backend | scenario | status | jobs | lost | dup. executions | dup. effects | p99 ms | recovery ms | recomputed |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| backend | scenario | status | jobs | lost | dup. executions | dup. effects | p99 ms | recovery ms | replayed | recomputed |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     order = {(b, s): (bi, si) for bi, b in enumerate(backends) for si, s in enumerate(scenarios)}
     runs = sorted(runs, key=lambda r: order[(r["summary"]["backend"], r["summary"]["scenario"])])
@@ -172,12 +173,13 @@ def render_markdown(runs: list[dict], plots: dict[str, str]) -> str:
         s = r["summary"]
         p99 = (s.get("latency_ms") or {}).get("p99")
         if s.get("status") == "n/a":
-            cells = [s["backend"], s["scenario"], "n/a", "", "", "", "", "", "", "equal" if not r["mismatches"] else "**differs**"]
+            cells = [s["backend"], s["scenario"], "n/a", "", "", "", "", "", "", "", "equal" if not r["mismatches"] else "**differs**"]
         else:
             cells = [
                 s["backend"], s["scenario"], s.get("status", "ok"), _fmt(s.get("jobs")), _fmt(s.get("lost")),
                 _fmt(s.get("duplicate_executions")), _fmt(s.get("duplicate_effects")), _fmt(p99),
-                _fmt(s.get("recovery_ms")), "equal" if not r["mismatches"] else "**differs**",
+                _fmt(s.get("recovery_ms")), _fmt(s.get("replayed")) if s["scenario"] == "replay" else "",
+                "equal" if not r["mismatches"] else "**differs**",
             ]
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     lines += ["", "## Plots", ""]
