@@ -365,3 +365,26 @@ def test_command_helpers_build_msgpack_friendly_dicts_the_machine_accepts():
     assert not any(c.is_error(a) for a in answers[:3]), answers
     assert answers[3]["error"] == c.ALREADY_DONE
     assert {a.get("error") for a in answers} <= c.ERROR_CODES | {None}
+
+
+def test_each_group_keeps_its_own_results_while_a_slow_group_holds_jobs_back():
+    log = Log(retention_jobs=4)
+    log.enqueue(3)
+    log.one(c.claim(Q, "slow", "s", 1, 100_000))  # holds offset 0 for a long time
+    log.enqueue(17)
+    for _ in range(4):
+        jobs = log.one(c.claim(Q, "fast", "f", 5, 100_000))["jobs"]
+        log.apply(*[c.complete(Q, "fast", o, t, b"ok") for o, t, _, _ in jobs])
+    fast, slow = log.m.stats(Q, "fast"), log.m.stats(Q, "slow")
+    assert fast["completed"] == 20 and fast["results_from"] >= 20 - 4 - log.m._chunk
+    assert slow["first_retained"] == 0 and log.m.read(Q, 0, 1) == [(0, b"job0")]
+    # the order groups were created in (lost by a snapshot) changes nothing
+    restored = QueueMachine.restore(log.m.snapshot())
+    more = [c.enqueue(Q, b"x%d" % i) for i in range(5)] + [c.claim(Q, "fast", "f", 9, 10), c.claim(Q, "slow", "s", 9, 10)]
+    assert restored.apply(log.index + 1, log.now, more) == log.m.apply(log.index + 1, log.now, more)
+    assert restored.snapshot() == log.m.snapshot()
+
+
+def test_seq_without_producer_is_refused():
+    (answer,) = Log().apply({"op": "enqueue", "queue": Q, "payload": b"x", "seq": 3})
+    assert answer["error"] == c.BAD_REQUEST and "producer_id" in answer["message"]

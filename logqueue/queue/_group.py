@@ -102,9 +102,7 @@ class Group:
         lease_ms: int,
         max_attempts: int,
         end: int,
-        request_id,
-        limits: tuple[int, int],
-    ) -> list[tuple[int, int, int]]:
+    ) -> tuple[tuple[int, int, int], ...]:
         """Lease the lowest claimable offsets below ``end``; returns (offset, token, attempt)."""
         granted: list[tuple[int, int, int]] = []
         deferred = []
@@ -125,10 +123,21 @@ class Group:
             granted.append(self._grant(offset, slot, index, worker, expires, max_attempts))
         for offset in deferred:
             heapq.heappush(self.released, offset)
-        answer = tuple(granted)
-        if request_id is not None:
-            self._remember(worker, request_id, answer, *limits)
-        return granted
+        return tuple(granted)
+
+    def remember(self, worker, request_id, answer: tuple, window: int, max_workers: int) -> None:
+        """Keep a claim's answer for replays: ``window`` request ids per worker, for the
+        ``max_workers`` workers that claimed most recently."""
+        table = self.workers.get(worker)
+        if table is None:
+            table = self.workers[worker] = OrderedDict()
+            if len(self.workers) > max_workers:
+                self.workers.popitem(last=False)
+        else:
+            self.workers.move_to_end(worker)
+        table[request_id] = answer
+        if len(table) > window:
+            table.popitem(last=False)
 
     def heartbeat(self, now: int, worker, offsets: list[int], token: int, lease_ms: int) -> dict:
         extended, lost = [], []
@@ -265,18 +274,6 @@ class Group:
         if slot.attempts > 1:
             self.redelivered += 1
         return (offset, token, slot.attempts)
-
-    def _remember(self, worker, request_id, answer: tuple, window: int, max_workers: int) -> None:
-        table = self.workers.get(worker)
-        if table is None:
-            table = self.workers[worker] = OrderedDict()
-            if len(self.workers) > max_workers:
-                self.workers.popitem(last=False)
-        else:
-            self.workers.move_to_end(worker)
-        table[request_id] = answer
-        if len(table) > window:
-            table.popitem(last=False)
 
     def _check_settled(self, offset: int, token: int, end: int) -> dict | None:
         """The refusal for an offset that cannot be completed or failed, else None."""

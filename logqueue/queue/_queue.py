@@ -65,16 +65,15 @@ class Queue:
         claimed from yet keeps everything (groups used only in log mode do not count).
         Trimming happens in steps of ``chunk`` offsets so that its list moves stay cheap.
         """
-        bound = self.end - retention
-        claiming = False
+        horizon = self.end - retention
+        bound = None
         for group in self.groups.values():
             if group.claiming:
-                claiming = True
-                group.trim(bound, chunk)
-                bound = min(bound, group.lwm)
-        drop = bound - self.base
-        if not claiming:
+                group.trim(horizon, chunk)  # each group's records depend on that group only
+                bound = group.lwm if bound is None else min(bound, group.lwm)
+        if bound is None:
             return
+        drop = min(bound, horizon) - self.base
         if drop < chunk:
             return
         for origin in self.origins[:drop]:

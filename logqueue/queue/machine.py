@@ -16,7 +16,8 @@ Retention and compaction (per queue, ``retention_jobs`` offsets):
 * ``complete``/``fail`` on an offset whose record is gone answer ``compacted``;
   an enqueue whose (producer_id, seq) is at or below a forgotten seq of that producer
   answers ``stale_seq`` instead of risking a duplicate;
-* a group that starts claiming after jobs were dropped starts at the first retained offset.
+* a group that starts claiming after jobs were dropped starts at the first retained offset;
+  a replayed claim answer names a dropped job with an empty payload.
 """
 from __future__ import annotations
 
@@ -107,6 +108,8 @@ class QueueMachine:
     def _enqueue(self, index, now, command):
         payload = f.blob(command, "payload")
         producer_id = f.ident(command, "producer_id", optional=True)
+        if producer_id is None and command.get("seq") is not None:
+            raise BadRequest("'seq' needs a 'producer_id'")
         seq = None if producer_id is None else f.integer(command, "seq")
         queue = self._queue(command)
         outcome = queue.enqueue(payload, producer_id, seq)
@@ -129,10 +132,9 @@ class QueueMachine:
             if answer is not None:
                 return {"jobs": self._jobs(queue, answer), "duplicate": True}
         group.begin(queue.base)
-        granted = group.claim(
-            index, now, worker, max_jobs, lease_ms, max_attempts, queue.end, request_id,
-            (self.request_window, self.max_workers),
-        )
+        granted = group.claim(index, now, worker, max_jobs, lease_ms, max_attempts, queue.end)
+        if request_id is not None:
+            group.remember(worker, request_id, granted, self.request_window, self.max_workers)
         return {"jobs": self._jobs(queue, granted)}
 
     @staticmethod
@@ -296,7 +298,7 @@ class QueueMachine:
             machine = cls(retention_jobs=retention, request_window=window, max_workers=max_workers)
             machine.applied, machine.now = image["applied"], image["now"]
             machine.queues = {name: Queue.load(q) for name, q in image["queues"]}
-        except (ValueError, TypeError, KeyError, msgpack.UnpackException) as exc:
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as exc:
             raise ValueError(f"not a queue snapshot: {exc}") from None
         return machine
 
