@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import heapq
 from collections import OrderedDict
-from typing import Callable
 
 from .commands import ALREADY_DONE, COMPACTED, DEAD_LETTERED, FENCED, NOT_FOUND, error
 
@@ -47,7 +46,7 @@ class Group:
     """Claim bookkeeping of one consumer group; see the module docstring for the rules."""
 
     def __init__(self, start: int, claiming: bool = False):
-        # invariant: start <= rbase <= lwm <= fresh <= queue.next_offset (once claiming)
+        # invariant: start <= rbase <= lwm <= fresh <= queue.end (once claiming)
         self.start = start  # first offset this group can see (the queue's base when it began)
         self.lwm = start  # every offset < lwm is settled
         self.fresh = start  # offsets >= fresh were never claimed by this group
