@@ -73,9 +73,9 @@ def test_malformed_fields_answer_bad_request_naming_the_field(command, field):
 
 def test_unknown_op_and_non_map_commands_answer_bad_request():
     log = Log()
-    unknown, not_a_map, ok = log.apply({"op": "purge", "queue": Q}, [1, 2], c.enqueue(Q, b"x"))
+    unknown, not_a_map, odd_op, ok = log.apply({"op": "purge", "queue": Q}, [1, 2], {"op": [1]}, c.enqueue(Q, b"x"))
     assert unknown["error"] == c.BAD_REQUEST and "purge" in unknown["message"]
-    assert not_a_map["error"] == c.BAD_REQUEST
+    assert not_a_map["error"] == odd_op["error"] == c.BAD_REQUEST
     assert ok == {"offset": 0}  # a bad command does not spoil its neighbours
 
 

@@ -83,13 +83,14 @@ class QueueMachine:
     def _apply_one(self, index: int, now: int, command) -> dict:
         if not isinstance(command, dict):
             return error(BAD_REQUEST, "a command must be a map with an 'op'")
-        handler = self._HANDLERS.get(command.get("op"))
+        op = command.get("op")
+        handler = self._HANDLERS.get(op) if isinstance(op, str) else None
         if handler is None:
-            return error(BAD_REQUEST, f"unknown op {command.get('op')!r}; expected one of {', '.join(self._HANDLERS)}")
+            return error(BAD_REQUEST, f"unknown op {op!r}; expected one of {', '.join(self._HANDLERS)}")
         try:
             return handler(self, index, now, command)
         except BadRequest as exc:
-            return error(BAD_REQUEST, f"{command['op']}: {exc}")
+            return error(BAD_REQUEST, f"{op}: {exc}")
 
     def _queue(self, command: dict) -> Queue:
         name = f.text(command, "queue")
