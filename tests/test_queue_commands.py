@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import msgpack
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from logqueue.queue import QueueMachine
 from logqueue.queue import commands as c
@@ -388,3 +390,23 @@ def test_each_group_keeps_its_own_results_while_a_slow_group_holds_jobs_back():
 def test_seq_without_producer_is_refused():
     (answer,) = Log().apply({"op": "enqueue", "queue": Q, "payload": b"x", "seq": 3})
     assert answer["error"] == c.BAD_REQUEST and "producer_id" in answer["message"]
+
+
+FIELDS = ["op", "queue", "group", "worker", "payload", "producer_id", "seq", "max_jobs", "lease_ms", "request_id",
+          "max_attempts", "offsets", "offset", "token", "result", "reason"]
+VALUES = st.one_of(
+    st.sampled_from(list(c.OPS) + [Q, G]), st.none(), st.booleans(), st.integers(-3, 5), st.floats(allow_nan=False),
+    st.text(max_size=3), st.binary(max_size=3), st.lists(st.integers(-1, 3), max_size=3), st.just({"x": 1}),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.dictionaries(st.sampled_from(FIELDS), VALUES, max_size=10), VALUES), max_size=6))
+def test_garbage_commands_never_raise_and_only_use_documented_codes(commands):
+    m = QueueMachine()
+    m.apply(1, 0, [c.enqueue(Q, b"x", "p", 0), c.claim(Q, G, "w", 1, 10)])
+    answers = m.apply(2, 5, commands)
+    assert len(answers) == len(commands)
+    for answer in answers:
+        assert answer.get("error", c.BAD_REQUEST) in c.ERROR_CODES
+    assert QueueMachine.restore(m.snapshot()).snapshot() == m.snapshot()
