@@ -1,0 +1,274 @@
+"""``python -m experiments elections``: the Raft paper's election-timing experiment (§9.3, Figure 16) on real nodes.
+
+    python -m experiments elections --nodes 5 --ranges 150-150,150-151,150-155,150-175,150-200,150-300 \\
+        --trials N --out real.json [--plot real.png] [--compare sim.json]
+
+For each election-timeout range: start N ``logqueue node`` processes on loopback (fsync
+batch, ``--tick-ms 1`` so a 1 ms range is a range, heartbeat interval half the minimum
+timeout as in the paper), then repeat N times: wait until every node follows one leader
+in its term with its log caught up; wait a random time (independent of the leader's
+heartbeat schedule, so the crash falls at a uniformly random point of the heartbeat
+interval); SIGKILL the leader; wait for another node to become leader; restart the
+killed node on its data. The nodes run with PreVote and CheckQuorum, as they always do
+(the paper's servers had neither; ``python -m logqueue.sim elections --plain-raft`` shows
+the difference in the simulator).
+
+What is measured, and how precisely: from the wall-clock time taken just before the
+``kill`` system call to the timestamp of the new leader's own log line "node N is the
+leader of term T" (written when its role changed, after its vote was on disk). Both are
+the same machine's clock; the log has millisecond resolution, so a time is accurate to
+about 1 ms. The harness polls the nodes' status only to know when to stop waiting
+(every 20 ms, which would otherwise be the error); a trial whose log line cannot be
+found falls back to the poll time and says so (``"by": "poll"``). ``terms`` counts the
+terms the election needed: more than 1 means a candidacy failed (votes split).
+
+A trial without a leader after ``--max-ms`` is recorded as timed out. The output format
+is the simulator's (``logqueue.sim.elections``), so ``--compare`` plots both side by side.
+Exit status: 0 done, 1 when the cluster could not be run (the reason is printed), 2 for
+bad arguments.
+"""
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import random
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from logqueue.client import Client, ClientError
+from logqueue.sim.elections import EXPERIMENT, add_output_args, check_output_args, finish, range_result
+
+POLL_S = 0.02  # status polling while waiting for a new leader (the log gives the precise time)
+SETTLE_TIMEOUT_S = 30.0  # a cluster that finds no stable leader within this is broken
+_LEADER_LINE = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*is the leader of term (\d+)", re.M)
+
+
+class ClusterError(RuntimeError):
+    """The node processes could not be run as the experiment needs (one-line reason)."""
+
+
+def _free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _log_time(stamp: bytes) -> float:
+    """The logging module's ``asctime`` (local time, ``YYYY-MM-DD HH:MM:SS,mmm``) -> Unix seconds."""
+    dt = datetime.datetime.strptime(stamp.decode(), "%Y-%m-%d %H:%M:%S,%f")
+    return dt.timestamp()
+
+
+class ElectionCluster:
+    """N node processes for one timeout range; every process it starts is stopped by ``close``."""
+
+    def __init__(self, root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int) -> None:
+        self.root = root
+        self.ids = list(range(1, nodes + 1))
+        self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, _free_ports(nodes))}
+        peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
+        low, high = election_ms
+        self.argv = {
+            i: [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.addresses[i],
+                "--peers", peers, "--data-dir", str(root / f"node-{i}"), "--fsync", "batch",
+                "--election-timeout-ms", f"{low}-{high}", "--heartbeat-ms", str(heartbeat_ms),
+                "--tick-ms", str(tick_ms), "--log-level", "info"]
+            for i in self.ids
+        }
+        self.logs = {i: root / f"node-{i}.log" for i in self.ids}
+        self.procs: dict[int, subprocess.Popen] = {}
+        self.client = Client(list(self.addresses.values()), timeout=2.0, attempt_timeout=0.5)
+
+    def start(self, i: int) -> None:
+        with open(self.logs[i], "ab") as log:
+            self.procs[i] = subprocess.Popen(self.argv[i], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def close(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(5)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.client.close()
+
+    def _check_alive(self) -> None:
+        for i, proc in self.procs.items():
+            if proc.poll() is not None:
+                tail = self.logs[i].read_bytes()[-300:].decode(errors="replace").strip().splitlines()
+                raise ClusterError(f"node {i} exited with status {proc.returncode}: {tail[-1] if tail else 'no output'}")
+
+    def statuses(self) -> dict[int, dict]:
+        """Each live node's own view, by id (nodes that do not answer are left out)."""
+        out = {}
+        for s in self.client.cluster_status():
+            if s.get("role") != "unreachable" and s.get("id") is not None:
+                out[s["id"]] = s
+        return out
+
+    def wait_stable(self, timeout_s: float = SETTLE_TIMEOUT_S) -> dict:
+        """Wait until every node follows one leader in its term, logs caught up; the leader's status."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            self._check_alive()
+            views = self.statuses()
+            leaders = [s for s in views.values() if s["role"] == "leader"]
+            if len(views) == len(self.ids) and len(leaders) == 1:
+                lead = leaders[0]
+                if all(s["term"] == lead["term"] and s["leader_id"] == lead["id"]
+                       and s["commit_index"] >= lead["commit_index"] for s in views.values()):
+                    return lead
+            time.sleep(POLL_S)
+        raise ClusterError(f"no stable leader of all {len(self.ids)} nodes within {timeout_s:g} s (logs in {self.root})")
+
+    def log_offsets(self) -> dict[int, int]:
+        return {i: self.logs[i].stat().st_size if self.logs[i].exists() else 0 for i in self.ids}
+
+    def first_leader_line(self, offsets: dict[int, int], after_term: int) -> tuple[float, int] | None:
+        """(time, term) of the earliest "is the leader of term T > after_term" logged past ``offsets``."""
+        found = []
+        for i, start in offsets.items():
+            with open(self.logs[i], "rb") as f:
+                f.seek(start)
+                for m in _LEADER_LINE.finditer(f.read()):
+                    if int(m.group(2)) > after_term:
+                        found.append((_log_time(m.group(1)), int(m.group(2))))
+        return min(found) if found else None
+
+    def trial(self, heartbeat_ms: int, max_ms: int, rng: random.Random) -> dict:
+        """Kill the leader once and time the election; restart it afterwards. ``{"ms", "terms", "by"}``."""
+        lead = self.wait_stable()
+        # The harness's clock is independent of the leader's heartbeat schedule, so a
+        # uniform wait puts the crash at a uniform point of the heartbeat interval.
+        time.sleep(rng.uniform(0, heartbeat_ms / 1000))
+        victim, old_term = lead["id"], lead["term"]
+        offsets = self.log_offsets()
+        crashed_at = time.time()
+        self.procs[victim].kill()
+        self.procs[victim].wait()
+        deadline = time.monotonic() + max_ms / 1000
+        polled: tuple[float, int] | None = None
+        while time.monotonic() < deadline:
+            views = self.statuses()
+            new = [s for s in views.values() if s["role"] == "leader" and s["term"] > old_term]
+            if new:
+                polled = (time.time(), new[0]["term"])
+                break
+            time.sleep(POLL_S)
+        logged = self.first_leader_line(offsets, old_term)
+        self.start(victim)
+        if polled is None and logged is None:
+            terms = max((s["term"] for s in self.statuses().values()), default=old_term) - old_term
+            return {"ms": None, "terms": terms, "by": "timeout"}
+        at, term = logged if logged is not None else polled
+        # The log stamp is truncated to the millisecond: never report less than 0.
+        return {"ms": round(max(0.0, at - crashed_at) * 1000, 1), "terms": term - old_term,
+                "by": "log" if logged is not None else "poll"}
+
+
+def run_range(root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int,
+              trials: int, max_ms: int, rng: random.Random, on_trial) -> list[dict]:
+    """All trials of one range on a fresh cluster (stopped afterwards, also on error)."""
+    cluster = ElectionCluster(root, nodes, election_ms, heartbeat_ms, tick_ms)
+    try:
+        for i in cluster.ids:
+            cluster.start(i)
+        results = []
+        for _ in range(trials):
+            results.append(cluster.trial(heartbeat_ms, max_ms, rng))
+            on_trial(results[-1])
+        return results
+    except ClientError as exc:
+        raise ClusterError(f"cannot talk to the nodes: {exc}") from None
+    finally:
+        cluster.close()
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m experiments elections", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--trials", type=int, default=30,
+                   help="leader crashes per range (default 30; the paper ran 1000, about 1-2 s each here)")
+    p.add_argument("--tick-ms", type=int, default=1, help="the nodes' Raft tick (default 1 ms, the resolution of a range)")
+    p.add_argument("--keep-dir", metavar="DIR",
+                   help="keep the nodes' data and logs under DIR (default: a temporary directory, removed)")
+    add_output_args(p)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
+    ranges = check_output_args(p, args)
+    if args.tick_ms < 1:
+        p.error("--tick-ms must be at least 1")
+    seed = args.seed if args.seed is not None else random.randrange(2**32)
+    rng = random.Random(seed)
+    root = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="logqueue-elections-"))
+    console = Console(stderr=True)
+    out = []
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      TextColumn("{task.fields[last]}"), console=console, transient=False) as progress:
+            for low, high in ranges:
+                hb = args.heartbeat_ms or max(1, low // 2)
+                task = progress.add_task(f"{low}-{high} ms", total=args.trials, last="")
+
+                def on_trial(t: dict, task=task) -> None:
+                    last = "timed out" if t["ms"] is None else f"last {t['ms']:.0f} ms, {t['terms']} term(s)"
+                    progress.update(task, advance=1, last=last)
+
+                range_dir = root / f"range-{low}-{high}"
+                shutil.rmtree(range_dir, ignore_errors=True)
+                range_dir.mkdir(parents=True)
+                trials = run_range(range_dir, args.nodes, (low, high), hb, args.tick_ms, args.trials, args.max_ms,
+                                   rng, on_trial)
+                out.append(range_result(low, high, hb, trials))
+    except ClusterError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if not args.keep_dir:
+            shutil.rmtree(root, ignore_errors=True)
+    result = {
+        "experiment": EXPERIMENT,
+        "source": "real nodes",
+        "nodes": args.nodes,
+        "trials_per_range": args.trials,
+        "max_ms": args.max_ms,
+        "settings": {
+            "tick_ms": args.tick_ms,
+            "heartbeat": "half the minimum election timeout" if args.heartbeat_ms is None else f"{args.heartbeat_ms} ms",
+            "pre_vote": True,
+            "check_quorum": True,
+            "fsync": "batch",
+            "network": "loopback TCP",
+            "crash": "SIGKILL of the leader at a uniformly random point of its heartbeat interval",
+            "measured": "from just before kill() to the new leader's log line (ms resolution)",
+            "seed": seed,
+            "host_cpus": os.cpu_count(),
+        },
+        "ranges": out,
+    }
+    return finish(result, args)
