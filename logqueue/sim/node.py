@@ -1,0 +1,136 @@
+"""One simulated node: the real Raft core over a simulated disk, with a tiny state
+machine (a hash chain of applied entries) that can be snapshotted.
+
+A crash loses everything the core held in memory and everything not yet persisted; the
+crash can also fall between "persist" and "send" of a Ready (`CrashPoint`).
+"""
+from __future__ import annotations
+
+import enum
+import hashlib
+import random
+from dataclasses import dataclass, field
+
+from logqueue.raft import Config, ConfState, Entry, HardState, Raft, Ready, RequestVoteResponse, Snapshot
+
+
+class CrashPoint(enum.Enum):
+    BEFORE_PERSIST = "before-persist"  # the Ready is lost entirely
+    AFTER_PERSIST = "after-persist"  # persisted, but no message was sent, nothing applied
+    AFTER_SEND = "after-send"  # persisted and sent, nothing applied
+
+
+@dataclass
+class Disk:
+    """What survives a crash: hard state, snapshot, and entries after it."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+
+    def append(self, entries: list[Entry]) -> None:
+        if not entries:
+            return
+        first = entries[0].index
+        base = self.snapshot.meta.index if self.snapshot else 0
+        del self.entries[max(0, first - base - 1) :]
+        self.entries.extend(entries)
+
+    def save_snapshot(self, snap: Snapshot) -> None:
+        base = self.snapshot.meta.index if self.snapshot else 0
+        if snap.meta.index <= base:
+            return
+        keep = [e for e in self.entries if e.index > snap.meta.index]
+        # Entries after the snapshot survive only if they continue it (same term at its index).
+        at = [e for e in self.entries if e.index == snap.meta.index]
+        self.entries = keep if at and at[0].term == snap.meta.term else []
+        self.snapshot = snap
+
+
+def chain(prev: bytes, entry: Entry) -> bytes:
+    return hashlib.blake2b(prev + entry.data, digest_size=16).digest()
+
+
+class SimNode:
+    def __init__(self, node_id: int, cfg: Config, rng: random.Random, bootstrap: ConfState | None, raft_cls=Raft):
+        self.id = node_id
+        self.cfg = cfg
+        self.rng = rng
+        self.bootstrap = bootstrap
+        self.raft_cls = raft_cls
+        self.disk = Disk()
+        self.alive = True
+        self.crash_point: CrashPoint | None = None  # armed: crash during the next Ready
+        self.crash_after_vote = False  # armed: crash right after sending the next granted vote
+        self.restarts = 0
+        self._boot()
+
+    def _boot(self) -> None:
+        d = self.disk
+        self.raft = self.raft_cls(
+            self.id,
+            self.cfg,
+            random.Random(self.rng.random()),
+            hard_state=d.hard_state,
+            entries=list(d.entries),
+            snapshot=d.snapshot,
+            bootstrap=self.bootstrap,
+        )
+        # The state machine restarts from the snapshot (or empty) and re-applies from there.
+        snap = d.snapshot
+        self.applied_index = snap.meta.index if snap else 0
+        self.state = snap.data if snap else b""
+
+    def crash(self) -> None:
+        self.alive = False
+        self.crash_point = None
+        self.crash_after_vote = False
+
+    def restart(self) -> None:
+        self.alive = True
+        self.restarts += 1
+        self._boot()
+
+    def process_ready(self) -> tuple[Ready | None, bool]:
+        """Carry out one Ready. Returns (ready, messages_sent); ready is None if none."""
+        raft = self.raft
+        if not raft.has_ready():
+            return None, False
+        rd = raft.ready()
+        point = self.crash_point
+        if self.crash_after_vote and any(
+            isinstance(m, RequestVoteResponse) and m.granted and not m.pre_vote for m in rd.messages
+        ):
+            point = CrashPoint.AFTER_SEND
+        if point is CrashPoint.BEFORE_PERSIST:
+            self.crash()
+            return rd, False
+        d = self.disk
+        if rd.snapshot is not None:
+            d.save_snapshot(rd.snapshot)
+        d.append(rd.entries)
+        if rd.hard_state is not None:
+            d.hard_state = rd.hard_state
+        if point is CrashPoint.AFTER_PERSIST:
+            self.crash()
+            return rd, False
+        if point is CrashPoint.AFTER_SEND:
+            self.crash()
+            return rd, True
+        if rd.snapshot is not None:
+            self.state = rd.snapshot.data
+            self.applied_index = rd.snapshot.meta.index
+        for e in rd.committed:
+            self.state = chain(self.state, e)
+            self.applied_index = e.index
+        raft.advance(rd)
+        return rd, True
+
+    def maybe_compact(self, every: int) -> Snapshot | None:
+        """Snapshot the state machine and compact the log every `every` applied entries."""
+        raft = self.raft
+        if self.applied_index - raft.log.snap_index < every:
+            return None
+        snap = raft.compact(self.applied_index, self.state)
+        self.disk.save_snapshot(snap)
+        return snap
