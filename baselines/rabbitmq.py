@@ -28,6 +28,11 @@ setting applies and a warning says so. A timed-out channel is closed by the brok
 | ``max_attempts`` | counted by the adapter: a nack republishes the job with header ``x-attempt`` + 1 and acks the original; the nack of the last attempt dead-letters it | ``x-delivery-limit`` = ``max_attempts`` - 1: the broker counts every return (nack, channel or connection loss) and dead-letters |
 | dead letters | ``<queue>.dlx`` exchange -> ``<queue>.dead`` queue | same |
 
+``enqueue_many`` pipelines: it publishes on a confirm-mode channel of its own
+connection (pika's ``SelectConnection``, driven by its own I/O thread, opened on first
+use and kept until ``close``) with at most ``window`` messages unconfirmed, and returns
+when the broker has confirmed them all.
+
 What classic queues cannot do: they keep no delivery counter, only a ``redelivered``
 flag, so ``attempt`` is approximate (any number of crash-redeliveries counts as one) and
 a job that kills its worker every time is redelivered forever. Both: AMQP acks get no
@@ -127,6 +132,8 @@ class RabbitMQBackend(Backend):
         self._conn: pika.BlockingConnection | None = None
         self._ch = None
         self._lock = threading.Lock()  # pika is not thread-safe; the backend may be shared
+        self._pipeline: _PipelinedPublisher | None = None
+        self._pipeline_lock = threading.Lock()  # one enqueue_many batch at a time
 
     def queue_arguments(self) -> dict:
         return {"x-dead-letter-exchange": self.dlx}
@@ -180,6 +187,22 @@ class RabbitMQBackend(Backend):
         self.publish(payload, job_id)
         return job_id
 
+    def enqueue_many(self, payloads, window: int = 64) -> list[str]:
+        """Pipelined: at most ``window`` publishes awaiting their confirm at once."""
+        if window < 1:
+            raise ValueError(f"window must be >= 1, got {window}")
+        payloads = [bytes(p) for p in payloads]
+        ids = [new_job_id() for _ in payloads]
+        if not payloads:
+            return ids
+        with self._pipeline_lock:
+            if self._pipeline is None or self._pipeline.broken:
+                if self._pipeline is not None:
+                    self._pipeline.close()
+                self._pipeline = _PipelinedPublisher(self)
+            self._pipeline.publish(payloads, ids, window)
+        return ids
+
     def consumer(self, worker_id: str) -> "RabbitMQConsumer":
         return RabbitMQConsumer(self, worker_id)
 
@@ -212,6 +235,10 @@ class RabbitMQBackend(Backend):
             ch.exchange_delete(self.dlx)
 
     def close(self) -> None:
+        with self._pipeline_lock:
+            if self._pipeline is not None:
+                self._pipeline.close()
+                self._pipeline = None
         with self._lock:
             if self._conn is not None and self._conn.is_open:
                 try:
@@ -232,6 +259,127 @@ class RabbitMQBackend(Backend):
             d.consumer.call(d, lambda ch: ch.basic_ack(d.delivery_tag))
         else:
             d.consumer.call(d, lambda ch: ch.basic_nack(d.delivery_tag, requeue=False))
+
+
+class _PipelinedPublisher:
+    """A confirm-mode channel on its own ``SelectConnection`` and I/O thread (``enqueue_many``).
+
+    ``publish`` hands a batch to the I/O thread and waits; everything else runs there.
+    After a channel or connection error the publisher is ``broken`` and is replaced.
+    """
+
+    def __init__(self, backend: RabbitMQBackend) -> None:
+        self.backend = backend
+        self.broken = False
+        self._ch = None
+        self._tag = 0  # the last delivery tag used on the channel
+        self._batch: dict | None = None
+        self._opened: Future = Future()
+        self._conn = pika.SelectConnection(_parameters(backend), on_open_callback=self._on_open,
+                                           on_open_error_callback=self._on_open_error,
+                                           on_close_callback=self._on_closed)
+        self._thread = threading.Thread(target=self._conn.ioloop.start, name=f"rabbitmq-publish-{backend.config.queue}",
+                                        daemon=True)
+        self._thread.start()
+        try:
+            self._opened.result(timeout=ACK_WAIT_S)
+        except BaseException:
+            self.close()
+            raise
+
+    # --- the I/O thread ---
+
+    def _on_open(self, conn) -> None:
+        conn.channel(on_open_callback=self._on_channel)
+
+    def _on_open_error(self, _conn, exc) -> None:
+        address = self.backend.config.addresses["rabbitmq"]
+        self._opened.set_exception(unavailable(self.backend.name, "rabbitmq", address, _describe(exc)))
+        self._conn.ioloop.stop()
+
+    def _on_channel(self, ch) -> None:
+        self._ch = ch
+        ch.add_on_close_callback(lambda _ch, reason: self._fail(f"channel closed ({_describe(reason)})"))
+        ch.add_on_return_callback(lambda _ch, method, props, _body: self._fail(
+            f"job {props.message_id} returned by the broker ({method.reply_code} {method.reply_text})"))
+        ch.confirm_delivery(self._on_confirm, callback=lambda _frame: self._opened.set_result(None))
+
+    def _on_closed(self, _conn, reason) -> None:
+        self._fail(f"connection closed ({_describe(reason)})")
+        if not self._opened.done():
+            self._opened.set_exception(BackendError(f"{self.backend.name}: {_describe(reason)}"))
+        self._conn.ioloop.stop()
+
+    def _fail(self, reason: str) -> None:
+        self.broken = True
+        batch, self._batch = self._batch, None
+        if batch is not None and not batch["done"].done():
+            batch["done"].set_exception(BackendError(f"{self.backend.name}: publish not confirmed: {reason}"))
+
+    def _start(self, batch: dict) -> None:
+        if self.broken or self._ch is None or not self._ch.is_open:
+            self._batch = batch
+            self._fail("channel is not open")
+            return
+        self._batch = batch
+        self._fill()
+
+    def _fill(self) -> None:
+        b = self._batch
+        ch, queue_name = self._ch, self.backend.config.queue
+        payloads, ids = b["payloads"], b["ids"]
+        # invariant: delivery tags of a confirm-mode channel count its publishes from 1
+        while b["sent"] < len(payloads) and len(b["unconfirmed"]) < b["window"]:
+            k = b["sent"]
+            props = pika.BasicProperties(delivery_mode=2, message_id=ids[k], headers={"x-attempt": 1})
+            ch.basic_publish("", queue_name, payloads[k], properties=props, mandatory=True)
+            b["sent"] += 1
+            self._tag += 1
+            b["unconfirmed"].add(self._tag)
+
+    def _on_confirm(self, frame) -> None:
+        b = self._batch
+        if b is None:
+            return
+        method = frame.method
+        if isinstance(method, pika.spec.Basic.Nack):
+            self._fail(f"the broker nacked delivery tag {method.delivery_tag}")
+            return
+        if method.multiple:
+            b["unconfirmed"] = {t for t in b["unconfirmed"] if t > method.delivery_tag}
+        else:
+            b["unconfirmed"].discard(method.delivery_tag)
+        if b["sent"] == len(b["payloads"]) and not b["unconfirmed"]:
+            self._batch = None
+            b["done"].set_result(None)
+        else:
+            self._fill()
+
+    # --- called by enqueue_many ---
+
+    def publish(self, payloads: list[bytes], ids: list[str], window: int) -> None:
+        """Publish every payload (at most ``window`` unconfirmed); return when all are confirmed."""
+        batch = {"payloads": payloads, "ids": ids, "window": window, "sent": 0, "unconfirmed": set(), "done": Future()}
+        try:
+            self._conn.ioloop.add_callback_threadsafe(lambda: self._start(batch))
+        except pika.exceptions.AMQPError as exc:
+            raise BackendError(f"{self.backend.name}: publish not confirmed: {_describe(exc)}") from None
+        try:
+            batch["done"].result(timeout=ACK_WAIT_S + len(payloads) / 100)
+        except TimeoutError:
+            self.broken = True
+            raise BackendError(f"{self.backend.name}: publish of {len(payloads)} jobs not confirmed in time") from None
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            def shut() -> None:
+                if self._conn.is_open:
+                    self._conn.close()
+                else:
+                    self._conn.ioloop.stop()
+
+            self._conn.ioloop.add_callback_threadsafe(shut)
+            self._thread.join(timeout=ACK_WAIT_S)
 
 
 class RabbitMQClassicBackend(RabbitMQBackend):
