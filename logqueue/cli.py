@@ -27,6 +27,9 @@ examples:
   logqueue status --cluster 127.0.0.1:7001,127.0.0.1:7002,127.0.0.1:7003
   logqueue log append --cluster 127.0.0.1:7001 --count 1000 --payload-bytes 100
   logqueue log read --node 127.0.0.1:7002 --from 1 --max 10
+  logqueue produce --cluster 127.0.0.1:7001 --queue jobs --from-file jobs.txt
+  logqueue worker --cluster 127.0.0.1:7001 --queue jobs --group g --func mymodule:handle
+  logqueue queue stats --cluster 127.0.0.1:7001 --queue jobs --group g --json
 """
 
 
@@ -209,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     _cluster_arg(tr)
     tr.add_argument("--to", required=True, type=positive, metavar="ID")
     tr.set_defaults(run=cmd_leader_transfer)
+
+    from logqueue import queue_cli  # imported here: it builds on this module's helpers
+
+    queue_cli.add_commands(sub)
     return parser
 
 

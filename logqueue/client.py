@@ -368,6 +368,16 @@ class Client:
     def client_id(self) -> int:
         return self._client.client_id
 
+    @property
+    def aio(self) -> AsyncClient:
+        """The AsyncClient behind this client; use it only in coroutines passed to ``run``."""
+        return self._client
+
+    def run(self, coro):
+        """Run ``coro`` on this client's event loop (e.g. several pipelined ``aio`` calls);
+        block until it returns and give its result."""
+        return self._run(coro)
+
     def append(self, datas: Iterable[bytes]) -> list[int]:
         return self._run(self._client.append(datas))
 

@@ -36,3 +36,26 @@ def require_server(name: str) -> None:
     if IN_CI:
         pytest.fail(reason)
     pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def logqueue_cluster(tmp_path_factory):
+    """A real 3-node logqueue cluster on free loopback ports for the whole session; its
+    addresses are exported as ``LOGQUEUE_CLUSTER`` (the logqueue backend's default, also
+    inherited by worker processes). Yields the ``cluster_util.Cluster``."""
+    from cluster_util import Cluster
+
+    cluster = Cluster(tmp_path_factory.mktemp("logqueue-cluster"), 3)
+    cluster.root.mkdir(parents=True, exist_ok=True)
+    previous = os.environ.get("LOGQUEUE_CLUSTER")
+    try:
+        cluster.start_all()
+        cluster.leader(timeout=20)
+        os.environ["LOGQUEUE_CLUSTER"] = ",".join(cluster.addresses.values())
+        yield cluster
+    finally:
+        if previous is None:
+            os.environ.pop("LOGQUEUE_CLUSTER", None)
+        else:
+            os.environ["LOGQUEUE_CLUSTER"] = previous
+        cluster.stop()

@@ -165,7 +165,7 @@ class Group:
         self.completed += 1
         return {"ok": True}
 
-    def fail(self, offset: int, token: int, reason: str, end: int) -> dict:
+    def fail(self, offset: int, token: int, reason: str, end: int, dead_letter: bool = False) -> dict:
         record = self.record(offset)
         if record is not None and record[0] == DEAD and record[2] == token:
             return {"ok": True, "dead_lettered": True, "attempts": record[1]}  # a retried fail
@@ -178,7 +178,7 @@ class Group:
         if slot is None or slot.token != token:
             return self._fence(offset, token, slot)
         self.failed += 1
-        if slot.max_attempts and slot.attempts >= slot.max_attempts:
+        if dead_letter or (slot.max_attempts and slot.attempts >= slot.max_attempts):
             attempts = slot.attempts
             self._settle(offset, (DEAD, attempts, token, reason))
             self.dead_lettered += 1

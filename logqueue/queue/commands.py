@@ -89,10 +89,13 @@ def complete(queue: str, group: str, offset: int, token: int, result: bytes) -> 
     return {"op": "complete", "queue": queue, "group": group, "offset": offset, "token": token, "result": result}
 
 
-def fail(queue: str, group: str, offset: int, token: int, reason: str = "") -> dict:
-    """Release the claim at once (or dead-letter it on its last attempt).
-    Answer: ``{"ok": True, "dead_lettered": bool, "attempts": int}``."""
-    return {"op": "fail", "queue": queue, "group": group, "offset": offset, "token": token, "reason": reason}
+def fail(queue: str, group: str, offset: int, token: int, reason: str = "", dead_letter: bool = False) -> dict:
+    """Release the claim at once (or dead-letter it on its last attempt, or at once with
+    ``dead_letter``). Answer: ``{"ok": True, "dead_lettered": bool, "attempts": int}``."""
+    cmd = {"op": "fail", "queue": queue, "group": group, "offset": offset, "token": token, "reason": reason}
+    if dead_letter:
+        cmd["dead_letter"] = True
+    return cmd
 
 
 def commit_offset(queue: str, group: str, offset: int) -> dict:

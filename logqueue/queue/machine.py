@@ -164,8 +164,11 @@ class QueueMachine:
         offset = f.integer(command, "offset")
         token = f.integer(command, "token")
         reason = f.reason(command, "reason")
+        dead_letter = command.get("dead_letter", False)
+        if not isinstance(dead_letter, bool):
+            raise BadRequest("'dead_letter' must be a boolean")
         queue, group = self._existing(command)
-        return group.fail(offset, token, reason, queue.end)
+        return group.fail(offset, token, reason, queue.end, dead_letter)
 
     def _commit_offset(self, index, now, command):
         offset = f.integer(command, "offset")

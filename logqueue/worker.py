@@ -1,0 +1,189 @@
+"""A worker: runs a plug-in function ``fn(payload: bytes) -> bytes`` on a queue's jobs.
+
+The worker claims as many jobs as it has free slots (``concurrency``), runs each in a
+thread of its own pool, and completes it with the function's result, which the cluster
+stores in the log -- the job's exactly-once effect. Its leases are extended in the
+background every ``heartbeat_ms``. A function that raises fails the job: it is claimable
+again at once, or dead-lettered on its ``max_attempts``-th claim.
+
+A worker whose lease was lost (paused, cut off, too slow) still sends its completion:
+the cluster refuses it with ``fenced``, the worker logs that and moves on, and the
+result it computed is dropped -- it never completes a job it no longer holds.
+
+A slot is freed as soon as the function returns, so the next claim goes out while the
+completion is still on its way; both usually share one log entry.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from logqueue.client import Client, ClientError, Unavailable
+from logqueue.consumer import AsyncConsumer, Job, LeaseLost
+from logqueue.workers import WorkerFn
+
+__all__ = ["Worker", "WorkerStats", "run_function"]
+
+log = logging.getLogger("logqueue.worker")
+
+WAIT_S = 1.0  # one claim_wait round; bounds how late a stop request is noticed while idle
+RETRY_PAUSE_S = 0.5  # after the cluster did not answer
+SETTLE_TRIES = 3  # a completion is sent this often (each try up to the client's timeout) before giving up
+
+
+@dataclass
+class WorkerStats:
+    """What a worker did: jobs ``completed`` (result accepted), ``failed`` (the function
+    raised), ``dead_lettered`` (by this worker's failure), ``fenced`` (completion refused:
+    the lease was lost), ``unsettled`` (the cluster never answered the completion)."""
+
+    claimed: int = 0
+    completed: int = 0
+    failed: int = 0
+    dead_lettered: int = 0
+    fenced: int = 0
+    unsettled: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def run_function(fn: WorkerFn, payload: bytes) -> tuple[bytes | None, str | None]:
+    """``(result, None)``, or ``(None, "Type: message")`` when ``fn`` raised or did not
+    return bytes."""
+    try:
+        result = fn(payload)
+        if not isinstance(result, (bytes, bytearray)):
+            raise TypeError(f"the worker function returned {type(result).__name__}, not bytes")
+        return bytes(result), None
+    except Exception as exc:  # the plug-in's failure is the job's, never the worker's
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+class Worker:
+    """Runs ``fn`` on the jobs of ``queue`` for consumer group ``group``.
+
+    Args:
+        client: a ``Client`` of the cluster; the worker runs on its event loop.
+        queue, group: where the jobs come from.
+        fn: the plug-in function.
+        worker: this worker's name in the group (default: a fresh unique one).
+        concurrency: jobs run at once (threads).
+        lease_ms: lease of each claim and heartbeat.
+        heartbeat_ms: how often leases are extended (default: a third of the lease).
+        max_attempts: claims before a failing or abandoned job is dead-lettered (0: never).
+    """
+
+    def __init__(self, client: Client, queue: str, group: str, fn: WorkerFn, *, worker: str | None = None,
+                 concurrency: int = 1, lease_ms: int = 30_000, heartbeat_ms: int | None = None,
+                 max_attempts: int = 0) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        self.client = client
+        self.fn = fn
+        self.concurrency = concurrency
+        self.consumer = AsyncConsumer(client.aio, queue, group, worker, lease_ms=lease_ms,
+                                      heartbeat_ms=heartbeat_ms or max(1, lease_ms // 3),
+                                      max_attempts=max_attempts)
+        self.stats = WorkerStats()
+        self._stop_requested = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._busy = 0  # jobs whose function is running
+        self._freed: asyncio.Event | None = None
+
+    @property
+    def name(self) -> str:
+        return self.consumer.worker
+
+    def stop(self) -> None:
+        """Ask the worker to stop claiming, finish and settle the jobs in hand, and
+        return from ``run``. Safe from any thread and from a signal handler."""
+        self._stop_requested.set()
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+
+    def run(self) -> WorkerStats:
+        """Work until ``stop()``; returns the stats."""
+        self.client.run(self._run())
+        return self.stats
+
+    async def _run(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        self._freed = asyncio.Event()
+        if self._stop_requested.is_set():
+            self._stop.set()
+        await self.consumer.start()
+        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"logqueue-{self.name}")
+        tasks: set[asyncio.Task] = set()
+        log.info("worker %s: claiming from queue %s, group %s (concurrency %d)", self.name,
+                 self.consumer.queue, self.consumer.group, self.concurrency)
+        try:
+            while not self._stop.is_set():
+                if self._busy >= self.concurrency:
+                    self._freed.clear()
+                    await _first(self._freed, self._stop)
+                    continue
+                try:
+                    jobs = await self.consumer.claim_wait(self.concurrency - self._busy, WAIT_S, self._stop)
+                except ClientError as exc:
+                    log.warning("worker %s: claim failed: %s", self.name, exc)
+                    await _first(self._stop, timeout=RETRY_PAUSE_S)
+                    continue
+                self.stats.claimed += len(jobs)
+                for job in jobs:
+                    self._busy += 1
+                    task = self._loop.create_task(self._process(pool, job))
+                    tasks.add(task)
+                    task.add_done_callback(tasks.discard)
+            if tasks:
+                log.info("worker %s: stopping after %d job(s) in hand", self.name, len(tasks))
+                await asyncio.gather(*tasks)
+        finally:
+            await self.consumer.close()
+            pool.shutdown(wait=False)
+
+    async def _process(self, pool: ThreadPoolExecutor, job: Job) -> None:
+        try:
+            result, error = await self._loop.run_in_executor(pool, run_function, self.fn, job.payload)
+        finally:
+            self._busy -= 1
+            self._freed.set()
+        for attempt in range(1, SETTLE_TRIES + 1):
+            try:
+                if error is None:
+                    await self.consumer.complete(job, result)
+                    self.stats.completed += 1
+                else:
+                    dead = await self.consumer.fail(job, error)
+                    self.stats.failed += 1
+                    self.stats.dead_lettered += dead
+                    log.warning("worker %s: offset %d attempt %d failed (%s)%s", self.name, job.offset,
+                                job.attempt, error, "; dead-lettered" if dead else "")
+                return
+            except LeaseLost as exc:
+                self.stats.fenced += 1
+                log.warning("worker %s: offset %d: %s refused, %s: %s; moving on", self.name, job.offset,
+                            "completion" if error is None else "failure", exc.code, exc)
+                return
+            except Unavailable as exc:
+                log.warning("worker %s: offset %d: no answer to its %s (try %d of %d): %s", self.name, job.offset,
+                            "completion" if error is None else "failure", attempt, SETTLE_TRIES, exc)
+            except ClientError as exc:
+                log.error("worker %s: offset %d: settling refused: %s %s", self.name, job.offset, exc.code, exc)
+                break
+        self.stats.unsettled += 1
+
+
+async def _first(*events: asyncio.Event, timeout: float | None = None) -> None:
+    """Wait until one of ``events`` is set, or ``timeout``."""
+    waiters = [asyncio.ensure_future(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waiters:
+            w.cancel()
