@@ -107,6 +107,16 @@ class Simulation:
             rec = {"seed": self.seed, "tick": self.now, "node": node, "ev": ev, **fields}
             self.opts.trace.write(json.dumps(rec) + "\n")
 
+    def _crash(self, node: SimNode) -> None:
+        node.crash()
+        self._trace(node.id, "crash")
+
+    def _restart(self, node: SimNode) -> None:
+        node.restart()
+        self._trace(node.id, "restart")
+        if node.disk.snapshot is not None:
+            self._trace(node.id, "snapshot_restore", index=node.disk.snapshot.meta.index)
+
     # --- driving -------------------------------------------------------------------
     def run(self) -> SimResult:
         try:
@@ -205,10 +215,7 @@ class Simulation:
         for n in self.nodes.values():  # crashed nodes come back after a while
             if not n.alive and (n.id in self.bouncing or rng.random() < self.restart_rate):
                 self.bouncing.discard(n.id)
-                n.restart()
-                self._trace(n.id, "restart")
-                if n.disk.snapshot is not None:
-                    self._trace(n.id, "snapshot_restore", index=n.disk.snapshot.meta.index)
+                self._restart(n)
         if self.figure8 is not None:
             self._figure8_step()
             return
@@ -227,8 +234,7 @@ class Simulation:
         if victim.alive:
             victim.crash_point = rng.choice([None, *CrashPoint])
             if victim.crash_point is None:
-                victim.crash()
-                self._trace(victim.id, "crash")
+                self._crash(victim)
 
     def _fault_bounce(self) -> None:
         """Crash right after the next Ready (or the next granted vote) is sent and come back
@@ -305,10 +311,8 @@ class Simulation:
                 self.figure8 = None
             elif third.raft.commit_index > f.commit_seen:
                 # Its first commit is applied; crash before followers learn more.
-                third.crash()
-                self._trace(third.id, "crash")
-                self.nodes[f.second].restart()
-                self._trace(f.second, "restart")
+                self._crash(third)
+                self._restart(self.nodes[f.second])
                 self.figure8 = None
         if self.figure8 is not None:
             f.ticks += 1
@@ -344,10 +348,7 @@ class Simulation:
         for n in self.nodes.values():
             n.crash_point = None
             if not n.alive:
-                n.restart()
-                self._trace(n.id, "restart")
-                if n.disk.snapshot is not None:
-                    self._trace(n.id, "snapshot_restore", index=n.disk.snapshot.meta.index)
+                self._restart(n)
 
     def _check_liveness(self) -> None:
         """After healing, a leader is elected and a new proposal commits, within bounds."""
