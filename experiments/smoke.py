@@ -3,15 +3,18 @@
 For each backend: connect (unavailable -> reported with the reason), start
 ``python -m experiments.worker`` as a subprocess, enqueue N jobs (recording ``produce``),
 wait until every job has an ``effect`` in the events, stop the worker with SIGTERM, and
-delete the queue. Reports per backend ``backend``, ``status`` (``ok``, ``unavailable``,
-``failed``), ``produced``, ``completed`` (jobs with an effect), ``duplicates`` (effects
-beyond the first per job), ``seconds`` and ``reason``.
+delete the queue. logqueue runs on the cluster at its configured addresses or, when none
+answers there, on a local 3-node cluster started for the run. Reports per backend
+``backend``, ``status`` (``ok``, ``unavailable``, ``failed``), ``produced``, ``completed``
+(jobs with an effect), ``duplicates`` (effects beyond the first per job), ``seconds`` and
+``reason``.
 
 Exit status: 0 when no backend failed, 1 when one did, 2 for bad arguments.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -21,6 +24,7 @@ import tempfile
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
@@ -130,6 +134,46 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
     return row
 
 
+@contextlib.contextmanager
+def _local_logqueue(wanted: bool, workdir: str):
+    """When logqueue is wanted and no cluster answers at its configured addresses, run a
+    local 3-node cluster for the smoke run (``LOGQUEUE_CLUSTER`` points every client at it)."""
+    from logqueue.backend import CLUSTER_ENV, cluster_addresses
+
+    if not wanted or _cluster_answers(cluster_addresses()):
+        yield
+        return
+    from experiments.scenarios.cluster import ClusterTopology
+
+    topology = ClusterTopology()
+    previous = os.environ.get(CLUSTER_ENV)
+    try:
+        run_dir = Path(workdir) / "logqueue-cluster"
+        run_dir.mkdir()
+        topology.start(run_dir)
+        os.environ[CLUSTER_ENV] = ",".join(topology.servers().values())
+    except RuntimeError:  # no leader: logqueue then reports unavailable, with how to start a cluster
+        pass
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(CLUSTER_ENV, None)
+        else:
+            os.environ[CLUSTER_ENV] = previous
+        topology.close()
+
+
+def _cluster_answers(addresses: str) -> bool:
+    from logqueue.client import Client
+
+    try:
+        with Client(addresses, timeout=2.0, attempt_timeout=1.0) as client:
+            return any(row["role"] != "unreachable" for row in client.cluster_status())
+    except ValueError:
+        return False
+
+
 def _print_table(rows: list[dict]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -157,7 +201,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="logqueue-smoke-") as workdir:
-        rows = [smoke_one(name, args.jobs, args.func, args.deadline_s, workdir) for name in names]
+        with _local_logqueue("logqueue" in names, workdir):
+            rows = [smoke_one(name, args.jobs, args.func, args.deadline_s, workdir) for name in names]
     if args.json:
         print(json.dumps(rows, indent=2))
     else:

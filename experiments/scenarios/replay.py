@@ -48,12 +48,13 @@ class Replay(Scenario):
 
     def _read_back(self, ctx: RunContext) -> list[bytes]:
         if ctx.backend_name == "logqueue":
+            from logqueue.backend import unwrap
             from logqueue.client import Client
 
             addresses = ctx.topology.config_addresses(ctx.client_links("replay"))["logqueue"].split(",")
             with Client(addresses, timeout=10.0) as client:
                 rows = client.query("read", queue=ctx.queue, from_offset=0, max_count=ctx.params.jobs * 2)
-            return [bytes(row[1]) for row in rows]
+            return [unwrap(bytes(payload), offset)[1] for offset, payload in rows]
         # A queue: a fresh consumer, listening for a while, gets whatever is left.
         backend = ctx.backend_cls(ctx.config("replay"))
         backend.connect()
