@@ -196,12 +196,12 @@ class RunContext:
             for server, name in by_server.items() if servers is None or server in servers
         ]
 
-    def config(self, client: str, **overrides) -> BackendConfig:
+    def config(self, client: str) -> BackendConfig:
         """A ``BackendConfig`` for an in-process client routed through its own links."""
         p = self.params
         return BackendConfig(queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
                              max_attempts=p.max_attempts,
-                             addresses=self.topology.config_addresses(self.client_links(client)), **overrides)
+                             addresses=self.topology.config_addresses(self.client_links(client)))
 
     def start_worker(self, worker_id: str) -> Worker:
         """Start ``python -m experiments.worker`` as ``worker_id``, through its own links."""
@@ -214,8 +214,8 @@ class RunContext:
                 "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts)]
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        worker = self.workers[worker_id] = Worker(worker_id, proc, log_path)
-        return worker
+        self.workers[worker_id] = Worker(worker_id, proc, log_path)
+        return self.workers[worker_id]
 
     def wait_workers_connected(self, timeout_s: float = 30.0, settle_s: float = 1.0) -> None:
         """Wait until every worker holds a connection through its links, then ``settle_s`` more.
