@@ -149,7 +149,7 @@ def plot_latency(scenario: str, runs: list[dict], path: Path) -> None:
             ax.legend(fontsize="x-small", loc="upper right")
     axes[-1, 0].set_xlabel("seconds since the run started (job plotted at its first effect)")
     fig.suptitle(f"{scenario}: produce -> first effect, fault windows shaded")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # leave the suptitle its own line
     fig.savefig(path, dpi=90)
     plt.close(fig)
 
