@@ -25,7 +25,9 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on a server or in CI
 import matplotlib.pyplot as plt  # noqa: E402
 
+from baselines.registry import BACKENDS  # noqa: E402
 from experiments.checker import EVENTS_FILE, SUMMARY_FILE, CheckerError, find_runs, load_events, recheck  # noqa: E402
+from experiments.scenarios import SCENARIOS  # noqa: E402
 
 ANOMALY_FIELDS = (("lost", "lost"), ("duplicate_executions", "duplicate executions"), ("duplicate_effects", "duplicate effects"))
 
@@ -62,8 +64,13 @@ def _fmt(value, unit: str = "") -> str:
 
 
 def _order(runs: list[dict]) -> tuple[list[str], list[str]]:
-    backends = list(dict.fromkeys(r["summary"]["backend"] for r in runs))
-    scenarios = list(dict.fromkeys(r["summary"]["scenario"] for r in runs))
+    """Backends in registry order and scenarios in DESIGN.md's order; unknown names last."""
+    def ordered(names, known):
+        rank = {name: i for i, name in enumerate(known)}
+        return sorted(dict.fromkeys(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+    backends = ordered((r["summary"]["backend"] for r in runs), BACKENDS)
+    scenarios = ordered((r["summary"]["scenario"] for r in runs), SCENARIOS)
     return backends, scenarios
 
 
