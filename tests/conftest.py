@@ -59,3 +59,17 @@ def logqueue_cluster(tmp_path_factory):
         else:
             os.environ["LOGQUEUE_CLUSTER"] = previous
         cluster.stop()
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--rewrite",
+        action="store_true",
+        help="rewrite the expected outputs of scripted tests (tests/raft_scripts) with the actual ones",
+    )
+
+
+@pytest.fixture
+def rewrite(request: pytest.FixtureRequest) -> bool:
+    """True when pytest runs with --rewrite: scripted tests write their actual output back."""
+    return request.config.getoption("--rewrite")

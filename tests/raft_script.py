@@ -1,0 +1,592 @@
+"""A small interpreter for scripted Raft interaction tests, in the style of etcd-io/raft's
+datadriven tests.
+
+A script is a text file of commands, each followed by a line ``----`` and the output the
+command is expected to print; a blank line ends the output. Lines starting with ``#``
+and blank lines between commands are kept as they are. `run_script` runs a file and
+returns the text it should contain (the same file with every output replaced by the
+actual one), so a test compares the two and ``--rewrite`` writes the actual text back.
+
+The interpreter drives N real `Raft` cores in one process over an in-memory network that
+delivers only when told to (`deliver`, `stabilize`). Every core has a fixed election
+timeout and an rng seeded with its id, so a script always plays out the same way. After
+every command each core's `Ready` is carried out in the documented order (persist, send,
+apply) against an in-memory disk and a tiny state machine (the applied data, in order),
+and the five guarantees are checked with `logqueue.sim.invariants` -- a violation is an
+error, never an expected output.
+
+Commands (node ids are integers; ``*`` in a link means any node):
+
+  new N [pre-vote] [check-quorum] [election=E] [heartbeat=H] [max-inflight=K]
+        [max-entries=K] [max-bytes=K]      a fresh cluster of voters 1..N
+  add ID...                                fresh nodes outside the configuration
+  set-log ID T,T,... [term=T] [vote=V] [commit=C]
+                                           rebuild a node from a log of these terms
+  campaign ID                              tick the node until it campaigns
+  tick ID|all [N]                          N ticks (default 1)
+  propose ID DATA                          propose on a node; prints the index
+  conf-change ID VOTER...                  propose a joint-consensus change
+  transfer ID TARGET                       ask leader ID to hand over to TARGET
+  read-index ID REQUEST                    ask for a linearizable read
+  compact ID INDEX                         snapshot the state machine at INDEX, compact
+  deliver [SRC->DST]                       deliver the messages queued now (matching)
+  drop [SRC->DST]                          lose the queued messages (matching)
+  stabilize [ID...]                        deliver until no message (among IDs) is queued
+  partition A B | C D                      cut every link between the groups
+  heal                                     remove the partition
+  crash ID / restart ID                    lose memory / reboot from the disk
+  status, logs, conf, applied              print per-node state
+"""
+from __future__ import annotations
+
+import random
+import shlex
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from logqueue.raft import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Config,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    Heartbeat,
+    HeartbeatResponse,
+    InstallSnapshot,
+    Message,
+    NotLeader,
+    ProposalDropped,
+    Raft,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+    Snapshot,
+    TimeoutNow,
+)
+from logqueue.sim.invariants import Invariants
+
+SEPARATOR = "----"
+MAX_ROUNDS = 1000  # bound on `stabilize` and `campaign`
+
+
+class ScriptError(Exception):
+    """The script itself is wrong (unknown command, bad argument)."""
+
+
+# --- compact rendering ------------------------------------------------------------------
+def fmt_entry(e: Entry) -> str:
+    head = f"{e.term}/{e.index}"
+    if e.kind is EntryKind.NOOP:
+        return f"{head} noop"
+    if e.kind is EntryKind.CONFIG:
+        return f"{head} {fmt_conf(ConfState.decode(e.data))}"
+    return f"{head} {e.data.decode(errors='replace')}"
+
+
+def fmt_conf(conf: ConfState) -> str:
+    ids = lambda s: ",".join(map(str, sorted(s)))  # noqa: E731
+    return f"voters={ids(conf.voters)}" + (f" outgoing={ids(conf.outgoing)}" if conf.joint else "")
+
+
+def fmt_msg(m: Message) -> str:
+    """One line per message; `T/I` is a (term, index) log position as in etcd."""
+    head = f"{m.src}->{m.dst}"
+    if isinstance(m, RequestVote):
+        kind = "PreVote" if m.pre_vote else "Vote"
+        extra = " transfer" if m.transfer else ""
+        return f"{head} {kind} term={m.term} last={m.last_log_term}/{m.last_log_index}{extra}"
+    if isinstance(m, RequestVoteResponse):
+        kind = "PreVoteResp" if m.pre_vote else "VoteResp"
+        return f"{head} {kind} term={m.term} {'granted' if m.granted else 'rejected'}"
+    if isinstance(m, AppendEntries):
+        entries = ", ".join(map(fmt_entry, m.entries))
+        return f"{head} App term={m.term} prev={m.prev_term}/{m.prev_index} commit={m.commit} [{entries}]"
+    if isinstance(m, AppendEntriesResponse):
+        if m.success:
+            return f"{head} AppResp term={m.term} match={m.match_index}"
+        hint = f"hint={m.conflict_term}/{m.conflict_index}"
+        return f"{head} AppResp term={m.term} rejected prev={m.match_index} {hint}"
+    if isinstance(m, Heartbeat):
+        return f"{head} Heartbeat term={m.term} commit={m.commit}" + (f" ctx={m.context}" if m.context else "")
+    if isinstance(m, HeartbeatResponse):
+        return f"{head} HeartbeatResp term={m.term}" + (f" ctx={m.context}" if m.context else "")
+    if isinstance(m, InstallSnapshot):
+        meta = m.snapshot.meta
+        return f"{head} Snapshot term={m.term} snap={meta.term}/{meta.index} {fmt_conf(meta.conf)}"
+    if isinstance(m, TimeoutNow):
+        return f"{head} TimeoutNow term={m.term}"
+    raise TypeError(f"unknown message {m!r}")
+
+
+def entry_data(index: int, term: int) -> bytes:
+    # Entries made by `set-log` are named by their position, so equal (index, term) means
+    # equal entries across nodes, as Log Matching requires of a real history.
+    return f"e{index}t{term}".encode()
+
+
+# --- the in-memory world ----------------------------------------------------------------
+@dataclass
+class Disk:
+    """What survives a crash: hard state, snapshot and the entries after it."""
+
+    hard_state: HardState = field(default_factory=HardState)
+    snapshot: Snapshot | None = None
+    entries: list[Entry] = field(default_factory=list)
+
+    def append(self, entries: list[Entry]) -> None:
+        if entries:
+            first = entries[0].index
+            self.entries = [e for e in self.entries if e.index < first] + list(entries)
+
+    def save_snapshot(self, snap: Snapshot) -> None:
+        base = self.snapshot.meta.index if self.snapshot else 0
+        if snap.meta.index <= base:
+            return
+        # Entries after the snapshot survive only if they continue it.
+        at = [e for e in self.entries if e.index == snap.meta.index]
+        keep = at and at[0].term == snap.meta.term
+        self.entries = [e for e in self.entries if e.index > snap.meta.index] if keep else []
+        self.snapshot = snap
+
+
+@dataclass
+class Node:
+    id: int
+    raft: Raft
+    disk: Disk
+    bootstrap: ConfState | None
+    alive: bool = True
+    applied: list[str] = field(default_factory=list)  # the state machine: applied data, in order
+    applied_index: int = 0
+    last_view: tuple = ()  # (role, term) last printed
+
+    def state_data(self) -> bytes:
+        return " ".join(self.applied).encode()
+
+
+class Cluster:
+    """N real cores over a queue of in-flight messages that moves only when told to."""
+
+    def __init__(self, raft_cls: type[Raft] = Raft) -> None:
+        self.raft_cls = raft_cls
+        self.cfg = Config()
+        self.nodes: dict[int, Node] = {}
+        self.queue: list[Message] = []
+        self.groups: list[set[int]] = []
+        self.inv = Invariants()
+        self.out: list[str] = []
+        # Observers called as hook(node, ready) after each Ready is carried out (unit tests).
+        self.ready_hooks: list = []
+
+    # --- building nodes -------------------------------------------------------------
+    def configure(self, n: int, **cfg) -> None:
+        self.cfg = Config(**cfg)
+        self.nodes, self.queue, self.groups, self.inv = {}, [], [], Invariants()
+        voters = ConfState(frozenset(range(1, n + 1)))
+        for i in range(1, n + 1):
+            self._boot(i, Disk(), voters)
+
+    def add(self, node_id: int) -> None:
+        if node_id in self.nodes:
+            raise ScriptError(f"node {node_id} exists already")
+        self._boot(node_id, Disk(), None)
+
+    def set_log(self, node_id: int, terms: list[int], term: int | None, vote: int | None, commit: int) -> None:
+        node = self.node(node_id)
+        entries = [Entry(t, i, entry_data(i, t)) for i, t in enumerate(terms, start=1)]
+        if any(b < a for a, b in zip(terms, terms[1:])):
+            raise ScriptError(f"terms must not decrease along a log: {terms}")
+        term = max(terms, default=0) if term is None else term
+        disk = Disk(HardState(term, vote, commit), None, entries)
+        # Made-up history must obey Log Matching too: record it as persisted.
+        prev = 0
+        for e in entries:
+            self.inv.entry_at.setdefault((e.index, e.term), (e.data, int(e.kind), prev))
+            prev = e.term
+        self._boot(node_id, disk, node.bootstrap)
+
+    def _boot(self, node_id: int, disk: Disk, bootstrap: ConfState | None) -> None:
+        raft = self.raft_cls(
+            node_id,
+            self.cfg,
+            random.Random(node_id),
+            hard_state=disk.hard_state,
+            entries=list(disk.entries),
+            snapshot=disk.snapshot,
+            bootstrap=bootstrap,
+        )
+        node = Node(node_id, raft, disk, bootstrap)
+        # The state machine restarts from the snapshot (or empty) and re-applies from there.
+        if disk.snapshot is not None:
+            node.applied = disk.snapshot.data.decode().split()
+            node.applied_index = disk.snapshot.meta.index
+        node.last_view = (raft.role, raft.term)
+        self.nodes[node_id] = node
+
+    def node(self, node_id: int) -> Node:
+        if node_id not in self.nodes:
+            raise ScriptError(f"no node {node_id} (nodes: {sorted(self.nodes)})")
+        return self.nodes[node_id]
+
+    def crash(self, node_id: int) -> None:
+        self.node(node_id).alive = False
+
+    def restart(self, node_id: int) -> None:
+        node = self.node(node_id)
+        if node.alive:
+            raise ScriptError(f"node {node_id} is running; crash it first")
+        self._boot(node_id, node.disk, node.bootstrap)
+
+    # --- the Ready loop -------------------------------------------------------------
+    def process(self) -> None:
+        """Carry out every live node's Ready until none has work left."""
+        for _ in range(MAX_ROUNDS):
+            busy = False
+            self._check_new_leaders()
+            for node in self.nodes.values():
+                if node.alive and node.raft.has_ready():
+                    busy = True
+                    self._process_one(node)
+            if not busy:
+                return
+        raise ScriptError("Readies did not settle")
+
+    def _check_new_leaders(self) -> None:
+        for raft in self.inv.check_roles([n.raft for n in self.nodes.values() if n.alive]):
+            self.inv.on_new_leader(raft)
+
+    def _process_one(self, node: Node) -> None:
+        raft = node.raft
+        rd = raft.ready()
+        # 1. persist: snapshot, entries, hard state -- before anything is sent.
+        if rd.snapshot is not None:
+            node.disk.save_snapshot(rd.snapshot)
+        node.disk.append(rd.entries)
+        if rd.hard_state is not None:
+            node.disk.hard_state = rd.hard_state
+        self.inv.on_persist(raft, rd.entries, rd.term if rd.role is Role.LEADER else None)
+        # 2. send.
+        self.queue.extend(rd.messages)
+        # 3. apply.
+        if rd.snapshot is not None:
+            node.applied = rd.snapshot.data.decode().split()
+            node.applied_index = rd.snapshot.meta.index
+        for e in rd.committed:
+            self.inv.on_apply(node.id, e)
+            if e.kind is EntryKind.NORMAL:
+                node.applied.append(e.data.decode())
+            node.applied_index = e.index
+        for rs in rd.read_states:
+            self.out.append(f"{node.id}: read {rs.request} ready at index {rs.index}")
+        raft.advance(rd)
+        for hook in self.ready_hooks:
+            hook(node, rd)
+        view = (raft.role, raft.term)
+        if view != node.last_view:
+            node.last_view = view
+            self.out.append(f"{node.id}: {raft.role.value} in term {raft.term}")
+
+    # --- the network ----------------------------------------------------------------
+    def _cut(self, src: int, dst: int) -> bool:
+        if not self.groups:
+            return False
+        side = lambda i: next((k for k, g in enumerate(self.groups) if i in g), -1)  # noqa: E731
+        return side(src) != side(dst)
+
+    def take(self, link: tuple[int | None, int | None], among: set[int] | None = None) -> list[Message]:
+        """Remove and return the queued messages on `link` (None: any) between `among` nodes."""
+        src, dst = link
+
+        def match(m: Message) -> bool:
+            if among is not None and not {m.src, m.dst} <= among:
+                return False
+            return (src is None or m.src == src) and (dst is None or m.dst == dst)
+
+        taken = [m for m in self.queue if match(m)]
+        self.queue = [m for m in self.queue if not match(m)]
+        return taken
+
+    def deliver(self, link: tuple[int | None, int | None] = (None, None), among: set[int] | None = None) -> int:
+        """Deliver the matching messages queued now (not those they cause); returns how many."""
+        batch = self.take(link, among)
+        for m in batch:
+            node = self.nodes.get(m.dst)
+            if self._cut(m.src, m.dst):
+                self.out.append(f"{fmt_msg(m)} (dropped: partition)")
+            elif node is None or not node.alive:
+                self.out.append(f"{fmt_msg(m)} (dropped: {m.dst} is down)")
+            else:
+                self.out.append(fmt_msg(m))
+                node.raft.step(m)
+                self.process()
+        return len(batch)
+
+    def stabilize(self, among: set[int] | None = None) -> None:
+        """Deliver until no message (between `among` nodes, if given) is queued."""
+        for _ in range(MAX_ROUNDS):
+            if not self.deliver(among=among):
+                return
+        raise ScriptError(f"not stable after {MAX_ROUNDS} rounds")
+
+    # --- views ----------------------------------------------------------------------
+    def status_lines(self) -> list[str]:
+        lines = []
+        for node in self.nodes.values():
+            if not node.alive:
+                lines.append(f"{node.id}: down")
+                continue
+            r = node.raft
+            lines.append(
+                f"{node.id}: {r.role.value} term={r.term} vote={r.vote or '-'} leader={r.leader_id or '-'} "
+                f"commit={r.commit_index} last={r.last_index} applied={node.applied_index}"
+            )
+        return lines
+
+    def log_lines(self) -> list[str]:
+        """Terms per node; `|` follows the last committed entry."""
+        lines = []
+        for node in self.nodes.values():
+            if not node.alive:
+                disk = node.disk
+                snap = f"(snap {disk.snapshot.meta.term}/{disk.snapshot.meta.index}) " if disk.snapshot else ""
+                lines.append(f"{node.id}: down, on disk: {snap}{' '.join(str(e.term) for e in disk.entries)}".rstrip())
+                continue
+            log = node.raft.log
+            parts = [f"(snap {log.snap_term}/{log.snap_index})"] if log.snap_index else []
+            if log.committed == log.snap_index and log.snap_index:
+                parts.append("|")
+            for e in log.entries:
+                parts.append(str(e.term))
+                if e.index == log.committed:
+                    parts.append("|")
+            lines.append(f"{node.id}: " + " ".join(parts) if parts else f"{node.id}:")
+        return lines
+
+
+# --- the script language ----------------------------------------------------------------
+def _int(word: str, what: str) -> int:
+    try:
+        return int(word)
+    except ValueError:
+        raise ScriptError(f"{what} must be an integer, got {word!r}") from None
+
+
+def _link(word: str) -> tuple[int | None, int | None]:
+    src, sep, dst = word.partition("->")
+    if not sep:
+        raise ScriptError(f"a link is SRC->DST (or * for any), got {word!r}")
+    part = lambda w: None if w == "*" else _int(w, "a node id")  # noqa: E731
+    return part(src), part(dst)
+
+
+def _options(words: list[str]) -> tuple[list[str], dict[str, str]]:
+    plain = [w for w in words if "=" not in w]
+    named = dict(w.split("=", 1) for w in words if "=" in w)
+    return plain, named
+
+
+def execute(cluster: Cluster, line: str) -> list[str]:
+    """Run one command line; returns the lines it prints."""
+    cmd, *args = shlex.split(line)
+    cluster.out = []
+    handler = COMMANDS.get(cmd)
+    if handler is None:
+        raise ScriptError(f"unknown command {cmd!r} (known: {', '.join(sorted(COMMANDS))})")
+    handler(cluster, args)
+    cluster.process()
+    return cluster.out or ["ok"]
+
+
+def _new(c: Cluster, args: list[str]) -> None:
+    plain, named = _options(args)
+    if len(plain) < 1:
+        raise ScriptError("new N [pre-vote] [check-quorum] [option=value ...]")
+    election = _int(named.pop("election", "10"), "election")
+    keys = {"heartbeat": "heartbeat_ticks", "max-inflight": "max_inflight",
+            "max-entries": "max_entries_per_msg", "max-bytes": "max_bytes_per_msg"}
+    cfg = {keys[k]: _int(v, k) for k, v in named.items() if k in keys}
+    unknown = set(named) - set(keys) | set(plain[1:]) - {"pre-vote", "check-quorum"}
+    if unknown:
+        raise ScriptError(f"unknown options {sorted(unknown)}")
+    cfg.setdefault("heartbeat_ticks", 1)
+    c.configure(
+        _int(plain[0], "N"),
+        election_ticks=(election, election),  # fixed: scripts decide who times out first
+        pre_vote="pre-vote" in plain,
+        check_quorum="check-quorum" in plain,
+        **cfg,
+    )
+
+
+def _add(c: Cluster, args: list[str]) -> None:
+    for a in args:
+        c.add(_int(a, "node id"))
+
+
+def _set_log(c: Cluster, args: list[str]) -> None:
+    plain, named = _options(args)
+    if not plain:
+        raise ScriptError("set-log ID T,T,... [term=T] [vote=V] [commit=C]")
+    terms = [_int(t, "a term") for t in plain[1].split(",")] if len(plain) > 1 else []
+    term = _int(named["term"], "term") if "term" in named else None
+    vote = _int(named["vote"], "vote") if "vote" in named else None
+    c.set_log(_int(plain[0], "node id"), terms, term, vote, _int(named.get("commit", "0"), "commit"))
+
+
+def _campaign(c: Cluster, args: list[str]) -> None:
+    raft = c.node(_int(args[0], "node id")).raft
+    if raft.role is Role.LEADER or not raft.promotable():
+        c.out.append(f"error: node {raft.id} cannot campaign ({raft.role.value}, {fmt_conf(raft.conf)})")
+        return
+    for _ in range(MAX_ROUNDS):
+        raft.tick()
+        if raft.role in (Role.PRE_CANDIDATE, Role.CANDIDATE, Role.LEADER) and raft.election_elapsed == 0:
+            return
+    raise ScriptError(f"node {raft.id} did not campaign within {MAX_ROUNDS} ticks")
+
+
+def _tick(c: Cluster, args: list[str]) -> None:
+    ids = sorted(c.nodes) if args[0] == "all" else [_int(args[0], "node id")]
+    for _ in range(_int(args[1], "ticks") if len(args) > 1 else 1):
+        for i in ids:
+            if c.node(i).alive:
+                c.node(i).raft.tick()
+        c.process()
+
+
+def _call(c: Cluster, fn, *a) -> None:
+    try:
+        result = fn(*a)
+    except (NotLeader, ProposalDropped) as exc:
+        c.out.append(f"error: {type(exc).__name__}: {exc}")
+        return
+    if isinstance(result, int):
+        c.out.append(f"index {result}")
+
+
+def _propose(c: Cluster, args: list[str]) -> None:
+    _call(c, c.node(_int(args[0], "node id")).raft.propose, args[1].encode())
+
+
+def _conf_change(c: Cluster, args: list[str]) -> None:
+    voters = frozenset(_int(a, "voter") for a in args[1:])
+    _call(c, c.node(_int(args[0], "node id")).raft.propose_conf_change, voters)
+
+
+def _transfer(c: Cluster, args: list[str]) -> None:
+    _call(c, c.node(_int(args[0], "node id")).raft.transfer_leadership, _int(args[1], "target"))
+
+
+def _read_index(c: Cluster, args: list[str]) -> None:
+    _call(c, c.node(_int(args[0], "node id")).raft.read_index, _int(args[1], "request"))
+
+
+def _compact(c: Cluster, args: list[str]) -> None:
+    node = c.node(_int(args[0], "node id"))
+    index = _int(args[1], "index")
+    if index != node.applied_index:
+        raise ScriptError(f"node {node.id} can snapshot only at its applied index {node.applied_index}")
+    snap = node.raft.compact(index, node.state_data())
+    node.disk.save_snapshot(snap)
+
+
+def _deliver(c: Cluster, args: list[str]) -> None:
+    c.deliver(_link(args[0]) if args else (None, None))
+
+
+def _drop(c: Cluster, args: list[str]) -> None:
+    for m in c.take(_link(args[0]) if args else (None, None)):
+        c.out.append(f"{fmt_msg(m)} (dropped)")
+
+
+def _partition(c: Cluster, args: list[str]) -> None:
+    groups = " ".join(args).split("|")
+    c.groups = [{_int(w, "node id") for w in g.split()} for g in groups]
+
+
+def _heal(c: Cluster, args: list[str]) -> None:
+    c.groups = []
+
+
+def _crash(c: Cluster, args: list[str]) -> None:
+    c.crash(_int(args[0], "node id"))
+
+
+def _restart(c: Cluster, args: list[str]) -> None:
+    c.restart(_int(args[0], "node id"))
+
+
+def _status(c: Cluster, args: list[str]) -> None:
+    c.out.extend(c.status_lines())
+
+
+def _logs(c: Cluster, args: list[str]) -> None:
+    c.out.extend(c.log_lines())
+
+
+def _conf(c: Cluster, args: list[str]) -> None:
+    c.out.extend(f"{n.id}: {fmt_conf(n.raft.conf)}" for n in c.nodes.values() if n.alive)
+
+
+def _applied(c: Cluster, args: list[str]) -> None:
+    c.out.extend(f"{n.id}: {' '.join(n.applied)}".rstrip() for n in c.nodes.values() if n.alive)
+
+
+COMMANDS = {
+    "new": _new, "add": _add, "set-log": _set_log, "campaign": _campaign, "tick": _tick,
+    "propose": _propose, "conf-change": _conf_change, "transfer": _transfer,
+    "read-index": _read_index, "compact": _compact, "deliver": _deliver, "drop": _drop,
+    "stabilize": lambda c, a: c.stabilize({_int(w, "node id") for w in a} or None), "partition": _partition, "heal": _heal,
+    "crash": _crash, "restart": _restart, "status": _status, "logs": _logs, "conf": _conf,
+    "applied": _applied,
+}
+
+
+# --- the datadriven file format ---------------------------------------------------------
+@dataclass
+class Block:
+    lead: list[str]  # comments and blank lines before the command
+    command: str
+    line_no: int
+    expected: list[str]
+
+
+def parse(text: str) -> tuple[list[Block], list[str]]:
+    """Split a script into command blocks and the trailing comment lines."""
+    lines = text.splitlines()
+    blocks: list[Block] = []
+    lead: list[str] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if not line.strip() or line.startswith("#"):
+            lead.append(line)
+            i += 1
+            continue
+        if i + 1 >= len(lines) or lines[i + 1] != SEPARATOR:
+            raise ScriptError(f"line {i + 1}: command {line!r} is not followed by {SEPARATOR!r}")
+        j = i + 2
+        while j < len(lines) and lines[j].strip():
+            j += 1
+        blocks.append(Block(lead, line, i + 1, lines[i + 2 : j]))
+        lead = []
+        i = j
+    return blocks, lead
+
+
+def run_script(path: Path, raft_cls: type[Raft] = Raft) -> tuple[str, str]:
+    """Run a script file; returns (expected text, actual text) of the whole file."""
+    text = path.read_text()
+    blocks, tail = parse(text)
+    cluster = Cluster(raft_cls)
+    out: list[str] = []
+    for b in blocks:
+        try:
+            got = execute(cluster, b.command)
+        except ScriptError as exc:
+            raise ScriptError(f"{path.name}:{b.line_no}: {b.command}: {exc}") from None
+        out += [*b.lead, b.command, SEPARATOR, *got]
+    expected = [line for b in blocks for line in [*b.lead, b.command, SEPARATOR, *b.expected]]
+    return "\n".join(expected + tail) + "\n", "\n".join(out + tail) + "\n"
