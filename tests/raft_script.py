@@ -68,6 +68,7 @@ from logqueue.raft import (
 from logqueue.sim.invariants import Invariants
 
 SEPARATOR = "----"
+APPLIED_SEP = "; "  # between applied entries in the state machine (and its snapshots)
 MAX_ROUNDS = 1000  # bound on `stabilize` and `campaign`
 
 
@@ -120,6 +121,10 @@ def fmt_msg(m: Message) -> str:
     raise TypeError(f"unknown message {m!r}")
 
 
+def _split_state(data: bytes) -> list[str]:
+    return data.decode().split(APPLIED_SEP) if data else []
+
+
 def entry_data(index: int, term: int) -> bytes:
     # Entries made by `set-log` are named by their position, so equal (index, term) means
     # equal entries across nodes, as Log Matching requires of a real history.
@@ -158,12 +163,12 @@ class Node:
     disk: Disk
     bootstrap: ConfState | None
     alive: bool = True
-    applied: list[str] = field(default_factory=list)  # the state machine: applied data, in order
+    applied: list[str] = field(default_factory=list)  # the state machine: applied entries, in order
     applied_index: int = 0
     last_view: tuple = ()  # (role, term) last printed
 
     def state_data(self) -> bytes:
-        return " ".join(self.applied).encode()
+        return APPLIED_SEP.join(self.applied).encode()
 
 
 class Cluster:
@@ -220,7 +225,7 @@ class Cluster:
         node = Node(node_id, raft, disk, bootstrap)
         # The state machine restarts from the snapshot (or empty) and re-applies from there.
         if disk.snapshot is not None:
-            node.applied = disk.snapshot.data.decode().split()
+            node.applied = _split_state(disk.snapshot.data)
             node.applied_index = disk.snapshot.meta.index
         node.last_view = (raft.role, raft.term)
         self.nodes[node_id] = node
@@ -244,6 +249,7 @@ class Cluster:
         """Carry out every live node's Ready until none has work left."""
         for _ in range(MAX_ROUNDS):
             busy = False
+            self._report_views()
             self._check_new_leaders()
             for node in self.nodes.values():
                 if node.alive and node.raft.has_ready():
@@ -271,22 +277,25 @@ class Cluster:
         self.queue.extend(rd.messages)
         # 3. apply.
         if rd.snapshot is not None:
-            node.applied = rd.snapshot.data.decode().split()
+            node.applied = _split_state(rd.snapshot.data)
             node.applied_index = rd.snapshot.meta.index
         for e in rd.committed:
             self.inv.on_apply(node.id, e)
-            if e.kind is EntryKind.NORMAL:
-                node.applied.append(e.data.decode())
+            node.applied.append(fmt_entry(e))
             node.applied_index = e.index
         for rs in rd.read_states:
             self.out.append(f"{node.id}: read {rs.request} ready at index {rs.index}")
         raft.advance(rd)
         for hook in self.ready_hooks:
             hook(node, rd)
-        view = (raft.role, raft.term)
-        if view != node.last_view:
-            node.last_view = view
-            self.out.append(f"{node.id}: {raft.role.value} in term {raft.term}")
+
+    def _report_views(self) -> None:
+        """Print each change of a node's role or term (as it happened in step or tick)."""
+        for node in self.nodes.values():
+            view = (node.raft.role, node.raft.term)
+            if node.alive and view != node.last_view:
+                node.last_view = view
+                self.out.append(f"{node.id}: {view[0].value} in term {view[1]}")
 
     # --- the network ----------------------------------------------------------------
     def _cut(self, src: int, dst: int) -> bool:
@@ -531,7 +540,7 @@ def _conf(c: Cluster, args: list[str]) -> None:
 
 
 def _applied(c: Cluster, args: list[str]) -> None:
-    c.out.extend(f"{n.id}: {' '.join(n.applied)}".rstrip() for n in c.nodes.values() if n.alive)
+    c.out.extend(f"{n.id}: {APPLIED_SEP.join(n.applied)}".rstrip() for n in c.nodes.values() if n.alive)
 
 
 COMMANDS = {
