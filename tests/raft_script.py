@@ -23,7 +23,7 @@ Commands (node ids are integers; ``*`` in a link means any node):
   set-log ID T,T,... [term=T] [vote=V] [commit=C]
                                            rebuild a node from a log of these terms
   campaign ID                              tick the node until it campaigns
-  tick ID|all [N]                          N ticks (default 1)
+  tick ID[,ID...]|all [N]                  N ticks of these nodes (default 1)
   propose ID DATA                          propose on a node; prints the index
   conf-change ID VOTER...                  propose a joint-consensus change
   transfer ID TARGET                       ask leader ID to hand over to TARGET
@@ -457,7 +457,7 @@ def _campaign(c: Cluster, args: list[str]) -> None:
 
 
 def _tick(c: Cluster, args: list[str]) -> None:
-    ids = sorted(c.nodes) if args[0] == "all" else [_int(args[0], "node id")]
+    ids = sorted(c.nodes) if args[0] == "all" else [_int(a, "node id") for a in args[0].split(",")]
     for _ in range(_int(args[1], "ticks") if len(args) > 1 else 1):
         for i in ids:
             if c.node(i).alive:
