@@ -149,7 +149,12 @@ class Dialed(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
         if not self.ready.done():
-            self.ready.set_exception(HandshakeError("connection closed during the handshake (wrong secret?)"))
+            if self.node_id is None:
+                # Closed before the node said HELLO: nobody is serving there (e.g. a proxy to a
+                # dead node); an error to retry elsewhere, not a refused handshake.
+                self.ready.set_exception(ConnectionResetError("connection closed before the node said hello"))
+            else:
+                self.ready.set_exception(HandshakeError("connection closed during the handshake (wrong secret?)"))
         self.on_lost()
 
     def write(self, data: bytes) -> None:
