@@ -25,6 +25,7 @@ from pathlib import Path
 
 import msgpack
 
+from experiments.clusterlog import CLUSTER_FILE, ClusterLog
 from experiments.faults import process as procfaults
 from experiments.faults.proxy import ProxyHub
 from experiments.scenarios.base import RunContext, Topology
@@ -85,6 +86,7 @@ class ClusterTopology(Topology):
         self.argv: dict[int, list[str]] = {}
         self.run_dir: Path | None = None
         self._client = None  # a logqueue.client.Client on the real addresses, for status
+        self._cluster_log: ClusterLog | None = None  # RUN_DIR/cluster.jsonl, for raft-timeline.ipynb
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -105,6 +107,7 @@ class ClusterTopology(Topology):
             self.argv[i] = [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.listen[i],
                             "--peers", peers, "--data-dir", str(data / f"node-{i}"), "--log-level", "warning"]
             self.spawn(i)
+        self._cluster_log = ClusterLog(run_dir / CLUSTER_FILE, self.listen).start()
         self.wait_leader(15.0)
 
     def spawn(self, i: int) -> int:
@@ -115,6 +118,8 @@ class ClusterTopology(Topology):
         return self.procs[i].pid
 
     def close(self) -> None:
+        if self._cluster_log is not None:
+            self._cluster_log.close()
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
