@@ -1,0 +1,135 @@
+"""``python -m experiments bench``: output shape and sanity (not speed), bounded runs."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import uuid
+
+import pytest
+
+from baselines.base import AckError, BackendConfig
+from baselines.stub import StubBackend
+from experiments import bench
+from tests.conftest import require_server
+
+FIGURES = ("publish_per_s", "consume_per_s", "mixed_publish_per_s", "end_to_end_per_s", "offered_per_s",
+           "p50_ms", "p99_ms", "max_ms")
+
+
+def run_bench(tmp_path, *args: str) -> tuple[int, dict]:
+    out = tmp_path / "bench.json"
+    code = bench.main([*args, "--out", str(out), "--quiet"])
+    return code, json.loads(out.read_text())
+
+
+def check_ok_row(row: dict, messages: int) -> None:
+    assert row["status"] == "ok", row.get("reason")
+    for key in FIGURES:
+        assert row[key] > 0, key
+    assert row["p50_ms"] <= row["p99_ms"] <= row["max_ms"]
+    # The offered load is half the measured maximum, and the latency phase used it.
+    assert row["offered_per_s"] == pytest.approx(row["end_to_end_per_s"] / 2, rel=0.01)
+    assert 1 <= row["latency_messages"] <= messages
+    assert row["messages"] == messages and row["duplicates"] == 0 and row["ack_errors"] == 0
+
+
+def test_stub_backend_runs_every_phase_and_writes_json_and_plot(tmp_path):
+    plot = tmp_path / "bench.png"
+    code, results = run_bench(tmp_path, "--backends", "stub", "--messages", "400", "--payload-bytes", "16",
+                              "--window", "50", "--consumers", "2", "--latency-seconds", "0.3", "--plot", str(plot))
+    assert code == 0
+    assert list(results) == ["stub"]
+    check_ok_row(results["stub"], 400)
+    assert results["stub"]["window"] == 50 and results["stub"]["consumers"] == 2
+    assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_unreachable_backend_is_reported_not_fatal(tmp_path, monkeypatch):
+    with __import__("socket").socket() as s:
+        s.bind(("127.0.0.1", 0))
+        closed = f"127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("LOGQUEUE_REDIS_URL", closed)
+    code, results = run_bench(tmp_path, "--backends", "redis-streams,stub", "--messages", "50",
+                              "--latency-seconds", "0.2")
+    assert code == 0  # unavailable is not a failure of the run
+    row = results["redis-streams"]
+    assert row["status"] == "unavailable"
+    assert closed in row["reason"] and "\n" not in row["reason"]
+    assert results["stub"]["status"] == "ok"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--payload-bytes", "4"], "--payload-bytes must be at least 5"),
+    (["--backends", "nosuch"], "unknown backend 'nosuch'"),
+    (["--window", "0"], "--window must be at least 1"),
+    (["--cluster", "nohost"], "--cluster"),
+])
+def test_bad_arguments_are_one_line_errors(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "experiments", "bench", "--out", str(tmp_path / "x.json"), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "x.json").exists()
+
+
+def test_help_explains_the_phases():
+    proc = subprocess.run([sys.executable, "-m", "experiments", "bench", "--help"], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 0
+    for word in ("publish", "consume", "mixed", "latency", "--window", "--consumers", "--cluster"):
+        assert word in proc.stdout
+
+
+def test_payloads_are_the_same_for_every_backend_and_carry_phase_and_index():
+    a, b = bench.make_payloads(2, 10, 100), bench.make_payloads(2, 10, 100)
+    assert a == b and all(len(p) == 100 for p in a)
+    assert [bench.HEADER.unpack_from(p) for p in a] == [(2, i) for i in range(10)]
+    assert len({p[bench.HEADER.size:] for p in a}) == 1  # the same bytes after the header
+
+
+def test_tally_counts_each_index_once_and_ignores_other_phases():
+    t = bench.Tally(phase=3, n=2)
+    t.record(bench.HEADER.pack(3, 0), 1.0)
+    t.record(bench.HEADER.pack(3, 0), 2.0)  # a redelivery
+    t.record(bench.HEADER.pack(1, 1), 2.5)  # a stray message of another phase
+    assert (t.count, t.duplicates, t.done.is_set()) == (1, 1, False)
+    t.record(bench.HEADER.pack(3, 1), 3.0)
+    assert t.done.is_set() and (t.first_ack, t.last_ack) == (1.0, 3.0)
+
+
+def test_default_ack_many_reports_each_refused_ack():
+    backend = StubBackend(BackendConfig(queue=f"bench-{uuid.uuid4().hex[:8]}", timeout_s=0.05))
+    backend.connect()
+    try:
+        backend.enqueue(b"job")
+        consumer = backend.consumer("w")
+        first = consumer.receive(1.0)
+        again = None
+        deadline = time.monotonic() + 5
+        while again is None and time.monotonic() < deadline:  # the lease expires; the job comes back
+            again = consumer.receive(0.05)
+        assert again is not None and again.job_id == first.job_id
+        answers = consumer.ack_many([first, again])
+        assert isinstance(answers[0], AckError) and answers[1] is None
+    finally:
+        backend.delete()
+
+
+def test_real_backends_and_a_local_logqueue_cluster(tmp_path):
+    """All four phases on the real servers and on a logqueue cluster the bench starts itself."""
+    for server in ("rabbitmq", "redis", "nats"):
+        require_server(server)
+    names = ["logqueue", "rabbitmq-quorum", "redis-streams", "nats-jetstream"]
+    proc = subprocess.run(
+        [sys.executable, "-m", "experiments", "bench", "--backends", ",".join(names), "--messages", "300",
+         "--window", "100", "--consumers", "2", "--latency-seconds", "0.3", "--phase-timeout-s", "60",
+         "--out", str(tmp_path / "bench.json"), "--quiet"],
+        capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "bench.json").read_text())
+    assert list(results) == names
+    for name in names:
+        check_ok_row(results[name], 300)
+    assert "logqueue / rabbitmq-quorum: publish" in proc.stdout  # the ratio lines

@@ -1,0 +1,102 @@
+"""The election-timing experiment: the simulator's and the real nodes' versions (small, bounded runs)."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from experiments import elections as real
+from logqueue.sim import elections as sim
+
+
+def run_sim(tmp_path, *args: str, name: str = "sim.json") -> dict:
+    out = tmp_path / name
+    assert sim.main([*args, "--out", str(out)]) == 0
+    return json.loads(out.read_text())
+
+
+def check_shape(result: dict, source: str, nodes: int, ranges: list[str], trials: int) -> None:
+    assert result["experiment"] == sim.EXPERIMENT and result["source"].startswith(source)
+    assert result["nodes"] == nodes and result["trials_per_range"] == trials
+    assert [r["range"] for r in result["ranges"]] == ranges
+    for r in result["ranges"]:
+        assert len(r["trials"]) == trials == r["summary"]["trials"]
+        assert r["heartbeat_ms"] == r["low_ms"] // 2  # as in the paper
+        for t in r["trials"]:
+            assert t["terms"] >= 1
+            # A follower times out at least low - heartbeat after the crash (it heard the last
+            # heartbeat at most one interval before it).
+            assert t["ms"] is None or t["ms"] >= r["low_ms"] - r["heartbeat_ms"] - 1
+
+
+def test_simulator_shows_split_votes_without_randomness_and_none_above_a_second_with_it(tmp_path):
+    result = run_sim(tmp_path, "--ranges", "150-150,150-300", "--trials", "40", "--seed", "3")
+    check_shape(result, "simulator", 5, ["150-150", "150-300"], 40)
+    fixed, wide = (r["summary"] for r in result["ranges"])
+    assert fixed["split_vote_trials"] > 0
+    assert wide["timed_out"] == 0 and wide["max_ms"] < 1000
+    assert fixed["p50_ms"] > wide["p50_ms"]
+
+
+def test_simulator_is_deterministic_per_seed_and_plain_raft_turns_prevote_off(tmp_path):
+    args = ("--ranges", "150-200", "--trials", "10", "--seed", "11")
+    a = run_sim(tmp_path, *args, name="a.json")
+    b = run_sim(tmp_path, *args, name="b.json")
+    assert a["ranges"] == b["ranges"]
+    plain = run_sim(tmp_path, *args, "--plain-raft", name="plain.json")
+    assert plain["settings"]["pre_vote"] is False and a["settings"]["pre_vote"] is True
+
+
+def test_trials_past_max_ms_are_timed_out_and_count_as_slowest():
+    summary = sim.summarize([{"ms": 100.0, "terms": 1}, {"ms": None, "terms": 9}])
+    assert summary["timed_out"] == 1 and summary["elected"] == 1
+    assert summary["p50_ms"] == 100.0 and summary["max_ms"] is None
+    assert summary["split_vote_trials"] == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--ranges", "300-150"], "bad range '300-150'"),
+    (["--ranges", "150-300", "--trials", "0"], "--trials must be at least 1"),
+    (["--ranges", "150-300", "--heartbeat-ms", "200"], "--heartbeat-ms must be positive"),
+    (["--ranges", "150-300", "--delay-ms", "x"], "--delay-ms"),
+])
+def test_simulator_bad_arguments_are_one_line_errors(tmp_path, args, message):
+    proc = subprocess.run([sys.executable, "-m", "logqueue.sim", "elections", "--out", str(tmp_path / "x.json"), *args],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_compare_rejects_a_file_that_is_not_an_election_result(tmp_path):
+    other = tmp_path / "other.json"
+    other.write_text("{}")
+    proc = subprocess.run([sys.executable, "-m", "experiments", "elections", "--ranges", "150-300", "--trials", "1",
+                           "--out", str(tmp_path / "x.json"), "--compare", str(other)],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 2
+    assert "not an election-timing result" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_help_of_both_commands_explains_the_measurement():
+    for cmd in (["logqueue.sim", "elections"], ["experiments", "elections"]):
+        proc = subprocess.run([sys.executable, "-m", *cmd, "--help"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0
+        assert "heartbeat" in proc.stdout and "--ranges" in proc.stdout and "--compare" in proc.stdout
+
+
+def test_real_nodes_small_run_measures_from_the_logs_and_plots_beside_the_simulator(tmp_path):
+    simulated = run_sim(tmp_path, "--nodes", "3", "--ranges", "150-300", "--trials", "20", "--seed", "5")
+    out, plot = tmp_path / "real.json", tmp_path / "both.png"
+    code = real.main(["--nodes", "3", "--ranges", "150-300", "--trials", "2", "--max-ms", "5000", "--out", str(out),
+                      "--compare", str(tmp_path / "sim.json"), "--plot", str(plot), "--seed", "1"])
+    assert code == 0
+    result = json.loads(out.read_text())
+    check_shape(result, "real nodes", 3, ["150-300"], 2)
+    assert result["settings"]["tick_ms"] == 1
+    for t in result["ranges"][0]["trials"]:
+        assert t["by"] == "log"  # the precise measurement, not the poll's
+        assert t["ms"] is not None and t["ms"] < 1000
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    assert simulated["ranges"][0]["summary"]["timed_out"] == 0
