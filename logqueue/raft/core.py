@@ -63,6 +63,10 @@ class Config:
             raise ValueError(f"election_ticks must be 0 < low <= high, got {self.election_ticks}")
         if not 0 < self.heartbeat_ticks <= low:
             raise ValueError("heartbeat_ticks must be positive and at most the election timeout")
+        # Zero would stall replication for good (or, for max_inflight, break the window).
+        for name in ("max_inflight", "max_entries_per_msg", "max_bytes_per_msg"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 class NotLeader(Exception):

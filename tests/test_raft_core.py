@@ -1,0 +1,163 @@
+"""Unit tests of the Raft core (logqueue.raft): the Ready contract, configuration checks,
+refusals, batching and the in-flight window, and restarts from persisted state.
+
+Multi-node tests drive real cores with the scripted-test cluster (tests/raft_script.py).
+"""
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from logqueue.raft import (
+    AppendEntries,
+    AppendEntriesResponse,
+    Config,
+    ConfState,
+    Entry,
+    EntryKind,
+    HardState,
+    NotLeader,
+    ProposalDropped,
+    Raft,
+    RequestVote,
+    RequestVoteResponse,
+    Role,
+    Snapshot,
+    SnapshotMeta,
+)
+from raft_script import Cluster, execute
+
+VOTERS = ConfState(frozenset({1, 2, 3}))
+
+
+def make(node_id: int = 2, **kw) -> Raft:
+    return Raft(node_id, Config(election_ticks=(10, 10), heartbeat_ticks=1), random.Random(node_id), bootstrap=VOTERS, **kw)
+
+
+def cluster(*lines: str, **cfg) -> Cluster:
+    c = Cluster()
+    for line in lines:
+        execute(c, line)
+    return c
+
+
+def elected(n: int = 3, options: str = "") -> Cluster:
+    return cluster(f"new {n} {options}", "campaign 1", "stabilize")
+
+
+# --- persist before send -----------------------------------------------------------------
+def test_a_granted_vote_is_in_the_hard_state_of_the_same_ready() -> None:
+    r = make()
+    r.step(RequestVote(term=1, src=1, dst=2, last_log_index=0, last_log_term=0))
+    rd = r.ready()
+    assert rd.hard_state == HardState(term=1, vote=1, commit=0)
+    assert rd.messages == [RequestVoteResponse(1, 2, 1, granted=True)]
+
+
+def test_a_restarted_node_remembers_its_vote() -> None:
+    r = make()
+    r.step(RequestVote(1, 1, 2, 0, 0))
+    hs = r.ready().hard_state
+    again = make(hard_state=hs)  # reboot from what was persisted
+    again.step(RequestVote(1, 3, 2, 0, 0))
+    assert again.ready().messages == [RequestVoteResponse(1, 2, 3, granted=False)]
+
+
+def test_a_granted_pre_vote_persists_nothing_and_keeps_the_term() -> None:
+    r = make()
+    r.step(RequestVote(5, 1, 2, 0, 0, pre_vote=True))
+    rd = r.ready()
+    assert rd.hard_state is None and r.term == 0 and r.vote is None
+    assert rd.messages == [RequestVoteResponse(5, 2, 1, granted=True, pre_vote=True)]
+
+
+def test_an_acknowledged_append_is_in_the_entries_of_the_same_ready() -> None:
+    r = make()
+    entries = (Entry(1, 1, b"", EntryKind.NOOP), Entry(1, 2, b"x"))
+    r.step(AppendEntries(1, 1, 2, 0, 0, entries, commit=1))
+    rd = r.ready()
+    assert rd.entries == list(entries)
+    assert rd.hard_state == HardState(1, None, 1)
+    assert rd.messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
+    assert rd.committed == [entries[0]]
+    assert not r.has_ready() and r.ready().empty()
+
+
+Action = st.one_of(
+    st.tuples(st.just("tick"), st.integers(1, 3), st.integers(1, 12)),
+    st.tuples(st.just("deliver"), st.integers(0, 40), st.just(0)),
+    st.tuples(st.just("deliver-all"), st.just(0), st.just(0)),
+    st.tuples(st.just("drop"), st.integers(0, 40), st.just(0)),
+    st.tuples(st.just("propose"), st.integers(1, 3), st.just(0)),
+    st.tuples(st.just("crash-restart"), st.integers(1, 3), st.just(0)),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(Action, min_size=5, max_size=60), st.booleans())
+def test_every_ready_persists_what_its_messages_depend_on(actions, pre_vote: bool) -> None:
+    """Under any schedule, a Ready's messages never get ahead of what is persisted: a
+    granted vote, the term of a message, the entries an append acknowledges; committed
+    entries handed out for applying are persisted. Checked after each Ready is carried out."""
+    c = cluster(f"new 3 {'pre-vote' if pre_vote else ''}")
+
+    def check(node, rd) -> None:
+        disk = node.disk
+        hs = disk.hard_state
+        last = disk.entries[-1].index if disk.entries else (disk.snapshot.meta.index if disk.snapshot else 0)
+        for m in rd.messages:
+            pre = getattr(m, "pre_vote", False)
+            if not pre:
+                assert m.term == hs.term, f"{m} sent before its term was persisted ({hs})"
+            if isinstance(m, RequestVoteResponse) and m.granted and not pre:
+                assert hs.vote == m.dst, f"vote for {m.dst} sent before it was persisted ({hs})"
+            if isinstance(m, AppendEntriesResponse) and m.success:
+                assert m.match_index <= last, f"{m} acknowledges entries not on disk (last {last})"
+        for e in rd.committed:
+            assert e.index <= last
+        assert not node.raft.has_ready() or node.raft.msgs  # only new work is left
+
+    c.ready_hooks.append(check)
+    for kind, a, b in actions:
+        if kind == "tick":
+            execute(c, f"tick {a} {b}")
+        elif kind == "deliver" and c.queue:
+            m = c.queue[a % len(c.queue)]
+            execute(c, f"deliver {m.src}->{m.dst}")
+        elif kind == "deliver-all":
+            execute(c, "deliver")
+        elif kind == "drop" and c.queue:
+            m = c.queue[a % len(c.queue)]
+            execute(c, f"drop {m.src}->{m.dst}")
+        elif kind == "propose" and c.node(a).alive:
+            execute(c, f"propose {a} p")
+        elif kind == "crash-restart":
+            execute(c, f"crash {a}")
+            execute(c, f"restart {a}")
+
+
+# --- configuration -----------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "kw, words",
+    [
+        (dict(election_ticks=(0, 5)), "election_ticks"),
+        (dict(election_ticks=(10, 5)), "election_ticks"),
+        (dict(heartbeat_ticks=0), "heartbeat_ticks"),
+        (dict(election_ticks=(3, 5), heartbeat_ticks=4), "heartbeat_ticks"),
+        (dict(max_inflight=0), "max_inflight"),
+        (dict(max_entries_per_msg=0), "max_entries_per_msg"),
+        (dict(max_bytes_per_msg=0), "max_bytes_per_msg"),
+    ],
+)
+def test_config_refuses_unworkable_values_with_a_one_line_error(kw, words) -> None:
+    with pytest.raises(ValueError, match=words) as err:
+        Config(**kw)
+    assert "\n" not in str(err.value)
+
+
+def test_config_accepts_a_fixed_timeout_and_the_defaults() -> None:
+    Config()
+    Config(election_ticks=(10, 10), heartbeat_ticks=10, max_inflight=1, max_entries_per_msg=1, max_bytes_per_msg=1)
