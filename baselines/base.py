@@ -151,6 +151,25 @@ class Consumer(abc.ABC):
     def close(self) -> None:
         """Stop consuming; unacknowledged deliveries go back to the broker's normal redelivery path."""
 
+    def ack_many(self, deliveries: list[Delivery], results: list[bytes] | None = None) -> list[AckError | None]:
+        """Ack several of this consumer's deliveries (with ``results``, default empty).
+
+        Returns one entry per delivery, in order: ``None`` when acked, else the ``AckError``
+        its ack raised. This default acks one at a time; adapters that can settle a batch
+        in one round trip (or one hand-off to their I/O thread) override it.
+        """
+        results = [b""] * len(deliveries) if results is None else results
+        if len(results) != len(deliveries):
+            raise ValueError(f"{len(deliveries)} deliveries but {len(results)} results")
+        out: list[AckError | None] = []
+        for d, result in zip(deliveries, results):
+            try:
+                d.ack(result)
+                out.append(None)
+            except AckError as exc:
+                out.append(exc)
+        return out
+
     def __enter__(self) -> "Consumer":
         return self
 

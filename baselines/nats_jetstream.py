@@ -283,6 +283,16 @@ class NatsJetStreamConsumer(Consumer):
             if d is not None:
                 return d
 
+    def ack_many(self, deliveries: list[NatsJetStreamDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
+        """All acks in flight at once on the backend's loop (JetStream acks one message per ack)."""
+        async def run():
+            return await asyncio.gather(*(d._ack() for d in deliveries), return_exceptions=True)
+
+        answers = self.backend.call(run())
+        return [None if a is None else AckError(f"{self.backend.name}: ack of job {d.job_id} failed "
+                                                f"({type(a).__name__}: {a})")
+                for d, a in zip(deliveries, answers)]
+
     def close(self) -> None:
         """Stop pulling; unacked messages are redelivered after ``AckWait``."""
         try:

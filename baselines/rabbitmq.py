@@ -514,6 +514,22 @@ class RabbitMQConsumer(Consumer):
         except TimeoutError:
             raise AckError(f"{self.backend.name}: no answer from the connection's I/O thread within {ACK_WAIT_S:g}s") from None
 
+    def ack_many(self, deliveries: list[RabbitMQDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
+        """One hand-off to the I/O thread for the whole batch (one ``basic.ack`` frame each)."""
+        out: list[AckError | None] = [None] * len(deliveries)
+        live = [k for k, d in enumerate(deliveries) if d.generation == self._generation]
+        for k in set(range(len(deliveries))) - set(live):
+            out[k] = AckError(f"{self.backend.name}: channel of job {deliveries[k].job_id} was closed "
+                              f"({self._lost_reason or 'closed'}); the broker requeued it")
+        if live:
+            tags = [deliveries[k].delivery_tag for k in live]
+            try:
+                self.call(deliveries[live[0]], lambda ch: [ch.basic_ack(tag) for tag in tags])
+            except AckError as exc:
+                for k in live:
+                    out[k] = exc
+        return out
+
     def receive(self, timeout_s: float) -> RabbitMQDelivery | None:
         end = time.monotonic() + timeout_s
         while True:

@@ -189,6 +189,18 @@ class RedisStreamsConsumer(Consumer):
                     if fields:
                         return RedisStreamsDelivery(self, entry_id.decode(), fields[b"job"].decode(), fields[b"payload"], 1)
 
+    def ack_many(self, deliveries: list[RedisStreamsDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
+        """One pipelined round trip: the owner-checking ack script once per delivery."""
+        b = self.backend
+        pipe = self._r.pipeline(transaction=False)
+        for d in deliveries:
+            args = [GROUP, self.name, d.entry_id, "ack", d.job_id, b.config.max_attempts, _NACK_IDLE_MS, d.attempt]
+            b.settle_script(keys=[b.stream, b.dead], args=args, client=pipe)
+        return [None if done else AckError(
+                    f"redis-streams: cannot ack job {d.job_id}: entry {d.entry_id} was claimed again after "
+                    f"{b.config.timeout_s:g}s idle (redelivered)")
+                for d, done in zip(deliveries, pipe.execute())]
+
     def close(self) -> None:
         """Make this consumer's pending entries claimable at once, as a closing connection would."""
         try:

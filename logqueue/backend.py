@@ -273,6 +273,12 @@ class LogqueueConsumer(Consumer):
                 raise BackendError(f"logqueue: claim failed ({exc.code}: {exc})") from None
         return LogqueueDelivery(self._consumer, self._ready.popleft()) if self._ready else None
 
+    def ack_many(self, deliveries: list[LogqueueDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
+        """Complete the batch in one submit (one log entry); per delivery None or its AckError."""
+        results = [b""] * len(deliveries) if results is None else results
+        answers = self._consumer.complete_many([d._job for d in deliveries], results)
+        return [None if exc is None else d._refused("completion", exc) for d, exc in zip(deliveries, answers)]
+
     def close(self) -> None:
         """Stop; jobs not acked go back to the group when their leases expire."""
         self._consumer.close()

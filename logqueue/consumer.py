@@ -189,6 +189,15 @@ class AsyncConsumer:
         """
         await self._settle(job, commands.complete(self.queue, self.group, job.offset, job.token, bytes(result)))
 
+    async def complete_many(self, jobs: list[Job], results: list[bytes]) -> list[ClientError | None]:
+        """Complete several jobs together (their commands leave in one submit); per job
+        ``None`` or the ``ClientError`` (``LeaseLost``, ``Unavailable``) ``complete`` raised."""
+        answers = await asyncio.gather(*(self.complete(j, r) for j, r in zip(jobs, results)), return_exceptions=True)
+        for a in answers:
+            if a is not None and not isinstance(a, ClientError):
+                raise a
+        return answers
+
     async def fail(self, job: Job, reason: str = "", dead_letter: bool = False) -> bool:
         """Give the job back at once; returns True when it was dead-lettered instead
         (``dead_letter``, or this was its last attempt).
@@ -306,6 +315,9 @@ class Consumer:
 
     def complete(self, job: Job, result: bytes) -> None:
         self.client.run(self._consumer.complete(job, result))
+
+    def complete_many(self, jobs: list[Job], results: list[bytes]) -> list[ClientError | None]:
+        return self.client.run(self._consumer.complete_many(jobs, results))
 
     def fail(self, job: Job, reason: str = "", dead_letter: bool = False) -> bool:
         return self.client.run(self._consumer.fail(job, reason, dead_letter))
