@@ -1,23 +1,27 @@
 """A worker: runs a plug-in function ``fn(payload: bytes) -> bytes`` on a queue's jobs.
 
-The worker claims as many jobs as it has free slots (``concurrency``), runs each in a
-thread of its own pool, and completes it with the function's result, which the cluster
-stores in the log -- the job's exactly-once effect. Its leases are extended in the
-background every ``heartbeat_ms``. A function that raises fails the job: it is claimable
-again at once, or dead-lettered on its ``max_attempts``-th claim.
+The worker keeps up to ``concurrency`` jobs running, each in a thread of its own pool,
+and up to ``prefetch`` more claimed and waiting, and completes each job with the
+function's result, which the cluster stores in the log -- the job's exactly-once effect.
+The leases of all jobs it holds are extended in the background every ``heartbeat_ms``.
+A function that raises fails the job: it is claimable again at once, or dead-lettered
+on its ``max_attempts``-th claim. A prefetched job has used a claim (an attempt) even
+before it runs; on stop, the worker runs the jobs it has claimed before it returns.
 
 A worker whose lease was lost (paused, cut off, too slow) still sends its completion:
 the cluster refuses it with ``fenced``, the worker logs that and moves on, and the
 result it computed is dropped -- it never completes a job it no longer holds.
 
 A slot is freed as soon as the function returns, so the next claim goes out while the
-completion is still on its way; both usually share one log entry.
+completion is still on its way; both usually share one log entry. Prefetching lets a
+claim's round trip overlap the running jobs (see ``Worker``).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
+from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
@@ -72,19 +76,22 @@ class Worker:
         fn: the plug-in function.
         worker: this worker's name in the group (default: a fresh unique one).
         concurrency: jobs run at once (threads).
+        prefetch: jobs claimed ahead, waiting for a free thread (0: claim only for free
+            threads). More prefetch, fewer round trips per job.
         lease_ms: lease of each claim and heartbeat.
         heartbeat_ms: how often leases are extended (default: a third of the lease).
         max_attempts: claims before a failing or abandoned job is dead-lettered (0: never).
     """
 
     def __init__(self, client: Client, queue: str, group: str, fn: WorkerFn, *, worker: str | None = None,
-                 concurrency: int = 1, lease_ms: int = 30_000, heartbeat_ms: int | None = None,
+                 concurrency: int = 1, prefetch: int = 0, lease_ms: int = 30_000, heartbeat_ms: int | None = None,
                  max_attempts: int = 0) -> None:
-        if concurrency < 1:
-            raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+        if concurrency < 1 or prefetch < 0:
+            raise ValueError(f"concurrency must be >= 1 and prefetch >= 0, got {concurrency} and {prefetch}")
         self.client = client
         self.fn = fn
         self.concurrency = concurrency
+        self.prefetch = prefetch
         self.consumer = AsyncConsumer(client.aio, queue, group, worker, lease_ms=lease_ms,
                                       heartbeat_ms=heartbeat_ms or max(1, lease_ms // 3),
                                       max_attempts=max_attempts)
@@ -93,7 +100,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
         self._busy = 0  # jobs whose function is running
+        self._ready: deque[Job] = deque()  # claimed, waiting for a thread
         self._freed: asyncio.Event | None = None
+        self._pool: ThreadPoolExecutor | None = None
+        self._tasks: set[asyncio.Task] = set()
 
     @property
     def name(self) -> str:
@@ -118,40 +128,48 @@ class Worker:
         if self._stop_requested.is_set():
             self._stop.set()
         await self.consumer.start()
-        pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"logqueue-{self.name}")
-        tasks: set[asyncio.Task] = set()
-        log.info("worker %s: claiming from queue %s, group %s (concurrency %d)", self.name,
-                 self.consumer.queue, self.consumer.group, self.concurrency)
+        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"logqueue-{self.name}")
+        log.info("worker %s: claiming from queue %s, group %s (concurrency %d, prefetch %d)", self.name,
+                 self.consumer.queue, self.consumer.group, self.concurrency, self.prefetch)
         try:
             while not self._stop.is_set():
-                if self._busy >= self.concurrency:
+                want = self.concurrency + self.prefetch - self._busy - len(self._ready)
+                if want <= 0:
                     self._freed.clear()
                     await _first(self._freed, self._stop)
                     continue
                 try:
-                    jobs = await self.consumer.claim_wait(self.concurrency - self._busy, WAIT_S, self._stop)
+                    jobs = await self.consumer.claim_wait(want, WAIT_S, self._stop)
                 except ClientError as exc:
                     log.warning("worker %s: claim failed: %s", self.name, exc)
                     await _first(self._stop, timeout=RETRY_PAUSE_S)
                     continue
                 self.stats.claimed += len(jobs)
-                for job in jobs:
-                    self._busy += 1
-                    task = self._loop.create_task(self._process(pool, job))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-            if tasks:
-                log.info("worker %s: stopping after %d job(s) in hand", self.name, len(tasks))
-                await asyncio.gather(*tasks)
+                self._ready.extend(jobs)
+                self._dispatch()
+            if self._tasks or self._ready:
+                log.info("worker %s: stopping after the %d job(s) in hand", self.name,
+                         len(self._tasks) + len(self._ready))
+            while self._tasks:  # tasks start the waiting jobs as they end
+                await asyncio.gather(*self._tasks)
         finally:
             await self.consumer.close()
-            pool.shutdown(wait=False)
+            self._pool.shutdown(wait=False)
 
-    async def _process(self, pool: ThreadPoolExecutor, job: Job) -> None:
+    def _dispatch(self) -> None:
+        """Start waiting jobs on free threads."""
+        while self._ready and self._busy < self.concurrency:
+            self._busy += 1
+            task = self._loop.create_task(self._process(self._ready.popleft()))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _process(self, job: Job) -> None:
         try:
-            result, error = await self._loop.run_in_executor(pool, run_function, self.fn, job.payload)
+            result, error = await self._loop.run_in_executor(self._pool, run_function, self.fn, job.payload)
         finally:
             self._busy -= 1
+            self._dispatch()
             self._freed.set()
         for attempt in range(1, SETTLE_TRIES + 1):
             try:
