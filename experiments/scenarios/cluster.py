@@ -68,7 +68,7 @@ def probe_cluster(addresses: str | None = None) -> str | None:
     if addresses:
         try:
             with Client(addresses, timeout=5.0) as client:
-                client.leader()
+                client.status()  # the leader's view: waits for an election
         except Exception as exc:
             return (f"logqueue: no leader at {addresses} ({' '.join(str(exc).split())}); "
                     "start the nodes (docker-compose up logqueue-1 logqueue-2 logqueue-3)")
