@@ -182,6 +182,28 @@ def test_stopping_a_worker_finishes_and_completes_the_job_in_hand(client, queue)
     assert client.query("results", queue=queue, group="g")[0]["result"] == b"finished"
 
 
+def test_a_prefetching_worker_holds_claimed_jobs_and_runs_them_before_it_stops(client, queue):
+    Producer(client, queue).enqueue_many([f"job-{i}".encode() for i in range(20)])
+    started = threading.Event()
+
+    def fn(payload: bytes) -> bytes:
+        started.set()
+        time.sleep(0.1)
+        return payload
+
+    worker = Worker(client, queue, "g", fn, concurrency=1, prefetch=4, lease_ms=5000)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    assert started.wait(10)
+    wait_for(lambda: stats(client, queue)["in_flight"] == 5, 5, "one job running and four prefetched")
+    worker.stop()
+    thread.join(10)
+    assert not thread.is_alive()
+    s = stats(client, queue)
+    assert worker.stats.claimed == worker.stats.completed == s["completed"] >= 5
+    assert (s["in_flight"], s["redelivered"]) == (0, 0)
+
+
 # --- the CLI -----------------------------------------------------------------------------
 
 
