@@ -208,6 +208,11 @@ class AsyncConsumer:
         cmd = commands.fail(self.queue, self.group, job.offset, job.token, reason, dead_letter)
         return bool((await self._settle(job, cmd)).get("dead_lettered"))
 
+    def forget(self, job: Job) -> None:
+        """Stop holding ``job`` without settling it (its lease is no longer extended, so
+        it goes back to the group when the lease expires)."""
+        self.held.pop(job.offset, None)
+
     async def _settle(self, job: Job, cmd: dict) -> dict:
         self._settling.add(job.offset)
         try:

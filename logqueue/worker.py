@@ -42,13 +42,16 @@ SETTLE_TRIES = 3  # a completion is sent this often (each try up to the client's
 class WorkerStats:
     """What a worker did: jobs ``completed`` (result accepted), ``failed`` (the function
     raised), ``dead_lettered`` (by this worker's failure), ``fenced`` (completion refused:
-    the lease was lost), ``unsettled`` (the cluster never answered the completion)."""
+    the lease was lost), ``skipped`` (a prefetched job whose lease was lost before it
+    ran), ``unsettled`` (the cluster never answered the completion; the job goes back to
+    the group when its lease expires)."""
 
     claimed: int = 0
     completed: int = 0
     failed: int = 0
     dead_lettered: int = 0
     fenced: int = 0
+    skipped: int = 0
     unsettled: int = 0
 
     def as_dict(self) -> dict:
@@ -166,6 +169,11 @@ class Worker:
 
     async def _process(self, job: Job) -> None:
         try:
+            if job.lost:  # a heartbeat found it taken over while it waited: running it would duplicate
+                log.warning("worker %s: offset %d: lease lost before it ran; skipped", self.name, job.offset)
+                self.stats.skipped += 1
+                self.consumer.forget(job)
+                return
             result, error = await self._loop.run_in_executor(self._pool, run_function, self.fn, job.payload)
         finally:
             self._busy -= 1
@@ -195,6 +203,7 @@ class Worker:
                 log.error("worker %s: offset %d: settling refused: %s %s", self.name, job.offset, exc.code, exc)
                 break
         self.stats.unsettled += 1
+        self.consumer.forget(job)
 
 
 async def _first(*events: asyncio.Event, timeout: float | None = None) -> None:
