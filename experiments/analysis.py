@@ -354,6 +354,11 @@ def load_events(run_dir: str | os.PathLike) -> list[dict]:
         raise AnalysisError(str(exc)) from None
 
 
+def optional_events(run_dir: str | os.PathLike) -> list[dict] | None:
+    """The run's events when it has an ``events.jsonl``, else ``None``."""
+    return load_events(run_dir) if (Path(run_dir) / checker.EVENTS_FILE).is_file() else None
+
+
 def latency_over_time(events: list[dict]) -> pd.DataFrame:
     """Per completed job: ``t_s`` (first effect, seconds since the run's first event) and ``latency_ms``."""
     _, points, _ = latency_series(events)
@@ -486,6 +491,17 @@ def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
     ``reason`` for backends that did not run."""
     columns = ["status"] + [c for c, _ in BENCH_RATES + BENCH_LATENCIES] + ["duplicates", "durability", "reason"]
     return bench.reindex(columns=columns).round(1)
+
+
+def bench_ratios(bench: pd.DataFrame, reference: str = "logqueue") -> pd.DataFrame:
+    """``reference``'s rates divided by every other finished backend's (> 1: ``reference`` is faster)."""
+    ok = _ok(bench)
+    if reference not in ok.index:
+        raise AnalysisError(f"{reference} did not finish the benchmark; the finished ones: {', '.join(ok.index)}")
+    columns = [c for c, _ in BENCH_RATES]
+    ratios = ok.loc[[reference], columns].values / ok.loc[ok.index != reference, columns]
+    ratios.columns = pd.Index([label for _, label in BENCH_RATES], name=f"{reference} / backend")
+    return ratios.astype(float).round(2)
 
 
 def _ok(bench: pd.DataFrame) -> pd.DataFrame:
@@ -709,6 +725,17 @@ def _poll_leader(poll: pd.DataFrame) -> tuple[int, int] | None:
     top = up["term"].max()
     leaders = up[(up["role"] == "leader") & (up["term"] == top)]
     return (int(leaders["node"].iloc[0]), int(top)) if not leaders.empty else None
+
+
+def leaders_per_term(log: pd.DataFrame) -> pd.DataFrame:
+    """Per term, every node that said it led it: Election Safety allows one. (``cluster.jsonl``
+    samples the nodes, so this can miss a leader, never invent one.)"""
+    leaders = log[log["role"] == "leader"]
+    per_term = leaders.groupby("term")["node"].agg(lambda nodes: sorted({int(n) for n in nodes}))
+    table = per_term.rename("leaders").reset_index()
+    table["term"] = table["term"].astype(int)
+    table["one leader"] = table["leaders"].map(len) == 1
+    return table
 
 
 def leader_changes(log: pd.DataFrame) -> pd.DataFrame:

@@ -318,8 +318,9 @@ def poll(t, *views):
 
 
 def leader_crash_log():
-    """Node 1 leads term 1, is killed at +1.0; node 2 leads term 2 from +1.5; node 1 returns as follower,
-    and at +2.5 node 3, cut off, still says it leads term 1 (it is not the cluster's leader)."""
+    """Node 1 leads term 1, is killed at +1.0; node 2 leads term 2 from +1.5; node 1 returns as follower.
+    At +2.5 node 3 claims to lead term 1 as well: a made-up Election Safety violation, which the
+    leader of the poll ignores (an older term than node 2's) and leaders_per_term reports."""
     return [
         *poll(T + 0.0, (1, "follower", 0, None, 0), (2, "follower", 0, None, 0), (3, "follower", 0, None, 0)),
         *poll(T + 0.2, (1, "candidate", 1, None, 0), (2, "follower", 1, None, 0), (3, "follower", 0, None, 0)),
@@ -386,3 +387,19 @@ def test_cluster_log_records_a_node_that_does_not_answer(tmp_path):
     count = len(lines)
     time.sleep(0.1)
     assert len(path.read_text().splitlines()) == count  # closed: no more polls
+
+
+def test_bench_ratios_and_leaders_per_term(tmp_path):
+    path = tmp_path / "bench.json"
+    other = {**BENCH["logqueue"], "publish_per_s": 2000.0, "consume_per_s": 400.0, "end_to_end_per_s": 500.0}
+    path.write_text(json.dumps({**BENCH, "rabbitmq-quorum": other}))
+    ratios = analysis.bench_ratios(analysis.load_bench(path))
+    assert ratios.loc["rabbitmq-quorum"].to_dict() == {"publish": 0.5, "consume": 2.0, "end-to-end": 1.0}
+    assert list(ratios.index) == ["rabbitmq-quorum"]  # the unavailable backend has no ratio
+    with pytest.raises(analysis.AnalysisError, match="redis-list did not finish the benchmark"):
+        analysis.bench_ratios(analysis.load_bench(path), "redis-list")
+
+    write_cluster_log(tmp_path, leader_crash_log())
+    table = analysis.leaders_per_term(analysis.load_cluster_log(tmp_path))
+    assert table.to_dict("records") == [{"term": 1, "leaders": [1, 3], "one leader": False},
+                                        {"term": 2, "leaders": [2], "one leader": True}]
