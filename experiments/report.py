@@ -21,13 +21,11 @@ from collections import defaultdict
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")  # files only: no display on a server or in CI
-import matplotlib.pyplot as plt  # noqa: E402
-
-from baselines.registry import BACKENDS  # noqa: E402
-from experiments.checker import EVENTS_FILE, SUMMARY_FILE, CheckerError, find_runs, load_events, recheck  # noqa: E402
-from experiments.scenarios import SCENARIOS  # noqa: E402
+from baselines.registry import BACKENDS
+from experiments.checker import EVENTS_FILE, SUMMARY_FILE, CheckerError, find_runs, load_events, recheck
+from experiments.scenarios import SCENARIOS
 
 ANOMALY_FIELDS = (("lost", "lost"), ("duplicate_executions", "duplicate executions"), ("duplicate_effects", "duplicate effects"))
 
@@ -214,6 +212,9 @@ def write_report(out_dir: str | Path) -> Path:
     Raises:
         ReportError: no runs, or an unreadable summary / events file.
     """
+    # Files only: no display on a server or in CI. Chosen here, not at import, so that a
+    # notebook importing this module (experiments.analysis does) keeps its inline backend.
+    matplotlib.use("Agg")
     out_dir = Path(out_dir)
     runs = load_runs(out_dir)
     plots = {}
