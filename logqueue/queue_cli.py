@@ -152,6 +152,7 @@ def cmd_worker(args) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     fn = load_function(args.func)
     with cli._client(args) as client:
+        client.status()  # no leader within --timeout: one line and exit, rather than retrying forever
         worker = Worker(client, args.queue, args.group, fn, worker=args.name, concurrency=args.concurrency, prefetch=args.prefetch,
                         lease_ms=args.lease_ms, heartbeat_ms=args.heartbeat_ms, max_attempts=args.max_attempts)
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -272,8 +272,12 @@ def test_cli_bad_input_is_one_line(addresses, args, status, message):
         assert len(lines) == 1, done.stderr
 
 
-def test_cli_unreachable_cluster_is_one_line():
-    done = run_cli("queue", "stats", "--cluster", "127.0.0.1:1", "--queue", "q", "--group", "g", "--timeout", "1")
+@pytest.mark.parametrize("command", [
+    ("queue", "stats", "--queue", "q", "--group", "g"),
+    ("worker", "--queue", "q", "--group", "g", "--func", "json:dumps"),
+])
+def test_cli_unreachable_cluster_is_one_line(command):
+    done = run_cli(*command, "--cluster", "127.0.0.1:1", "--timeout", "1")
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0 and "no leader answered" in done.stderr, done.stderr
 
