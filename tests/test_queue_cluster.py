@@ -128,9 +128,12 @@ def test_acceptance_2000_jobs_three_workers_one_sigkilled(make_cluster, workers,
     assert produced == {"enqueued": 2000, "first_offset": 0, "last_offset": 1999}
 
     w = workers(cluster)
-    procs = [w.start("q", "--concurrency", "2", "--lease-ms", "1500", "--heartbeat-ms", "300") for _ in range(3)]
-    wait_for(lambda: query_stats(cluster, "q")["completed"] >= 100, 30, "the workers to get going")
-    wait_for(lambda: all(p.poll() is None for p in procs), 1, "all workers alive")
+    knobs = ("--concurrency", "2", "--lease-ms", "1500", "--heartbeat-ms", "300")
+    procs = [w.start("q", *knobs)]
+    wait_for(lambda: query_stats(cluster, "q")["completed"] >= 50, 30, "the first worker to get going")
+    procs += [w.start("q", *knobs) for _ in range(2)]
+    wait_for(lambda: query_stats(cluster, "q")["completed"] >= 300, 30, "the others to join")
+    assert all(p.poll() is None for p in procs)
     procs[0].kill()  # SIGKILL mid-run: its leased jobs go to the others when the leases expire
     procs[0].wait(10)
     wait_for(lambda: query_stats(cluster, "q")["completed"] == 2000, 60, "all 2000 jobs completed")
@@ -146,7 +149,7 @@ def test_sigstopped_worker_past_its_lease_is_fenced_and_the_result_is_the_other_
         make_cluster, workers, tmp_path):
     cluster = make_cluster(3)
     cluster.leader()
-    (tmp_path / "one.txt").write_text("the-job;sleep=0.6\n")
+    (tmp_path / "one.txt").write_text("the-job;sleep=1.5\n")
     cli(cluster, "produce", "--queue", "q", "--from-file", str(tmp_path / "one.txt"))
     w = workers(cluster)
     knobs = ("--lease-ms", "800", "--heartbeat-ms", "200")
