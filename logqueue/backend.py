@@ -274,9 +274,17 @@ class LogqueueConsumer(Consumer):
         return LogqueueDelivery(self._consumer, self._ready.popleft()) if self._ready else None
 
     def ack_many(self, deliveries: list[LogqueueDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
-        """Complete the batch in one submit (one log entry); per delivery None or its AckError."""
+        """Complete the batch in one submit (one log entry); per delivery None or its AckError.
+
+        When fewer than half the prefetch are left in hand, the same submit claims the
+        next jobs (up to the prefetch), as a broker pushes more once acks free its
+        prefetch window: the consumer then rarely waits for a claim of its own.
+        """
         results = [b""] * len(deliveries) if results is None else results
-        answers = self._consumer.complete_many([d._job for d in deliveries], results)
+        room = self._prefetch - len(self._ready)
+        claim = room if room * 2 >= self._prefetch else 0
+        answers, claimed = self._consumer.complete_many([d._job for d in deliveries], results, claim)
+        self._ready.extend(claimed)
         return [None if exc is None else d._refused("completion", exc) for d, exc in zip(deliveries, answers)]
 
     def close(self) -> None:

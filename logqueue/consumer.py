@@ -189,14 +189,24 @@ class AsyncConsumer:
         """
         await self._settle(job, commands.complete(self.queue, self.group, job.offset, job.token, bytes(result)))
 
-    async def complete_many(self, jobs: list[Job], results: list[bytes]) -> list[ClientError | None]:
-        """Complete several jobs together (their commands leave in one submit); per job
-        ``None`` or the ``ClientError`` (``LeaseLost``, ``Unavailable``) ``complete`` raised."""
-        answers = await asyncio.gather(*(self.complete(j, r) for j, r in zip(jobs, results)), return_exceptions=True)
+    async def complete_many(self, jobs: list[Job], results: list[bytes],
+                            claim: int = 0) -> tuple[list[ClientError | None], list[Job]]:
+        """Complete several jobs together (their commands leave in one submit) and, with
+        ``claim`` > 0, claim up to that many next jobs in the same submit (after them).
+
+        Returns (per job ``None`` or the ``ClientError`` -- ``LeaseLost``, ``Unavailable``
+        -- its ``complete`` raised; the newly claimed jobs). A failed claim only gives no
+        jobs: the next ``claim`` resends it.
+        """
+        calls = [self.complete(j, r) for j, r in zip(jobs, results)]
+        if claim > 0:
+            calls.append(self.claim(claim))
+        answers = await asyncio.gather(*calls, return_exceptions=True)
         for a in answers:
-            if a is not None and not isinstance(a, ClientError):
+            if isinstance(a, BaseException) and not isinstance(a, ClientError):
                 raise a
-        return answers
+        claimed = answers.pop() if claim > 0 else []
+        return answers, claimed if isinstance(claimed, list) else []
 
     async def fail(self, job: Job, reason: str = "", dead_letter: bool = False) -> bool:
         """Give the job back at once; returns True when it was dead-lettered instead
@@ -321,8 +331,9 @@ class Consumer:
     def complete(self, job: Job, result: bytes) -> None:
         self.client.run(self._consumer.complete(job, result))
 
-    def complete_many(self, jobs: list[Job], results: list[bytes]) -> list[ClientError | None]:
-        return self.client.run(self._consumer.complete_many(jobs, results))
+    def complete_many(self, jobs: list[Job], results: list[bytes],
+                      claim: int = 0) -> tuple[list[ClientError | None], list[Job]]:
+        return self.client.run(self._consumer.complete_many(jobs, results, claim))
 
     def fail(self, job: Job, reason: str = "", dead_letter: bool = False) -> bool:
         return self.client.run(self._consumer.fail(job, reason, dead_letter))
