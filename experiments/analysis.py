@@ -739,40 +739,39 @@ def leaders_per_term(log: pd.DataFrame) -> pd.DataFrame:
 
 
 def leader_changes(log: pd.DataFrame) -> pd.DataFrame:
-    """Each leader the cluster had, when it was first seen: ``time`` (Unix s), ``t_s`` (seconds
-    since the cluster log began), ``term``, ``leader``."""
+    """Each leader the cluster had, when it was first seen: ``t_s`` (seconds since the cluster
+    log began), ``term``, ``leader``."""
     rows, last = [], None
     t0 = float(log["time"].min())
     for time_, poll in _polls(log):
         lead = _poll_leader(poll)
         if lead is not None and lead != last:
-            rows.append({"time": time_, "t_s": round(time_ - t0, 3), "term": lead[1], "leader": lead[0]})
+            rows.append({"t_s": round(time_ - t0, 3), "term": lead[1], "leader": lead[0]})
             last = lead
-    return pd.DataFrame(rows, columns=["time", "t_s", "term", "leader"])
+    return pd.DataFrame(rows, columns=["t_s", "term", "leader"])
 
 
 def leaderless_windows(log: pd.DataFrame) -> pd.DataFrame:
-    """Intervals with no leader (see :func:`_poll_leader`): ``start`` (first poll without) and
-    ``end`` (first poll with a leader again; NaN if none came) in Unix s, ``start_s`` (since
-    the cluster log began), ``duration_ms``, and the leader's term before and after (``<NA>``:
-    none, e.g. at start-up). Polls are ~50 ms apart, so the times are that coarse."""
+    """Intervals with no leader (see :func:`_poll_leader`): ``start_s`` (the first poll without)
+    and ``end_s`` (the first poll with a leader again; NaN if none came) in seconds since the
+    cluster log began, ``duration_ms``, and the leader's term before and after (``<NA>``: none,
+    e.g. at start-up). Polls are ~50 ms apart, so the times are that coarse."""
     t0 = float(log["time"].min())
     rows, current = [], None
     prev_term = None
     for time_, poll in _polls(log):
         lead = _poll_leader(poll)
         if lead is None and current is None:
-            current = {"start": time_, "term_before": prev_term}
+            current = {"start_s": round(time_ - t0, 3), "term_before": prev_term}
         elif lead is not None:
             if current is not None:
-                rows.append({**current, "end": time_, "term_after": lead[1]})
+                rows.append({**current, "end_s": round(time_ - t0, 3), "term_after": lead[1]})
                 current = None
             prev_term = lead[1]
     if current is not None:
-        rows.append({**current, "end": math.nan, "term_after": None})
-    out = pd.DataFrame(rows, columns=["start", "end", "term_before", "term_after"])
-    out.insert(2, "start_s", (out["start"] - t0).round(3))
-    out.insert(3, "duration_ms", ((out["end"] - out["start"]) * 1000).round(0))
+        rows.append({**current, "end_s": math.nan, "term_after": None})
+    out = pd.DataFrame(rows, columns=["start_s", "end_s", "term_before", "term_after"])
+    out.insert(2, "duration_ms", ((out["end_s"] - out["start_s"]) * 1000).round(0))
     return out.astype({"term_before": "Int64", "term_after": "Int64"})
 
 
@@ -845,8 +844,8 @@ def plot_timeline(log: pd.DataFrame, events: list[dict] | None = None, title: st
                      linewidth=width)
     for c in leader_changes(log).itertuples():
         for ax in (roles, terms, commits):
-            ax.axvline(c.time - t0, color="black", linestyle="--", linewidth=0.7)
-        roles.annotate(f"T{c.term}: n{c.leader}", (c.time - t0, len(nodes) - 0.45), fontsize="x-small",
+            ax.axvline(c.t_s, color="black", linestyle="--", linewidth=0.7)
+        roles.annotate(f"T{c.term}: n{c.leader}", (c.t_s, len(nodes) - 0.45), fontsize="x-small",
                        xytext=(2, 0), textcoords="offset points", va="bottom")
     roles.set_yticks(range(len(nodes)), [f"node {n}" for n in nodes])
     roles.set_ylim(-0.6, len(nodes) + 0.1)
