@@ -428,7 +428,11 @@ def executions(events: list[dict]) -> pd.DataFrame:
 def plot_executions(run_dir: str | os.PathLike, max_jobs: int = 25):
     """The jobs that ran more than once or never finished a run: one row per job, one bar per
     execution (coloured by worker; hatched when it never finished), a black mark where a
-    result took effect, fault windows shaded. This is the seed's "processed twice", drawn."""
+    result took effect, fault windows shaded. This is the seed's "processed twice", drawn.
+
+    An execution that never finished ends where its worker was killed (a ``sigkill`` fault
+    on that worker), else with the run.
+    """
     events = load_events(run_dir)
     runs = executions(events)
     counts = runs.groupby("job").size() if not runs.empty else pd.Series(dtype=int)
@@ -436,24 +440,32 @@ def plot_executions(run_dir: str | os.PathLike, max_jobs: int = 25):
     jobs = sorted(set(counts[counts > 1].index) | unfinished)[:max_jobs]
     t0 = min((e["t"] for e in events), default=0.0)
     t_end = max((e["t"] for e in events), default=t0)
-    fig, ax = plt.subplots(figsize=(10, 0.45 * max(3, len(jobs)) + 1.4))
-    _shade(ax, fault_windows(events))
-    workers = sorted(runs["worker"].dropna().unique()) if not runs.empty else []
+    kills = [(e["t"], e.get("target")) for e in events if e["ev"] == "fault_start" and e.get("fault") == "sigkill"]
+    drawn = runs[runs["job"].isin(jobs)]
+    workers = sorted(drawn["worker"].dropna().unique())
     colors = {w: plt.get_cmap("tab10")(k % 10) for k, w in enumerate(workers)}
+    fig, ax = plt.subplots(figsize=(10, 0.5 * max(3, len(jobs)) + 1.4))
+    _shade(ax, fault_windows(events))
     effects = [e for e in events if e["ev"] == "effect"]
     for y, job in enumerate(jobs):
-        for r in runs[runs["job"] == job].itertuples():
-            end = r.end if not math.isnan(r.end) else t_end
-            ax.barh(y, end - r.start, left=r.start - t0, height=0.6, color=colors[r.worker],
+        mine = drawn[drawn["job"] == job]
+        height = 0.8 / len(mine)  # one lane per execution, so overlapping runs stay visible
+        for i, r in enumerate(mine.itertuples()):
+            end = r.end
+            if math.isnan(end):
+                end = min((t for t, target in kills if target == r.worker and t >= r.start), default=t_end)
+            lane = y - 0.4 + height * (i + 0.5)
+            ax.barh(lane, max(end - r.start, 0.01), left=r.start - t0, height=height * 0.9, color=colors[r.worker],
                     hatch="//" if math.isnan(r.end) else None, edgecolor="black", linewidth=0.3)
         xs = [e["t"] - t0 for e in effects if e.get("job") == job]
-        ax.plot(xs, [y] * len(xs), "k|", markersize=14, markeredgewidth=2)
+        ax.plot(xs, [y] * len(xs), "k|", markersize=16, markeredgewidth=2)
     ax.set_yticks(range(len(jobs)), jobs, fontsize="small")
     ax.set_xlim(0, max(t_end - t0, 1.0))
-    ax.invert_yaxis()
+    ax.set_ylim(len(jobs) - 0.5 if jobs else 0.5, -0.5)
     handles = [plt.Rectangle((0, 0), 1, 1, color=colors[w]) for w in workers]
     handles.append(plt.Line2D([], [], color="k", marker="|", linestyle="", markersize=10, markeredgewidth=2))
-    ax.legend(handles, [f"run on {w}" for w in workers] + ["effect"], fontsize="x-small", loc="lower right")
+    ax.legend(handles, [f"run on {w}" for w in workers] + ["effect"], fontsize="x-small", loc="upper left",
+              bbox_to_anchor=(1.0, 1.0))
     ax.set_xlabel("seconds since the run started (hatched: never finished)")
     run_dir = Path(run_dir)
     title = f"{run_dir.parent.name} / {run_dir.name}: jobs that ran more than once or never finished"

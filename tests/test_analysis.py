@@ -179,7 +179,8 @@ def test_plots_return_closed_figures_with_the_runs_content(out):
     gantt = analysis.plot_executions(out / "nats-jetstream" / "slow-consumer")
     assert [t.get_text() for t in gantt.axes[0].get_yticklabels()] == ["j1"]  # j0 ran once and finished
     bars = [p for p in gantt.axes[0].patches if p.get_hatch()]
-    assert len(bars) == 1  # w1's run of j1 never finished
+    assert len(bars) == 1  # w1's run of j1 never finished:
+    assert (bars[0].get_x(), bars[0].get_width()) == pytest.approx((0.5, 0.5))  # it ends where w1 was killed
     assert not plt.get_fignums()
 
 
