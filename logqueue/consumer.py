@@ -15,10 +15,11 @@ next claim resends the same request and the cluster replays its first answer, so
 lost answer leaks no leases. A repeated completion by the same holder is accepted
 (``already_done``).
 
-Waiting for work costs no log entries: between claims an idle consumer polls the
-group's backlog with a cheap read of one node's state, and claims when work shows up
--- or every ``IDLE_CLAIM_S`` regardless, because lease expiry is decided by the time
-stamps of applied entries, so someone must write for an expired lease to be noticed.
+Waiting for work costs (almost) no log entries: between claims an idle consumer polls
+the group's counters with a cheap read of one node's state, and claims when work shows
+up. While jobs are leased it also claims every ``IDLE_CLAIM_S``, because lease expiry
+is decided by the time stamps of applied entries: someone must write for an expired
+lease to be noticed.
 """
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ __all__ = ["AsyncConsumer", "Consumer", "Job", "LeaseLost"]
 log = logging.getLogger("logqueue.consumer")
 
 IDLE_POLL_S = 0.02  # backlog reads while idle
-IDLE_CLAIM_S = 0.25  # an idle consumer still claims this often (see the module docstring)
+IDLE_CLAIM_S = 0.25  # an idle consumer still claims this often while jobs are leased (see above)
 MAX_BATCH = 1024  # commands per submit
 # Answers meaning the claim is no longer the caller's: completing or failing is refused.
 LOST_CODES = frozenset({commands.FENCED, commands.DEAD_LETTERED, commands.COMPACTED})
@@ -151,12 +152,15 @@ class AsyncConsumer:
             jobs = await self.claim(max_jobs)
             if jobs or loop.time() >= end or (stop is not None and stop.is_set()):
                 return jobs
-            next_claim = min(end, loop.time() + IDLE_CLAIM_S)
-            while loop.time() < next_claim:
-                if await _wait(stop, min(IDLE_POLL_S, next_claim - loop.time())):
+            forced = loop.time() + IDLE_CLAIM_S
+            while loop.time() < end:
+                if await _wait(stop, min(IDLE_POLL_S, end - loop.time())):
                     return []
-                if await self._backlog() > 0:
+                stats = await self._stats()
+                if stats is None or stats["backlog"] > 0:
                     break
+                if stats["in_flight"] > 0 and loop.time() >= forced:
+                    break  # a lease may have run out: a claim's time stamp lets the queue notice
 
     async def heartbeat(self, jobs: list[Job]) -> list[Job]:
         """Extend the leases of ``jobs`` by ``lease_ms``; returns those found lost
@@ -262,14 +266,13 @@ class AsyncConsumer:
                     future.set_result(answer)
 
     # --- background --------------------------------------------------------------------
-    async def _backlog(self) -> int:
-        """Claimable jobs by one node's possibly stale view; 1 when no node answers
-        (then claiming is how to find out)."""
+    async def _stats(self) -> dict | None:
+        """The group's counters in one node's possibly stale view; None when that node
+        does not answer (then claiming is how to find out)."""
         try:
-            stats = await self.client.query("stats", stale=True, queue=self.queue, group=self.group)
+            return await self.client.query("stats", stale=True, queue=self.queue, group=self.group)
         except ClientError:
-            return 1
-        return stats["backlog"]
+            return None
 
     async def _keep_leases(self) -> None:
         interval = self.heartbeat_ms / 1000

@@ -33,7 +33,7 @@ __all__ = ["Worker", "WorkerStats", "run_function"]
 
 log = logging.getLogger("logqueue.worker")
 
-WAIT_S = 1.0  # one claim_wait round; bounds how late a stop request is noticed while idle
+WAIT_S = 10.0  # one claim_wait round (a stop request interrupts it)
 RETRY_PAUSE_S = 0.5  # after the cluster did not answer
 SETTLE_TRIES = 3  # a completion is sent this often (each try up to the client's timeout) before giving up
 
