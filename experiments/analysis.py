@@ -190,22 +190,6 @@ def scenario_order(names: Iterable[str]) -> list[str]:
 
 # --- the failure matrix --------------------------------------------------------------------
 
-# The seed's question each scenario answers (DESIGN.md "Scenarios").
-SEED_QUESTIONS = {
-    "consumer-crash": "Consumer crashes: the broker detects it by heartbeat (logqueue: the lease expires) and redelivers.",
-    "slow-consumer": "Consumer is very slow: alive, but the ack comes after the timeout, so the job is redelivered "
-                     "while the first run goes on.",
-    "consumer-partition": "Consumer is temporarily inaccessible: the job goes to consumer B; then the network "
-                          "returns and consumer A sends its ack. Processed twice?",
-    "broker-partition": "Broker is temporarily inaccessible: it re-queues every un-acked message, then a cascade "
-                        "of acks arrives. (logqueue: a new leader is elected; leases fence the old holders.)",
-    "leader-crash": "The log's leader dies under load: how long until a new leader, and is any acknowledged job lost?",
-    "follower-lag": "A follower falls behind and is repaired from the leader's log.",
-    "broker-restart": "What survives a restart of the broker (all nodes)?",
-    "replay": "A log keeps its history (Kreps): a new reader gets every job back; a queue forgets what it delivered.",
-    "rolling-restart": "Every node restarted one at a time under load: upgrades without downtime.",
-}
-
 RUN_COLUMNS = ["backend", "scenario", "status", "jobs", "completed", "lost", "duplicate_executions",
                "duplicate_effects", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "recovery_ms",
                "throughput_jobs_per_s", "replayed", "rechecked", "differences", "reason", "notes", "dir"]
@@ -682,7 +666,8 @@ def plot_election_cdfs(results: list[dict]):
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="x-small", loc="lower right")
     axes[0][0].set_ylabel("cumulative percent of trials")
-    fig.tight_layout()
+    fig.text(0.01, 0.005, f"diamonds and shading: {PAPER_SETUP}", fontsize="x-small", color="dimgray")
+    fig.tight_layout(rect=(0, 0.03, 1, 1))
     plt.close(fig)
     return fig
 
@@ -810,7 +795,7 @@ def timeline_story(log: pd.DataFrame, events: list[dict] | None = None) -> pd.Da
 def _segments(times: list[float], values: list, t_end: float) -> list[tuple[float, float, object]]:
     """Runs of equal consecutive values: ``(start, width, value)``; the last lasts to ``t_end``."""
     out = []
-    for k, (t, v) in enumerate(zip(times, values)):
+    for t, v in zip(times, values):
         if out and out[-1][2] == v:
             continue
         if out:
