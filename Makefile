@@ -27,9 +27,9 @@ demo: venv
 test: venv services
 	$(PY) -m pytest -q
 
-# Open the analysis notebooks in JupyterLab.
+# Open the analysis notebooks in JupyterLab (root, e.g. in a container, needs --allow-root).
 lab: venv
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .hypothesis
