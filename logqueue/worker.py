@@ -1,7 +1,7 @@
 """A worker: runs a plug-in function ``fn(payload: bytes) -> bytes`` on a queue's jobs.
 
-The worker keeps up to ``concurrency`` jobs running, each in a thread of its own pool,
-and up to ``prefetch`` more claimed and waiting, and completes each job with the
+The worker keeps up to ``concurrency`` jobs running, one per thread of its own, and up
+to ``prefetch`` more claimed and waiting, and completes each job with the
 function's result, which the cluster stores in the log -- the job's exactly-once effect.
 The leases of all jobs it holds are extended in the background every ``heartbeat_ms``.
 A function that raises fails the job: it is claimable again at once, or dead-lettered
@@ -12,18 +12,17 @@ A worker whose lease was lost (paused, cut off, too slow) still sends its comple
 the cluster refuses it with ``fenced``, the worker logs that and moves on, and the
 result it computed is dropped -- it never completes a job it no longer holds.
 
-A slot is freed as soon as the function returns, so the next claim goes out while the
-completion is still on its way; both usually share one log entry. Prefetching lets a
-claim's round trip overlap the running jobs (see ``Worker``).
+A thread takes its next job as soon as the function returns, and the next claim goes
+out while the completion is still on its way; both usually share one log entry.
+Prefetching lets a claim's round trip overlap the running jobs (see ``Worker``).
 """
 from __future__ import annotations
 
 import asyncio
 import logging
 import threading
-from collections import deque
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
+from queue import SimpleQueue
 
 from logqueue.client import Client, ClientError, Unavailable
 from logqueue.consumer import AsyncConsumer, Job, LeaseLost
@@ -102,11 +101,12 @@ class Worker:
         self._stop_requested = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
-        self._busy = 0  # jobs whose function is running
-        self._ready: deque[Job] = deque()  # claimed, waiting for a thread
         self._freed: asyncio.Event | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._tasks: set[asyncio.Task] = set()
+        # Claimed jobs go to the threads through this queue; each thread takes the next job
+        # itself, so jobs run back to back without waiting for the event loop.
+        self._todo: SimpleQueue[Job | None] = SimpleQueue()
+        self._unfinished = 0  # claimed jobs that have not finished running (waiting or running)
+        self._settling: set[asyncio.Task] = set()
 
     @property
     def name(self) -> str:
@@ -131,13 +131,17 @@ class Worker:
         if self._stop_requested.is_set():
             self._stop.set()
         await self.consumer.start()
-        self._pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix=f"logqueue-{self.name}")
+        threads = [threading.Thread(target=self._work, name=f"logqueue-{self.name}-{i}", daemon=True)
+                   for i in range(self.concurrency)]
+        for t in threads:
+            t.start()
         log.info("worker %s: claiming from queue %s, group %s (concurrency %d, prefetch %d)", self.name,
                  self.consumer.queue, self.consumer.group, self.concurrency, self.prefetch)
         try:
             while not self._stop.is_set():
-                want = self.concurrency + self.prefetch - self._busy - len(self._ready)
-                if want <= 0:
+                want = self.concurrency + self.prefetch - self._unfinished
+                # With prefetch, refill only once half of it is used: few, large claims.
+                if want < max(1, self.prefetch // 2):
                     self._freed.clear()
                     await _first(self._freed, self._stop)
                     continue
@@ -148,37 +152,43 @@ class Worker:
                     await _first(self._stop, timeout=RETRY_PAUSE_S)
                     continue
                 self.stats.claimed += len(jobs)
-                self._ready.extend(jobs)
-                self._dispatch()
-            if self._tasks or self._ready:
+                self._unfinished += len(jobs)
+                for job in jobs:
+                    self._todo.put(job)
+            if self._unfinished or self._settling:
                 log.info("worker %s: stopping after the %d job(s) in hand", self.name,
-                         len(self._tasks) + len(self._ready))
-            while self._tasks:  # tasks start the waiting jobs as they end
-                await asyncio.gather(*self._tasks)
+                         self._unfinished + len(self._settling))
+            while self._unfinished:
+                self._freed.clear()
+                await self._freed.wait()
+            while self._settling:
+                await asyncio.gather(*self._settling)
         finally:
+            for _ in threads:
+                self._todo.put(None)
             await self.consumer.close()
-            self._pool.shutdown(wait=False)
 
-    def _dispatch(self) -> None:
-        """Start waiting jobs on free threads."""
-        while self._ready and self._busy < self.concurrency:
-            self._busy += 1
-            task = self._loop.create_task(self._process(self._ready.popleft()))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _work(self) -> None:
+        """A thread: run jobs until the None that ends it."""
+        while (job := self._todo.get()) is not None:
+            # A heartbeat found it taken over while it waited: running it would duplicate.
+            outcome = None if job.lost else run_function(self.fn, job.payload)
+            self._loop.call_soon_threadsafe(self._finished, job, outcome)
 
-    async def _process(self, job: Job) -> None:
-        try:
-            if job.lost:  # a heartbeat found it taken over while it waited: running it would duplicate
-                log.warning("worker %s: offset %d: lease lost before it ran; skipped", self.name, job.offset)
-                self.stats.skipped += 1
-                self.consumer.forget(job)
-                return
-            result, error = await self._loop.run_in_executor(self._pool, run_function, self.fn, job.payload)
-        finally:
-            self._busy -= 1
-            self._dispatch()
-            self._freed.set()
+    def _finished(self, job: Job, outcome: tuple[bytes | None, str | None] | None) -> None:
+        self._unfinished -= 1
+        self._freed.set()
+        task = self._loop.create_task(self._settle(job, outcome))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
+    async def _settle(self, job: Job, outcome: tuple[bytes | None, str | None] | None) -> None:
+        if outcome is None:
+            log.warning("worker %s: offset %d: lease lost before it ran; skipped", self.name, job.offset)
+            self.stats.skipped += 1
+            self.consumer.forget(job)
+            return
+        result, error = outcome
         for attempt in range(1, SETTLE_TRIES + 1):
             try:
                 if error is None:
