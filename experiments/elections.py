@@ -9,7 +9,10 @@ timeout as in the paper), then repeat N times: wait until every node follows one
 in its term with its log caught up; wait a random time (independent of the leader's
 heartbeat schedule, so the crash falls at a uniformly random point of the heartbeat
 interval); SIGKILL the leader; wait for another node to become leader; restart the
-killed node on its data. The nodes run with PreVote and CheckQuorum, as they always do
+killed node on its data. On loopback a message takes well under a millisecond;
+``--link-delay-ms D`` sends every node-to-node connection through a proxy that delays
+each message by D ms, for a broadcast time like the paper's (about 2D plus an fsync).
+The nodes run with PreVote and CheckQuorum, as they always do
 (the paper's servers had neither; ``python -m logqueue.sim elections --plain-raft`` shows
 the difference in the simulator).
 
@@ -46,6 +49,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from experiments.faults.proxy import ProxyHub
 from logqueue.client import Client, ClientError
 from logqueue.sim.elections import EXPERIMENT, add_output_args, check_output_args, finish, range_result
 
@@ -78,15 +82,31 @@ def _log_time(stamp: bytes) -> float:
 class ElectionCluster:
     """N node processes for one timeout range; every process it starts is stopped by ``close``."""
 
-    def __init__(self, root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int) -> None:
+    def __init__(self, root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int,
+                 link_delay_ms: float = 0.0) -> None:
         self.root = root
         self.ids = list(range(1, nodes + 1))
         self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, _free_ports(nodes))}
-        peers = ",".join(f"{i}={a}" for i, a in self.addresses.items())
+        self.hub: ProxyHub | None = None
+        if link_delay_ms > 0:
+            # Every node-to-node link through a proxy that delays each message: a longer
+            # broadcast time, like the paper's ~15 ms, on loopback.
+            self.hub = ProxyHub()
+            peer_of = {}
+            for i in self.ids:
+                for j in self.ids:
+                    if i != j:
+                        name = f"node-{i}->node-{j}"
+                        peer_of[i, j] = self.hub.add(name, self.addresses[j])
+                        self.hub.set(name, "delay", link_delay_ms)
+            peers = {i: ",".join(f"{j}={self.addresses[j] if j == i else peer_of[i, j]}" for j in self.ids)
+                     for i in self.ids}
+        else:
+            peers = dict.fromkeys(self.ids, ",".join(f"{i}={a}" for i, a in self.addresses.items()))
         low, high = election_ms
         self.argv = {
             i: [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.addresses[i],
-                "--peers", peers, "--data-dir", str(root / f"node-{i}"), "--fsync", "batch",
+                "--peers", peers[i], "--data-dir", str(root / f"node-{i}"), "--fsync", "batch",
                 "--election-timeout-ms", f"{low}-{high}", "--heartbeat-ms", str(heartbeat_ms),
                 "--tick-ms", str(tick_ms), "--log-level", "info"]
             for i in self.ids
@@ -110,6 +130,8 @@ class ElectionCluster:
                 proc.kill()
                 proc.wait()
         self.client.close()
+        if self.hub is not None:
+            self.hub.close()
 
     def _check_alive(self) -> None:
         for i, proc in self.procs.items():
@@ -186,9 +208,9 @@ class ElectionCluster:
 
 
 def run_range(root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int,
-              trials: int, max_ms: int, rng: random.Random, on_trial) -> list[dict]:
+              trials: int, max_ms: int, rng: random.Random, on_trial, link_delay_ms: float = 0.0) -> list[dict]:
     """All trials of one range on a fresh cluster (stopped afterwards, also on error)."""
-    cluster = ElectionCluster(root, nodes, election_ms, heartbeat_ms, tick_ms)
+    cluster = ElectionCluster(root, nodes, election_ms, heartbeat_ms, tick_ms, link_delay_ms)
     try:
         for i in cluster.ids:
             cluster.start(i)
@@ -209,6 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=int, default=30,
                    help="leader crashes per range (default 30; the paper ran 1000, about 1-2 s each here)")
     p.add_argument("--tick-ms", type=int, default=1, help="the nodes' Raft tick (default 1 ms, the resolution of a range)")
+    p.add_argument("--link-delay-ms", type=float, default=0.0,
+                   help="delay every node-to-node message this long through a proxy (default 0: plain loopback; "
+                        "7 gives about the paper's 15 ms broadcast time)")
     p.add_argument("--keep-dir", metavar="DIR",
                    help="keep the nodes' data and logs under DIR (default: a temporary directory, removed)")
     add_output_args(p)
@@ -221,6 +246,8 @@ def main(argv: list[str] | None = None) -> int:
     ranges = check_output_args(p, args)
     if args.tick_ms < 1:
         p.error("--tick-ms must be at least 1")
+    if args.link_delay_ms < 0:
+        p.error("--link-delay-ms must be >= 0")
     seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     root = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="logqueue-elections-"))
@@ -241,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(range_dir, ignore_errors=True)
                 range_dir.mkdir(parents=True)
                 trials = run_range(range_dir, args.nodes, (low, high), hb, args.tick_ms, args.trials, args.max_ms,
-                                   rng, on_trial)
+                                   rng, on_trial, args.link_delay_ms)
                 out.append(range_result(low, high, hb, trials))
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -253,7 +280,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(root, ignore_errors=True)
     result = {
         "experiment": EXPERIMENT,
-        "source": "real nodes",
+        "source": "real nodes" + (f" (+{args.link_delay_ms:g} ms per message)" if args.link_delay_ms else ""),
         "nodes": args.nodes,
         "trials_per_range": args.trials,
         "max_ms": args.max_ms,
@@ -263,7 +290,9 @@ def main(argv: list[str] | None = None) -> int:
             "pre_vote": True,
             "check_quorum": True,
             "fsync": "batch",
-            "network": "loopback TCP",
+            "network": "loopback TCP" + (f", every node-to-node message delayed {args.link_delay_ms:g} ms by a proxy"
+                                         if args.link_delay_ms else ""),
+            "link_delay_ms": args.link_delay_ms,
             "crash": "SIGKILL of the leader at a uniformly random point of its heartbeat interval",
             "measured": "from just before kill() to the new leader's log line (ms resolution)",
             "seed": seed,

@@ -100,3 +100,17 @@ def test_real_nodes_small_run_measures_from_the_logs_and_plots_beside_the_simula
         assert t["ms"] is not None and t["ms"] < 1000
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert simulated["ranges"][0]["summary"]["timed_out"] == 0
+
+
+def test_real_nodes_with_a_link_delay_take_the_extra_round_trips(tmp_path):
+    out = tmp_path / "delayed.json"
+    delay = 4
+    assert real.main(["--nodes", "3", "--ranges", "100-150", "--trials", "2", "--link-delay-ms", str(delay),
+                      "--out", str(out), "--seed", "2"]) == 0
+    result = json.loads(out.read_text())
+    check_shape(result, "real nodes (+4 ms", 3, ["100-150"], 2)
+    assert result["settings"]["link_delay_ms"] == delay
+    for t in result["ranges"][0]["trials"]:
+        # A follower hears the last heartbeat `delay` after it was sent and times out no
+        # sooner than low - heartbeat after the crash; then a pre-vote and a vote round trip.
+        assert t["ms"] is not None and t["ms"] >= 100 - 50 + 5 * delay - 1
