@@ -17,7 +17,7 @@ error, never an expected output.
 
 Commands (node ids are integers; ``*`` in a link means any node):
 
-  new N [pre-vote] [check-quorum] [election=E] [heartbeat=H] [max-inflight=K]
+  new N [pre-vote] [check-quorum] [election=E|LOW-HIGH] [heartbeat=H] [max-inflight=K]
         [max-entries=K] [max-bytes=K]      a fresh cluster of voters 1..N
   add ID...                                fresh nodes outside the configuration
   set-log ID T,T,... [term=T] [vote=V] [commit=C]
@@ -174,13 +174,14 @@ class Node:
 class Cluster:
     """N real cores over a queue of in-flight messages that moves only when told to."""
 
-    def __init__(self, raft_cls: type[Raft] = Raft) -> None:
+    def __init__(self, raft_cls: type[Raft] = Raft, invariants: type[Invariants] = Invariants) -> None:
         self.raft_cls = raft_cls
+        self.invariants = invariants
         self.cfg = Config()
         self.nodes: dict[int, Node] = {}
         self.queue: list[Message] = []
         self.groups: list[set[int]] = []
-        self.inv = Invariants()
+        self.inv = invariants()
         self.out: list[str] = []
         # Observers called as hook(node, ready) after each Ready is carried out (unit tests).
         self.ready_hooks: list = []
@@ -188,7 +189,7 @@ class Cluster:
     # --- building nodes -------------------------------------------------------------
     def configure(self, n: int, **cfg) -> None:
         self.cfg = Config(**cfg)
-        self.nodes, self.queue, self.groups, self.inv = {}, [], [], Invariants()
+        self.nodes, self.queue, self.groups, self.inv = {}, [], [], self.invariants()
         voters = ConfState(frozenset(range(1, n + 1)))
         for i in range(1, n + 1):
             self._boot(i, Disk(), voters)
@@ -412,7 +413,8 @@ def _new(c: Cluster, args: list[str]) -> None:
     plain, named = _options(args)
     if len(plain) < 1:
         raise ScriptError("new N [pre-vote] [check-quorum] [option=value ...]")
-    election = _int(named.pop("election", "10"), "election")
+    low, _, high = named.pop("election", "10").partition("-")
+    election = (_int(low, "election"), _int(high or low, "election"))
     keys = {"heartbeat": "heartbeat_ticks", "max-inflight": "max_inflight",
             "max-entries": "max_entries_per_msg", "max-bytes": "max_bytes_per_msg"}
     cfg = {keys[k]: _int(v, k) for k, v in named.items() if k in keys}
@@ -422,7 +424,7 @@ def _new(c: Cluster, args: list[str]) -> None:
     cfg.setdefault("heartbeat_ticks", 1)
     c.configure(
         _int(plain[0], "N"),
-        election_ticks=(election, election),  # fixed: scripts decide who times out first
+        election_ticks=election,  # fixed by default: scripts decide who times out first
         pre_vote="pre-vote" in plain,
         check_quorum="check-quorum" in plain,
         **cfg,
@@ -585,11 +587,14 @@ def parse(text: str) -> tuple[list[Block], list[str]]:
     return blocks, lead
 
 
-def run_script(path: Path, raft_cls: type[Raft] = Raft) -> tuple[str, str]:
-    """Run a script file; returns (expected text, actual text) of the whole file."""
-    text = path.read_text()
-    blocks, tail = parse(text)
-    cluster = Cluster(raft_cls)
+def run_script(path: Path, cluster: Cluster | None = None) -> tuple[str, str]:
+    """Run a script file (on `cluster`, to look at it afterwards, or a fresh one);
+    returns (expected text, actual text) of the whole file."""
+    try:
+        blocks, tail = parse(path.read_text())
+    except ScriptError as exc:
+        raise ScriptError(f"{path.name}: {exc}") from None
+    cluster = cluster or Cluster()
     out: list[str] = []
     for b in blocks:
         try:

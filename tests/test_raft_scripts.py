@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raft_script import run_script
+from raft_script import ScriptError, run_script
 
 SCRIPTS = sorted((Path(__file__).parent / "raft_scripts").glob("*.txt"))
 
@@ -22,3 +22,39 @@ def test_script(path: Path, rewrite: bool) -> None:
         path.write_text(actual)
         return
     assert actual == expected, f"{path.name} differs; rerun with --rewrite and review the diff"
+
+
+def test_a_wrong_expected_output_is_reported(tmp_path: Path) -> None:
+    script = tmp_path / "s.txt"
+    script.write_text("new 3\n----\nok\n\ncampaign 1\n----\n1: leader in term 1\n")
+    expected, actual = run_script(script)
+    assert expected != actual
+    assert actual.endswith("campaign 1\n----\n1: candidate in term 1\n")
+    script.write_text(actual)  # what --rewrite does
+    assert run_script(script)[0] == actual
+
+
+def test_comments_and_blank_lines_survive_a_rewrite(tmp_path: Path) -> None:
+    script = tmp_path / "s.txt"
+    text = "# a comment\n\nnew 1\n----\n\n# another\ncampaign 1\n----\nstale\n\n# trailing\n"
+    script.write_text(text)
+    assert run_script(script)[1] == text.replace("new 1\n----\n", "new 1\n----\nok\n").replace(
+        "stale", "1: leader in term 1"
+    )
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("new 3\nstatus\n----\n", "s.txt: line 1: command 'new 3' is not followed by '----'"),
+        ("new 3\n----\n\nfly 1\n----\n", "s.txt:4: fly 1: unknown command 'fly'"),
+        ("new 3\n----\n\ntick 9\n----\n", "s.txt:4: tick 9: no node 9 (nodes: [1, 2, 3])"),
+        ("new 3\n----\n\ndeliver 1-2\n----\n", "s.txt:4: deliver 1-2: a link is SRC->DST"),
+    ],
+)
+def test_script_mistakes_are_named_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
+    script = tmp_path / "s.txt"
+    script.write_text(text)
+    with pytest.raises(ScriptError) as err:
+        run_script(script)
+    assert str(err.value).startswith(message)
