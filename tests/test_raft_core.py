@@ -298,3 +298,19 @@ def test_a_crashed_node_rebuilds_the_same_state_machine() -> None:
     execute(c, "tick 1")
     execute(c, "stabilize")
     assert c.node(2).applied == before  # ... and re-applies from index 1
+
+
+def test_a_transfer_started_late_in_the_check_quorum_window_still_completes() -> None:
+    # Regression: the transfer used to be dropped when the CheckQuorum window closed,
+    # which could be one tick after it started.
+    c = elected(3, "check-quorum")
+    leader = c.node(1).raft
+    execute(c, "tick 1 9")
+    execute(c, "stabilize")
+    execute(c, "propose 1 x")
+    execute(c, "drop 1->3")  # node 3 must be caught up first
+    execute(c, "stabilize")
+    leader.transfer_leadership(3)
+    execute(c, "tick 1")
+    execute(c, "stabilize")
+    assert c.node(3).raft.role is Role.LEADER

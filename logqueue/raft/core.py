@@ -117,6 +117,7 @@ class Raft:
         self.heartbeat_elapsed = 0
         self.randomized_timeout = 0
         self.transferee: int | None = None
+        self.transfer_elapsed = 0  # ticks since transfer_leadership(); it gives up after `low`
         self.read_seq = 0
         self.pending_reads: list[_PendingRead] = []
         self.reads_awaiting_commit: list[int] = []  # before the leader commits in its term
@@ -189,6 +190,7 @@ class Raft:
         if target not in self.log.conf.voters:
             raise ProposalDropped(f"node {target} is not a voter")
         self.transferee = target  # cleared by _tick_leader if not done within an election timeout
+        self.transfer_elapsed = 0
         pr = self.progress[target]
         if pr.match == self.log.last_index:
             self._send(TimeoutNow(self.term, self.id, target))
@@ -468,7 +470,10 @@ class Raft:
                 if not quorum.has_quorum(self.log.conf, active):
                     self._become_follower(self.term, None)
                     return
-            if self.transferee is not None:
+        if self.transferee is not None:
+            # Counted apart from the CheckQuorum window, which may be about to close.
+            self.transfer_elapsed += 1
+            if self.transfer_elapsed >= self.cfg.election_ticks[0]:
                 self.transferee = None  # the transfer did not finish within an election timeout
         if self.heartbeat_elapsed >= self.cfg.heartbeat_ticks:
             self.heartbeat_elapsed = 0
