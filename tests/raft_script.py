@@ -9,9 +9,10 @@ actual one), so a test compares the two and ``--rewrite`` writes the actual text
 
 The interpreter drives N real `Raft` cores in one process over an in-memory network that
 delivers only when told to (`deliver`, `stabilize`). Every core has a fixed election
-timeout and an rng seeded with its id, so a script always plays out the same way. After
-every command each core's `Ready` is carried out in the documented order (persist, send,
-apply) against an in-memory disk and a tiny state machine (the applied data, in order),
+timeout (unless `election=LOW-HIGH`) and an rng seeded with its id, so a script always
+plays out the same way. After every command each core's `Ready` is carried out in the
+documented order (persist, send, apply) against an in-memory disk and a tiny state
+machine (the list of applied entries, which is also its snapshot image),
 and the five guarantees are checked with `logqueue.sim.invariants` -- a violation is an
 error, never an expected output.
 
@@ -22,6 +23,7 @@ Commands (node ids are integers; ``*`` in a link means any node):
   add ID...                                fresh nodes outside the configuration
   set-log ID T,T,... [term=T] [vote=V] [commit=C]
                                            rebuild a node from a log of these terms
+                                           (to set a scene: Raft assumes disks are kept)
   campaign ID                              tick the node until it campaigns
   tick ID[,ID...]|all [N]                  N ticks of these nodes (default 1)
   propose ID DATA                          propose on a node; prints the index
@@ -404,6 +406,8 @@ def execute(cluster: Cluster, line: str) -> list[str]:
     handler = COMMANDS.get(cmd)
     if handler is None:
         raise ScriptError(f"unknown command {cmd!r} (known: {', '.join(sorted(COMMANDS))})")
+    if len(args) < MIN_ARGS.get(cmd, 0):
+        raise ScriptError(f"{cmd} needs at least {MIN_ARGS[cmd]} argument(s); see the list in tests/raft_script.py")
     handler(cluster, args)
     cluster.process()
     return cluster.out or ["ok"]
@@ -422,13 +426,16 @@ def _new(c: Cluster, args: list[str]) -> None:
     if unknown:
         raise ScriptError(f"unknown options {sorted(unknown)}")
     cfg.setdefault("heartbeat_ticks", 1)
-    c.configure(
-        _int(plain[0], "N"),
-        election_ticks=election,  # fixed by default: scripts decide who times out first
-        pre_vote="pre-vote" in plain,
-        check_quorum="check-quorum" in plain,
-        **cfg,
-    )
+    try:
+        c.configure(
+            _int(plain[0], "N"),
+            election_ticks=election,  # fixed by default: scripts decide who times out first
+            pre_vote="pre-vote" in plain,
+            check_quorum="check-quorum" in plain,
+            **cfg,
+        )
+    except ValueError as exc:
+        raise ScriptError(str(exc)) from None
 
 
 def _add(c: Cluster, args: list[str]) -> None:
@@ -554,6 +561,10 @@ COMMANDS = {
     "applied": _applied,
 }
 
+MIN_ARGS = {
+    "new": 1, "add": 1, "set-log": 1, "campaign": 1, "tick": 1, "propose": 2, "conf-change": 2,
+    "transfer": 2, "read-index": 2, "compact": 2, "partition": 1, "crash": 1, "restart": 1,
+}
 
 # --- the datadriven file format ---------------------------------------------------------
 @dataclass

@@ -50,6 +50,8 @@ def test_comments_and_blank_lines_survive_a_rewrite(tmp_path: Path) -> None:
         ("new 3\n----\n\nfly 1\n----\n", "s.txt:4: fly 1: unknown command 'fly'"),
         ("new 3\n----\n\ntick 9\n----\n", "s.txt:4: tick 9: no node 9 (nodes: [1, 2, 3])"),
         ("new 3\n----\n\ndeliver 1-2\n----\n", "s.txt:4: deliver 1-2: a link is SRC->DST"),
+        ("new 3\n----\n\npropose 1\n----\n", "s.txt:4: propose 1: propose needs at least 2 argument(s)"),
+        ("new 3 max-inflight=0\n----\n", "s.txt:1: new 3 max-inflight=0: max_inflight must be at least 1"),
     ],
 )
 def test_script_mistakes_are_named_with_file_and_line(tmp_path: Path, text: str, message: str) -> None:
