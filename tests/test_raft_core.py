@@ -19,6 +19,7 @@ from logqueue.raft import (
     Entry,
     EntryKind,
     HardState,
+    InstallSnapshot,
     NotLeader,
     ProposalDropped,
     Raft,
@@ -84,6 +85,21 @@ def test_an_acknowledged_append_is_in_the_entries_of_the_same_ready() -> None:
     assert rd.messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
     assert rd.committed == [entries[0]]
     assert not r.has_ready() and r.ready().empty()
+
+
+def test_a_ready_with_a_snapshot_continues_it() -> None:
+    # One Ready may hold a snapshot, entries and committed entries: the entries and the
+    # committed entries follow the snapshot, so persisting and applying in the documented
+    # order (snapshot first) rebuilds the right state.
+    r = make(entries=log_of(2))
+    snap = Snapshot(SnapshotMeta(5, 1, VOTERS), b"image")
+    r.step(InstallSnapshot(1, 1, 2, snap))
+    r.step(AppendEntries(1, 1, 2, 5, 1, (Entry(1, 6, b"f"), Entry(1, 7, b"g")), commit=6))
+    rd = r.ready()
+    assert rd.snapshot == snap
+    assert [e.index for e in rd.entries] == [6, 7]
+    assert [e.index for e in rd.committed] == [6]
+    assert [m.match_index for m in rd.messages] == [5, 7]
 
 
 Action = st.one_of(
