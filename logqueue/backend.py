@@ -28,8 +28,8 @@ What it cannot do: a log does not forget, so ``purge`` and ``delete`` start a ne
 generation of the queue (log queue ``Q~1``, ``Q~2``, ... counted in ``Q~generations``):
 backends connected afterwards see an empty queue, while the old jobs stay readable in
 the log until retention drops them. Lease expiry is decided by the time stamps of
-applied entries, so an expired lease is noticed at the next write; idle consumers
-claim at least every quarter second for that reason. ``nack(requeue=False)``
+applied entries, so an expired lease is noticed at the next write; while jobs are
+leased, idle consumers claim every quarter second for that reason. ``nack(requeue=False)``
 dead-letters at once.
 """
 from __future__ import annotations

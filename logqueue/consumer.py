@@ -98,6 +98,8 @@ class AsyncConsumer:
         self._settling: set[int] = set()  # held offsets whose completion or failure is in flight
         self._request_ids = itertools.count(1)
         self._unanswered_claim: dict | None = None  # a claim whose answer never came: resent first
+        self._idle = False  # the last claim of claim_wait found nothing
+        self._last_claim = 0.0  # loop time of claim_wait's last claim
         self._queued: list[tuple[dict, asyncio.Future]] = []
         self._flusher: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
@@ -145,22 +147,23 @@ class AsyncConsumer:
 
     async def claim_wait(self, max_jobs: int, timeout_s: float, stop: asyncio.Event | None = None) -> list[Job]:
         """Claim; when nothing is claimable, wait for work up to ``timeout_s`` (or until
-        ``stop`` is set) and claim again. Returns the jobs, or [] at the timeout."""
+        ``stop`` is set) and claim again. Returns the jobs, or [] at the timeout.
+
+        After a claim that found nothing, the next ones wait until the group's counters
+        show work (see the module docstring), so an idle consumer writes nothing."""
         loop = asyncio.get_running_loop()
         end = loop.time() + timeout_s
         while True:
-            jobs = await self.claim(max_jobs)
-            if jobs or loop.time() >= end or (stop is not None and stop.is_set()):
-                return jobs
-            forced = loop.time() + IDLE_CLAIM_S
-            while loop.time() < end:
-                if await _wait(stop, min(IDLE_POLL_S, end - loop.time())):
-                    return []
-                stats = await self._stats()
-                if stats is None or stats["backlog"] > 0:
-                    break
-                if stats["in_flight"] > 0 and loop.time() >= forced:
-                    break  # a lease may have run out: a claim's time stamp lets the queue notice
+            if not self._idle or await self._worth_claiming(overdue=loop.time() >= self._last_claim + IDLE_CLAIM_S):
+                self._last_claim = loop.time()
+                jobs = await self.claim(max_jobs)
+                self._idle = not jobs
+                if jobs:
+                    return jobs
+            if loop.time() >= end or (stop is not None and stop.is_set()):
+                return []
+            if await _wait(stop, min(IDLE_POLL_S, end - loop.time())):
+                return []
 
     async def heartbeat(self, jobs: list[Job]) -> list[Job]:
         """Extend the leases of ``jobs`` by ``lease_ms``; returns those found lost
@@ -266,13 +269,16 @@ class AsyncConsumer:
                     future.set_result(answer)
 
     # --- background --------------------------------------------------------------------
-    async def _stats(self) -> dict | None:
-        """The group's counters in one node's possibly stale view; None when that node
-        does not answer (then claiming is how to find out)."""
+    async def _worth_claiming(self, overdue: bool) -> bool:
+        """Whether the group's counters, in one node's possibly stale view, show claimable
+        jobs -- or leases that may have run out, when a claim is ``overdue``. True when
+        that node does not answer: then claiming is how to find out."""
         try:
-            return await self.client.query("stats", stale=True, queue=self.queue, group=self.group)
+            stats = await self.client.query("stats", stale=True, queue=self.queue, group=self.group)
         except ClientError:
-            return None
+            return True
+        # a claim's time stamp is what lets the queue notice an expired lease
+        return stats["backlog"] > 0 or (overdue and stats["in_flight"] > 0)
 
     async def _keep_leases(self) -> None:
         interval = self.heartbeat_ms / 1000

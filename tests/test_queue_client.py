@@ -96,6 +96,19 @@ def test_background_heartbeats_keep_the_lease_and_a_lost_lease_is_reported(clien
     other.complete(taken, b"done")
 
 
+def test_an_idle_consumer_writes_nothing_and_sees_new_work_at_once(client, queue):
+    c = Consumer(client, queue, "g", lease_ms=1000)
+    assert c.claim_wait(1, timeout_s=0.2) == []  # one claim finds nothing
+    before = client.status()["commit_index"]
+    assert c.claim_wait(1, timeout_s=1.0) == []
+    assert client.status()["commit_index"] == before, "an idle consumer wrote to the log"
+    Producer(client, queue).enqueue(b"x")
+    started = time.monotonic()
+    (job,) = c.claim_wait(1, timeout_s=5)
+    assert job.payload == b"x" and time.monotonic() - started < 1
+    c.complete(job, b"")
+
+
 def test_fail_requeues_then_dead_letters_on_the_last_attempt_or_at_once(client, queue):
     Producer(client, queue).enqueue_many([b"poison", b"reject"])
     c = Consumer(client, queue, "g", lease_ms=5000, max_attempts=2)
