@@ -44,15 +44,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import random
-import shutil
-import signal
-import socket
 import struct
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import uuid
@@ -63,6 +57,7 @@ from rich.table import Table
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
+from logqueue.local_cluster import LocalCluster
 
 HEADER = struct.Struct(">BI")  # phase, index: how a consumer tells which message it got
 PUBLISH, CONSUME, MIXED, LATENCY = 1, 1, 2, 3  # the consume phase drains the publish phase's messages
@@ -347,53 +342,20 @@ class ClusterError(BackendError):
     """The local logqueue cluster could not be started (one-line reason)."""
 
 
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
 @contextlib.contextmanager
 def local_cluster(nodes: int = 3, timeout_s: float = 30.0):
     """Start ``nodes`` logqueue nodes (fsync batch) in a temporary directory; yields "h:p,h:p,...".
 
     Every node is stopped (SIGTERM, then SIGKILL) and the directory removed on exit.
     """
-    from logqueue.client import Client, ClientError
+    from logqueue.client import ClientError
 
-    root = tempfile.mkdtemp(prefix="logqueue-bench-")
-    addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(_free_ports(nodes))}
-    peers = ",".join(f"{i}={a}" for i, a in addrs.items())
-    procs = []
-    try:
-        for i, addr in addrs.items():
-            argv = [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", addr, "--peers", peers,
-                    "--data-dir", os.path.join(root, f"node-{i}"), "--fsync", "batch", "--log-level", "warning"]
-            with open(os.path.join(root, f"node-{i}.log"), "ab") as log:
-                procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
-        spec = ",".join(addrs.values())
+    with LocalCluster(nodes, prefix="logqueue-bench-", own_session=True, fsync="batch", log_level="warning") as cluster:
         try:
-            with Client(spec, timeout=timeout_s) as client:
-                client.status()  # the leader's: waits for the first election
+            cluster.wait_leader(timeout_s)
         except ClientError as exc:
             raise ClusterError(f"logqueue: the local {nodes}-node cluster found no leader ({exc})") from None
-        yield spec
-    finally:
-        for p in procs:
-            if p.poll() is None:
-                p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
-        shutil.rmtree(root, ignore_errors=True)
+        yield cluster.spec
 
 
 # --- output ---------------------------------------------------------------------------------

@@ -12,24 +12,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import shutil
-import socket
-import subprocess
 import sys
-import tempfile
 import time
 
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
+from logqueue.local_cluster import LocalCluster
 
 
 def _percentile(sorted_values: list[float], q: float) -> float:
@@ -91,34 +77,21 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, name) < 1:
             print(f"logqueue.bench: error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
-    root = args.data_dir or tempfile.mkdtemp(prefix="logqueue-bench-")
-    addrs = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(_free_ports(args.nodes))}
-    peers = ",".join(f"{i}={a}" for i, a in addrs.items())
-    procs = []
+    cluster = LocalCluster(args.nodes, args.data_dir, prefix="logqueue-bench-", logs=False, fsync=args.fsync,
+                           log_level="warning")
     try:
-        for i, addr in addrs.items():
-            argv = [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", addr, "--peers", peers,
-                    "--data-dir", os.path.join(root, f"node-{i}"), "--fsync", args.fsync, "--log-level", "warning"]
-            procs.append(subprocess.Popen(argv))
+        cluster.start_all()
         try:
             import uvloop
 
             run = uvloop.run
         except ImportError:
             run = asyncio.run
-        result = run(_drive(list(addrs.values()), args.count, args.payload_bytes, args.window, args.chunk))
+        result = run(_drive(list(cluster.addresses.values()), args.count, args.payload_bytes, args.window, args.chunk))
     except KeyboardInterrupt:
         return 130
     finally:
-        for p in procs:
-            p.terminate()
-        for p in procs:
-            try:
-                p.wait(5)
-            except subprocess.TimeoutExpired:
-                p.kill()
-        if not args.data_dir:
-            shutil.rmtree(root, ignore_errors=True)
+        cluster.close(grace_s=5)  # removes the data only when it was in a temporary directory
     result |= {"nodes": args.nodes, "fsync": args.fsync, "payload_bytes": args.payload_bytes,
                "window": args.window, "chunk": args.chunk}
     if args.json:
