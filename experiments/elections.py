@@ -38,9 +38,6 @@ import os
 import random
 import re
 import shutil
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -51,6 +48,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from experiments.faults.proxy import ProxyHub
 from logqueue.client import Client, ClientError
+from logqueue.local_cluster import LocalCluster, free_ports
 from logqueue.sim.elections import EXPERIMENT, add_output_args, check_output_args, finish, range_result
 
 POLL_S = 0.02  # status polling while waiting for a new leader (the log gives the precise time)
@@ -60,17 +58,6 @@ _LEADER_LINE = re.compile(rb"^(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}) .*is the le
 
 class ClusterError(RuntimeError):
     """The node processes could not be run as the experiment needs (one-line reason)."""
-
-
-def _free_ports(n: int) -> list[int]:
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _log_time(stamp: bytes) -> float:
@@ -86,8 +73,10 @@ class ElectionCluster:
                  link_delay_ms: float = 0.0) -> None:
         self.root = root
         self.ids = list(range(1, nodes + 1))
-        self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, _free_ports(nodes))}
+        ports = free_ports(nodes)
+        self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports)}
         self.hub: ProxyHub | None = None
+        peers = None  # default: every node's real address
         if link_delay_ms > 0:
             # Every node-to-node link through a proxy that delays each message: a longer
             # broadcast time, like the paper's ~15 ms, on loopback.
@@ -101,34 +90,18 @@ class ElectionCluster:
                         self.hub.set(name, "delay", link_delay_ms)
             peers = {i: ",".join(f"{j}={self.addresses[j] if j == i else peer_of[i, j]}" for j in self.ids)
                      for i in self.ids}
-        else:
-            peers = dict.fromkeys(self.ids, ",".join(f"{i}={a}" for i, a in self.addresses.items()))
-        low, high = election_ms
-        self.argv = {
-            i: [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.addresses[i],
-                "--peers", peers[i], "--data-dir", str(root / f"node-{i}"), "--fsync", "batch",
-                "--election-timeout-ms", f"{low}-{high}", "--heartbeat-ms", str(heartbeat_ms),
-                "--tick-ms", str(tick_ms), "--log-level", "info"]
-            for i in self.ids
-        }
-        self.logs = {i: root / f"node-{i}.log" for i in self.ids}
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.nodes = LocalCluster(nodes, root, ports=ports, peers=peers, own_session=True, fsync="batch",
+                                  election_timeout_ms=election_ms, heartbeat_ms=heartbeat_ms, tick_ms=tick_ms,
+                                  log_level="info")
+        self.logs = {i: self.nodes.log_path(i) for i in self.ids}
+        self.procs = self.nodes.procs
         self.client = Client(list(self.addresses.values()), timeout=2.0, attempt_timeout=0.5)
 
     def start(self, i: int) -> None:
-        with open(self.logs[i], "ab") as log:
-            self.procs[i] = subprocess.Popen(self.argv[i], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.nodes.start(i)
 
     def close(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in self.procs.values():
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        self.nodes.stop(grace_s=5)
         self.client.close()
         if self.hub is not None:
             self.hub.close()
@@ -185,8 +158,7 @@ class ElectionCluster:
         victim, old_term = lead["id"], lead["term"]
         offsets = self.log_offsets()
         crashed_at = time.time()
-        self.procs[victim].kill()
-        self.procs[victim].wait()
+        self.nodes.kill(victim)
         deadline = time.monotonic() + max_ms / 1000
         polled: tuple[float, int] | None = None
         while time.monotonic() < deadline:
