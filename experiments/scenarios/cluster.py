@@ -16,10 +16,8 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import shutil
-import socket
 import struct
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from experiments.clusterlog import CLUSTER_FILE, ClusterLog
 from experiments.faults import process as procfaults
 from experiments.faults.proxy import ProxyHub
 from experiments.scenarios.base import RunContext, Topology
+from logqueue.local_cluster import LocalCluster, free_ports
 
 NODES = 3
 CLUSTER_ENV = "LOGQUEUE_CLUSTER"
@@ -48,12 +47,6 @@ def peers_only(head: bytes) -> bool | None:
     except (ValueError, msgpack.UnpackException):
         return False
     return isinstance(body, list) and len(body) > 1 and body[0] == _AUTH and body[1] == "peer"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def probe_cluster(addresses: str | None = None) -> str | None:
@@ -81,9 +74,8 @@ class ClusterTopology(Topology):
     def __init__(self, nodes: int = NODES) -> None:
         self.ids = list(range(1, nodes + 1))
         self.hub: ProxyHub | None = None
-        self.procs: dict[int, subprocess.Popen] = {}
+        self.nodes: LocalCluster | None = None
         self.listen: dict[int, str] = {}
-        self.argv: dict[int, list[str]] = {}
         self.run_dir: Path | None = None
         self._client = None  # a logqueue.client.Client on the real addresses, for status
         self._cluster_log: ClusterLog | None = None  # RUN_DIR/cluster.jsonl, for raft-timeline.ipynb
@@ -96,26 +88,29 @@ class ClusterTopology(Topology):
         data = run_dir / "nodes"
         shutil.rmtree(data, ignore_errors=True)
         self.hub = ProxyHub()
-        self.listen = {i: f"127.0.0.1:{_free_port()}" for i in self.ids}
+        ports = free_ports(len(self.ids))
+        self.listen = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports)}
         for i in self.ids:
             for j in self.ids:
                 if i != j:
                     self.hub.add(self.node_link(i, j), self.listen[j], admit=peers_only)
-        for i in self.ids:
-            peers = ",".join(f"{j}={self.listen[j] if j == i else self.hub.address(self.node_link(i, j))}"
+        peers = {i: ",".join(f"{j}={self.listen[j] if j == i else self.hub.address(self.node_link(i, j))}"
                              for j in self.ids)
-            self.argv[i] = [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.listen[i],
-                            "--peers", peers, "--data-dir", str(data / f"node-{i}"), "--log-level", "warning"]
-            self.spawn(i)
+                 for i in self.ids}
+        self.nodes = LocalCluster(len(self.ids), data, ports=ports, peers=peers, logs=run_dir, own_session=True,
+                                  log_level="warning").start_all()
         self._cluster_log = ClusterLog(run_dir / CLUSTER_FILE, self.listen).start()
         self.wait_leader(15.0)
 
+    @property
+    def procs(self) -> dict[int, subprocess.Popen]:
+        """The node processes by id (empty before ``start``)."""
+        return self.nodes.procs if self.nodes is not None else {}
+
     def spawn(self, i: int) -> int:
         """Start node ``i`` (again) on its data directory; returns its PID."""
-        assert self.run_dir is not None
-        with open(self.run_dir / f"node-{i}.log", "ab") as log:
-            self.procs[i] = subprocess.Popen(self.argv[i], stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        return self.procs[i].pid
+        assert self.nodes is not None
+        return self.nodes.start(i)
 
     def close(self) -> None:
         if self._cluster_log is not None:
@@ -123,10 +118,8 @@ class ClusterTopology(Topology):
         if self._client is not None:
             with contextlib.suppress(Exception):
                 self._client.close()
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        if self.nodes is not None:
+            self.nodes.stop(grace_s=0)  # SIGKILL every node at once
         if self.hub is not None:
             self.hub.close()
 
