@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,22 +22,9 @@ from typing import Callable
 import pytest
 
 from logqueue.client import Client, ClientError
+from logqueue.local_cluster import LocalCluster
 
 FAST_ELECTIONS = ("--election-timeout-ms", "150-300", "--heartbeat-ms", "30")
-
-
-def free_ports(n: int) -> list[int]:
-    """n currently free loopback ports (bound together so they are distinct)."""
-    socks = []
-    try:
-        for _ in range(n):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            socks.append(s)
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def wait_for(predicate: Callable[[], object], timeout: float, what: str, interval: float = 0.05):
@@ -57,69 +43,27 @@ def wait_for(predicate: Callable[[], object], timeout: float, what: str, interva
         time.sleep(interval)
 
 
-class Cluster:
+class Cluster(LocalCluster):
     """N local node processes (ids 1..N) with faults; see the module docstring."""
 
     def __init__(self, root: Path, n: int, extra_args: tuple[str, ...] = FAST_ELECTIONS, spare: int = 0) -> None:
-        self.root = Path(root)
-        self.extra_args = tuple(extra_args)
-        ports = free_ports(n + spare)
-        self.addresses = {i + 1: f"127.0.0.1:{p}" for i, p in enumerate(ports)}
-        self.initial = list(range(1, n + 1))
-        self.procs: dict[int, subprocess.Popen] = {}
-        self.logs: dict[int, Path] = {}
-        self.client = Client([self.addresses[i] for i in self.initial], timeout=20, attempt_timeout=1.0)
+        super().__init__(n, root, spare=spare, extra_args=("--test-hooks", *extra_args))
+        self.client = Client(self.spec, timeout=20, attempt_timeout=1.0)
 
-    # --- processes -------------------------------------------------------------------------
-    def argv(self, i: int, join: bool = False) -> list[str]:
-        peers = ",".join(f"{j}={self.addresses[j]}" for j in self.initial)
-        argv = [sys.executable, "-m", "logqueue", "node", "--id", str(i), "--listen", self.addresses[i],
-                "--peers", peers, "--data-dir", str(self.root / f"node-{i}"), "--test-hooks", *self.extra_args]
-        return argv + (["--join"] if join else [])
-
-    def start(self, i: int, join: bool = False) -> None:
-        self.logs[i] = self.root / f"node-{i}.log"
-        out = open(self.logs[i], "ab")
-        self.procs[i] = subprocess.Popen(self.argv(i, join), stdout=out, stderr=subprocess.STDOUT)
-        out.close()
-
-    def start_all(self) -> "Cluster":
-        for i in self.initial:
-            self.start(i)
-        return self
-
-    def kill(self, i: int, sig: int = signal.SIGKILL) -> None:
-        p = self.procs[i]
-        p.send_signal(sig)
-        if sig in (signal.SIGKILL, signal.SIGTERM):
-            p.wait(10)
-
+    # --- processes (start, kill, restart, alive: LocalCluster's) -------------------------------
     def pause(self, i: int) -> None:
         self.procs[i].send_signal(signal.SIGSTOP)
 
     def resume(self, i: int) -> None:
         self.procs[i].send_signal(signal.SIGCONT)
 
-    def restart(self, i: int) -> None:
-        if self.procs[i].poll() is None:
-            self.kill(i)
-        self.start(i)
-
-    def alive(self, i: int) -> bool:
-        return i in self.procs and self.procs[i].poll() is None
-
-    def stop(self) -> None:
+    def stop(self, grace_s: float = 0) -> None:
         """Kill every process (also paused ones) and close the client."""
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.send_signal(signal.SIGCONT)
-                p.kill()
-        for p in self.procs.values():
-            p.wait(10)
+        super().stop(grace_s)
         self.client.close()
 
     def log_text(self, i: int) -> str:
-        return self.logs[i].read_text(errors="replace")
+        return self.log_path(i).read_text(errors="replace")
 
     # --- views -------------------------------------------------------------------------------
     def status(self, i: int) -> dict:

@@ -9,8 +9,9 @@ import time
 
 import pytest
 
-from cluster_util import free_ports, json_lines, make_cluster, run_cli, wait_for  # noqa: F401
+from cluster_util import json_lines, make_cluster, run_cli, wait_for  # noqa: F401
 from logqueue.client import Client
+from logqueue.local_cluster import free_ports
 
 
 @pytest.mark.parametrize("argv", [

@@ -12,8 +12,8 @@ import struct
 
 import pytest
 
-from cluster_util import free_ports
 from logqueue.client import AsyncClient, ClientError
+from logqueue.local_cluster import free_ports
 from logqueue.queue import commands
 from logqueue.runtime import Node, NodeConfig, wire
 
