@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -257,56 +256,48 @@ def cmd_node(args) -> int:
     return serve(cfg)
 
 
-def _node_argv(args, node_id: int, listen: str, peer_spec: str, data_dir: str) -> list[str]:
-    low, high = args.election_timeout_ms
-    argv = [sys.executable, "-m", "logqueue", "node", "--id", str(node_id), "--listen", listen,
-            "--peers", peer_spec, "--data-dir", data_dir, "--fsync", args.fsync,
-            "--election-timeout-ms", f"{low}-{high}", "--heartbeat-ms", str(args.heartbeat_ms),
-            "--tick-ms", str(args.tick_ms), "--snapshot-every", str(args.snapshot_every),
-            "--retain-entries", str(args.retain_entries), "--log-level", args.log_level]
+def _node_options(args) -> dict:
+    """``node_argv`` options that pass ``cluster up``'s node settings on to each node."""
+    extra = ["--snapshot-every", str(args.snapshot_every), "--retain-entries", str(args.retain_entries)]
     if args.secret_file:
-        argv += ["--secret-file", args.secret_file]
+        extra += ["--secret-file", args.secret_file]
     if args.test_hooks:
-        argv.append("--test-hooks")
-    return argv
+        extra.append("--test-hooks")
+    return dict(fsync=args.fsync, election_timeout_ms=args.election_timeout_ms, heartbeat_ms=args.heartbeat_ms,
+                tick_ms=args.tick_ms, log_level=args.log_level, extra_args=extra)
 
 
 def cmd_cluster_up(args) -> int:
+    from logqueue.local_cluster import LocalCluster
+
     if args.base_port + args.nodes - 1 > 65535:
         raise UsageError("--base-port + --nodes goes beyond port 65535")
     _secret(args)  # fail now, not in every child
-    addresses = {i: f"127.0.0.1:{args.base_port + i - 1}" for i in range(1, args.nodes + 1)}
-    peer_spec = ",".join(f"{i}={a}" for i, a in addresses.items())
-    procs: dict[int, subprocess.Popen] = {}
+    # The nodes share this terminal: their output is ours, and a Ctrl-C reaches them too.
+    cluster = LocalCluster(args.nodes, args.data_dir, ports=range(args.base_port, args.base_port + args.nodes),
+                           logs=False, **_node_options(args))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
-        for i, addr in addresses.items():
-            data_dir = os.path.join(args.data_dir, f"node-{i}")
+        for i in cluster.members:
+            data_dir = cluster.data_dir(i)
             os.makedirs(data_dir, exist_ok=True)
-            procs[i] = subprocess.Popen(_node_argv(args, i, addr, peer_spec, data_dir))
-            print(f"node {i}: {addr} pid {procs[i].pid} data {data_dir}", flush=True)
-        print(f"cluster: {','.join(addresses.values())}", flush=True)
+            pid = cluster.start(i)
+            print(f"node {i}: {cluster.addresses[i]} pid {pid} data {data_dir}", flush=True)
+        print(f"cluster: {cluster.spec}", flush=True)
         print("Ctrl-C stops all nodes.", file=sys.stderr, flush=True)
-        while procs:
+        running = set(cluster.members)
+        while running:
             time.sleep(0.2)
-            for i, p in list(procs.items()):
-                if p.poll() is not None:
-                    print(f"node {i} exited with status {p.returncode} (not restarted)", file=sys.stderr, flush=True)
-                    del procs[i]
+            for i in sorted(running):
+                if not cluster.alive(i):
+                    print(f"node {i} exited with status {cluster.procs[i].returncode} (not restarted)",
+                          file=sys.stderr, flush=True)
+                    running.discard(i)
         return 1
     except KeyboardInterrupt:
         return 0
     finally:
-        for p in procs.values():
-            if p.poll() is None:
-                p.terminate()
-        deadline = time.monotonic() + 5
-        for p in procs.values():
-            try:
-                p.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                p.kill()
-                p.wait()
+        cluster.stop(grace_s=5)
 
 
 STATUS_FIELDS = ("id", "address", "role", "term", "leader_id", "commit_index", "last_index", "applied_index", "pid")
