@@ -64,10 +64,10 @@ from logqueue.raft import (
     RequestVote,
     RequestVoteResponse,
     Role,
-    Snapshot,
     TimeoutNow,
 )
 from logqueue.sim.invariants import Invariants
+from logqueue.sim.node import Disk  # what survives a crash: the simulator's disk
 
 SEPARATOR = "----"
 APPLIED_SEP = "; "  # between applied entries in the state machine (and its snapshots)
@@ -134,30 +134,6 @@ def entry_data(index: int, term: int) -> bytes:
 
 
 # --- the in-memory world ----------------------------------------------------------------
-@dataclass
-class Disk:
-    """What survives a crash: hard state, snapshot and the entries after it."""
-
-    hard_state: HardState = field(default_factory=HardState)
-    snapshot: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
-
-    def append(self, entries: list[Entry]) -> None:
-        if entries:
-            first = entries[0].index
-            self.entries = [e for e in self.entries if e.index < first] + list(entries)
-
-    def save_snapshot(self, snap: Snapshot) -> None:
-        base = self.snapshot.meta.index if self.snapshot else 0
-        if snap.meta.index <= base:
-            return
-        # Entries after the snapshot survive only if they continue it.
-        at = [e for e in self.entries if e.index == snap.meta.index]
-        keep = at and at[0].term == snap.meta.term
-        self.entries = [e for e in self.entries if e.index > snap.meta.index] if keep else []
-        self.snapshot = snap
-
-
 @dataclass
 class Node:
     id: int
