@@ -226,12 +226,24 @@ class Backend(abc.ABC):
     def enqueue_many(self, payloads: Iterable[bytes], window: int = 64) -> list[str]:
         """Enqueue every payload, with at most ``window`` unconfirmed at a time; return the ids in order.
 
-        This default confirms one at a time (a window of 1); adapters whose client can
-        pipeline confirmations override it.
+        Raises:
+            ValueError: ``window`` is below 1.
         """
         if window < 1:
             raise ValueError(f"window must be >= 1, got {window}")
-        return [self.enqueue(p) for p in payloads]
+        jobs = [(new_job_id(), bytes(p)) for p in payloads]
+        if jobs:
+            self._enqueue_batch(jobs, window)
+        return [job_id for job_id, _ in jobs]
+
+    def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
+        """Enqueue ``(job_id, payload)`` pairs in order, at most ``window`` unconfirmed.
+
+        This default confirms one at a time; adapters whose client can pipeline
+        confirmations override it.
+        """
+        for job_id, payload in jobs:
+            self.enqueue(payload, job_id)
 
     def serve(self, fn, worker_id: str, hooks, result_sink=None, concurrency: int = 1, stop_event=None) -> None:
         """Run a worker process's loop until ``stop_event`` is set (``experiments.worker`` calls this).

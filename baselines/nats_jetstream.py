@@ -141,24 +141,19 @@ class NatsJetStreamBackend(Backend):
             raise BackendError(f"{self.name}: publish of job {job_id} not acknowledged ({type(exc).__name__}: {exc})") from None
         return job_id
 
-    def enqueue_many(self, payloads, window: int = 64) -> list[str]:
+    def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         """Pipelined: up to ``window`` publishes awaiting their JetStream ack at once."""
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        payloads = [bytes(p) for p in payloads]
-        ids = [new_job_id() for _ in payloads]
 
         async def run() -> None:
             limit = asyncio.Semaphore(window)
 
-            async def one(payload: bytes, job_id: str) -> None:
+            async def one(job_id: str, payload: bytes) -> None:
                 async with limit:
                     await self._publish(payload, job_id)
 
-            await asyncio.gather(*(one(p, j) for p, j in zip(payloads, ids)))
+            await asyncio.gather(*(one(j, p) for j, p in jobs))
 
-        self.call(run(), timeout=30 + len(payloads))
-        return ids
+        self.call(run(), timeout=30 + len(jobs))
 
     def consumer(self, worker_id: str) -> "NatsJetStreamConsumer":
         return NatsJetStreamConsumer(self, worker_id)

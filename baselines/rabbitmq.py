@@ -187,21 +187,15 @@ class RabbitMQBackend(Backend):
         self.publish(payload, job_id)
         return job_id
 
-    def enqueue_many(self, payloads, window: int = 64) -> list[str]:
+    def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         """Pipelined: at most ``window`` publishes awaiting their confirm at once."""
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        payloads = [bytes(p) for p in payloads]
-        ids = [new_job_id() for _ in payloads]
-        if not payloads:
-            return ids
+        ids, payloads = [list(x) for x in zip(*jobs)]
         with self._pipeline_lock:
             if self._pipeline is None or self._pipeline.broken:
                 if self._pipeline is not None:
                     self._pipeline.close()
                 self._pipeline = _PipelinedPublisher(self)
             self._pipeline.publish(payloads, ids, window)
-        return ids
 
     def consumer(self, worker_id: str) -> "RabbitMQConsumer":
         return RabbitMQConsumer(self, worker_id)

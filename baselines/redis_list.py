@@ -157,13 +157,9 @@ class RedisListBackend(Backend):
         self._push([(job_id, payload)], window=1)
         return job_id
 
-    def enqueue_many(self, payloads, window: int = 64) -> list[str]:
+    def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         """Pipelined: ``window`` jobs per round trip."""
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        jobs = [(new_job_id(), p) for p in payloads]
         self._push(jobs, window)
-        return [job_id for job_id, _ in jobs]
 
     def consumer(self, worker_id: str) -> "RedisListConsumer":
         return RedisListConsumer(self, f"{worker_id}:{uuid.uuid4().hex[:8]}")

@@ -86,18 +86,13 @@ class RedisStreamsBackend(Backend):
         self._r.xadd(self.stream, {"job": job_id, "payload": payload})
         return job_id
 
-    def enqueue_many(self, payloads, window: int = 64) -> list[str]:
+    def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         """Pipelined: ``window`` XADDs per round trip."""
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        payloads = list(payloads)
-        ids = [new_job_id() for _ in payloads]
-        for start in range(0, len(payloads), window):
+        for start in range(0, len(jobs), window):
             pipe = self._r.pipeline(transaction=False)
-            for job_id, payload in zip(ids[start:start + window], payloads[start:start + window]):
+            for job_id, payload in jobs[start:start + window]:
                 pipe.xadd(self.stream, {"job": job_id, "payload": payload})
             pipe.execute()
-        return ids
 
     def consumer(self, worker_id: str) -> "RedisStreamsConsumer":
         return RedisStreamsConsumer(self, f"{worker_id}:{uuid.uuid4().hex[:8]}")

@@ -175,22 +175,14 @@ class LogqueueBackend(Backend):
         self._submit_one(cmd, f"enqueue of job {job_id}")
         return job_id
 
-    def enqueue_many(self, payloads, window: int = 64) -> list[str]:
+    def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         """Pipelined: batches of enqueue commands, ``window`` jobs unconfirmed at most."""
-        if window < 1:
-            raise ValueError(f"window must be >= 1, got {window}")
-        ids = []
-        wrapped = []
-        for payload in payloads:
-            ids.append(new_job_id())
-            wrapped.append(wrap(ids[-1], payload))
         batch = min(window, 256)
         producer = AsyncProducer(self.client.aio, self.log_queue, batch=batch, window=max(1, window // batch))
         try:
-            self.client.run(producer.enqueue_many(wrapped))
+            self.client.run(producer.enqueue_many([wrap(job_id, payload) for job_id, payload in jobs]))
         except ClientError as exc:
-            raise BackendError(f"logqueue: enqueue of {len(ids)} jobs failed ({exc.code}: {exc})") from None
-        return ids
+            raise BackendError(f"logqueue: enqueue of {len(jobs)} jobs failed ({exc.code}: {exc})") from None
 
     # --- consuming --------------------------------------------------------------------
     def consumer(self, worker_id: str) -> "LogqueueConsumer":
