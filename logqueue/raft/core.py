@@ -214,10 +214,11 @@ class Raft:
             raise SafetyError(f"cannot snapshot at {index}: not applied or already compacted")
         return Snapshot(SnapshotMeta(index, term, self.log.conf_at(index)), data)
 
-    def compact(self, index: int, data: bytes) -> Snapshot:
-        """Drop log entries up to `index`, kept now by the application's snapshot `data`."""
+    def compact(self, index: int, data: bytes, retain: int = 0) -> Snapshot:
+        """Drop log entries up to `index`, kept now by the application's snapshot `data`,
+        except the last `retain` of them (for followers slightly behind)."""
         snap = self.snapshot_for(index, data)
-        self.log.compact(snap)
+        self.log.compact(snap, retain)
         return snap
 
     def step(self, msg: Message) -> None:

@@ -114,19 +114,24 @@ class RaftLog:
             return True
         return False
 
-    def compact(self, snapshot: Snapshot) -> None:
-        """Drop entries covered by an application snapshot taken at an applied index."""
+    def compact(self, snapshot: Snapshot, retain: int = 0) -> None:
+        """Take an application snapshot (at an applied index) and drop the entries it covers,
+        but for the last `retain` of them: a follower just behind then catches up from the
+        log instead of by InstallSnapshot."""
         index = snapshot.meta.index
-        if index <= self.snap_index:
+        if self.snapshot is not None and index <= self.snapshot.meta.index:
             return
         if index > self.applied:
             raise SafetyError(f"compacting to {index} beyond applied {self.applied}")
-        self.snap_term = snapshot.meta.term
-        del self.entries[: index - self.snap_index]
-        self.snap_index = index
-        self.snapshot = snapshot
-        self._base_conf = snapshot.meta.conf
-        self.conf_entries = [(i, c) for i, c in self.conf_entries if i > index]
+        self.snapshot = snapshot  # invariant: snap_index <= snapshot index <= applied
+        start = index - retain
+        if start <= self.snap_index:
+            return
+        self.snap_term = self.term_at(start)
+        self._base_conf = self.conf_at(start)
+        del self.entries[: start - self.snap_index]
+        self.snap_index = start
+        self.conf_entries = [(i, c) for i, c in self.conf_entries if i > start]
 
     def restore(self, snapshot: Snapshot) -> None:
         """Replace the whole log by a snapshot from the leader (InstallSnapshot)."""

@@ -316,7 +316,7 @@ class Node:
         applied = raft.applied_index
         if applied <= self._snap_index:
             return self._snap_index
-        snap = raft.compact(applied, self.machine.snapshot())
+        snap = raft.compact(applied, self.machine.snapshot(), retain=self.cfg.retain_entries)
         self.storage.save_snapshot(snap)
         self._snap_index = applied
         keep_from = applied - self.cfg.retain_entries

@@ -126,11 +126,13 @@ class SimNode:
         raft.advance(rd)
         return rd, True
 
-    def maybe_compact(self, every: int) -> Snapshot | None:
-        """Snapshot the state machine and compact the log every `every` applied entries."""
+    def maybe_compact(self, every: int, retain: int) -> Snapshot | None:
+        """Snapshot the state machine every `every` applied entries and compact the log,
+        keeping `retain` entries behind the snapshot in memory."""
         raft = self.raft
-        if self.applied_index - raft.log.snap_index < every:
+        last = raft.log.snapshot.meta.index if raft.log.snapshot else 0
+        if self.applied_index - last < every:
             return None
-        snap = raft.compact(self.applied_index, self.state)
+        snap = raft.compact(self.applied_index, self.state, retain)
         self.disk.save_snapshot(snap)
         return snap

@@ -100,6 +100,7 @@ class Simulation:
         self.bouncing: set[int] = set()
         self.proposed = 0
         self.compact_every = rng.choice([20, 50, 200])
+        self.compact_retain = (0, 10, 100)[seed % 3]  # not drawn: keeps the seed's fault stream
 
     # --- tracing -------------------------------------------------------------------
     def _trace(self, node: int, ev: str, **fields) -> None:
@@ -171,7 +172,7 @@ class Simulation:
                     self._trace(n.id, "apply", index=e.index, term=e.term, digest=hashlib.sha256(e.data).hexdigest())
             if rd.committed:
                 self.stats.committed = max(self.stats.committed, rd.committed[-1].index)
-            n.maybe_compact(self.compact_every)
+            n.maybe_compact(self.compact_every, self.compact_retain)
 
     def _on_new_leaders(self) -> None:
         """Check and record leaders elected since the last step, before their first Ready
@@ -343,10 +344,14 @@ class Simulation:
             pass
 
     def _heal_all(self) -> None:
+        """End every fault, including armed ones that would fire later."""
         self.net.heal()
         self.net.faults = NetworkFaults(max_delay=2)
+        self.figure8 = None
+        self.bouncing.clear()
         for n in self.nodes.values():
             n.crash_point = None
+            n.crash_after_vote = False
             if not n.alive:
                 self._restart(n)
 
