@@ -330,3 +330,28 @@ def test_a_transfer_started_late_in_the_check_quorum_window_still_completes() ->
     execute(c, "tick 1")
     execute(c, "stabilize")
     assert c.node(3).raft.role is Role.LEADER
+
+
+# --- compaction keeping recent entries ----------------------------------------------------
+@pytest.mark.parametrize("retain, by_snapshot", [(0, True), (10, True), (20, False)])
+def test_compaction_retaining_entries_lets_a_lagging_follower_catch_up_from_the_log(retain, by_snapshot) -> None:
+    c = elected(3)
+    execute(c, "partition 1 2 | 3")
+    for k in range(15):
+        execute(c, f"propose 1 e{k}")
+    execute(c, "stabilize")
+    leader = c.node(1)
+    snap = leader.raft.compact(leader.applied_index, leader.state_data(), retain=retain)
+    leader.disk.save_snapshot(snap)
+    assert leader.raft.log.snapshot == snap
+    # The log now starts `retain` entries before the snapshot (node 3 lacks all 15 entries:
+    # retaining 10 is not enough for it, retaining 20 keeps everything it needs).
+    assert leader.raft.log.snap_index == max(0, snap.meta.index - retain)
+    c.out.clear()
+    execute(c, "heal")
+    execute(c, "tick 1 1")  # a heartbeat: node 3 answers, the leader finds it behind
+    execute(c, "stabilize")
+    sent_snapshot = any(" Snapshot " in line for line in c.out)
+    assert sent_snapshot is by_snapshot
+    assert c.node(3).raft.last_index == leader.raft.last_index
+    assert c.node(3).raft.commit_index == leader.raft.commit_index
