@@ -35,7 +35,6 @@ import pandas as pd
 from baselines.registry import BACKENDS
 from experiments import checker
 from experiments.clusterlog import CLUSTER_FILE, UNREACHABLE
-from experiments.report import latency_series
 from experiments.scenarios import SCENARIOS
 
 RESULTS_ENV = "LOGQUEUE_RESULTS"
@@ -192,11 +191,13 @@ def scenario_order(names: Iterable[str]) -> list[str]:
 
 RUN_COLUMNS = ["backend", "scenario", "status", "jobs", "completed", "lost", "duplicate_executions",
                "duplicate_effects", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "recovery_ms",
-               "throughput_jobs_per_s", "replayed", "rechecked", "differences", "reason", "notes", "dir"]
+               "throughput_jobs_per_s", "replayed", "rechecked", "differences", "reason", "notes", "anomalies", "dir"]
 
 
 def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per run under ``out_dir``: the summary's figures, and whether it re-checks.
+
+    ``anomalies`` is the summary's named anomalies (kind -> jobs); ``dir`` the run's directory.
 
     Every ``summary.json`` is recomputed from its ``events.jsonl`` by the project's checker
     (``experiments.checker.recheck``): ``rechecked`` is True when both agree, else
@@ -232,6 +233,7 @@ def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
             "differences": differences,
             "reason": summary.get("reason"),
             "notes": list(summary.get("notes") or []),
+            "anomalies": dict(summary.get("anomalies") or {}),
             "dir": run_dir,
         })
     if not rows:
@@ -343,6 +345,34 @@ def optional_events(run_dir: str | os.PathLike) -> list[dict] | None:
     return load_events(run_dir) if (Path(run_dir) / checker.EVENTS_FILE).is_file() else None
 
 
+def latency_series(events: list[dict]) -> tuple[float, list[tuple[float, float]], list[tuple[float, float, str]]]:
+    """``(t0, [(seconds since t0 at first effect, latency ms)], [(start s, end s, label)])``: the
+    run's first event time, each completed job's produce -> first effect latency, and each
+    fault window (an unhealed fault ends with the history)."""
+    produced, first_effect = {}, {}
+    for e in sorted(events, key=lambda e: e["t"]):
+        if e["ev"] == "produce":
+            produced.setdefault(e.get("job"), e["t"])
+        elif e["ev"] == "effect":
+            first_effect.setdefault(e.get("job"), e["t"])
+    t0 = min((e["t"] for e in events), default=0.0)
+    points = sorted(
+        (first_effect[j] - t0, max(0.0, first_effect[j] - produced[j]) * 1000.0) for j in first_effect if j in produced
+    )
+    t_end = max((e["t"] for e in events), default=t0)
+    windows = []
+    open_: dict[tuple, list[float]] = defaultdict(list)
+    for e in sorted(events, key=lambda e: e["t"]):
+        key = (e.get("fault"), e.get("target"))
+        if e["ev"] == "fault_start":
+            open_[key].append(e["t"])
+        elif e["ev"] == "fault_end" and open_[key]:
+            windows.append((open_[key].pop(0) - t0, e["t"] - t0, f"{key[0]} {key[1] or ''}".strip()))
+    for key, starts in open_.items():
+        windows += [(s - t0, t_end - t0, f"{key[0]} {key[1] or ''}".strip()) for s in starts]
+    return t0, points, windows
+
+
 def latency_over_time(events: list[dict]) -> pd.DataFrame:
     """Per completed job: ``t_s`` (first effect, seconds since the run's first event) and ``latency_ms``."""
     _, points, _ = latency_series(events)
@@ -382,7 +412,7 @@ def plot_latency_over_time(runs: pd.DataFrame, scenario: str):
             ax.legend(fontsize="x-small", loc="upper right")
     axes[-1, 0].set_xlabel("seconds since the run started (each job at its first effect)")
     fig.suptitle(f"{scenario}: produce -> first effect, fault windows shaded")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.4 / fig.get_figheight()))  # leave the suptitle its own line
     plt.close(fig)
     return fig
 
