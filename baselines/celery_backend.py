@@ -61,14 +61,20 @@ _inflight_lock = threading.Lock()
 class CeleryDelivery(Delivery):
     """A Celery message. ``attempt`` = Celery's ``retries`` + 1, plus 1 if the broker flags a redelivery (approximate)."""
 
-    def __init__(self, backend: "CeleryBackend", job_id: str, payload: bytes, attempt: int, message=None) -> None:
+    def __init__(self, backend: "CeleryBackend", job_id: str, payload: bytes, attempt: int, message=None,
+                 consumer: "CeleryConsumer | None" = None) -> None:
         self._b = backend
         self._message = message
+        self._consumer = consumer
         self.job_id, self.payload, self.attempt = job_id, payload, attempt
         self.outcome = ""  # inside a worker: "effect", "retry" or "dead", read by LqRequest.acknowledge
 
     def _settle(self, fn, what: str) -> None:
         try:
+            if self._consumer is not None:
+                # Read what the broker already sent first: a channel it closed (consumer_timeout)
+                # must refuse this settle, not swallow it (an AMQP ack has no reply).
+                self._consumer.poll()
             fn()
         except Exception as exc:  # kombu raises transport-specific errors for a closed channel
             raise AckError(f"{self._b.name}: cannot {what} job {self.job_id}: {type(exc).__name__}: {exc}") from None
@@ -388,7 +394,16 @@ class CeleryConsumer(Consumer):
         args = body[0] if isinstance(body, (list, tuple)) else body.get("args", [])
         headers = message.headers or {}
         attempt = _attempt(headers.get("retries"), message.delivery_info)
-        self._inbox.append(CeleryDelivery(self.backend, headers.get("id", ""), base64.b64decode(args[0]), attempt, message))
+        self._inbox.append(
+            CeleryDelivery(self.backend, headers.get("id", ""), base64.b64decode(args[0]), attempt, message, self)
+        )
+
+    def poll(self) -> None:
+        """Process frames the broker has already sent, without waiting (raises if it closed the channel)."""
+        try:
+            self._conn.drain_events(timeout=0)
+        except socket.timeout:
+            pass
 
     def receive(self, timeout_s: float) -> CeleryDelivery | None:
         end = time.monotonic() + timeout_s
