@@ -62,7 +62,6 @@ class SimNode:
         self.alive = True
         self.crash_point: CrashPoint | None = None  # armed: crash during the next Ready
         self.crash_after_vote = False  # armed: crash right after sending the next granted vote
-        self.restarts = 0
         self._boot()
 
     def _boot(self) -> None:
@@ -88,7 +87,6 @@ class SimNode:
 
     def restart(self) -> None:
         self.alive = True
-        self.restarts += 1
         self._boot()
 
     def process_ready(self) -> tuple[Ready | None, bool]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import IO
 
 from logqueue.raft import Config, ConfState, NotLeader, ProposalDropped, Raft, Role
@@ -61,7 +61,6 @@ class SimOptions:
     # Fault intensity per tick during the fault phase.
     fault_rate: float = 0.02
     propose_rate: float = 0.3
-    extra: dict = field(default_factory=dict)
 
 
 class Simulation:
