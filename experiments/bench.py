@@ -58,6 +58,7 @@ from rich.table import Table
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
 from logqueue.local_cluster import LocalCluster
+from logqueue.stats import nearest_rank
 
 HEADER = struct.Struct(">BI")  # phase, index: how a consumer tells which message it got
 PUBLISH, CONSUME, MIXED, LATENCY = 1, 1, 2, 3  # the consume phase drains the publish phase's messages
@@ -224,11 +225,6 @@ def _rate(n: int, seconds: float) -> float:
     return round(n / seconds, 1) if seconds > 0 else 0.0
 
 
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, int(round(q * len(ordered))) - 1))]
-
-
 def _paced_publish(backend, payloads: list[bytes], rate: float, window: int, timeout_s: float, on_tick) -> list[float]:
     """Publish payload i at its due time ``start + i / rate`` (the due ones together); returns the due times."""
     n = len(payloads)
@@ -313,10 +309,10 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
         tick = lambda: report(name, "latency", tally.count, count)  # noqa: E731
         due = _paced_publish(backend, make_payloads(LATENCY, count, args.payload_bytes), offered, w, timeout, tick)
         pool.wait(tally, timeout, "latency", tick)
-        latencies = [(tally.acked_at[i] - due[i]) * 1000 for i in range(count)]
+        latencies = sorted((tally.acked_at[i] - due[i]) * 1000 for i in range(count))
         row.update(offered_per_s=round(offered, 1), latency_messages=count,
-                   p50_ms=round(_percentile(latencies, 0.50), 2), p99_ms=round(_percentile(latencies, 0.99), 2),
-                   max_ms=round(max(latencies), 2))
+                   p50_ms=round(nearest_rank(latencies, 0.50), 2), p99_ms=round(nearest_rank(latencies, 0.99), 2),
+                   max_ms=round(latencies[-1], 2))
         row["status"] = "ok"
     except (BackendError, OSError) as exc:
         row["reason"] = " ".join(str(exc).split())

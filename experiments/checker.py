@@ -48,12 +48,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
+
+from logqueue.stats import nearest_rank
 
 EVENTS_FILE = "events.jsonl"
 SUMMARY_FILE = "summary.json"
@@ -66,12 +67,6 @@ class CheckerError(ValueError):
 
 def _ms(seconds: float) -> float:
     return round(seconds * 1000.0, 3)
-
-
-def nearest_rank(sorted_values: list[float], q: float) -> float:
-    """The ``ceil(q * n)``-th smallest of ``sorted_values`` (``q`` in (0, 1])."""
-    rank = max(1, math.ceil(q * len(sorted_values)))
-    return sorted_values[rank - 1]
 
 
 def _faults(events: list[dict]) -> list[dict]:

@@ -16,12 +16,7 @@ import sys
 import time
 
 from logqueue.local_cluster import LocalCluster
-
-
-def _percentile(sorted_values: list[float], q: float) -> float:
-    if not sorted_values:
-        return 0.0
-    return sorted_values[min(len(sorted_values) - 1, int(q * len(sorted_values)))]
+from logqueue.stats import nearest_rank
 
 
 async def _drive(addresses: list[str], count: int, payload_bytes: int, window: int, chunk: int) -> dict:
@@ -52,7 +47,7 @@ async def _drive(addresses: list[str], count: int, payload_bytes: int, window: i
         "appends": count,
         "seconds": round(elapsed, 3),
         "appends_per_s": round(count / elapsed),
-        "latency_ms": {k: round(_percentile(latencies, q) * 1000, 2) for k, q in (("p50", 0.5), ("p99", 0.99))}
+        "latency_ms": {k: round(nearest_rank(latencies, q) * 1000, 2) if latencies else 0.0 for k, q in (("p50", 0.5), ("p99", 0.99))}
         | {"max": round(latencies[-1] * 1000, 2) if latencies else 0.0},
     }
 

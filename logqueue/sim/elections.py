@@ -29,6 +29,7 @@ import sys
 from dataclasses import dataclass
 
 from logqueue.raft import Config, ConfState, Message, Role
+from logqueue.stats import nearest_rank
 
 from .node import SimNode
 
@@ -57,7 +58,7 @@ def parse_ranges(text: str) -> list[tuple[int, int]]:
 
 def _quantile(sorted_ms: list[float], q: float) -> float | None:
     """Nearest-rank quantile; ``inf`` entries stand for timed-out trials (-> ``None``)."""
-    value = sorted_ms[min(len(sorted_ms) - 1, max(0, math.ceil(q * len(sorted_ms)) - 1))]
+    value = nearest_rank(sorted_ms, q)
     return None if math.isinf(value) else round(value, 1)
 
 
