@@ -1,7 +1,7 @@
 """Backends by name, so every tool takes ``--backends NAME,NAME|all``.
 
 Adapters are imported lazily: a missing client library or a module that is not written
-yet (``logqueue.backend``) makes that one backend unavailable, never the registry.
+yet makes that one backend unavailable, never the registry.
 """
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from baselines.base import Backend, BackendUnavailable
 
 # name -> "module:Class"; order is the order of tables and reports.
 BACKENDS = {
-    "logqueue": "logqueue.backend:LogqueueBackend",
+    "logqueue": "baselines.logqueue:LogqueueBackend",
     "rabbitmq-classic": "baselines.rabbitmq:RabbitMQClassicBackend",
     "rabbitmq-quorum": "baselines.rabbitmq:RabbitMQQuorumBackend",
     "redis-list": "baselines.redis_list:RedisListBackend",

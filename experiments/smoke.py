@@ -138,7 +138,7 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
 def _local_logqueue(wanted: bool, workdir: str):
     """When logqueue is wanted and no cluster answers at its configured addresses, run a
     local 3-node cluster for the smoke run (``LOGQUEUE_CLUSTER`` points every client at it)."""
-    from logqueue.backend import CLUSTER_ENV, cluster_addresses
+    from baselines.logqueue import CLUSTER_ENV, cluster_addresses
 
     if not wanted or _cluster_answers(cluster_addresses()):
         yield

@@ -51,8 +51,8 @@ def peers_only(head: bytes) -> bool | None:
 
 def probe_cluster(addresses: str | None = None) -> str | None:
     """``None`` when logqueue can be used (a local cluster, or the running nodes at ``addresses``), else why not."""
-    if importlib.util.find_spec("logqueue.backend") is None:
-        return "logqueue: the logqueue backend (logqueue.backend) is not available yet"
+    if importlib.util.find_spec("baselines.logqueue") is None:
+        return "logqueue: the logqueue backend (baselines.logqueue) is not available yet"
     try:
         from logqueue.client import Client
         from logqueue.runtime import serve  # noqa: F401

@@ -48,7 +48,7 @@ class Replay(Scenario):
 
     def _read_back(self, ctx: RunContext) -> list[bytes]:
         if ctx.backend_name == "logqueue":
-            from logqueue.backend import unwrap
+            from baselines.logqueue import unwrap
             from logqueue.client import Client
 
             addresses = ctx.topology.config_addresses(ctx.client_links("replay"))["logqueue"].split(",")
