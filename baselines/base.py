@@ -118,11 +118,18 @@ class Delivery(abc.ABC):
         payload: the job's bytes, unchanged.
         attempt: 1 on the first delivery, counted from the broker's delivery counter or
             redelivery flag; each adapter says where it is only approximate.
+        token: a fencing token that grows with each delivery of the job (the broker's exact
+            delivery counter, logqueue's claim token); ``None`` where the backend has none.
+        lease_deadline: Unix time when the job is redelivered unless heartbeats extend it;
+            ``None`` where the adapter does not know it (the worker loop then counts
+            ``timeout_s`` from when the job starts).
     """
 
     job_id: str
     payload: bytes
     attempt: int
+    token: int | None = None
+    lease_deadline: float | None = None
 
     @abc.abstractmethod
     def ack(self, result: bytes = b"") -> None:

@@ -48,7 +48,9 @@ from celery.worker.request import Request
 from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
 from baselines.rabbitmq import server_consumer_timeout
-from baselines.worker_loop import call_worker_function
+from baselines.worker_loop import job_context
+from logqueue.client.worker import run_function
+from logqueue.workers import worker_function
 
 TASK_NAME = "logqueue.job"
 
@@ -132,7 +134,7 @@ def _run_job(task, payload_b64: str) -> None:
         _inflight[d.job_id] = d
     hooks.deliver(d)
     hooks.start(d)
-    result, error = call_worker_function(ctx["fn"], d.payload)
+    result, error = run_function(ctx["fn"], d.payload, job_context(backend, d))
     hooks.finish(d, result, error)
     if error is not None:
         if d.attempt < backend.config.max_attempts:
@@ -282,7 +284,7 @@ class CeleryBackend(Backend):
         The thread pool keeps every job in this process (so SIGKILL/SIGSTOP of this PID hit
         it) and leaves the consumer loop free for heartbeats.
         """
-        _context.update(backend=self, fn=fn, hooks=hooks, sink=result_sink, worker_id=worker_id)
+        _context.update(backend=self, fn=worker_function(fn), hooks=hooks, sink=result_sink, worker_id=worker_id)
         worker = self.app.Worker(
             hostname=f"{worker_id}@logqueue",
             pool="threads",

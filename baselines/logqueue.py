@@ -209,13 +209,18 @@ class LogqueueBackend(Backend):
 
 
 class LogqueueDelivery(Delivery):
-    """One claimed job; ``attempt`` is the queue's exact claim counter."""
+    """One claimed job; ``attempt`` is the queue's exact claim counter, ``token`` the claim's fencing token."""
 
     def __init__(self, consumer: QueueConsumer, job: Job) -> None:
         self._consumer = consumer
         self._job = job
         self.job_id, self.payload = unwrap(job.payload, job.offset)
         self.attempt = job.attempt
+        self.token = job.token
+
+    @property
+    def lease_deadline(self) -> float | None:
+        return self._job.leased_until
 
     def _refused(self, what: str, exc: ClientError) -> AckError:
         return AckError(f"{exc.code}: {what} of job {self.job_id} (offset {self._job.offset}, token "

@@ -216,13 +216,13 @@ class NatsJetStreamBackend(Backend):
 
 
 class NatsJetStreamDelivery(Delivery):
-    """``attempt`` is JetStream's exact ``num_delivered``."""
+    """``attempt`` is JetStream's exact ``num_delivered``, and so the fencing ``token``."""
 
     def __init__(self, backend: NatsJetStreamBackend, msg, job_id: str, payload: bytes) -> None:
         self._b = backend
         self._msg = msg
         self.job_id, self.payload = job_id, payload
-        self.attempt = msg.metadata.num_delivered
+        self.attempt = self.token = msg.metadata.num_delivered
 
     def _do(self, coro, what: str) -> None:
         try:

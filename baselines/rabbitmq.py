@@ -124,6 +124,7 @@ class RabbitMQBackend(Backend):
     """Shared by both queue types; subclasses give the queue arguments."""
 
     queue_type = "classic"
+    delivery_counter = False  # classic queues count no deliveries: a delivery has no fencing token
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -383,6 +384,7 @@ class RabbitMQClassicBackend(RabbitMQBackend):
 class RabbitMQQuorumBackend(RabbitMQBackend):
     name = "rabbitmq-quorum"
     queue_type = "quorum"
+    delivery_counter = True  # x-delivery-count: exact, so the attempt is the delivery's fencing token
 
     def queue_arguments(self) -> dict:
         return {
@@ -408,6 +410,7 @@ class RabbitMQDelivery(Delivery):
         self.job_id = props.message_id or ""
         self.payload = body
         self.attempt = consumer.backend.attempt_of(method, props)
+        self.token = self.attempt if consumer.backend.delivery_counter else None
 
     def ack(self, result: bytes = b"") -> None:
         self.consumer.call(self, lambda ch: ch.basic_ack(self.delivery_tag))

@@ -118,12 +118,13 @@ class RedisStreamsBackend(Backend):
 
 
 class RedisStreamsDelivery(Delivery):
-    """``attempt`` is the pending list's exact delivery counter."""
+    """``attempt`` is the pending list's exact delivery counter, and so the fencing ``token``."""
 
     def __init__(self, consumer: "RedisStreamsConsumer", entry_id: str, job_id: str, payload: bytes, attempt: int) -> None:
         self._c = consumer
         self.entry_id = entry_id
         self.job_id, self.payload, self.attempt = job_id, payload, attempt
+        self.token = attempt
 
     def _settle(self, action: str) -> int:
         done = self._c.backend.settle(self._c.name, self.entry_id, action, self.job_id, self.attempt)

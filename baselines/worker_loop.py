@@ -1,6 +1,7 @@
 """The generic worker loop: one plug-in function, any backend, hooks at every step.
 
-For each delivery: ``deliver`` -> ``start`` -> ``fn(payload)`` (while a heartbeat thread
+For each delivery: ``deliver`` -> ``start`` -> ``fn(payload)`` or ``fn(payload, ctx)``
+with a ``JobContext`` (``job_context``) (while a heartbeat thread
 calls ``delivery.heartbeat()`` every ``heartbeat_s``) -> ``finish`` -> the effect ->
 ack -> ``ack`` / ``ack_error``.
 
@@ -15,9 +16,13 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from baselines.base import AckError, Backend, Delivery
 from baselines.hooks import WorkerHooks
+from logqueue.client.context import JobContext
+from logqueue.client.worker import run_function
+from logqueue.workers import worker_function
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +55,20 @@ class _Heartbeat:
         self._thread.join()
 
 
-def call_worker_function(fn, payload: bytes) -> tuple[bytes | None, str | None]:
-    """``(result, None)``, or ``(None, "Type: message")`` when ``fn`` raised or did not return bytes."""
-    try:
-        result = fn(payload)
-        if not isinstance(result, (bytes, bytearray)):
-            raise TypeError(f"worker function returned {type(result).__name__}, not bytes")
-        return bytes(result), None
-    except Exception as exc:
-        return None, f"{type(exc).__name__}: {exc}"
+def job_context(backend: Backend, d: Delivery) -> JobContext:
+    """What the worker function learns about ``d``, as it starts."""
+    deadline = d.lease_deadline if d.lease_deadline is not None else time.time() + backend.config.timeout_s
+    return JobContext(d.job_id, d.attempt, d.token, deadline, backend.name)
 
 
 def process(backend: Backend, delivery: Delivery, fn, worker_id: str, hooks: WorkerHooks, result_sink=None) -> None:
-    """Run one delivery through ``fn`` and settle it with the backend (see the module docstring)."""
+    """Run one delivery through ``fn`` (a ``worker_function``) and settle it with the backend
+    (see the module docstring)."""
     d = delivery
     hooks.deliver(d)
     hooks.start(d)
     with _Heartbeat(d, backend.config.heartbeat_s):
-        result, error = call_worker_function(fn, d.payload)
+        result, error = run_function(fn, d.payload, job_context(backend, d))
     hooks.finish(d, result, error)
     if error is not None:
         exhausted = d.attempt >= backend.config.max_attempts
@@ -122,7 +123,7 @@ def run_worker(
 
     Args:
         backend: a connected backend.
-        fn: the worker function ``fn(payload: bytes) -> bytes``.
+        fn: the worker function ``fn(payload) -> bytes`` or ``fn(payload, ctx) -> bytes``.
         worker_id: recorded in events; with ``concurrency`` > 1 the consumers are named ``W.0``, ``W.1``, ...
         hooks: receives every step (default: no-op).
         concurrency: number of consumer threads, each with its own consumer.
@@ -132,6 +133,7 @@ def run_worker(
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")
     hooks = hooks or WorkerHooks()
+    fn = worker_function(fn)
     stop = stop_event or threading.Event()
     if concurrency == 1:
         _consume(backend, worker_id, fn, worker_id, hooks, stop, result_sink)

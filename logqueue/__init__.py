@@ -16,6 +16,7 @@ from logqueue.client import (
     ClientError,
     Consumer,
     Job,
+    JobContext,
     Producer,
     Worker,
 )
@@ -26,6 +27,6 @@ except PackageNotFoundError:  # running from a source tree that was never instal
     __version__ = "0+unknown"
 
 __all__ = [
-    "AsyncClient", "AsyncConsumer", "AsyncProducer", "Client", "ClientError", "Consumer", "Job", "Producer",
+    "AsyncClient", "AsyncConsumer", "AsyncProducer", "Client", "ClientError", "Consumer", "Job", "JobContext", "Producer",
     "Worker", "__version__",
 ]

@@ -6,11 +6,13 @@ node's consumer_timeout and a short channel tick, see baselines/rabbitmq.py).
 """
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -33,6 +35,8 @@ SERVER_OF = {
 # Backends whose broker refuses the ack of a delivery that timed out and was redelivered.
 # JetStream acks by stream sequence and kombu's Redis emulation acks by tag: both accept it.
 FENCED = {"stub", "rabbitmq-classic", "rabbitmq-quorum", "celery-rabbitmq", "redis-list", "redis-streams", "logqueue"}
+# Backends whose deliveries carry a fencing token (an exact delivery counter, logqueue's claim token).
+TOKENED = {"rabbitmq-quorum", "redis-streams", "nats-jetstream", "logqueue"}
 # Backends with a per-job lease that Delivery.heartbeat extends.
 LEASED = ["stub", "redis-list", "redis-streams", "nats-jetstream", "logqueue"]
 ALL = registry.names()
@@ -185,6 +189,10 @@ def test_unacked_job_is_redelivered_after_timeout(name, make, consumers):
     assert d2 is not None and d2.job_id == job
     assert d2.attempt >= 2
     assert waited >= 0.9  # not before the timeout
+    if name in TOKENED:
+        assert d2.token > d1.token >= 1, "the redelivered copy must carry a higher fencing token"
+    else:
+        assert d1.token is d2.token is None
     if name in FENCED:
         with pytest.raises(AckError):
             d1.ack()
@@ -241,6 +249,69 @@ def test_redelivery_after_worker_process_is_sigkilled(name, make, consumers, tmp
     assert d is not None and d.job_id == job and d.payload == b"sleep=60;job"
     assert d.attempt >= 2
     d.ack()
+
+
+CONTEXT_FUNCTION = """
+import json, os
+
+def fn(payload, ctx):
+    with open(os.environ["CTX_LOG"], "a") as f:
+        f.write(json.dumps(ctx.__dict__) + "\\n")
+    if ctx.attempt == 1:
+        raise RuntimeError("fail the first attempt so that the job is redelivered")
+    return payload
+"""
+
+
+@pytest.mark.parametrize("name", ALL)
+def test_worker_function_with_context(name, make, tmp_path, monkeypatch):
+    """A ``(payload, ctx)`` function from outside the project runs in the worker (a real
+    worker process, the stub's in-process loop) and sees its job, attempt, backend, lease
+    deadline, and a fencing token that grows on redelivery where the backend has one."""
+    b = make(name, timeout_s=5.0, heartbeat_s=1.0, max_attempts=5)
+    (tmp_path / "ctxmod.py").write_text(CONTEXT_FUNCTION)
+    log = tmp_path / "ctx.jsonl"
+    monkeypatch.setenv("CTX_LOG", str(log))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])))
+    job = b.enqueue(b"with context")
+    started = time.time()
+    proc = stop = thread = None
+    if b.multiprocess:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "experiments.worker", "--backend", name, "--queue", b.config.queue,
+             "--func", "ctxmod:fn", "--worker-id", "w", "--timeout-s", "5", "--heartbeat-s", "1"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    else:
+        from baselines.worker_loop import run_worker
+        from logqueue.workers import load_function
+
+        stop = threading.Event()
+        thread = threading.Thread(target=run_worker, args=(b, load_function("ctxmod:fn"), "w"),
+                                  kwargs={"stop_event": stop}, daemon=True)
+        thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not (log.exists() and len(log.read_text().splitlines()) >= 2):
+            assert proc is None or proc.poll() is None, proc.stderr.read().decode()
+            assert time.monotonic() < deadline, "the function did not run twice"
+            time.sleep(0.1)
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+            proc.stderr.close()
+        if stop is not None:
+            stop.set()
+            thread.join(10)
+    first, second = (json.loads(line) for line in log.read_text().splitlines()[:2])
+    for ctx, attempt in ((first, 1), (second, 2)):
+        assert (ctx["job_id"], ctx["attempt"], ctx["backend"]) == (job, attempt, name)
+        assert started < ctx["lease_deadline"] <= time.time() + 5.0
+    if name in TOKENED:
+        assert second["token"] > first["token"] >= 1
+    else:
+        assert first["token"] is second["token"] is None
 
 
 def _closed_port() -> int:

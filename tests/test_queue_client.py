@@ -14,7 +14,7 @@ import uuid
 import pytest
 
 from cluster_util import json_lines, run_cli, wait_for
-from logqueue.client import Client, Consumer, LeaseLost, Producer, Worker
+from logqueue.client import Client, Consumer, JobContext, LeaseLost, Producer, Worker
 from logqueue.queue import QueueMachine, commands
 
 
@@ -212,6 +212,33 @@ def test_a_prefetching_worker_holds_claimed_jobs_and_runs_them_before_it_stops(c
     s = stats(client, queue)
     assert worker.stats.claimed == worker.stats.completed == s["completed"] >= 5
     assert (s["in_flight"], s["redelivered"]) == (0, 0)
+
+
+def test_a_worker_function_taking_a_context_gets_the_claims_token(client, queue):
+    Producer(client, queue).enqueue_many([b"fails once", b"fine"])
+    seen = []
+
+    def fn(payload: bytes, ctx: JobContext) -> bytes:
+        seen.append((payload, ctx, time.time()))
+        if payload == b"fails once" and ctx.attempt == 1:
+            raise RuntimeError("again")
+        return payload
+
+    worker = Worker(client, queue, "g", fn, lease_ms=5000, max_attempts=3)
+    thread = threading.Thread(target=worker.run)
+    thread.start()
+    try:
+        wait_for(lambda: stats(client, queue)["completed"] == 2, 20, "both jobs completed")
+    finally:
+        worker.stop()
+        thread.join(10)
+    runs = {(p, ctx.attempt): (ctx, t) for p, ctx, t in seen}
+    assert sorted(runs) == [(b"fails once", 1), (b"fails once", 2), (b"fine", 1)]
+    (first, _), (second, _) = runs[b"fails once", 1], runs[b"fails once", 2]
+    assert (first.job_id, first.backend) == ("0", "logqueue") and runs[b"fine", 1][0].job_id == "1"
+    assert second.token > first.token  # each claim has its own, later, fencing token
+    for ctx, t in runs.values():
+        assert t < ctx.lease_deadline <= t + 5.0
 
 
 # --- the CLI -----------------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """The client side of the log service: connections with leader discovery and retries
 (``Client``, ``AsyncClient``), the work-queue API on them (``Producer``, ``Consumer``)
-and a worker that runs a plug-in function on a queue's jobs (``Worker``)."""
+and a worker that runs a plug-in function on a queue's jobs (``Worker``), telling it
+about each job through a ``JobContext``."""
 from logqueue.client.client import (
     AsyncClient,
     Client,
@@ -9,10 +10,11 @@ from logqueue.client.client import (
     parse_cluster,
 )
 from logqueue.client.consumer import AsyncConsumer, Consumer, Job, LeaseLost
+from logqueue.client.context import JobContext
 from logqueue.client.producer import AsyncProducer, Producer
 from logqueue.client.worker import Worker, WorkerStats
 
 __all__ = [
-    "AsyncClient", "AsyncConsumer", "AsyncProducer", "Client", "ClientError", "Consumer", "Job", "LeaseLost",
+    "AsyncClient", "AsyncConsumer", "AsyncProducer", "Client", "ClientError", "Consumer", "Job", "JobContext", "LeaseLost",
     "Producer", "Unavailable", "Worker", "WorkerStats", "parse_cluster",
 ]

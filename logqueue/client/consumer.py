@@ -59,6 +59,9 @@ class Job:
         payload: the job's bytes.
         attempt: 1 on the first claim of the offset in this group.
         lost: a heartbeat found that the lease is no longer this consumer's.
+        leased_until: Unix time by which the lease runs out at the latest, unless extended:
+            ``lease_ms`` after the claim or the last heartbeat was sent (the leader starts
+            the lease later, so this errs early).
     """
 
     offset: int
@@ -66,6 +69,7 @@ class Job:
     payload: bytes
     attempt: int
     lost: bool = False
+    leased_until: float | None = None
 
 
 class AsyncConsumer:
@@ -136,11 +140,13 @@ class AsyncConsumer:
             self.queue, self.group, self.worker, max_jobs, self.lease_ms,
             request_id=next(self._request_ids), max_attempts=self.max_attempts or None)
         self._unanswered_claim = cmd
+        leased_until = time.time() + self.lease_ms / 1000
         result = await self._call(cmd)
         self._unanswered_claim = None
         if commands.is_error(result):
             raise ClientError(result["error"], result["message"])
-        jobs = [Job(offset, token, bytes(payload), attempt) for offset, token, payload, attempt in result["jobs"]]
+        jobs = [Job(offset, token, bytes(payload), attempt, leased_until=leased_until)
+                for offset, token, payload, attempt in result["jobs"]]
         for job in jobs:
             self.held[job.offset] = job
         return jobs
@@ -171,6 +177,7 @@ class AsyncConsumer:
         by_token: dict[int, list[Job]] = {}
         for job in jobs:
             by_token.setdefault(job.token, []).append(job)
+        leased_until = time.time() + self.lease_ms / 1000
         answers = await asyncio.gather(*(
             self._call(commands.heartbeat(self.queue, self.group, self.worker, [j.offset for j in group],
                                           token, self.lease_ms))
@@ -184,6 +191,8 @@ class AsyncConsumer:
                 if job.offset in gone:
                     job.lost = True
                     lost.append(job)
+                else:
+                    job.leased_until = leased_until
         return lost
 
     async def complete(self, job: Job, result: bytes) -> None:

@@ -1,4 +1,5 @@
-"""A worker: runs a plug-in function ``fn(payload: bytes) -> bytes`` on a queue's jobs.
+"""A worker: runs a plug-in function ``fn(payload) -> bytes`` or ``fn(payload, ctx) ->
+bytes`` on a queue's jobs (``ctx``: a ``JobContext`` with the claim's fencing token).
 
 The worker keeps up to ``concurrency`` jobs running, one per thread of its own, and up
 to ``prefetch`` more claimed and waiting, and completes each job with the
@@ -26,7 +27,8 @@ from queue import SimpleQueue
 
 from logqueue.client.client import Client, ClientError, Unavailable
 from logqueue.client.consumer import AsyncConsumer, Job, LeaseLost
-from logqueue.workers import WorkerFn
+from logqueue.client.context import JobContext
+from logqueue.workers import WorkerFn, worker_function
 
 __all__ = ["Worker", "WorkerStats", "run_function"]
 
@@ -57,11 +59,11 @@ class WorkerStats:
         return asdict(self)
 
 
-def run_function(fn: WorkerFn, payload: bytes) -> tuple[bytes | None, str | None]:
-    """``(result, None)``, or ``(None, "Type: message")`` when ``fn`` raised or did not
-    return bytes."""
+def run_function(fn: WorkerFn, payload: bytes, ctx: JobContext) -> tuple[bytes | None, str | None]:
+    """``(result, None)``, or ``(None, "Type: message")`` when ``fn`` (a ``worker_function``)
+    raised or did not return bytes."""
     try:
-        result = fn(payload)
+        result = fn(payload, ctx)
         if not isinstance(result, (bytes, bytearray)):
             raise TypeError(f"the worker function returned {type(result).__name__}, not bytes")
         return bytes(result), None
@@ -75,7 +77,8 @@ class Worker:
     Args:
         client: a ``Client`` of the cluster; the worker runs on its event loop.
         queue, group: where the jobs come from.
-        fn: the plug-in function.
+        fn: the plug-in function, ``fn(payload)`` or ``fn(payload, ctx)``; its ``ctx.job_id``
+            is the job's offset and ``ctx.token`` the claim's fencing token.
         worker: this worker's name in the group (default: a fresh unique one).
         concurrency: jobs run at once (threads).
         prefetch: jobs claimed ahead, waiting for a free thread (0: claim only for free
@@ -85,13 +88,13 @@ class Worker:
         max_attempts: claims before a failing or abandoned job is dead-lettered (0: never).
     """
 
-    def __init__(self, client: Client, queue: str, group: str, fn: WorkerFn, *, worker: str | None = None,
+    def __init__(self, client: Client, queue: str, group: str, fn, *, worker: str | None = None,
                  concurrency: int = 1, prefetch: int = 0, lease_ms: int = 30_000, heartbeat_ms: int | None = None,
                  max_attempts: int = 0) -> None:
         if concurrency < 1 or prefetch < 0:
             raise ValueError(f"concurrency must be >= 1 and prefetch >= 0, got {concurrency} and {prefetch}")
         self.client = client
-        self.fn = fn
+        self.fn = worker_function(fn)
         self.concurrency = concurrency
         self.prefetch = prefetch
         self.consumer = AsyncConsumer(client.aio, queue, group, worker, lease_ms=lease_ms,
@@ -172,8 +175,11 @@ class Worker:
         """A thread: run jobs until the None that ends it."""
         while (job := self._todo.get()) is not None:
             # A heartbeat found it taken over while it waited: running it would duplicate.
-            outcome = None if job.lost else run_function(self.fn, job.payload)
+            outcome = None if job.lost else run_function(self.fn, job.payload, self._context(job))
             self._loop.call_soon_threadsafe(self._finished, job, outcome)
+
+    def _context(self, job: Job) -> JobContext:
+        return JobContext(str(job.offset), job.attempt, job.token, job.leased_until, "logqueue")
 
     def _finished(self, job: Job, outcome: tuple[bytes | None, str | None] | None) -> None:
         self._unfinished -= 1
