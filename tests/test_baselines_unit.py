@@ -10,7 +10,14 @@ from baselines import registry
 from baselines.base import BackendConfig, BackendUnavailable
 from baselines.hooks import WorkerHooks
 from baselines.stub import StubBackend
-from baselines.worker_loop import process, run_worker
+from baselines import worker_loop
+from baselines.worker_loop import run_worker
+from logqueue.workers import worker_function
+
+
+def process(backend, delivery, fn, *args):
+    """``worker_loop.process`` with a plain ``fn(payload)``, made a worker function as a loader would."""
+    worker_loop.process(backend, delivery, worker_function(fn), *args)
 
 
 class Trace(WorkerHooks):
