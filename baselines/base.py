@@ -193,10 +193,13 @@ class Backend(abc.ABC):
             effect (logqueue); ``False`` for brokers, where the effect is the worker's write
             to the run's result sink before it acks.
         multiprocess: ``False`` for backends that live inside one process (the stub).
+        fencing_token: ``True`` where every delivery carries a ``token`` that grows with
+            each redelivery of the job (an exact delivery counter, logqueue's claim token).
     """
 
     name: ClassVar[str]
     effect_on_ack: ClassVar[bool] = False
+    fencing_token: ClassVar[bool] = False
     multiprocess: ClassVar[bool] = True
 
     def __init__(self, config: BackendConfig) -> None:

@@ -109,6 +109,7 @@ _SEQS = _Seqs()
 class LogqueueBackend(Backend):
     name = "logqueue"
     effect_on_ack = True
+    fencing_token = True  # the claim's token
 
     def __init__(self, config) -> None:
         super().__init__(config)

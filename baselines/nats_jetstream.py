@@ -68,6 +68,7 @@ class _LoopThread:
 
 class NatsJetStreamBackend(Backend):
     name = "nats-jetstream"
+    fencing_token = True  # num_delivered
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -124,7 +124,6 @@ class RabbitMQBackend(Backend):
     """Shared by both queue types; subclasses give the queue arguments."""
 
     queue_type = "classic"
-    delivery_counter = False  # classic queues count no deliveries: a delivery has no fencing token
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -384,7 +383,7 @@ class RabbitMQClassicBackend(RabbitMQBackend):
 class RabbitMQQuorumBackend(RabbitMQBackend):
     name = "rabbitmq-quorum"
     queue_type = "quorum"
-    delivery_counter = True  # x-delivery-count: exact, so the attempt is the delivery's fencing token
+    fencing_token = True  # x-delivery-count is exact: the attempt is the delivery's token
 
     def queue_arguments(self) -> dict:
         return {
@@ -410,7 +409,7 @@ class RabbitMQDelivery(Delivery):
         self.job_id = props.message_id or ""
         self.payload = body
         self.attempt = consumer.backend.attempt_of(method, props)
-        self.token = self.attempt if consumer.backend.delivery_counter else None
+        self.token = self.attempt if consumer.backend.fencing_token else None
 
     def ack(self, result: bytes = b"") -> None:
         self.consumer.call(self, lambda ch: ch.basic_ack(self.delivery_tag))

@@ -63,6 +63,7 @@ return 2
 
 class RedisStreamsBackend(Backend):
     name = "redis-streams"
+    fencing_token = True  # the pending list's delivery counter
 
     def __init__(self, config) -> None:
         super().__init__(config)

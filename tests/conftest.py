@@ -16,6 +16,7 @@ SERVERS = {
     "rabbitmq": ("127.0.0.1", 5672, "rabbitmq-server -detached"),
     "redis": ("127.0.0.1", 6379, "redis-server --daemonize yes --port 6379 --save '' --appendonly no"),
     "nats": ("127.0.0.1", 4222, "nats-server -a 127.0.0.1 -p 4222 -js &"),
+    "postgres": ("127.0.0.1", 5432, "pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start"),
 }
 
 

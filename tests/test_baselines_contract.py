@@ -308,6 +308,7 @@ def test_worker_function_with_context(name, make, tmp_path, monkeypatch):
     for ctx, attempt in ((first, 1), (second, 2)):
         assert (ctx["job_id"], ctx["attempt"], ctx["backend"]) == (job, attempt, name)
         assert started < ctx["lease_deadline"] <= time.time() + 5.0
+    assert registry.get(name).fencing_token == (name in TOKENED)
     if name in TOKENED:
         assert second["token"] > first["token"] >= 1
     else:
