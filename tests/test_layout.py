@@ -71,3 +71,22 @@ def test_the_name_scan_finds_what_it_looks_for():
     source = 'if backend == "logqueue": pass\nok = b in ("redis-list", "x")\nT = {"logqueue": 1, "redis-list": 2}\n'
     assert [line for line, _ in _backend_name_uses(ast.parse(source), names)] == [1, 2, 3]
     assert _backend_name_uses(ast.parse('addresses = {"logqueue": spec}\nname = "logqueue"\n'), names) == []
+
+
+def test_package_faces():
+    import baselines
+    import experiments
+
+    from baselines import Backend, BackendConfig, get, names  # noqa: F401
+    from experiments import Params, Scenario, check, load_runs, recheck  # noqa: F401
+
+    assert get("stub").__mro__[1:].count(Backend) == 1 and "stub" in names()
+    assert Scenario.__module__ == "experiments.scenarios.base" and callable(load_runs) and callable(check)
+    for package in (baselines, experiments):
+        assert package.__all__ and all(hasattr(package, n) for n in package.__all__), package.__name__
+
+
+def test_a_worker_process_does_not_import_pandas_through_the_face():
+    done = subprocess.run([sys.executable, "-c", "import sys, experiments.worker; print('pandas' in sys.modules)"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
