@@ -49,7 +49,7 @@ from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
 from baselines.servers import RABBITMQ, REDIS, Server
 from baselines.rabbitmq import server_consumer_timeout
-from baselines.worker_loop import job_context
+from baselines.worker_loop import job_context, write_effect
 from logqueue.client.worker import run_function
 from logqueue.workers import worker_function
 
@@ -145,9 +145,9 @@ def _run_job(task, payload_b64: str) -> None:
         backend.dead_letter(d.job_id)
         hooks.dead_letter(d.job_id, d.attempt, f"max_attempts={backend.config.max_attempts} reached; last error {error}")
         return
-    if ctx["sink"] is not None:
-        ctx["sink"].write(d.job_id, ctx["worker_id"], result)
-    hooks.effect(d, result)
+    if not write_effect(d, ctx["worker_id"], result, hooks, ctx["sink"]):
+        d.outcome = "retry"  # the sink write failed: run it again, as for a function that raised
+        raise task.retry(countdown=0, max_retries=None)
     d.outcome = "effect"
 
 

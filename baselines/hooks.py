@@ -24,6 +24,9 @@ class WorkerHooks:
     def effect(self, d: Delivery, result: bytes) -> None:
         """The result was accepted by the system of record (result sink, or logqueue's complete)."""
 
+    def effect_refused(self, d: Delivery, reason: str) -> None:
+        """The sink did not take the result (``reason``): it kept another write's, or failed."""
+
     def ack(self, d: Delivery) -> None:
         """The backend acknowledged the completion."""
 

@@ -6,10 +6,10 @@ calls ``delivery.heartbeat()`` every ``heartbeat_s``) -> ``finish`` -> the effec
 ack -> ``ack`` / ``ack_error``.
 
 The effect: for brokers (``effect_on_ack`` False) it is the write of the result to the
-run's result sink, made *before* the ack, so a worker that dies between the two leaves a
+run's sink (``experiments.sinks``), made *before* the ack, so a worker that dies between the two leaves a
 job that is redelivered and effected again (at-least-once, visible as a duplicate
-effect). For logqueue the accepted ack carrying the result is the effect, so ``effect``
-is recorded only after the ack succeeded. A function that raises is nacked; on its
+effect). For logqueue the accepted ack carrying the result is the effect, so the sink
+is written and ``effect`` recorded only after the ack succeeded. A function that raises is nacked; on its
 ``max_attempts``-th delivery that nack dead-letters it.
 """
 from __future__ import annotations
@@ -80,18 +80,35 @@ def process(backend: Backend, delivery: Delivery, fn, worker_id: str, hooks: Wor
         if exhausted:
             hooks.dead_letter(d.job_id, d.attempt, f"max_attempts={backend.config.max_attempts} reached; last error {error}")
         return
-    if not backend.effect_on_ack:
-        if result_sink is not None:
-            result_sink.write(d.job_id, worker_id, result)
-        hooks.effect(d, result)
+    if not backend.effect_on_ack and not write_effect(d, worker_id, result, hooks, result_sink):
+        return  # not acked: the job comes back, as a worker whose database write failed would leave it
     try:
         d.ack(result)
     except AckError as exc:
         hooks.ack_error(d, str(exc))
         return
     if backend.effect_on_ack:
-        hooks.effect(d, result)
+        write_effect(d, worker_id, result, hooks, result_sink)
     hooks.ack(d)
+
+
+def write_effect(d: Delivery, worker_id: str, result: bytes, hooks: WorkerHooks, sink=None) -> bool:
+    """Write ``result`` to ``sink`` (when there is one) with the delivery's token and report
+    the effect, or its refusal (``effect_refused``: a fenced sink saw a higher token, an
+    idempotent one had the job already, or the write failed). False only when it failed."""
+    if sink is None:
+        hooks.effect(d, result)
+        return True
+    try:
+        accepted = sink.write(d.job_id, worker_id, result, d.token)
+    except Exception as exc:  # the database's failure is this job's: it is not acked
+        hooks.effect_refused(d, f"{sink.kind} sink write failed: {type(exc).__name__}: {' '.join(str(exc).split())}")
+        return False
+    if accepted:
+        hooks.effect(d, result)
+    else:
+        hooks.effect_refused(d, f"{sink.kind} sink kept its row (token {d.token})")
+    return True
 
 
 def _consume(backend: Backend, consumer_name: str, fn, worker_id: str, hooks, stop: threading.Event, sink) -> None:
@@ -128,7 +145,8 @@ def run_worker(
         hooks: receives every step (default: no-op).
         concurrency: number of consumer threads, each with its own consumer.
         stop_event: set it to stop after the jobs in hand; ``None`` runs forever.
-        result_sink: an object with ``write(job_id, worker_id, result)`` (``experiments.recorder.ResultSink``).
+        result_sink: an object with ``kind`` and ``write(job_id, worker_id, result, token) -> accepted``
+            (``experiments.recorder.ResultSink``, ``experiments.sinks.PostgresSink``).
     """
     if concurrency < 1:
         raise ValueError(f"concurrency must be >= 1, got {concurrency}")

@@ -8,7 +8,11 @@ runner writes so that *every* field of ``summary.json`` comes from the history:
 - ``{"ev": "note", "text": ...}``: a remark for ``notes`` (e.g. a backend's documented
   reason why a fault cannot bite);
 - ``{"ev": "status", "status": "n/a"|"error", "reason": ...}``: the scenario did not
-  apply to the backend, or the run broke; the figures are then those of what was recorded.
+  apply to the backend, or the run broke; the figures are then those of what was recorded;
+- ``{"ev": "setup", "func": ..., "sink": {"kind", "database", "table"}}``: what the workers
+  ran and where effects went, copied into the summary (``sink`` defaults to the file
+  sink). With a PostgreSQL sink the ``effect`` events are the table's rows, read back at
+  the end of the run, so effect counts are what the table holds.
 
 Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was produced):
 
@@ -95,7 +99,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
 
     Returns:
         The summary dict: ``backend``, ``scenario``, ``status``, ``jobs``, ``completed``,
-        ``lost``, ``duplicate_executions``, ``duplicate_effects``, ``replayed``,
+        ``func``, ``sink``, ``lost``, ``duplicate_executions``, ``duplicate_effects``, ``replayed``,
         ``throughput_jobs_per_s``, ``latency_ms``, ``recovery_ms``, ``faults``,
         ``anomalies``, ``notes``.
     """
@@ -108,6 +112,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
     deliveries: dict[str, list[dict]] = defaultdict(list)
     workers: set[str] = set()
     status, reason, notes = "ok", None, []
+    setup = {"func": None, "sink": {"kind": "file", "database": None, "table": None}}
     late_acks, ack_errors, dead, phantom, replayed = set(), set(), set(), set(), set()
 
     for e in history:
@@ -137,6 +142,8 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
             notes.append(str(e.get("text", "")))
         elif ev == "status":
             status, reason = str(e.get("status", "error")), e.get("reason")
+        elif ev == "setup":
+            setup.update({key: e[key] for key in setup if key in e})
 
     for job in set(effects) | set(finishes):
         if job not in produced:
@@ -206,6 +213,8 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         "backend": backend,
         "scenario": scenario,
         "status": status,
+        "func": setup["func"],
+        "sink": setup["sink"],
         "jobs": len(jobs),
         "completed": len(completed),
         "lost": len(lost),

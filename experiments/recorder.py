@@ -70,11 +70,17 @@ class EventLog(_AppendOnlyJsonl):
 
 
 class RecordingHooks(WorkerHooks):
-    """Worker hooks that write each step to an ``EventLog`` as ``worker_id``."""
+    """Worker hooks that write each step to an ``EventLog`` as ``worker_id``.
 
-    def __init__(self, log: EventLog, worker_id: str) -> None:
+    ``effect_event``: what an accepted effect is recorded as -- ``effect``, or ``write``
+    with a PostgreSQL sink, whose rows are read back as the ``effect`` events at the end
+    of the run (``experiments.sinks``); a refused write is ``write_refused``.
+    """
+
+    def __init__(self, log: EventLog, worker_id: str, effect_event: str = "effect") -> None:
         self.log = log
         self.worker_id = worker_id
+        self.effect_event = effect_event
 
     def _rec(self, ev: str, d: Delivery, **extra) -> None:
         self.log.record(ev, job=d.job_id, worker=self.worker_id, attempt=d.attempt, **extra)
@@ -92,7 +98,10 @@ class RecordingHooks(WorkerHooks):
             self._rec("finish", d, error=error)
 
     def effect(self, d: Delivery, result: bytes) -> None:
-        self._rec("effect", d)
+        self._rec(self.effect_event, d)
+
+    def effect_refused(self, d: Delivery, reason: str) -> None:
+        self._rec("write_refused", d, reason=reason)
 
     def ack(self, d: Delivery) -> None:
         self._rec("ack", d)
@@ -105,15 +114,19 @@ class RecordingHooks(WorkerHooks):
 
 
 class ResultSink(_AppendOnlyJsonl):
-    """The run's system of record for baseline jobs: JSONL of ``job``, ``worker``, ``result``.
+    """The ``file`` sink: JSONL of ``job``, ``worker``, ``token``, ``result``.
 
     ``result`` is the worker function's bytes in base64. A line is written before the
     worker acks, so every acknowledged job has one, and a job redelivered after its line
     was written has two (a duplicate effect).
     """
 
-    def write(self, job_id: str, worker_id: str, result: bytes) -> None:
-        self._write({"t": time.time(), "job": job_id, "worker": worker_id, "result": base64.b64encode(result).decode()})
+    kind = "file"
+
+    def write(self, job_id: str, worker_id: str, result: bytes, token: int | None = None) -> bool:
+        self._write({"t": time.time(), "job": job_id, "worker": worker_id, "token": token,
+                     "result": base64.b64encode(result).decode()})
+        return True
 
 
 class JsonlError(ValueError):

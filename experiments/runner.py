@@ -8,7 +8,8 @@ reason; scenarios that do not apply to a backend are recorded as ``n/a``. The co
 ends with a table: lost, duplicate executions, duplicate effects, p99 latency, recovery.
 
 Exit status: 0 when every run finished (``ok`` or ``n/a``), 1 when a run failed, 2 for
-bad arguments, 3 when no backend was reachable.
+bad arguments, 3 when no backend was reachable (or, for ``--sink`` plain, idempotent or
+fenced, PostgreSQL was not: one line says how to start it).
 """
 from __future__ import annotations
 
@@ -35,7 +36,10 @@ from experiments.checker import write_summary
 from experiments.clusterlog import CLUSTER_FILE, ClusterLog
 from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
-from experiments.scenarios.base import QUICK, Params, RunContext
+from experiments.scenarios import jobs
+from experiments.scenarios.base import QUICK, Params, RunContext, Work
+from experiments.sinks import KINDS, SinkError, connect
+from logqueue.workers import WorkerLoadError, load_function
 
 PARAM_HELP = {
     "jobs": "jobs produced per run",
@@ -78,6 +82,19 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run logqueue against these running nodes (e.g. docker-compose's) instead of a fresh "
                              "local 3-node cluster per run; node faults are then n/a")
     parser.add_argument("--quick", action="store_true", help="small runs (40 jobs, short faults): what `make demo` uses")
+    parser.add_argument("--func", default=jobs.DEFAULT_FUNCTION, metavar="MODULE:FUNCTION",
+                        help="the worker function every run's workers call, fn(payload) or fn(payload, ctx) -> bytes "
+                             f"(default {jobs.DEFAULT_FUNCTION}: sleep --job-s, return a digest); the harness adds "
+                             "what a scenario needs around the call (the slow job's delay) and writes its result to "
+                             "the sink")
+    parser.add_argument("--payloads", metavar="FILE",
+                        help="the function's payloads, one per line, taken in turn for the --jobs jobs "
+                             "(default: generated, seq=N;sleep=JOB_S)")
+    parser.add_argument("--sink", choices=KINDS, default="file",
+                        help="where a worker writes each effect before it acks: file (the run's results.jsonl, "
+                             "default), or a PostgreSQL table of the run's own at $LOGQUEUE_POSTGRES_URL: plain (a row "
+                             "per write), idempotent (job id unique, ON CONFLICT DO NOTHING), fenced (a row per job "
+                             "keeping the highest fencing token; a lower one refused). Effects counted are the rows")
     defaults = Params()
     for f in fields(Params):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=None,
@@ -114,9 +131,10 @@ def fresh_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True)
 
 
-def record_status(run_dir: Path, status: str, reason: str) -> None:
-    """A run that did not happen: its history is one ``status`` event."""
+def record_status(run_dir: Path, status: str, reason: str, work: Work = Work()) -> None:
+    """A run that did not happen: its history is its ``setup`` and one ``status`` event."""
     with EventLog(run_dir / "events.jsonl") as log:
+        log.record("setup", **work.setup())
         log.record("status", status=status, reason=reason)
 
 
@@ -126,7 +144,7 @@ def topology_for(cls: type[Backend], scenario, logqueue_cluster: str | None = No
 
 
 def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress,
-            logqueue_cluster: str | None = None) -> dict:
+            logqueue_cluster: str | None = None, work: Work = Work()) -> dict:
     """Run one (backend, scenario) and return its checked summary."""
     run_dir = out / backend / scenario_name
     fresh_run_dir(run_dir)
@@ -140,8 +158,10 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     reason = scenario.applies(cls)
     if reason is None and scenario.node_faults:
         reason = topology.node_faults
+    if reason is None and work.sink == "fenced" and not cls.fencing_token:
+        reason = f"the fenced sink needs a fencing token, and {backend}'s deliveries carry none (no exact delivery counter)"
     if reason is not None:
-        record_status(run_dir, "n/a", reason)
+        record_status(run_dir, "n/a", reason, work)
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
     ctx = None
@@ -157,12 +177,12 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         topology.start(run_dir, hub)
         if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl, for raft-timeline.ipynb
             timeline = ClusterLog(run_dir / CLUSTER_FILE, topology.timeline_addresses()).start()
-        ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress)
+        ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress, work)
         ctx.note(f"parameters: {params}")
         scenario.run(ctx)
     except Exception as exc:  # one broken run must not stop the matrix; its history says why
         if ctx is None:
-            record_status(run_dir, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+            record_status(run_dir, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())}", work)
         else:
             ctx.log.record("status", status="error", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
     finally:
@@ -183,8 +203,8 @@ def _cell(value, unit="") -> str:
     return f"{value:,.0f}{unit}" if isinstance(value, float) else f"{value}{unit}"
 
 
-def results_table(summaries: list[dict], skipped: dict[str, str]) -> Table:
-    table = Table(title="failure experiments", show_lines=False)
+def results_table(summaries: list[dict], skipped: dict[str, str], work: Work = Work()) -> Table:
+    table = Table(title=f"failure experiments: {work.func}, sink {work.sink}", show_lines=False)
     for column in ("backend", "scenario", "status", "jobs", "lost", "dup. exec", "dup. effects", "p99 ms", "recovery ms"):
         table.add_column(column, justify="left" if column in ("backend", "scenario", "status") else "right")
     for s in summaries:
@@ -219,9 +239,17 @@ def main(argv: list[str] | None = None) -> int:
         scenario_names = scenario_registry.parse_scenarios(args.scenarios)
         params, explicit = params_from(args)
         params.validate()
-    except ValueError as exc:
+        load_function(args.func)  # a name that does not resolve is bad input, before any run
+        work = Work(args.func, jobs.read_payloads(args.payloads) if args.payloads else (), args.sink)
+    except (ValueError, WorkerLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    if work.sink != "file":
+        try:
+            connect().close()
+        except SinkError as exc:
+            print(f"error: --sink {work.sink}: {exc}", file=sys.stderr)
+            return 3
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -249,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
                     progress.update(task, completed=done, total=total)
 
                 try:
-                    summary = run_one(backend, name, params, explicit, out, on_progress, args.logqueue_cluster)
+                    summary = run_one(backend, name, params, explicit, out, on_progress, args.logqueue_cluster, work)
                 except KeyboardInterrupt:  # run_one has stopped its processes on the way out
                     progress.stop()
                     console.print(f"[red]interrupted[/] during {backend} / {name}; finished runs are in {out}")
@@ -259,7 +287,7 @@ def main(argv: list[str] | None = None) -> int:
                 progress.update(task, completed=summary["completed"] if status == "ok" else params.jobs,
                                 description=f"{backend} / {name}: {status}")
                 progress.advance(overall)
-    console.print(results_table(summaries, skipped))
+    console.print(results_table(summaries, skipped, work))
     failed = [s for s in summaries if s["status"] not in ("ok", "n/a")]
     for s in failed:
         console.print(f"[red]{s['backend']} / {s['scenario']} failed[/]: {s.get('reason', '')}")

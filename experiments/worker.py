@@ -19,6 +19,8 @@ from baselines import registry
 from baselines.base import BackendConfig, BackendError
 from baselines.hooks import WorkerHooks
 from experiments.recorder import EventLog, RecordingHooks, ResultSink
+from experiments.scenarios.jobs import Harness
+from experiments.sinks import KINDS, PostgresSink, SinkError
 from logqueue.workers import WorkerLoadError, load_function
 
 
@@ -32,13 +34,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--func", required=True, help="worker function: MODULE:FUNCTION or a registered name (e.g. echo)")
     p.add_argument("--worker-id", required=True, help="this worker's name in the events")
     p.add_argument("--events", help="append events (deliver, start, finish, effect, ack, ...) to this JSONL file")
-    p.add_argument("--results", help="result sink JSONL file; written before each ack (broker backends)")
+    p.add_argument("--results", help="the file sink: a JSONL file written before each ack (after it for logqueue)")
+    p.add_argument("--sink", choices=KINDS, default="file",
+                   help="where effects go: file (--results, default) or a PostgreSQL table (--sink-table): plain, "
+                        "idempotent, fenced (see experiments.sinks)")
+    p.add_argument("--sink-table", help="the PostgreSQL sink's table (the runner creates one per run)")
+    p.add_argument("--harness", action="store_true",
+                   help="jobs are the runner's envelopes: run --func on their payloads with the scenario's "
+                        "wrapping (experiments.scenarios.jobs.Harness)")
     p.add_argument("--heartbeat-s", type=float, default=5.0, help="heartbeat interval in seconds (default 5)")
     p.add_argument("--timeout-s", type=float, default=30.0, help="ack timeout / lease in seconds (default 30)")
     p.add_argument("--prefetch", type=int, default=1, help="unacknowledged jobs the broker may push (default 1)")
     p.add_argument("--max-attempts", type=int, default=5, help="deliveries before dead-lettering (default 5)")
     p.add_argument("--concurrency", type=int, default=1, help="jobs run at once in this process (default 1)")
     return p
+
+
+def open_sink(kind: str, results: str | None, table: str | None):
+    """The sink the worker writes effects to; ``None`` for a file sink without a file."""
+    if kind != "file":
+        return PostgresSink(kind, table)
+    return ResultSink(results) if results else None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,6 +73,10 @@ def main(argv: list[str] | None = None) -> int:
             max_attempts=args.max_attempts,
         )
         fn = load_function(args.func)
+        if args.harness:
+            fn = Harness(fn)
+        if args.sink != "file" and not args.sink_table:
+            raise ValueError(f"--sink {args.sink} needs --sink-table")
     except (ValueError, WorkerLoadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -68,8 +88,13 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
     events = EventLog(args.events) if args.events else None
-    sink = ResultSink(args.results) if args.results else None
-    hooks = RecordingHooks(events, args.worker_id) if events else WorkerHooks()
+    try:
+        sink = open_sink(args.sink, args.results, args.sink_table)
+    except SinkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 3
+    hooks = RecordingHooks(events, args.worker_id, "effect" if args.sink == "file" else "write") if events \
+        else WorkerHooks()
     backend = cls(config)
     try:
         backend.connect()

@@ -35,6 +35,7 @@ class Trace(WorkerHooks):
     def start(self, d): self._add("start", d.job_id)
     def finish(self, d, result, error=None): self._add("finish", d.job_id, result, error is not None)
     def effect(self, d, result): self._add("effect", d.job_id, result)
+    def effect_refused(self, d, reason): self._add("effect_refused", d.job_id, reason)
     def ack(self, d): self._add("ack", d.job_id)
     def ack_error(self, d, reason): self._add("ack_error", d.job_id)
     def dead_letter(self, job_id, attempt=None, reason=""): self._add("dead_letter", job_id, attempt)
@@ -85,13 +86,46 @@ def test_process_orders_effect_before_ack_for_brokers(stub):
     hooks, sink = Trace(), []
 
     class Sink:
-        def write(self, job_id, worker_id, result):
+        kind = "test"
+
+        def write(self, job_id, worker_id, result, token):
             sink.append((job_id, worker_id, result))
             hooks._add("sink", job_id)
+            return True
 
     process(stub, stub.consumer("w").receive(1), lambda p: p.upper(), "w", hooks, Sink())
     assert [s[0] for s in hooks.steps] == ["deliver", "start", "finish", "sink", "effect", "ack"]
     assert sink == [(job, "w", b"ABC")]
+
+
+class Refusing:
+    """A sink that keeps another write's row (``accept`` False) or whose write fails."""
+
+    kind = "test"
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+
+    def write(self, job_id, worker_id, result, token):
+        if self.fail:
+            raise OSError("connection lost")
+        return False
+
+
+def test_a_refused_write_is_no_effect_but_still_acked(stub):
+    job = stub.enqueue(b"x")
+    hooks = Trace()
+    process(stub, stub.consumer("w").receive(1), lambda p: p, "w", hooks, Refusing())
+    assert hooks.steps[3:] == [("effect_refused", job, "test sink kept its row (token None)"), ("ack", job)]
+
+
+def test_a_failed_write_is_not_acked_so_the_job_comes_back(stub):
+    job = stub.enqueue(b"x")
+    hooks = Trace()
+    process(stub, stub.consumer("w").receive(1), lambda p: p, "w", hooks, Refusing(fail=True))
+    assert [s[0] for s in hooks.steps] == ["deliver", "start", "finish", "effect_refused"]
+    assert "connection lost" in hooks.steps[-1][2]
+    assert stub.consumer("other").receive(stub.config.timeout_s + 5).job_id == job
 
 
 def test_effect_only_after_an_accepted_ack_when_the_ack_is_the_effect(stub):

@@ -36,9 +36,25 @@ from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
 from experiments.scenarios import jobs
 from experiments.scenarios.history import LiveHistory
+from experiments.sinks import PostgresSink
 
-JOB_FUNCTION = "experiments.scenarios.jobs:work"
 POLL_S = 0.02
+
+
+@dataclass(frozen=True)
+class Work:
+    """What every run's workers do: ``func`` (``MODULE:FUNCTION``) on ``payloads`` (the
+    user's, taken in turn; empty: generated for the default function), effects written to
+    the ``sink`` kind (``experiments.sinks``)."""
+
+    func: str = jobs.DEFAULT_FUNCTION
+    payloads: tuple[bytes, ...] = ()
+    sink: str = "file"
+
+    def setup(self, table: PostgresSink | None = None) -> dict:
+        """The fields of a run's ``setup`` event (the checker copies them into summary.json)."""
+        sink = table.describe() if table else {"kind": self.sink, "database": None, "table": None}
+        return {"func": self.func, "sink": sink}
 
 
 @dataclass(frozen=True)
@@ -117,11 +133,14 @@ class RunContext:
         topology: where the servers are (what the backend class gave, started).
         hub: the run's proxy hub (the topology's node-to-node links are in it too).
         on_progress: called with ``(effected, produced_target)`` while the run polls.
+        work: the function, payloads and sink; a PostgreSQL sink gets a table of this run's
+            own, whose rows ``close`` records as the run's ``effect`` events.
     """
 
     def __init__(self, backend: str, scenario: str, params: Params, run_dir: Path, topology: Topology,
-                 hub: ProxyHub, on_progress: Callable[[int, int], None] | None = None) -> None:
+                 hub: ProxyHub, on_progress: Callable[[int, int], None] | None = None, work: Work = Work()) -> None:
         self.backend_name, self.scenario_name, self.params = backend, scenario, params
+        self.work = work
         self.run_dir = run_dir
         self.topology = topology
         self.on_progress = on_progress or (lambda done, total: None)
@@ -132,6 +151,8 @@ class RunContext:
         self.results_path = run_dir / "results.jsonl"
         self.log = EventLog(self.events_path)
         self.history = LiveHistory(self.events_path)
+        self.sink = None if work.sink == "file" else PostgresSink.create(work.sink)
+        self.log.record("setup", **work.setup(self.sink))
         self.hub = hub
         self.links: dict[str, dict[str, str]] = {}  # client -> {server: link name}
         self.workers: dict[str, Worker] = {}
@@ -176,9 +197,13 @@ class RunContext:
         env = {**os.environ, **self.topology.client_env(self.client_links(worker_id))}
         log_path = self.run_dir / f"worker-{worker_id}.log"
         argv = [sys.executable, "-m", "experiments.worker", "--backend", self.backend_name, "--queue", self.queue,
-                "--func", JOB_FUNCTION, "--worker-id", worker_id, "--events", str(self.events_path),
-                "--results", str(self.results_path), "--heartbeat-s", str(p.heartbeat_s),
-                "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts)]
+                "--func", self.work.func, "--harness", "--worker-id", worker_id, "--events", str(self.events_path),
+                "--heartbeat-s", str(p.heartbeat_s), "--timeout-s", str(p.timeout_s),
+                "--max-attempts", str(p.max_attempts)]
+        if self.sink is None:
+            argv += ["--results", str(self.results_path)]
+        else:
+            argv += ["--sink", self.sink.kind, "--sink-table", self.sink.table]
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         self.workers[worker_id] = Worker(worker_id, proc, log_path)
@@ -210,9 +235,14 @@ class RunContext:
 
     # --- the load -----------------------------------------------------------------------
 
+    def user_payload(self, seq: int) -> bytes:
+        """What the function gets for job ``seq``: the user's payloads in turn, or generated."""
+        payloads = self.work.payloads
+        return payloads[seq % len(payloads)] if payloads else jobs.generated(seq, self.params.job_s)
+
     def payload(self, seq: int) -> bytes:
-        """The payload of job ``seq``; scenarios override :meth:`Scenario.payload` to change one."""
-        return jobs.payload(seq, self.params.job_s)
+        """The job ``seq`` (an envelope of ``jobs``); scenarios override :meth:`Scenario.payload` to change one."""
+        return jobs.envelope(self.user_payload(seq))
 
     def start_load(self, payload_of: Callable[[int], bytes]) -> None:
         """Produce ``params.jobs`` jobs evenly over ``params.load_s`` in a thread, recording ``produce``."""
@@ -326,6 +356,19 @@ class RunContext:
         procfaults.kill(self.workers[worker_id].pid)
         self.workers[worker_id].proc.wait()
 
+    def record_sink_effects(self) -> None:
+        """The PostgreSQL sink's rows, read back once every worker stopped, as ``effect`` events
+        (``t``: the row's first accepted write), so the summary counts what the table holds."""
+        rows = self.sink.rows()
+        for row in rows:
+            self.log.record("effect", job=row["job"], worker=row["worker"], t=row["t"], token=row["token"],
+                            writes=row["writes"], source=self.sink.table)
+        replaced = [row["job"] for row in rows if row["writes"] > 1]
+        if replaced:
+            self.note(f"{self.sink.kind} sink: {len(replaced)} row(s) were written again by a later holder "
+                      f"(a higher token replaced a lower one's result): {', '.join(replaced[:5])}")
+        self.sink.close()
+
     # --- teardown -----------------------------------------------------------------------
 
     def close(self) -> None:
@@ -336,6 +379,8 @@ class RunContext:
             worker.stop()
         if self._producer_thread is not None:
             self._producer_thread.join(10)
+        if self.sink is not None:
+            self.record_sink_effects()
         p = self.params
         # Best effort: the history is complete; a leftover queue only costs broker memory.
         with contextlib.suppress(Exception):

@@ -48,7 +48,7 @@ class LiveHistory:
             self.produced.add(job)
             if "seq" in e:
                 self.job_of_seq[e["seq"]] = job
-        elif ev == "effect":
+        elif ev in ("effect", "write"):  # write: accepted by a PostgreSQL sink, read back as effects at the end
             self.effected.add(job)
         elif ev == "start" and worker is not None:
             jobs = self.running[worker]

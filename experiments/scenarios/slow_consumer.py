@@ -27,7 +27,8 @@ class SlowConsumer(Scenario):
 
     def payload(self, ctx: RunContext, seq: int) -> bytes:
         if seq == self.slow_seq(ctx):
-            return jobs.payload(seq, ctx.params.job_s, slow_s=ctx.params.fault_s, once=str(ctx.run_dir / "slow-job.marker"))
+            return jobs.envelope(ctx.user_payload(seq), slow_s=ctx.params.fault_s,
+                                 once=str(ctx.run_dir / "slow-job.marker"))
         return ctx.payload(seq)
 
     def _runner_of_slow_job(self, ctx: RunContext) -> str | None:
