@@ -59,7 +59,10 @@ from rich.table import Table
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
 from baselines.servers import ServerStartError
+from baselines.worker_loop import job_context
+from logqueue.client.worker import run_function
 from logqueue.stats import nearest_rank
+from logqueue.workers import WorkerLoadError, load_function
 
 HEADER = struct.Struct(">BI")  # phase, index: how a consumer tells which message it got
 PUBLISH, CONSUME, MIXED, LATENCY = 1, 1, 2, 3  # the consume phase drains the publish phase's messages
@@ -117,13 +120,17 @@ class ConsumerPool:
     The threads open their consumers in ``start`` and wait; after ``go`` each receives one
     delivery (waiting), then whatever else has already arrived, up to ``ack_batch``, and
     acks them together with ``Consumer.ack_many`` (the backend's batch path, or one at a
-    time), crediting each accepted ack to the current ``Tally``.
+    time), crediting each accepted ack to the current ``Tally``. With ``fn`` (a
+    ``worker_function``), each delivery's payload goes through it first and the batch is
+    acked with the results; a call that raises counts in ``func_errors`` and is acked too.
     """
 
-    def __init__(self, backend, k: int, ack_batch: int) -> None:
+    def __init__(self, backend, k: int, ack_batch: int, fn=None) -> None:
         self.backend = backend
         self.ack_batch = ack_batch
+        self.fn = fn
         self.ack_errors = 0
+        self.func_errors = 0
         self.tally: Tally | None = None
         self._go = threading.Event()
         self._stop = threading.Event()
@@ -171,7 +178,12 @@ class ConsumerPool:
                     if d is None:
                         break
                     batch.append(d)
-                refused = consumer.ack_many(batch)
+                results = None
+                if self.fn is not None:
+                    outcomes = [run_function(self.fn, d.payload, job_context(self.backend, d)) for d in batch]
+                    self.func_errors += sum(error is not None for _, error in outcomes)
+                    results = [result or b"" for result, _ in outcomes]
+                refused = consumer.ack_many(batch, results)
                 now = clock()
                 tally = self.tally
                 for d, error in zip(batch, refused):
@@ -244,7 +256,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
     """
     n, w, k = args.messages, args.window, args.consumers
     row: dict = {"status": "failed", "durability": "see the adapter's docstring", "messages": n, "payload_bytes": args.payload_bytes, "window": w, "consumers": k,
-                 "prefetch": args.prefetch, "ack_batch": args.ack_batch}
+                 "prefetch": args.prefetch, "ack_batch": args.ack_batch, "func": args.func}
     try:
         cls = registry.get(name)
         row["durability"] = cls.durability
@@ -275,7 +287,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
         row["publish_per_s"] = _rate(n, time.perf_counter() - t0)
         report(name, "publish", n, n)
 
-        pool = ConsumerPool(backend, k, args.ack_batch)
+        pool = ConsumerPool(backend, k, args.ack_batch, args.fn)
         pool.start(timeout)
         tally = phase(Tally(CONSUME, n), "consume")
         t0 = time.perf_counter()
@@ -316,6 +328,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
     # Deliveries acked twice (redelivered after a consumer lost its channel, say); not in the rates.
     row["duplicates"] = sum(t.duplicates for t in tallies)
     row["ack_errors"] = pool.ack_errors if pool is not None else 0
+    row["func_errors"] = pool.func_errors if pool is not None else 0
     return row
 
 
@@ -407,6 +420,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a running logqueue cluster to use (default: start a local 3-node one for the run)")
     p.add_argument("--out", required=True, metavar="FILE.json", help="write the results here")
     p.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the results")
+    p.add_argument("--func", metavar="MODULE:FUNCTION",
+                   help="run this worker function, fn(payload) or fn(payload, ctx) -> bytes, on every delivery "
+                        "before its ack, so the figures include its cost (default: ack at once)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -420,6 +436,12 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         p.error(str(exc))
     if args.ack_batch is None:
         args.ack_batch = max(1, args.prefetch // 2)
+    args.fn = None
+    if args.func:
+        try:
+            args.fn = load_function(args.func)
+        except WorkerLoadError as exc:
+            p.error(f"--func: {exc}")
     for opt in ("messages", "window", "consumers", "prefetch", "ack_batch"):
         if getattr(args, opt) < 1:
             p.error(f"--{opt.replace('_', '-')} must be at least 1")

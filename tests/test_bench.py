@@ -46,6 +46,31 @@ def test_stub_backend_runs_every_phase_and_writes_json_and_plot(tmp_path):
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 
+BENCH_FUNCTION = """
+import os
+
+def fn(payload, ctx):
+    if ctx.attempt != 1 or ctx.backend != "stub":
+        raise ValueError("unexpected context")
+    with open(os.environ["BENCH_FN_LOG"], "a") as f:
+        f.write(f"{len(payload)}\\n")
+    return payload[::-1]
+"""
+
+
+def test_a_worker_function_runs_on_every_delivery(tmp_path, monkeypatch):
+    (tmp_path / "benchmod.py").write_text(BENCH_FUNCTION)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("BENCH_FN_LOG", str(tmp_path / "calls"))
+    code, results = run_bench(tmp_path, "--backends", "stub", "--messages", "200", "--payload-bytes", "16",
+                              "--window", "50", "--consumers", "2", "--latency-seconds", "0.3", "--func", "benchmod:fn")
+    assert code == 0
+    check_ok_row(results["stub"], 200)
+    assert results["stub"]["func"] == "benchmod:fn" and results["stub"]["func_errors"] == 0
+    calls = (tmp_path / "calls").read_text().split()
+    assert len(calls) >= 400 and set(calls) == {"16"}  # the consume and mixed phases, then latency
+
+
 def test_unreachable_backend_is_reported_not_fatal(tmp_path, monkeypatch):
     with __import__("socket").socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -65,6 +90,7 @@ def test_unreachable_backend_is_reported_not_fatal(tmp_path, monkeypatch):
     (["--backends", "nosuch"], "unknown backend 'nosuch'"),
     (["--window", "0"], "--window must be at least 1"),
     (["--cluster", "nohost"], "--cluster"),
+    (["--func", "no_such_module:fn"], "--func: cannot import module 'no_such_module'"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "experiments", "bench", "--out", str(tmp_path / "x.json"), *args],

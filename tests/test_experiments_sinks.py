@@ -93,3 +93,47 @@ def test_bad_sink_and_unreachable_postgres_are_one_line_errors(tmp_path):
     down = run_cli("--out", str(tmp_path), "--backends", "stub", "--sink", "plain", env=env)
     assert down.returncode == 3 and down.stdout == ""
     assert down.stderr.count("\n") == 1 and "pg_ctlcluster --skip-systemctl-redirect" in down.stderr
+
+
+USER_MODULE = """
+import hashlib, json, os
+
+def fn(payload, ctx):
+    with open(os.environ["USER_FN_LOG"], "a") as f:
+        f.write(json.dumps({"payload": payload.decode(), "backend": ctx.backend, "job": ctx.job_id}) + "\\\\n")
+    return hashlib.sha256(payload).hexdigest().encode()
+"""
+SCENARIOS = ("consumer-crash", "slow-consumer", "consumer-partition")
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1800)
+def test_a_users_function_runs_on_their_payloads_under_every_scenario_on_every_backend(tmp_path, logqueue_cluster):
+    for server in ("rabbitmq", "redis", "nats"):
+        require_server(server)
+    (tmp_path / "mymod.py").write_text(USER_MODULE)
+    payloads = [f"invoice {i}" for i in range(7)]
+    (tmp_path / "payloads.txt").write_text("\n".join(payloads) + "\n")
+    log = tmp_path / "calls.jsonl"
+    env = {**os.environ, "USER_FN_LOG": str(log),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))}
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "experiments", "run", "--func", "mymod:fn", "--payloads", str(tmp_path / "payloads.txt"),
+         "--scenarios", ",".join(SCENARIOS), "--backends", "all", "--quick", "--out", str(out)],
+        capture_output=True, text=True, timeout=1700, env=env, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
+    assert "failure experiments: mymod:fn, sink file" in done.stdout
+    backends = registry.parse_backends("all")
+    calls = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {c["payload"] for c in calls} == set(payloads)  # the user's payloads, never the envelope
+    ran = {c["backend"] for c in calls}
+    for backend in backends:
+        for scenario in SCENARIOS:
+            s = summary(out, backend, scenario)
+            assert s["func"] == "mymod:fn"
+            assert s["status"] in ("ok", "n/a"), (backend, scenario, s.get("reason"))
+            if s["status"] == "ok":
+                assert s["lost"] == 0 and s["completed"] == s["jobs"] > 0, (backend, scenario)
+                assert backend in ran
+        assert any(summary(out, backend, sc)["status"] == "ok" for sc in SCENARIOS), backend
