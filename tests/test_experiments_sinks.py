@@ -100,7 +100,7 @@ import hashlib, json, os
 
 def fn(payload, ctx):
     with open(os.environ["USER_FN_LOG"], "a") as f:
-        f.write(json.dumps({"payload": payload.decode(), "backend": ctx.backend, "job": ctx.job_id}) + "\\\\n")
+        f.write(json.dumps({"payload": payload.decode(), "backend": ctx.backend, "job": ctx.job_id}) + "\\n")
     return hashlib.sha256(payload).hexdigest().encode()
 """
 SCENARIOS = ("consumer-crash", "slow-consumer", "consumer-partition")
