@@ -6,7 +6,7 @@ these as subprocesses and SIGKILL / SIGSTOP them by PID; for the Celery backends
 process *is* the Celery worker (solo or thread pool, no child processes), so the same
 signals reach the process that runs the job.
 
-Exit status: 0 after a clean stop, 2 for bad arguments, 3 when the backend is unavailable.
+Exit status: 0 after a clean stop, 2 for bad arguments, 3 when the backend (or the PostgreSQL sink) is unavailable.
 """
 from __future__ import annotations
 
