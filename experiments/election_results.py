@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import random
 import sys
 
 from logqueue.stats import nearest_rank
@@ -152,8 +153,12 @@ def add_output_args(p: argparse.ArgumentParser) -> None:
                    help="another election result (e.g. the other command's) to plot side by side with this one")
 
 
-def check_output_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> list[tuple[int, int]]:
-    """Validate the shared options (``p.error`` exits 2 with one line); returns the ranges."""
+def parse_output_args(p: argparse.ArgumentParser, argv: list[str] | None) -> tuple[argparse.Namespace, list, int]:
+    """Parse ``argv`` and validate the shared options (``p.error`` exits 2 with one line).
+
+    Returns ``(args, ranges, seed)``; the seed is a random one when ``--seed`` is not given.
+    """
+    args = p.parse_args(sys.argv[1:] if argv is None else argv)
     try:
         ranges = parse_ranges(args.ranges)
     except ValueError as exc:
@@ -171,7 +176,7 @@ def check_output_args(p: argparse.ArgumentParser, args: argparse.Namespace) -> l
             load_result(args.compare)
         except ValueError as exc:
             p.error(str(exc))
-    return ranges
+    return args, ranges, args.seed if args.seed is not None else random.randrange(2**32)
 
 
 def finish(result: dict, args: argparse.Namespace) -> int:

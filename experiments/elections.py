@@ -47,7 +47,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments.election_results import EXPERIMENT, add_output_args, check_output_args, finish, range_result
+from experiments.election_results import EXPERIMENT, add_output_args, parse_output_args, finish, range_result
 from experiments.faults.proxy import ProxyHub
 from logqueue.client import Client, ClientError
 from logqueue.local_cluster import LocalCluster, free_ports
@@ -215,13 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    ranges = check_output_args(p, args)
+    args, ranges, seed = parse_output_args(p, argv)
     if args.tick_ms < 1:
         p.error("--tick-ms must be at least 1")
     if args.link_delay_ms < 0:
         p.error("--link-delay-ms must be >= 0")
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     root = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="logqueue-elections-"))
     console = Console(stderr=True)

@@ -13,10 +13,9 @@ side. Exit status: 0 done, 1 when the output cannot be written, 2 for bad argume
 from __future__ import annotations
 
 import argparse
-import random
 import sys
 
-from experiments.election_results import EXPERIMENT, add_output_args, check_output_args, finish, parse_range, range_result
+from experiments.election_results import EXPERIMENT, add_output_args, parse_output_args, finish, parse_range, range_result
 from logqueue.sim.elections import simulate
 
 
@@ -34,13 +33,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    ranges = check_output_args(p, args)
+    args, ranges, seed = parse_output_args(p, argv)
     try:
         delay = parse_range(args.delay_ms)
     except ValueError as exc:
         p.error(f"--delay-ms: {exc}")
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
 
     def progress(range_text: str, done: int, total: int) -> None:
         if sys.stderr.isatty():
