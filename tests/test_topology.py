@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 from baselines import get
 from baselines.servers.logqueue_cluster import ClusterTopology, ExternalClusterTopology
@@ -50,3 +53,13 @@ def test_node_fault_scenarios_are_na_with_the_topologys_line(tmp_path):
     assert s["status"] == "n/a" and s["reason"].startswith("rabbitmq-classic needs RabbitMQ")
     s = summary_of(tmp_path, "redis-list", "follower-lag")
     assert s["status"] == "n/a" and "no follower to fall behind" in s["reason"]
+
+
+def test_smoke_starts_the_local_servers_a_backend_asks_for(tmp_path):
+    # logqueue's local_servers: no cluster answers at the default addresses here, so the
+    # smoke command starts one and points the backend and its worker process at it.
+    env = {k: v for k, v in os.environ.items() if k != "LOGQUEUE_CLUSTER"}
+    done = subprocess.run([sys.executable, "-m", "experiments", "smoke", "--backends", "logqueue", "--jobs", "10",
+                           "--json"], capture_output=True, text=True, timeout=180, env=env, cwd=tmp_path)
+    (row,) = json.loads(done.stdout)
+    assert row["status"] == "ok" and row["completed"] == 10, row
