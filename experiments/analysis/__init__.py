@@ -24,7 +24,7 @@ message is one line (and which Jupyter shows as that line, without a traceback).
 """
 from __future__ import annotations
 
-from experiments.analysis.discovery import (  # noqa: F401
+from experiments.analysis.discovery import (
     RESULTS_ENV,
     BENCH_ENV,
     ELECTIONS_ENV,
@@ -41,7 +41,7 @@ from experiments.analysis.discovery import (  # noqa: F401
     backend_order,
     scenario_order,
 )
-from experiments.analysis.failures import (  # noqa: F401
+from experiments.analysis.failures import (
     RUN_COLUMNS,
     load_runs,
     matrix,
@@ -61,7 +61,7 @@ from experiments.analysis.failures import (  # noqa: F401
     executions,
     plot_executions,
 )
-from experiments.analysis.bench import (  # noqa: F401
+from experiments.analysis.bench import (
     BENCH_RATES,
     BENCH_LATENCIES,
     load_bench,
@@ -72,7 +72,7 @@ from experiments.analysis.bench import (  # noqa: F401
     plot_bench_latency,
     plot_bench,
 )
-from experiments.analysis.elections import (  # noqa: F401
+from experiments.analysis.elections import (
     PAPER_SETUP,
     PAPER_FIGURE16,
     load_elections,
@@ -82,7 +82,7 @@ from experiments.analysis.elections import (  # noqa: F401
     paper_comparison,
     plot_election_cdfs,
 )
-from experiments.analysis.timeline import (  # noqa: F401
+from experiments.analysis.timeline import (
     ROLE_COLORS,
     load_cluster_log,
     leaders_per_term,
