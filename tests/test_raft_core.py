@@ -23,6 +23,7 @@ from logqueue.raft import (
     NotLeader,
     ProposalDropped,
     Raft,
+    ReadyNotAdvanced,
     RequestVote,
     RequestVoteResponse,
     Role,
@@ -84,7 +85,24 @@ def test_an_acknowledged_append_is_in_the_entries_of_the_same_ready() -> None:
     assert rd.hard_state == HardState(1, None, 1)
     assert rd.messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
     assert rd.committed == [entries[0]]
+    r.advance(rd)
     assert not r.has_ready() and r.ready().empty()
+
+
+def test_a_second_ready_before_advance_is_refused_and_loses_nothing() -> None:
+    # etcd's RawNode: a Ready is accepted by Advance; asking again first is a runtime bug.
+    r = make()
+    r.step(AppendEntries(1, 1, 2, 0, 0, (Entry(1, 1, b"x"),), commit=1))
+    rd = r.ready()
+    with pytest.raises(ReadyNotAdvanced):
+        r.ready()
+    r.step(AppendEntries(1, 1, 2, 1, 1, (Entry(1, 2, b"y"),), commit=2))  # work arriving meanwhile
+    r.advance(rd)
+    with pytest.raises(ReadyNotAdvanced):
+        r.advance(rd)  # accepted once only
+    nxt = r.ready()
+    assert [e.index for e in nxt.entries] == [2] and [e.index for e in nxt.committed] == [2]
+    assert nxt.messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
 
 
 def test_a_ready_with_a_snapshot_continues_it() -> None:

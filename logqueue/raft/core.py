@@ -3,7 +3,7 @@
 Everything that affects the protocol's state lives in this module. Input: `tick()`,
 `step(msg)`, `propose*()`, `transfer_leadership()`, `read_index()`, `compact()`.
 Output: `ready()` -> a `Ready` batch the runtime must carry out in order (persist, send,
-apply), then `advance()`. No sockets, files or clocks; time is ticks; randomness comes
+apply), then `advance(ready)`, which accepts it; exactly one Ready is outstanding at a time. No sockets, files or clocks; time is ticks; randomness comes
 only from the injected `random.Random`.
 
 Roles dispatch through one step function each (`_step_leader`, `_step_candidate`,
@@ -38,7 +38,7 @@ from .types import (
     TimeoutNow,
 )
 
-__all__ = ["Config", "NotLeader", "ProposalDropped", "Raft", "SafetyError"]
+__all__ = ["Config", "NotLeader", "ProposalDropped", "Raft", "ReadyNotAdvanced", "SafetyError"]
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,10 @@ class NotLeader(Exception):
     def __init__(self, leader_id: int | None) -> None:
         super().__init__(f"not the leader (leader: {leader_id})")
         self.leader_id = leader_id
+
+
+class ReadyNotAdvanced(RuntimeError):
+    """The runtime broke the Ready/Advance pairing (a Ready would be lost or done twice)."""
 
 
 class ProposalDropped(Exception):
@@ -124,6 +128,7 @@ class Raft:
         self.read_states: list[ReadState] = []
         self.msgs: list[Message] = []
         self._persisted_hs = HardState(hs.term, hs.vote, self.log.committed)
+        self._outstanding: Ready | None = None  # returned by ready(), not yet advanced
         self._reset_election_timer()
 
     # --- read-only view ----------------------------------------------------------------
@@ -267,24 +272,42 @@ class Raft:
         )
 
     def ready(self) -> Ready:
-        """Collect the work for the runtime; see `Ready` for the order it must be done in."""
+        """Collect the work for the runtime; see `Ready` for the order it must be done in.
+
+        Nothing is taken yet: `advance(rd)` accepts the Ready once it is carried out (as
+        etcd's RawNode). A second `ready()` before that raises `ReadyNotAdvanced`."""
+        if self._outstanding is not None:
+            raise ReadyNotAdvanced("ready() called again before advance() of the previous Ready")
         rd = Ready(role=self.role, leader=self.leader_id, term=self.term)
         hs = self._hard_state()
         # Commit is only a hint (recovered from the leader), so it alone does not force a
         # hard-state write: one atomic write per term/vote change, not per commit.
         if (hs.term, hs.vote) != (self._persisted_hs.term, self._persisted_hs.vote):
             rd.hard_state = hs
-            self._persisted_hs = hs
-        if self.log.pending_snapshot is not None:
-            rd.snapshot, self.log.pending_snapshot = self.log.pending_snapshot, None
-        rd.entries = self.log.take_unstable()
-        rd.messages, self.msgs = self.msgs, []
-        rd.committed = self.log.take_committed()
-        rd.read_states, self.read_states = self.read_states, []
+        rd.snapshot = self.log.pending_snapshot
+        rd.entries = self.log.unstable_entries()
+        rd.messages = list(self.msgs)
+        rd.committed = self.log.entries_to_apply()
+        rd.read_states = list(self.read_states)
+        self._outstanding = rd
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The runtime has carried out `rd`. (State was already moved on in `ready()`.)"""
+        """The runtime has carried out `rd` (persisted, sent, applied): accept it. Work
+        that arose after `ready()` stays for the next Ready."""
+        if rd is not self._outstanding:
+            raise ReadyNotAdvanced("advance() of a Ready that is not the one last returned by ready()")
+        self._outstanding = None
+        if rd.hard_state is not None:
+            self._persisted_hs = rd.hard_state
+        if rd.snapshot is not None and self.log.pending_snapshot is rd.snapshot:
+            self.log.pending_snapshot = None
+        if rd.entries:
+            self.log.stable_to(rd.entries[-1].index, rd.entries[-1].term)
+        if rd.committed:
+            self.log.applied_to(rd.committed[-1].index)
+        del self.msgs[: len(rd.messages)]
+        del self.read_states[: len(rd.read_states)]
 
     # --- transitions -------------------------------------------------------------------
     def _reset_election_timer(self) -> None:

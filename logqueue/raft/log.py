@@ -144,15 +144,17 @@ class RaftLog:
         self._base_conf = meta.conf
         self.conf_entries = []
 
-    # --- handing out work ----------------------------------------------------------
-    def take_unstable(self) -> list[Entry]:
-        out = self.slice(self.unstable, self.last_index + 1) if self.unstable <= self.last_index else []
-        self.unstable = self.last_index + 1
-        return out
+    # --- handing out work (read in `Raft.ready()`, accepted in `Raft.advance()`) ---------
+    def unstable_entries(self) -> list[Entry]:
+        return self.slice(self.unstable, self.last_index + 1) if self.unstable <= self.last_index else []
 
-    def take_committed(self) -> list[Entry]:
-        if self.applied >= self.committed:
-            return []
-        out = self.slice(self.applied + 1, self.committed + 1)
-        self.applied = self.committed
-        return out
+    def entries_to_apply(self) -> list[Entry]:
+        return self.slice(self.applied + 1, self.committed + 1) if self.applied < self.committed else []
+
+    def stable_to(self, index: int, term: int) -> None:
+        """Entries up to (index, term) are on disk -- unless the log was rewritten there since."""
+        if index >= self.unstable and self.term_at(index) == term:
+            self.unstable = index + 1
+
+    def applied_to(self, index: int) -> None:
+        self.applied = max(self.applied, min(index, self.committed))
