@@ -432,10 +432,10 @@ class Raft:
             msg = AppendEntries(msg.term, msg.src, msg.dst, prev, log.term_at(prev), tuple(entries), msg.commit)
         prev_term = log.term_at(msg.prev_index)
         if prev_term != msg.prev_term:
-            if prev_term is None:  # our log is too short
-                hint_index, hint_term = log.last_index + 1, 0
-            else:  # fast back-off: skip the whole conflicting term at once
-                hint_index, hint_term = log.first_index_of_term(msg.prev_index), prev_term
+            # etcd's hint: our last index that may still match, i.e. the largest index
+            # <= prev_index whose term is <= the leader's prev_term (a shorter log hints
+            # at its end, with the term there), so one rejection suffices.
+            hint_index, hint_term = log.find_conflict_by_term(msg.prev_index, msg.prev_term)
             self._send(
                 AppendEntriesResponse(self.term, self.id, msg.src, False, msg.prev_index, hint_index, hint_term)
             )
@@ -527,13 +527,13 @@ class Raft:
             stale = rejected <= pr.match if pr.state is State.REPLICATE else rejected != pr.next - 1
             if stale or pr.state is State.SNAPSHOT:
                 return
-            next_index = msg.conflict_index
+            # The follower's log may match ours up to its hint; ours may match the
+            # follower's only up to our largest index whose term is <= the hint's term.
+            hint = msg.conflict_index
             if msg.conflict_term:
-                ours = self.log.last_index_of_term(msg.conflict_term)
-                if ours is not None:
-                    next_index = ours + 1
+                hint, _ = self.log.find_conflict_by_term(hint, msg.conflict_term)
             pr.become_probe()
-            pr.next = max(pr.match + 1, min(next_index, rejected))
+            pr.next = max(pr.match + 1, min(hint + 1, rejected))
             self._maybe_send_append(msg.src)
             return
         news = pr.acknowledge(msg.match_index)

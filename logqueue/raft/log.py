@@ -73,21 +73,17 @@ class RaftLog:
             conf = c
         return conf
 
-    def first_index_of_term(self, index: int) -> int:
-        """The first index of the run of entries sharing the term at `index` (within the log)."""
-        term = self.term_at(index)
-        while index - 1 > self.snap_index and self.term_at(index - 1) == term:
+    def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
+        """The largest index <= `index` whose entry's term is <= `term`, and that term (etcd's
+        findConflictByTerm). Below it the log may match a log whose entry at `index` has
+        `term`; above it, it cannot. (index, 0) when that entry is compacted away."""
+        index = min(index, self.last_index)
+        while index >= self.snap_index:
+            at = self.term_at(index)
+            if at is not None and at <= term:
+                return index, at
             index -= 1
-        return index
-
-    def last_index_of_term(self, term: int) -> int | None:
-        """The last index holding `term`, scanning back from the end (None if absent)."""
-        for e in reversed(self.entries):
-            if e.term == term:
-                return e.index
-            if e.term < term:
-                return None
-        return None
+        return index, 0
 
     # --- writing -------------------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:

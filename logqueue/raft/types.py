@@ -115,8 +115,10 @@ class AppendEntriesResponse:
     dst: int
     success: bool
     match_index: int  # on success: last index known to match the leader's log
-    conflict_index: int = 0  # on failure: where the leader should look next
-    conflict_term: int = 0  # on failure: term of the follower's entry at prev_index, 0 if none
+    # On failure (etcd's RejectHint/LogTerm): the follower's largest index <= match_index
+    # whose term is <= the leader's prev_term, and that term (0: compacted/none).
+    conflict_index: int = 0
+    conflict_term: int = 0
 
 
 @dataclass(frozen=True, slots=True)
