@@ -275,6 +275,39 @@ def test_appends_carry_at_most_max_bytes_per_msg_but_at_least_one_entry() -> Non
     assert c.node(2).raft.log.entries == leader.log.entries
 
 
+def test_a_commit_advance_rides_on_the_append_already_queued_one_message_per_peer() -> None:
+    c = elected(3)
+    leader = c.node(1).raft
+    leader.propose(b"x")
+    c.process()
+    execute(c, "deliver 1->*")
+    acks = c.take((None, 1))  # held back
+    leader.propose(b"y")  # queues appends of y carrying commit 1
+    leader.step(acks[0])  # a majority for x: commit 2, in the same Ready
+    rd = leader.ready()
+    assert sorted(m.dst for m in rd.messages) == [2, 3]
+    assert all(isinstance(m, AppendEntries) and m.commit == 2 and m.entries for m in rd.messages)
+
+
+def test_followers_learn_each_commit_in_the_ready_that_advanced_it() -> None:
+    c = elected(3)
+    seen: list[tuple[int, set[int]]] = []
+
+    def record(node, rd) -> None:
+        if node.id == 1:
+            seen.append((node.raft.commit_index, {m.dst for m in rd.messages if getattr(m, "commit", 0) >= node.raft.commit_index}))
+
+    c.ready_hooks.append(record)
+    before = c.node(1).raft.commit_index
+    for i in range(3):
+        execute(c, f"propose 1 v{i}")
+        execute(c, "stabilize")
+    advanced = [dsts for (commit, dsts), (prev, _) in zip(seen[1:], seen) if commit > prev]
+    assert c.node(1).raft.commit_index == before + 3 and len(advanced) == 3
+    assert all(dsts == {2, 3} for dsts in advanced), advanced
+    assert {n.raft.commit_index for n in c.nodes.values()} == {before + 3}  # no heartbeat needed
+
+
 def test_the_in_flight_window_bounds_unanswered_appends() -> None:
     c = elected(2, "max-inflight=2")
     leader = c.node(1).raft

@@ -12,7 +12,7 @@ Roles dispatch through one step function each (`_step_leader`, `_step_candidate`
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import quorum
 from .log import RaftLog, SafetyError
@@ -269,6 +269,7 @@ class Raft:
             or self.log.unstable <= self.log.last_index
             or self.log.applied < self.log.committed
             or (hs.term, hs.vote) != (self.term, self.vote)
+            or (self.role is Role.LEADER and any(map(self._commit_unsent, self.progress.values())))
         )
 
     def ready(self) -> Ready:
@@ -278,6 +279,8 @@ class Raft:
         etcd's RawNode). A second `ready()` before that raises `ReadyNotAdvanced`."""
         if self._outstanding is not None:
             raise ReadyNotAdvanced("ready() called again before advance() of the previous Ready")
+        if self.role is Role.LEADER:
+            self._send_commit()
         rd = Ready(role=self.role, leader=self.leader_id, term=self.term)
         hs = self._hard_state()
         # Commit is only a hint (recovered from the leader), so it alone does not force a
@@ -349,7 +352,7 @@ class Raft:
         self.role = Role.LEADER
         self.leader_id = self.id
         self.progress = {}
-        self._sync_progress()
+        self._sync_progress(self.log.last_index + 1)
         # A no-op of the new term lets the leader commit (and learn) everything before it.
         self._append_as_leader([(EntryKind.NOOP, b"")])
 
@@ -590,19 +593,20 @@ class Raft:
         term = self.term
         self.log.append([Entry(term, first + k, data, kind) for k, (kind, data) in enumerate(items)])
         if any(kind is EntryKind.CONFIG for kind, _ in items):
-            self._sync_progress()
+            # New members are sent these entries at once (they reject and are probed back).
+            self._sync_progress(first)
         # A lone voter commits at once; otherwise followers' acknowledgements will.
         self._maybe_commit()
         self._broadcast_append()
 
-    def _sync_progress(self) -> None:
+    def _sync_progress(self, next_index: int) -> None:
         members = self.log.conf.members() - {self.id}
         for peer in list(self.progress):
             if peer not in members:
                 del self.progress[peer]
         for peer in members:
             if peer not in self.progress:
-                pr = Progress(self.log.last_index + 1)
+                pr = Progress(next_index)
                 pr.recent_active = True  # give new members one CheckQuorum window
                 self.progress[peer] = pr
 
@@ -616,6 +620,7 @@ class Raft:
         for peer, pr in self.progress.items():
             commit = min(self.log.committed, pr.match)
             self._send(Heartbeat(self.term, self.id, peer, commit, context))
+            pr.sent_commit = max(pr.sent_commit, commit)
 
     def _maybe_send_append(self, peer: int, send_empty: bool = False) -> None:
         pr = self.progress[peer]
@@ -641,7 +646,33 @@ class Raft:
         if not entries and not send_empty:
             return
         self._send(AppendEntries(self.term, self.id, peer, prev, prev_term, tuple(entries), log.committed))
-        pr.sent(prev + len(entries), bool(entries))
+        pr.sent(prev + len(entries), bool(entries), log.committed)
+
+    def _send_commit(self) -> None:
+        """Tell every follower the commit index in the Ready that advanced it, not at the
+        next heartbeat (etcd's Progress.CanBumpCommit), one message per peer: a message
+        already queued for a peer carries the current commit, else an empty append does."""
+        committed = self.log.committed
+        queued: dict[int, int] = {}
+        for k, m in enumerate(self.msgs):
+            if isinstance(m, (AppendEntries, Heartbeat)) and m.term == self.term:
+                queued[m.dst] = k
+        for peer, pr in self.progress.items():
+            k = queued.get(peer)
+            if k is None:
+                if self._commit_unsent(pr):
+                    self._maybe_send_append(peer, send_empty=True)
+                continue
+            m = self.msgs[k]
+            # Safe: a follower commits at most up to the entries it matched, and a
+            # heartbeat carries no more than the follower's acknowledged match.
+            commit = committed if isinstance(m, AppendEntries) else min(committed, pr.match)
+            if m.commit < commit:
+                self.msgs[k] = replace(m, commit=commit)
+            pr.sent_commit = max(pr.sent_commit, commit)
+
+    def _commit_unsent(self, pr: Progress) -> bool:
+        return pr.can_bump_commit(self.log.committed) and not pr.paused(self.cfg.max_inflight)
 
     def _send_snapshot(self, peer: int, pr: Progress) -> None:
         snap = self.log.snapshot
