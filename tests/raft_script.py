@@ -30,9 +30,12 @@ Commands (node ids are integers; ``*`` in a link means any node):
   conf-change ID VOTER...                  propose a joint-consensus change
   transfer ID TARGET                       ask leader ID to hand over to TARGET
   read-index ID REQUEST                    ask for a linearizable read
-  compact ID INDEX                         snapshot the state machine at INDEX, compact
-  deliver [SRC->DST]                       deliver the messages queued now (matching)
-  drop [SRC->DST]                          lose the queued messages (matching)
+  compact ID INDEX [retain=R]              snapshot the state machine at INDEX, compact
+                                           (keeping the last R entries)
+  deliver [SRC->DST [KIND]]                deliver the messages queued now (matching;
+                                           KIND as printed, e.g. HeartbeatResp)
+  drop [SRC->DST [KIND]]                   lose the queued messages (matching)
+  progress ID                              the leader's view of each follower
   stabilize [ID...]                        deliver until no message (among IDs) is queued
   partition A B | C D                      cut every link between the groups
   heal                                     remove the partition
@@ -283,12 +286,17 @@ class Cluster:
         side = lambda i: next((k for k, g in enumerate(self.groups) if i in g), -1)  # noqa: E731
         return side(src) != side(dst)
 
-    def take(self, link: tuple[int | None, int | None], among: set[int] | None = None) -> list[Message]:
-        """Remove and return the queued messages on `link` (None: any) between `among` nodes."""
+    def take(
+        self, link: tuple[int | None, int | None], among: set[int] | None = None, kind: str | None = None
+    ) -> list[Message]:
+        """Remove and return the queued messages on `link` (None: any) between `among`
+        nodes, of `kind` (the name `fmt_msg` prints) if given."""
         src, dst = link
 
         def match(m: Message) -> bool:
             if among is not None and not {m.src, m.dst} <= among:
+                return False
+            if kind is not None and fmt_msg(m).split()[1] != kind:
                 return False
             return (src is None or m.src == src) and (dst is None or m.dst == dst)
 
@@ -296,9 +304,11 @@ class Cluster:
         self.queue = [m for m in self.queue if not match(m)]
         return taken
 
-    def deliver(self, link: tuple[int | None, int | None] = (None, None), among: set[int] | None = None) -> int:
+    def deliver(
+        self, link: tuple[int | None, int | None] = (None, None), among: set[int] | None = None, kind: str | None = None
+    ) -> int:
         """Deliver the matching messages queued now (not those they cause); returns how many."""
-        batch = self.take(link, among)
+        batch = self.take(link, among, kind)
         for m in batch:
             node = self.nodes.get(m.dst)
             if self._cut(m.src, m.dst):
@@ -478,21 +488,31 @@ def _read_index(c: Cluster, args: list[str]) -> None:
 
 
 def _compact(c: Cluster, args: list[str]) -> None:
-    node = c.node(_int(args[0], "node id"))
-    index = _int(args[1], "index")
+    plain, named = _options(args)
+    node = c.node(_int(plain[0], "node id"))
+    index = _int(plain[1], "index")
     if index != node.applied_index:
         raise ScriptError(f"node {node.id} can snapshot only at its applied index {node.applied_index}")
-    snap = node.raft.compact(index, node.state_data())
+    snap = node.raft.compact(index, node.state_data(), _int(named.get("retain", "0"), "retain"))
     node.disk.save_snapshot(snap)
 
 
 def _deliver(c: Cluster, args: list[str]) -> None:
-    c.deliver(_link(args[0]) if args else (None, None))
+    c.deliver(_link(args[0]) if args else (None, None), kind=args[1] if len(args) > 1 else None)
 
 
 def _drop(c: Cluster, args: list[str]) -> None:
-    for m in c.take(_link(args[0]) if args else (None, None)):
+    for m in c.take(_link(args[0]) if args else (None, None), kind=args[1] if len(args) > 1 else None):
         c.out.append(f"{fmt_msg(m)} (dropped)")
+
+
+def _progress(c: Cluster, args: list[str]) -> None:
+    raft = c.node(_int(args[0], "node id")).raft
+    if raft.role is not Role.LEADER:
+        raise ScriptError(f"node {raft.id} is not the leader")
+    for peer, pr in sorted(raft.progress.items()):
+        extra = f" pending-snapshot={pr.pending_snapshot}" if pr.pending_snapshot else ""
+        c.out.append(f"{peer}: {pr.state.value} match={pr.match} next={pr.next}{extra}")
 
 
 def _partition(c: Cluster, args: list[str]) -> None:
@@ -534,12 +554,13 @@ COMMANDS = {
     "read-index": _read_index, "compact": _compact, "deliver": _deliver, "drop": _drop,
     "stabilize": lambda c, a: c.stabilize({_int(w, "node id") for w in a} or None), "partition": _partition, "heal": _heal,
     "crash": _crash, "restart": _restart, "status": _status, "logs": _logs, "conf": _conf,
-    "applied": _applied,
+    "applied": _applied, "progress": _progress,
 }
 
 MIN_ARGS = {
     "new": 1, "add": 1, "set-log": 1, "campaign": 1, "tick": 1, "propose": 2, "conf-change": 2,
     "transfer": 2, "read-index": 2, "compact": 2, "partition": 1, "crash": 1, "restart": 1,
+    "progress": 1,
 }
 
 # --- the datadriven file format ---------------------------------------------------------

@@ -540,9 +540,12 @@ class Raft:
             self._maybe_send_append(msg.src)
             return
         news = pr.acknowledge(msg.match_index)
-        if pr.state is State.SNAPSHOT and pr.match >= pr.pending_snapshot:
+        if pr.state is State.SNAPSHOT and pr.match + 1 >= self.log.first_index:
+            # etcd: whatever snapshot (or append) the follower applied, once its match
+            # lets the log catch it up, replicate -- do not wait for the pending one.
             pr.become_probe()
-        if pr.state is State.PROBE and news:
+            pr.become_replicate()
+        elif pr.state is State.PROBE and (news or pr.match == msg.match_index):
             pr.become_replicate()
         if news and self._maybe_commit():
             self._broadcast_append()
