@@ -25,9 +25,12 @@ Commands (node ids are integers; ``*`` in a link means any node):
                                            rebuild a node from a log of these terms
                                            (to set a scene: Raft assumes disks are kept)
   campaign ID                              tick the node until it campaigns
-  tick ID[,ID...]|all [N]                  N ticks of these nodes (default 1)
+  tick ID[,ID...]|all [N] [stabilize]      N ticks of these nodes (default 1); with
+                                           `stabilize`, deliver everything after each
+                                           tick and print only role changes
   propose ID DATA                          propose on a node; prints the index
-  conf-change ID VOTER...                  propose a joint-consensus change
+  conf-change ID VOTER... [learners=L,...]  propose a membership change (default:
+                                           learners stay learners unless made voters)
   transfer ID TARGET                       ask leader ID to hand over to TARGET
   read-index ID REQUEST                    ask for a linearizable read
   compact ID INDEX [retain=R]              snapshot the state machine at INDEX, compact
@@ -93,7 +96,11 @@ def fmt_entry(e: Entry) -> str:
 
 def fmt_conf(conf: ConfState) -> str:
     ids = lambda s: ",".join(map(str, sorted(s)))  # noqa: E731
-    return f"voters={ids(conf.voters)}" + (f" outgoing={ids(conf.outgoing)}" if conf.joint else "")
+    return (
+        f"voters={ids(conf.voters)}"
+        + (f" outgoing={ids(conf.outgoing)}" if conf.joint else "")
+        + (f" learners={ids(conf.learners)}" if conf.learners else "")
+    )
 
 
 def fmt_msg(m: Message) -> str:
@@ -452,12 +459,17 @@ def _campaign(c: Cluster, args: list[str]) -> None:
 
 
 def _tick(c: Cluster, args: list[str]) -> None:
-    ids = sorted(c.nodes) if args[0] == "all" else [_int(a, "node id") for a in args[0].split(",")]
-    for _ in range(_int(args[1], "ticks") if len(args) > 1 else 1):
+    plain = [a for a in args if a != "stabilize"]
+    ids = sorted(c.nodes) if plain[0] == "all" else [_int(a, "node id") for a in plain[0].split(",")]
+    for _ in range(_int(plain[1], "ticks") if len(plain) > 1 else 1):
         for i in ids:
             if c.node(i).alive:
                 c.node(i).raft.tick()
         c.process()
+        if "stabilize" in args:
+            c.stabilize()
+    if "stabilize" in args:  # long runs: print the role changes only
+        c.out = [line for line in c.out if "->" not in line]
 
 
 def _call(c: Cluster, fn, *a) -> None:
@@ -475,8 +487,10 @@ def _propose(c: Cluster, args: list[str]) -> None:
 
 
 def _conf_change(c: Cluster, args: list[str]) -> None:
-    voters = frozenset(_int(a, "voter") for a in args[1:])
-    _call(c, c.node(_int(args[0], "node id")).raft.propose_conf_change, voters)
+    plain, named = _options(args)
+    voters = frozenset(_int(a, "voter") for a in plain[1:])
+    learners = frozenset(_int(a, "learner") for a in named["learners"].split(",") if a) if "learners" in named else None
+    _call(c, c.node(_int(plain[0], "node id")).raft.propose_conf_change, voters, learners)
 
 
 def _transfer(c: Cluster, args: list[str]) -> None:

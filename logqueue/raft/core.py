@@ -150,7 +150,7 @@ class Raft:
 
     def promotable(self) -> bool:
         """May this node campaign? Only voters of the configuration in effect may."""
-        return self.id in self.log.conf.members()
+        return self.id in self.log.conf.voting()
 
     # --- input -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -171,20 +171,43 @@ class Raft:
         self._append_as_leader([(EntryKind.NORMAL, d) for d in datas])
         return first
 
-    def propose_conf_change(self, voters: frozenset[int]) -> int:
-        """Start a joint-consensus change to `voters`; returns the index of C_old,new."""
+    def propose_conf_change(self, voters: frozenset[int], learners: frozenset[int] | None = None) -> int:
+        """Change the members to `voters` and `learners` (default: today's learners that do
+        not become voters); returns the index of the first configuration entry.
+
+        A change of voters goes through joint consensus (C_old,new, then C_new); a change
+        of learners alone is one entry. A node becomes a voter only as a learner that has
+        caught up (`caught_up`), so no voter set ever holds a member lacking committed
+        entries (Raft thesis §4.2.1; etcd adds members as learners first)."""
         self._check_can_propose()
         conf = self.log.conf
         if conf.joint or self._uncommitted_conf():
             raise ProposalDropped("a membership change is already in progress")
         voters = frozenset(voters)
+        learners = conf.learners - voters if learners is None else frozenset(learners)
         if not voters:
             raise ProposalDropped("a configuration needs at least one voter")
-        if voters == conf.voters:
-            raise ProposalDropped("the configuration already has exactly these voters")
+        if voters & learners:
+            raise ProposalDropped(f"nodes {sorted(voters & learners)} cannot be both voter and learner")
+        if (voters, learners) == (conf.voters, conf.learners):
+            raise ProposalDropped("the configuration already has exactly these members")
+        for peer in sorted(voters - conf.voters):
+            if peer not in conf.learners or not self.caught_up(peer):
+                raise ProposalDropped(f"node {peer} must first be a learner that has caught up")
         index = self.log.last_index + 1
-        self._append_as_leader([(EntryKind.CONFIG, ConfState(voters, conf.voters).encode())])
+        if voters == conf.voters:
+            change = ConfState(voters, learners=learners)
+        else:
+            change = ConfState(voters, conf.voters, learners)
+        self._append_as_leader([(EntryKind.CONFIG, change.encode())])
         return index
+
+    def caught_up(self, peer: int) -> bool:
+        """Does the follower hold every entry committed so far (a learner ready to vote)?"""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        pr = self.progress.get(peer)
+        return pr is not None and pr.match >= self.log.committed
 
     def transfer_leadership(self, target: int) -> None:
         """Hand leadership to `target` (Raft §3.10): catch it up, then send TimeoutNow."""
@@ -228,6 +251,12 @@ class Raft:
 
     def step(self, msg: Message) -> None:
         """Feed one message from a peer."""
+        voting = self.log.conf.voting()
+        if isinstance(msg, RequestVote) and voting and msg.src not in voting:
+            # Not a voter of our configuration (removed, or a learner): its campaign must
+            # not disturb us; the runtime refuses such messages too. (An empty
+            # configuration: we wait to be added and know nothing yet.)
+            return
         if msg.term > self.term:
             if isinstance(msg, RequestVote) and not msg.transfer and self._in_leader_lease():
                 return  # a leader is alive: ignore disruptive (e.g. removed) servers
@@ -366,7 +395,7 @@ class Raft:
         self.votes = {self.id: True}
         if self._tally(pre_vote):
             return
-        for peer in sorted(self.log.conf.members() - {self.id}):
+        for peer in sorted(self.log.conf.voting() - {self.id}):
             self._send(
                 RequestVote(term, self.id, peer, self.log.last_index, self.log.last_term, pre_vote, transfer)
             )
@@ -553,6 +582,8 @@ class Raft:
             self._maybe_send_append(msg.src)
         if self.role is Role.LEADER and msg.src == self.transferee and pr.match == self.log.last_index:
             self._send(TimeoutNow(self.term, self.id, msg.src))
+        if self.role is Role.LEADER and msg.src not in self.log.conf.members():
+            self._maybe_forget_departed(msg.src)
 
     def _maybe_commit(self) -> bool:
         index = quorum.committed_index(self.log.conf, self._match_of)
@@ -577,9 +608,11 @@ class Raft:
             return
         if conf.joint:
             # C_old,new is committed: move on to C_new.
-            self._append_as_leader([(EntryKind.CONFIG, ConfState(conf.voters).encode())])
+            self._append_as_leader([(EntryKind.CONFIG, ConfState(conf.voters, learners=conf.learners).encode())])
         elif self.id not in conf.voters and last_conf_index:
-            # C_new without us is committed: a removed leader steps down (Raft §6).
+            # C_new without us is committed: a removed leader steps down (Raft §6), once
+            # it has told the others (they learn the commit in this Ready).
+            self._send_commit()
             self._become_follower(self.term, None)
 
     def _uncommitted_conf(self) -> bool:
@@ -606,12 +639,21 @@ class Raft:
         members = self.log.conf.members() - {self.id}
         for peer in list(self.progress):
             if peer not in members:
-                del self.progress[peer]
+                self._maybe_forget_departed(peer)
         for peer in members:
             if peer not in self.progress:
                 pr = Progress(next_index)
                 pr.recent_active = True  # give new members one CheckQuorum window
                 self.progress[peer] = pr
+
+    def _maybe_forget_departed(self, peer: int) -> None:
+        """Stop replicating to a removed member once it holds the configuration that
+        removed it (then it knows, and no longer campaigns); until then it is sent the log
+        and heartbeats like a learner, counting in nothing (issue: removed members must
+        learn their removal, or without pre-vote and check-quorum they depose leaders)."""
+        last_conf_index = self.log.conf_entries[-1][0] if self.log.conf_entries else 0
+        if self.progress[peer].match >= last_conf_index:
+            del self.progress[peer]
 
     def _broadcast_append(self) -> None:
         if self.role is not Role.LEADER:

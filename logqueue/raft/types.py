@@ -38,26 +38,36 @@ class ConfState:
     """A membership configuration; during joint consensus `outgoing` is non-empty.
 
     invariant: a decision needs a majority of `voters` AND, when joint, of `outgoing`.
+    `learners` receive the log but never vote nor count in a quorum (etcd's learners,
+    Raft thesis §4.2.1); invariant: no learner is in `voters`.
     """
 
     voters: frozenset[int] = frozenset()
     outgoing: frozenset[int] = frozenset()
+    learners: frozenset[int] = frozenset()
 
     @property
     def joint(self) -> bool:
         return bool(self.outgoing)
 
-    def members(self) -> frozenset[int]:
+    def voting(self) -> frozenset[int]:
+        """The members whose votes count (in either half of a joint configuration)."""
         return self.voters | self.outgoing
 
+    def members(self) -> frozenset[int]:
+        """Everyone the leader replicates to: voters and learners."""
+        return self.voters | self.outgoing | self.learners
+
     def encode(self) -> bytes:
-        return (",".join(map(str, sorted(self.voters))) + ";" + ",".join(map(str, sorted(self.outgoing)))).encode()
+        ids = lambda s: ",".join(map(str, sorted(s)))  # noqa: E731
+        tail = ";" + ids(self.learners) if self.learners else ""  # older entries have no learners part
+        return (ids(self.voters) + ";" + ids(self.outgoing) + tail).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> "ConfState":
-        new, _, old = data.decode().partition(";")
+        new, old, learners = (data.decode().split(";") + [""])[:3]
         parse = lambda s: frozenset(int(x) for x in s.split(",") if x)  # noqa: E731
-        return cls(parse(new), parse(old))
+        return cls(parse(new), parse(old), parse(learners))
 
 
 @dataclass(frozen=True, slots=True)
