@@ -65,7 +65,7 @@ class ConfState:
 
     @classmethod
     def decode(cls, data: bytes) -> "ConfState":
-        new, old, learners = (data.decode().split(";") + [""])[:3]
+        new, old, learners = (data.decode().split(";") + ["", ""])[:3]
         parse = lambda s: frozenset(int(x) for x in s.split(",") if x)  # noqa: E731
         return cls(parse(new), parse(old), parse(learners))
 

@@ -365,6 +365,7 @@ class Node:
             "snapshot_index": self._snap_index,
             "voters": sorted(raft.conf.voters),
             "outgoing": sorted(raft.conf.outgoing),
+            "learners": sorted(raft.conf.learners),
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
             "isolated": self.isolated,

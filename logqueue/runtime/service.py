@@ -10,7 +10,7 @@ submit          c, seq, low, cmds: [command, ...]                      {"results
 query           name, args, stale (bool)                               the query's answer
 status          --                                                     the node's status map
 read_log        from, max, all (bool)                                  {"entries": [...], ...}
-member          op ("add"|"remove"), id, address                       {"voters": [...]}
+member          op ("add"|"learner"|"promote"|"remove"), id, address   {"voters", "learners"}
 transfer        to                                                     {"leader": id}
 snapshot        --                                                     {"index": I}
 isolate         on (bool) -- only with --test-hooks                    {"isolated": bool}
@@ -392,8 +392,8 @@ class Service:
         op = _arg(args, "op", str)
         peer = _arg(args, "id", int)
         address = _arg(args, "address", (str, type(None)), None)
-        if op not in ("add", "remove"):
-            raise BadRequest("member op must be add or remove")
+        if op not in ("add", "learner", "promote", "remove"):
+            raise BadRequest("member op must be add, learner, promote or remove")
         if peer <= 0:
             raise BadRequest("node ids are positive integers")
         if address is not None:
@@ -403,31 +403,34 @@ class Service:
                 split_address(address)
             except ValueError as exc:
                 raise BadRequest(str(exc)) from None
-        elif op == "add" and self.node.address_of(peer) is None:
+        elif op in ("add", "learner") and self.node.address_of(peer) is None:
             raise BadRequest(f"node {peer} has no known address: pass --address HOST:PORT")
         asyncio.get_running_loop().create_task(self._change_membership(conn, rid, op, peer, address))
 
     async def _change_membership(self, conn, rid, op: str, peer: int, address: str | None) -> None:
+        """add: join as a learner, catch up, then become a voter; learner: join as a
+        learner only; promote: a caught-up learner becomes a voter; remove: leave. The
+        core makes only caught-up learners voters, so waiting for that is done here."""
         node = self.node
         raft = node.raft
         try:
-            if op == "add" and address is not None and node.machine.addresses.get(peer) != address:
+            if op in ("add", "learner") and address is not None and node.machine.addresses.get(peer) != address:
                 index = raft.propose(envelope.address(peer, address))
                 node.wake()
                 await asyncio.wait_for(node.watch(lambda: raft.applied_index >= index), 10)
-            voters = raft.conf.voters | {peer} if op == "add" else raft.conf.voters - {peer}
-            if not (voters == raft.conf.voters and not raft.conf.joint):
-                raft.propose_conf_change(voters)
-                node.wake()
-
-            def settled() -> bool:
-                # C_new is in effect once it is committed and no longer joint.
-                conf_entries = raft.log.conf_entries
-                return (not raft.conf.joint and raft.conf.voters == voters
-                        and (not conf_entries or conf_entries[-1][0] <= raft.commit_index))
-
-            await asyncio.wait_for(node.watch(settled), 20)
-            conn.send(wire.response(rid, True, {"voters": sorted(voters)}))
+            if op in ("add", "learner") and peer not in raft.conf.members():
+                await self._settle(raft.conf.voters, raft.conf.learners | {peer})
+            if op in ("add", "promote") and peer not in raft.conf.voters:
+                if peer not in raft.conf.learners:
+                    raise ProposalDropped(f"node {peer} is not a learner")
+                # (Leadership lost: stop waiting, and answer with a redirect.)
+                await asyncio.wait_for(node.watch(lambda: not node.leading() or raft.caught_up(peer)), 20)
+                self._require_leader()
+                await self._settle(raft.conf.voters | {peer}, raft.conf.learners - {peer})
+            if op == "remove" and peer in raft.conf.members():
+                await self._settle(raft.conf.voters - {peer}, raft.conf.learners - {peer})
+            conf = raft.conf
+            conn.send(wire.response(rid, True, {"voters": sorted(conf.voters), "learners": sorted(conf.learners)}))
         except NotLeader:
             conn.send(wire.response(rid, False, self.not_leader()))
         except ProposalDropped as exc:
@@ -435,6 +438,21 @@ class Service:
         except asyncio.TimeoutError:
             conn.send(wire.response(rid, False, error("timeout", "the membership change did not finish in time; "
                                                                  "check `logqueue status`")))
+
+    async def _settle(self, voters: frozenset[int], learners: frozenset[int]) -> None:
+        """Propose a change to these members and wait until it is committed (and, for a
+        joint change, until C_new is)."""
+        node, raft = self.node, self.node.raft
+        raft.propose_conf_change(voters, learners)
+        node.wake()
+
+        def settled() -> bool:
+            # C_new is in effect once it is committed and no longer joint.
+            conf_entries = raft.log.conf_entries
+            return (not raft.conf.joint and (raft.conf.voters, raft.conf.learners) == (voters, learners)
+                    and (not conf_entries or conf_entries[-1][0] <= raft.commit_index))
+
+        await asyncio.wait_for(node.watch(settled), 20)
 
     def op_transfer(self, conn, rid, args) -> None:
         self._require_leader()
