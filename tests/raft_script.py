@@ -39,6 +39,8 @@ Commands (node ids are integers; ``*`` in a link means any node):
                                            KIND as printed, e.g. HeartbeatResp)
   drop [SRC->DST [KIND]]                   lose the queued messages (matching)
   progress ID                              the leader's view of each follower
+  report-unreachable ID PEER               the runtime of ID could not reach PEER
+  forget-leader ID                         the runtime of ID knows its leader is gone
   stabilize [ID...]                        deliver until no message (among IDs) is queued
   partition A B | C D                      cut every link between the groups
   heal                                     remove the partition
@@ -569,12 +571,14 @@ COMMANDS = {
     "stabilize": lambda c, a: c.stabilize({_int(w, "node id") for w in a} or None), "partition": _partition, "heal": _heal,
     "crash": _crash, "restart": _restart, "status": _status, "logs": _logs, "conf": _conf,
     "applied": _applied, "progress": _progress,
+    "report-unreachable": lambda c, a: c.node(_int(a[0], "node id")).raft.report_unreachable(_int(a[1], "peer")),
+    "forget-leader": lambda c, a: c.node(_int(a[0], "node id")).raft.forget_leader(),
 }
 
 MIN_ARGS = {
     "new": 1, "add": 1, "set-log": 1, "campaign": 1, "tick": 1, "propose": 2, "conf-change": 2,
     "transfer": 2, "read-index": 2, "compact": 2, "partition": 1, "crash": 1, "restart": 1,
-    "progress": 1,
+    "progress": 1, "report-unreachable": 2, "forget-leader": 1,
 }
 
 # --- the datadriven file format ---------------------------------------------------------

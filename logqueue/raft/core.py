@@ -1,7 +1,8 @@
 """The Raft protocol as a pure state machine (sans-I/O, in the style of etcd's raft).
 
 Everything that affects the protocol's state lives in this module. Input: `tick()`,
-`step(msg)`, `propose*()`, `transfer_leadership()`, `read_index()`, `compact()`.
+`step(msg)`, `propose*()`, `transfer_leadership()`, `read_index()`, `compact()`,
+`report_unreachable()`, `forget_leader()`.
 Output: `ready()` -> a `Ready` batch the runtime must carry out in order (persist, send,
 apply), then `advance(ready)`, which accepts it; exactly one Ready is outstanding at a time. No sockets, files or clocks; time is ticks; randomness comes
 only from the injected `random.Random`.
@@ -234,6 +235,20 @@ class Raft:
             self.reads_awaiting_commit.append(request)
             return
         self._start_read(request)
+
+    def report_unreachable(self, peer: int) -> None:
+        """The runtime could not reach `peer` (etcd's ReportUnreachable): a leader stops
+        streaming appends into the void and probes it with one append at a time."""
+        pr = self.progress.get(peer) if self.role is Role.LEADER else None
+        if pr is not None and pr.state is State.REPLICATE:
+            pr.become_probe()
+
+    def forget_leader(self) -> None:
+        """The runtime knows the leader is gone (etcd's ForgetLeader): a follower forgets
+        it, so it may vote at once instead of waiting out the leader lease. Term, vote and
+        log stay; a message from a live leader makes it the leader again."""
+        if self.role is Role.FOLLOWER:
+            self.leader_id = None
 
     def snapshot_for(self, index: int, data: bytes) -> Snapshot:
         """Describe an application snapshot taken with everything up to `index` applied."""
