@@ -69,6 +69,8 @@ from logqueue.raft import (
     NotLeader,
     ProposalDropped,
     Raft,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     Role,
@@ -132,6 +134,10 @@ def fmt_msg(m: Message) -> str:
         return f"{head} Snapshot term={m.term} snap={meta.term}/{meta.index} {fmt_conf(meta.conf)}"
     if isinstance(m, TimeoutNow):
         return f"{head} TimeoutNow term={m.term}"
+    if isinstance(m, ReadIndex):
+        return f"{head} ReadIndex term={m.term} ctx={m.context}"
+    if isinstance(m, ReadIndexResponse):
+        return f"{head} ReadIndexResp term={m.term} ctx={m.context} index={m.index}"
     raise TypeError(f"unknown message {m!r}")
 
 

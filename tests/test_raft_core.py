@@ -201,14 +201,16 @@ def test_config_accepts_a_fixed_timeout_and_the_defaults() -> None:
 def test_a_follower_refuses_requests_and_names_the_leader() -> None:
     c = elected()
     follower = c.node(2).raft
-    for call in (lambda: follower.propose(b"x"), lambda: follower.read_index(1),
+    # (A follower forwards read_index to its leader: see read_index_follower.txt.)
+    for call in (lambda: follower.propose(b"x"),
                  lambda: follower.transfer_leadership(3), lambda: follower.propose_conf_change(frozenset({2, 3}))):
         with pytest.raises(NotLeader) as err:
             call()
         assert err.value.leader_id == 1
-    with pytest.raises(NotLeader) as err:
-        make().propose(b"x")  # no leader known yet
-    assert err.value.leader_id is None
+    for call in (lambda r: r.propose(b"x"), lambda r: r.read_index(1)):
+        with pytest.raises(NotLeader) as err:
+            call(make())  # no leader known yet
+        assert err.value.leader_id is None
 
 
 def test_the_leader_refuses_a_second_membership_change_and_pointless_ones() -> None:

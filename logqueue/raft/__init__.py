@@ -13,6 +13,8 @@ from .types import (
     InstallSnapshot,
     Message,
     MESSAGE_TYPES,
+    ReadIndex,
+    ReadIndexResponse,
     ReadState,
     Ready,
     RequestVote,
@@ -26,6 +28,6 @@ from .types import (
 __all__ = [
     "AppendEntries", "AppendEntriesResponse", "Config", "ConfState", "Entry", "EntryKind",
     "HardState", "Heartbeat", "HeartbeatResponse", "InstallSnapshot", "MESSAGE_TYPES", "Message",
-    "NotLeader", "ProposalDropped", "Raft", "ReadState", "Ready", "ReadyNotAdvanced", "RequestVote",
+    "NotLeader", "ProposalDropped", "Raft", "ReadIndex", "ReadIndexResponse", "ReadState", "Ready", "ReadyNotAdvanced", "RequestVote",
     "RequestVoteResponse", "Role", "SafetyError", "Snapshot", "SnapshotMeta", "TimeoutNow",
 ]

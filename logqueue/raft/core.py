@@ -29,6 +29,8 @@ from .types import (
     HeartbeatResponse,
     InstallSnapshot,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     ReadState,
     Ready,
     RequestVote,
@@ -89,6 +91,7 @@ class ProposalDropped(Exception):
 @dataclass
 class _PendingRead:
     seq: int  # heartbeat round that confirms it
+    origin: int  # the node whose client asked (the leader itself, or a follower)
     request: int
     index: int
     acks: set[int]
@@ -125,7 +128,7 @@ class Raft:
         self.transfer_elapsed = 0  # ticks since transfer_leadership(); it gives up after `low`
         self.read_seq = 0
         self.pending_reads: list[_PendingRead] = []
-        self.reads_awaiting_commit: list[int] = []  # before the leader commits in its term
+        self.reads_awaiting_commit: list[tuple[int, int]] = []  # (origin, request), before a commit in our term
         self.read_states: list[ReadState] = []
         self.msgs: list[Message] = []
         self._persisted_hs = HardState(hs.term, hs.vote, self.log.committed)
@@ -227,14 +230,25 @@ class Raft:
             self._maybe_send_append(target)
 
     def read_index(self, request: int) -> None:
-        """Ask for a linearizable read; a ReadState(request, index) appears in a later Ready."""
-        if self.role is not Role.LEADER:
+        """Ask for a linearizable read; a ReadState(request, index) appears in a later Ready.
+
+        A follower forwards the request to its leader and waits for the leader's read
+        index (Raft §6.4 follower reads, etcd's MsgReadIndex); its client may read once
+        this node has applied that index. A lost request is never answered: the runtime
+        times out and asks again."""
+        if self.role is Role.LEADER:
+            self._read_for(self.id, request)
+        elif self.role is Role.FOLLOWER and self.leader_id is not None:
+            self._send(ReadIndex(self.term, self.id, self.leader_id, request))
+        else:
             raise NotLeader(self.leader_id)
+
+    def _read_for(self, origin: int, request: int) -> None:
         if self.log.term_at(self.log.committed) != self.term:
             # The leader does not know the commit index until it commits in its own term.
-            self.reads_awaiting_commit.append(request)
+            self.reads_awaiting_commit.append((origin, request))
             return
-        self._start_read(request)
+        self._start_read(origin, request)
 
     def report_unreachable(self, peer: int) -> None:
         """The runtime could not reach `peer` (etcd's ReportUnreachable): a leader stops
@@ -466,6 +480,8 @@ class Raft:
         elif isinstance(msg, TimeoutNow):
             if self.promotable():
                 self._campaign(pre_vote=False, transfer=True)
+        elif isinstance(msg, ReadIndexResponse):
+            self.read_states.append(ReadState(msg.context, msg.index))
 
     def _handle_append(self, msg: AppendEntries) -> None:
         log = self.log
@@ -567,6 +583,8 @@ class Raft:
                 self._maybe_send_append(msg.src, send_empty=True)
             if msg.context:
                 self._ack_reads(msg.src, msg.context)
+        elif isinstance(msg, ReadIndex):
+            self._read_for(msg.src, msg.context)
 
     def _handle_append_response(self, msg: AppendEntriesResponse, pr: Progress) -> None:
         if not msg.success:
@@ -615,8 +633,8 @@ class Raft:
     def _after_commit(self) -> None:
         if self.reads_awaiting_commit and self.log.term_at(self.log.committed) == self.term:
             waiting, self.reads_awaiting_commit = self.reads_awaiting_commit, []
-            for request in waiting:
-                self._start_read(request)
+            for origin, request in waiting:
+                self._start_read(origin, request)
         conf = self.log.conf
         last_conf_index = self.log.conf_entries[-1][0] if self.log.conf_entries else 0
         if last_conf_index > self.log.committed:
@@ -742,9 +760,9 @@ class Raft:
         pr.become_snapshot(snap.meta.index)
 
     # --- ReadIndex (Raft §6.4) ------------------------------------------------------------
-    def _start_read(self, request: int) -> None:
+    def _start_read(self, origin: int, request: int) -> None:
         self.read_seq += 1
-        read = _PendingRead(self.read_seq, request, self.log.committed, {self.id})
+        read = _PendingRead(self.read_seq, origin, request, self.log.committed, {self.id})
         self.pending_reads.append(read)
         self._release_reads()
         if self.pending_reads:
@@ -761,7 +779,10 @@ class Raft:
         conf = self.log.conf
         while self.pending_reads and quorum.has_quorum(conf, self.pending_reads[0].acks):
             read = self.pending_reads.pop(0)
-            self.read_states.append(ReadState(read.request, read.index))
+            if read.origin == self.id:
+                self.read_states.append(ReadState(read.request, read.index))
+            else:
+                self._send(ReadIndexResponse(self.term, self.id, read.origin, read.request, read.index))
 
     def _send(self, msg: Message) -> None:
         self.msgs.append(msg)

@@ -163,6 +163,27 @@ class TimeoutNow:
     dst: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReadIndex:
+    """A follower asks the leader for a read index on behalf of its client (Raft §6.4)."""
+
+    term: int
+    src: int
+    dst: int
+    context: int  # the follower's read request id
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse:
+    """The leader's commit index, confirmed by a quorum after the request arrived."""
+
+    term: int
+    src: int
+    dst: int
+    context: int
+    index: int
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -172,6 +193,8 @@ Message = (
     | HeartbeatResponse
     | InstallSnapshot
     | TimeoutNow
+    | ReadIndex
+    | ReadIndexResponse
 )
 
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -183,6 +206,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     HeartbeatResponse,
     InstallSnapshot,
     TimeoutNow,
+    ReadIndex,  # appended last: wire codes are positions in this tuple
+    ReadIndexResponse,
 )
 
 

@@ -99,6 +99,8 @@ _FIELDS: dict[type, tuple[str, ...]] = {
     t.Heartbeat: (_I, _I, _I, _I, _I),
     t.HeartbeatResponse: (_I, _I, _I, _I),
     t.TimeoutNow: (_I, _I, _I),
+    t.ReadIndex: (_I, _I, _I, _I),
+    t.ReadIndexResponse: (_I, _I, _I, _I, _I),
 }
 _ENTRY_KINDS = {k.value: k for k in t.EntryKind}
 
