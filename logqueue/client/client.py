@@ -310,9 +310,26 @@ class AsyncClient:
 
         return list(await asyncio.gather(*(one(a) for a in self.addresses)))
 
-    async def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False) -> dict:
-        """Committed entries of one node: {"entries": [...], "first_index", "applied_index", "next"}."""
-        return await self.call(address, "read_log", {"from": start, "max": max_count, "all": all_kinds})
+    async def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False,
+                       consistency: str = "committed") -> dict:
+        """Committed entries of one node: {"entries": [...], "first_index", "applied_index", "next"}.
+
+        consistency "committed": what the node has applied -- a follower may be behind
+        (a stale read). "linearizable": every append acknowledged before the call began
+        is included, from any node (a follower waits for its leader's read index);
+        retried on that node until the client's timeout while no leader is known."""
+        args = {"from": start, "max": max_count, "all": all_kinds, "consistency": consistency}
+        if consistency != "linearizable":
+            return await self.call(address, "read_log", args)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            try:
+                return await self.call(address, "read_log", args)
+            except ClientError as exc:
+                if exc.code not in ("unavailable", "not_leader", "timeout") or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
 
     async def member_change(self, op: str, node_id: int, address: str | None = None) -> dict:
         """Change the membership and wait until it is committed; returns {"voters",
@@ -398,8 +415,9 @@ class Client:
     def cluster_status(self) -> list[dict]:
         return self._run(self._client.cluster_status())
 
-    def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False) -> dict:
-        return self._run(self._client.read_log(address, start, max_count, all_kinds))
+    def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False,
+                 consistency: str = "committed") -> dict:
+        return self._run(self._client.read_log(address, start, max_count, all_kinds, consistency))
 
     def member_change(self, op: str, node_id: int, address: str | None = None) -> dict:
         return self._run(self._client.member_change(op, node_id, address))

@@ -9,7 +9,7 @@ append          c (client id), low, recs: [[seq, data], ...]           {"indexes
 submit          c, seq, low, cmds: [command, ...]                      {"results": [...]}
 query           name, args, stale (bool)                               the query's answer
 status          --                                                     the node's status map
-read_log        from, max, all (bool)                                  {"entries": [...], ...}
+read_log        from, max, all (bool), consistency                     {"entries": [...], ...}
 member          op ("add"|"learner"|"promote"|"remove"), id, address   {"voters", "learners"}
 transfer        to                                                     {"leader": id}
 snapshot        --                                                     {"index": I}
@@ -43,6 +43,9 @@ log = logging.getLogger("logqueue.service")
 
 MAX_GROUPS_PER_ENTRY = 1024
 READ_LOG_MAX = 10_000
+# A linearizable log read waits at most this long for its read index (one heartbeat round
+# to a quorum, via the leader for a follower); then it is answered "timeout" to be retried.
+READ_INDEX_TIMEOUT_S = 2.0
 QUEUE_QUERIES = ("read", "stats", "results", "dead_letters", "queue_names")
 
 
@@ -130,6 +133,7 @@ class Service:
         self.reads: dict[int, tuple["Inbound", int, str, dict]] = {}  # read request id -> query
         self.ready_reads: list[tuple[int, "Inbound", int, str, dict]] = []  # (index, ...) awaiting apply
         self._read_seq = 0
+        self.log_reads: dict[int, asyncio.Future] = {}  # read request id -> its read index
         self.ops = {
             "append": self.op_append,
             "submit": self.op_submit,
@@ -295,6 +299,9 @@ class Service:
 
     def on_read_states(self, states: list[t.ReadState]) -> None:
         for rs in states:
+            fut = self.log_reads.pop(rs.request, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
             q = self.reads.pop(rs.request, None)
             if q is not None:
                 self.ready_reads.append((rs.index, *q))
@@ -368,7 +375,38 @@ class Service:
         conn.send(wire.response(rid, True, self.node.status()))
 
     def op_read_log(self, conn, rid, args) -> None:
-        """Committed (applied) entries of this node from `from`, at most `max`."""
+        """Committed (applied) entries of this node from `from`, at most `max`.
+
+        consistency "committed" (default): what this node has applied, possibly behind
+        the leader (a stale read). "linearizable": first obtain a read index (ReadIndex
+        at the leader; a follower asks its leader, Raft §6.4), wait until this node has
+        applied it, then read -- every append acknowledged before the read began is in."""
+        consistency = _arg(args, "consistency", str, "committed")
+        if consistency == "committed":
+            self._send_log_page(conn, rid, args)
+        elif consistency == "linearizable":
+            self._read_seq += 1
+            request = self._read_seq
+            self.node.raft.read_index(request)  # NotLeader: no leader known
+            fut = self.log_reads[request] = asyncio.get_running_loop().create_future()
+            self.node.wake()
+            asyncio.get_running_loop().create_task(self._linearizable_log_page(conn, rid, args, request, fut))
+        else:
+            raise BadRequest("consistency must be committed or linearizable")
+
+    async def _linearizable_log_page(self, conn, rid, args, request: int, fut: asyncio.Future) -> None:
+        node = self.node
+        try:
+            index = await asyncio.wait_for(fut, READ_INDEX_TIMEOUT_S)
+            await asyncio.wait_for(node.watch(lambda: node.raft.applied_index >= index), READ_INDEX_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            self.log_reads.pop(request, None)
+            conn.send(wire.response(rid, False, error("timeout", "no read index in time (no leader, or a "
+                                                                 "lost request): retry")))
+            return
+        self._send_log_page(conn, rid, args)
+
+    def _send_log_page(self, conn, rid, args) -> None:
         node = self.node
         start = _arg(args, "from", int, 1)
         count = min(_arg(args, "max", int, READ_LOG_MAX), READ_LOG_MAX)
