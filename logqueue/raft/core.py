@@ -59,6 +59,9 @@ class Config:
     max_bytes_per_msg: int = 1 << 20
     pre_vote: bool = True
     check_quorum: bool = True
+    # A learner may become a voter once it holds all but at most this many committed
+    # entries (0: every one).
+    max_learner_lag: int = 0
 
     def __post_init__(self) -> None:
         low, high = self.election_ticks
@@ -70,6 +73,8 @@ class Config:
         for name in ("max_inflight", "max_entries_per_msg", "max_bytes_per_msg"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_learner_lag < 0:
+            raise ValueError(f"max_learner_lag must not be negative, got {self.max_learner_lag}")
 
 
 class NotLeader(Exception):
@@ -181,8 +186,8 @@ class Raft:
 
         A change of voters goes through joint consensus (C_old,new, then C_new); a change
         of learners alone is one entry. A node becomes a voter only as a learner that has
-        caught up (`caught_up`), so no voter set ever holds a member lacking committed
-        entries (Raft thesis §4.2.1; etcd adds members as learners first)."""
+        caught up (`caught_up`), so no voter set ever holds a member lacking the committed
+        log (Raft thesis §4.2.1; etcd adds members as learners first)."""
         self._check_can_propose()
         conf = self.log.conf
         if conf.joint or self._uncommitted_conf():
@@ -207,11 +212,12 @@ class Raft:
         return index
 
     def caught_up(self, peer: int) -> bool:
-        """Does the follower hold every entry committed so far (a learner ready to vote)?"""
+        """Does the follower hold the committed entries but for at most
+        `max_learner_lag` of them (a learner ready to vote)?"""
         if self.role is not Role.LEADER:
             raise NotLeader(self.leader_id)
         pr = self.progress.get(peer)
-        return pr is not None and pr.match >= self.log.committed
+        return pr is not None and pr.match > 0 and pr.match + self.cfg.max_learner_lag >= self.log.committed
 
     def transfer_leadership(self, target: int) -> None:
         """Hand leadership to `target` (Raft §3.10): catch it up, then send TimeoutNow."""

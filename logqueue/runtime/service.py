@@ -461,10 +461,7 @@ class Service:
             if op in ("add", "promote") and peer not in raft.conf.voters:
                 if peer not in raft.conf.learners:
                     raise ProposalDropped(f"node {peer} is not a learner")
-                # (Leadership lost: stop waiting, and answer with a redirect.)
-                await asyncio.wait_for(node.watch(lambda: not node.leading() or raft.caught_up(peer)), 20)
-                self._require_leader()
-                await self._settle(raft.conf.voters | {peer}, raft.conf.learners - {peer})
+                await self._promote_when_caught_up(peer)
             if op == "remove" and peer in raft.conf.members():
                 await self._settle(raft.conf.voters - {peer}, raft.conf.learners - {peer})
             conf = raft.conf
@@ -477,12 +474,39 @@ class Service:
             conn.send(wire.response(rid, False, error("timeout", "the membership change did not finish in time; "
                                                                  "check `logqueue status`")))
 
+    async def _promote_when_caught_up(self, peer: int) -> None:
+        """Propose the promotion in the very loop turn that finds the learner caught up
+        (a moment later, new commits could put it behind again)."""
+        node, raft = self.node, self.node.raft
+        voters, learners = raft.conf.voters | {peer}, raft.conf.learners - {peer}
+        outcome: list[Exception | None] = []
+
+        def try_promote() -> bool:
+            if not node.leading():
+                outcome.append(NotLeader(raft.leader_id))
+            elif raft.caught_up(peer):
+                try:
+                    raft.propose_conf_change(voters, learners)
+                    outcome.append(None)
+                except ProposalDropped as exc:
+                    outcome.append(exc)
+            return bool(outcome)
+
+        await asyncio.wait_for(node.watch(try_promote), 20)
+        if outcome[0] is not None:
+            raise outcome[0]
+        node.wake()
+        await self._wait_settled(voters, learners)
+
     async def _settle(self, voters: frozenset[int], learners: frozenset[int]) -> None:
         """Propose a change to these members and wait until it is committed (and, for a
         joint change, until C_new is)."""
+        self.node.raft.propose_conf_change(voters, learners)
+        self.node.wake()
+        await self._wait_settled(voters, learners)
+
+    async def _wait_settled(self, voters: frozenset[int], learners: frozenset[int]) -> None:
         node, raft = self.node, self.node.raft
-        raft.propose_conf_change(voters, learners)
-        node.wake()
 
         def settled() -> bool:
             # C_new is in effect once it is committed and no longer joint.
