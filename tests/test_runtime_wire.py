@@ -24,7 +24,13 @@ MESSAGES = [
     t.HeartbeatResponse(4, 2, 1, context=17),
     t.InstallSnapshot(4, 1, 2, t.Snapshot(t.SnapshotMeta(100, 3, t.ConfState(frozenset({1, 2}), frozenset({3}), frozenset({5}))), b"img")),
     t.TimeoutNow(4, 1, 2),
+    t.ReadIndex(4, 2, 1, 33),
+    t.ReadIndexResponse(4, 1, 2, 33, 9),
 ]
+
+
+def test_every_raft_message_type_is_covered_here():
+    assert {type(m) for m in MESSAGES} == set(t.MESSAGE_TYPES)
 
 
 @pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)

@@ -161,6 +161,10 @@ def encode_message(msg: t.Message) -> list:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context]
     if cls is t.TimeoutNow:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst]
+    if cls is t.ReadIndex:
+        return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context]
+    if cls is t.ReadIndexResponse:
+        return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context, msg.index]
     raise TypeError(f"not a Raft message: {cls.__name__}")
 
 
