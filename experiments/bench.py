@@ -25,8 +25,10 @@ For each backend, on a fresh queue, four phases:
    behind a slow one: no coordinated omission).
 
 Fairness: the same payloads (N messages of B bytes, a 5-byte phase and index header then
-the same pseudo-random bytes), the same window W, the same prefetch and the same number
+the same pseudo-random bytes, or with ``--payloads`` the header then the file's lines in
+turn), the same window W, the same prefetch and the same number
 of consumers for every backend, one backend after the other in one run, in this process.
+With ``--func``, the consumers run that worker function on each body before the ack.
 Durability is each backend's durable mode (its class's ``durability``, copied into the
 output); where the server decides (Redis persistence) the output says so.
 
@@ -61,6 +63,7 @@ from baselines.base import BackendConfig, BackendError, BackendUnavailable
 from baselines.servers import ServerStartError
 from baselines.worker_loop import job_context
 from logqueue.client.worker import run_function
+from experiments.scenarios.jobs import read_payloads
 from logqueue.stats import nearest_rank
 from logqueue.workers import WorkerLoadError, load_function
 
@@ -73,10 +76,11 @@ class PhaseTimeout(BackendError):
     """A phase did not finish within ``--phase-timeout-s``."""
 
 
-def make_payloads(phase: int, n: int, size: int) -> list[bytes]:
-    """N payloads of ``size`` bytes: the header (phase, index) then bytes that are the same every run."""
+def make_payloads(phase: int, n: int, size: int, bodies: tuple[bytes, ...] = ()) -> list[bytes]:
+    """N payloads: the header (phase, index), then ``bodies`` in turn (``--payloads``) or
+    else bytes that are the same every run, to ``size`` bytes in all."""
     pad = random.Random(size).randbytes(size - HEADER.size)
-    return [HEADER.pack(phase, i) + pad for i in range(n)]
+    return [HEADER.pack(phase, i) + (bodies[i % len(bodies)] if bodies else pad) for i in range(n)]
 
 
 # --- the consumers ---------------------------------------------------------------------------
@@ -121,7 +125,7 @@ class ConsumerPool:
     delivery (waiting), then whatever else has already arrived, up to ``ack_batch``, and
     acks them together with ``Consumer.ack_many`` (the backend's batch path, or one at a
     time), crediting each accepted ack to the current ``Tally``. With ``fn`` (a
-    ``worker_function``), each delivery's payload goes through it first and the batch is
+    ``worker_function``), each delivery's payload (after the header) goes through it first and the batch is
     acked with the results; a call that raises counts in ``func_errors`` and is acked too.
     """
 
@@ -180,7 +184,8 @@ class ConsumerPool:
                     batch.append(d)
                 results = None
                 if self.fn is not None:
-                    outcomes = [run_function(self.fn, d.payload, job_context(self.backend, d)) for d in batch]
+                    outcomes = [run_function(self.fn, d.payload[HEADER.size:], job_context(self.backend, d))
+                                for d in batch]
                     self.func_errors += sum(error is not None for _, error in outcomes)
                     results = [result or b"" for result, _ in outcomes]
                 refused = consumer.ack_many(batch, results)
@@ -281,7 +286,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
 
     try:
         report(name, "publish", 0, n)
-        payloads = make_payloads(PUBLISH, n, args.payload_bytes)
+        payloads = make_payloads(PUBLISH, n, args.payload_bytes, args.bodies)
         t0 = time.perf_counter()
         backend.enqueue_many(payloads, window=w)
         row["publish_per_s"] = _rate(n, time.perf_counter() - t0)
@@ -296,7 +301,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
         row["consume_per_s"] = _rate(n, tally.last_ack - t0)
 
         tally = phase(Tally(MIXED, n), "mixed")
-        payloads = make_payloads(MIXED, n, args.payload_bytes)
+        payloads = make_payloads(MIXED, n, args.payload_bytes, args.bodies)
         t0 = time.perf_counter()
         backend.enqueue_many(payloads, window=w)
         row["mixed_publish_per_s"] = _rate(n, time.perf_counter() - t0)
@@ -307,7 +312,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
         count = max(1, min(n, int(offered * args.latency_seconds)))
         tally = phase(Tally(LATENCY, count), "latency")
         tick = lambda: report(name, "latency", tally.count, count)  # noqa: E731
-        due = _paced_publish(backend, make_payloads(LATENCY, count, args.payload_bytes), offered, w, timeout, tick)
+        due = _paced_publish(backend, make_payloads(LATENCY, count, args.payload_bytes, args.bodies), offered, w, timeout, tick)
         pool.wait(tally, timeout, "latency", tick)
         latencies = sorted((tally.acked_at[i] - due[i]) * 1000 for i in range(count))
         row.update(offered_per_s=round(offered, 1), latency_messages=count,
@@ -405,6 +410,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--func", metavar="MODULE:FUNCTION",
                    help="run this worker function, fn(payload) or fn(payload, ctx) -> bytes, on every delivery "
                         "before its ack, so the figures include its cost (default: ack at once)")
+    p.add_argument("--payloads", metavar="FILE",
+                   help="message bodies, one per line, taken in turn after each message's header "
+                        "(default: --payload-bytes of the same bytes every run)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -419,6 +427,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     if args.ack_batch is None:
         args.ack_batch = max(1, args.prefetch // 2)
     args.fn = None
+    try:
+        args.bodies = read_payloads(args.payloads) if args.payloads else ()
+    except ValueError as exc:
+        p.error(str(exc))
     if args.func:
         try:
             args.fn = load_function(args.func)

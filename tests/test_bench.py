@@ -63,13 +63,16 @@ def test_a_worker_function_runs_on_every_delivery(tmp_path, monkeypatch):
     (tmp_path / "benchmod.py").write_text(BENCH_FUNCTION)
     monkeypatch.syspath_prepend(str(tmp_path))
     monkeypatch.setenv("BENCH_FN_LOG", str(tmp_path / "calls"))
+    (tmp_path / "bodies.txt").write_text("ab\nabcd\n")
     code, results = run_bench(tmp_path, "--backends", "stub", "--messages", "200", "--payload-bytes", "16",
-                              "--window", "50", "--consumers", "2", "--latency-seconds", "0.3", "--func", "benchmod:fn")
+                              "--window", "50", "--consumers", "2", "--latency-seconds", "0.3", "--func", "benchmod:fn",
+                              "--payloads", str(tmp_path / "bodies.txt"))
     assert code == 0
     check_ok_row(results["stub"], 200)
     assert results["stub"]["func"] == "benchmod:fn" and results["stub"]["func_errors"] == 0
     calls = (tmp_path / "calls").read_text().split()
-    assert len(calls) >= 400 and set(calls) == {"16"}  # the consume and mixed phases, then latency
+    # The consume and mixed phases, then latency; the function sees the bodies, not the header.
+    assert len(calls) >= 400 and set(calls) == {"2", "4"}
 
 
 def test_unreachable_backend_is_reported_not_fatal(tmp_path, monkeypatch):
@@ -92,6 +95,7 @@ def test_unreachable_backend_is_reported_not_fatal(tmp_path, monkeypatch):
     (["--window", "0"], "--window must be at least 1"),
     (["--cluster", "nohost"], "--cluster"),
     (["--func", "no_such_module:fn"], "--func: cannot import module 'no_such_module'"),
+    (["--payloads", "/nonexistent/bodies"], "--payloads /nonexistent/bodies: No such file"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "experiments", "bench", "--out", str(tmp_path / "x.json"), *args],
