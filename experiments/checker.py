@@ -54,10 +54,11 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from experiments import aggregate
 from logqueue.stats import nearest_rank
 
 EVENTS_FILE = "events.jsonl"
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = aggregate.SUMMARY_FILE
 ANOMALIES = ("lost", "duplicate-execution", "duplicate-effect", "phantom", "late-ack", "ack-error", "dead-letter")
 
 
@@ -252,9 +253,13 @@ def load_events(path: str | os.PathLike) -> list[dict]:
 
 
 def check_dir(run_dir: str | os.PathLike, backend: str | None = None, scenario: str | None = None) -> dict:
-    """Check ``run_dir/events.jsonl``; backend and scenario default to the two last path parts."""
+    """Check ``run_dir/events.jsonl``; backend and scenario default to the cell's path parts.
+
+    The cell is ``run_dir``, or its parent for a trial (``<backend>/<scenario>/trial-<k>``).
+    """
     run_dir = Path(run_dir)
-    return check(load_events(run_dir / EVENTS_FILE), backend or run_dir.parent.name, scenario or run_dir.name)
+    cell = run_dir.parent if aggregate.TRIAL_DIR.fullmatch(run_dir.name) else run_dir
+    return check(load_events(run_dir / EVENTS_FILE), backend or cell.parent.name, scenario or cell.name)
 
 
 def write_summary(run_dir: str | os.PathLike, backend: str | None = None, scenario: str | None = None) -> dict:
@@ -286,31 +291,61 @@ def recheck(run_dir: str | os.PathLike) -> list[str]:
     ]
 
 
+def recheck_aggregate(cell_dir: str | os.PathLike) -> list[str]:
+    """Recompute ``cell_dir/aggregate.json`` from its trials' events; one line per differing field.
+
+    Raises:
+        CheckerError: a missing or unreadable file.
+    """
+    cell_dir = Path(cell_dir)
+    try:
+        recorded = json.loads((cell_dir / aggregate.AGGREGATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckerError(f"cannot read {cell_dir / aggregate.AGGREGATE_FILE}: {exc}") from None
+    fresh = aggregate.aggregate([check_dir(run, recorded.get("backend"), recorded.get("scenario"))
+                                 for run in aggregate.trial_dirs(cell_dir)])
+    return [
+        f"{key}: recorded {recorded.get(key)!r}, recomputed {fresh.get(key)!r}"
+        for key in sorted(set(recorded) | set(fresh))
+        if recorded.get(key) != fresh.get(key)
+    ]
+
+
 def find_runs(out_dir: str | os.PathLike) -> list[Path]:
     """Every ``<backend>/<scenario>`` directory under ``out_dir`` that has an events file."""
     return sorted(p.parent for p in Path(out_dir).glob(f"*/*/{EVENTS_FILE}"))
 
 
+def find_all(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """Every run directory (an events file) and every cell with an aggregate under ``root``, at any depth.
+
+    That covers single runs, trials (``<cell>/trial-<k>``) and sweeps (``<param>=<value>/<cell>``).
+    """
+    root = Path(root)
+    return (sorted(p.parent for p in root.rglob(EVENTS_FILE)),
+            sorted(p.parent for p in root.rglob(aggregate.AGGREGATE_FILE)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.checker",
-        description="Recompute every summary.json under DIR from its events.jsonl and report differences.",
+        description="Recompute every summary.json under DIR from its events.jsonl, and every "
+                    "aggregate.json from its trials' events, and report differences.",
     )
-    parser.add_argument("dir", help="a results directory (OUT) or one run (OUT/<backend>/<scenario>)")
+    parser.add_argument("dir", help="a results directory (OUT, a sweep's OUT, or one run or cell in it)")
     args = parser.parse_args(argv)
-    root = Path(args.dir)
-    runs = [root] if (root / EVENTS_FILE).exists() else find_runs(root)
+    runs, cells = find_all(args.dir)
     if not runs:
-        print(f"error: no {EVENTS_FILE} under {root}", file=sys.stderr)
+        print(f"error: no {EVENTS_FILE} under {args.dir}", file=sys.stderr)
         return 2
     bad = 0
-    for run in runs:
+    for path, recompute in [(run, recheck) for run in runs] + [(cell, recheck_aggregate) for cell in cells]:
         try:
-            diffs = recheck(run)
+            diffs = recompute(path)
         except CheckerError as exc:
             diffs = [str(exc)]
         bad += bool(diffs)
-        print(f"{'ok      ' if not diffs else 'MISMATCH'} {run}")
+        print(f"{'ok      ' if not diffs else 'MISMATCH'} {path / (SUMMARY_FILE if recompute is recheck else aggregate.AGGREGATE_FILE)}")
         for line in diffs:
             print(f"    {line}")
     return 1 if bad else 0

@@ -3,7 +3,10 @@
 For each backend that answers, each scenario runs once: workers, a steady load, the
 fault, the heal, a drain (see ``experiments.scenarios.base``). Each run writes
 ``OUT/<backend>/<scenario>/events.jsonl`` and ``summary.json``, the latter computed by
-the checker from the events alone. Unreachable backends are skipped with a one-line
+the checker from the events alone. With ``--trials N`` (N > 1) each cell runs N times,
+with seeds ``seed .. seed+N-1``, into ``OUT/<backend>/<scenario>/trial-<k>/`` (k = 1..N),
+and ``OUT/<backend>/<scenario>/aggregate.json`` gives each figure's mean and 95% CI
+(``experiments.aggregate``). Unreachable backends are skipped with a one-line
 reason; scenarios that do not apply to a backend are recorded as ``n/a``. The command
 ends with a table: lost, duplicate executions, duplicate effects, p99 latency, recovery.
 
@@ -30,6 +33,7 @@ from rich.table import Table
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError
+from experiments import aggregate
 from experiments import scenarios as scenario_registry
 from experiments.checker import write_summary
 from experiments.recorder import EventLog
@@ -70,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run logqueue against these running nodes (e.g. docker-compose's) instead of a fresh "
                              "local 3-node cluster per run; node faults are then n/a")
     parser.add_argument("--quick", action="store_true", help="small runs (40 jobs, short faults): what `make demo` uses")
+    parser.add_argument("--trials", type=int, default=1, metavar="N",
+                        help="run each cell N times (seeds seed..seed+N-1) into OUT/<backend>/<scenario>/trial-<k>/ "
+                             "and write the cell's aggregate.json (mean and 95%% CI per figure); default 1: one run, "
+                             "no trial directories")
     defaults = Params()
     for f in fields(Params):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=None,
@@ -137,12 +145,14 @@ def record_status(run_dir: Path, status: str, reason: str) -> None:
 
 
 def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress,
-            logqueue_cluster: str | None = None) -> dict:
-    """Run one (backend, scenario) and return its checked summary."""
+            logqueue_cluster: str | None = None, trial: int | None = None) -> dict:
+    """Run one (backend, scenario), or one trial of it, and return its checked summary."""
     from experiments.scenarios.cluster import ExternalClusterTopology
 
     scenario = scenario_registry.get(scenario_name)
     run_dir = out / backend / scenario_name
+    if trial is not None:
+        run_dir = aggregate.trial_dir(run_dir, trial)
     fresh_run_dir(run_dir)
     reason = scenario.applies(backend)
     if reason is None and backend == "logqueue" and logqueue_cluster and scenario_name in ExternalClusterTopology.NODE_FAULTS:
@@ -205,6 +215,22 @@ def results_table(summaries: list[dict], skipped: dict[str, str]) -> Table:
     return table
 
 
+def aggregate_table(aggregates: list[dict], skipped: dict[str, str]) -> Table:
+    """One row per cell: mean [95% CI] over its trials."""
+    table = Table(title="failure experiments (mean [95% CI] over trials)", show_lines=False)
+    for column in ("backend", "scenario", "trials", "lost", "dup. exec", "dup. effects", "P(dup. effect)", "p99 ms",
+                   "recovery ms"):
+        table.add_column(column, justify="left" if column in ("backend", "scenario", "trials") else "right")
+    for a in aggregates:
+        trials = ", ".join(f"{n} {status}" for status, n in a["statuses"].items())
+        table.add_row(a["backend"], a["scenario"], trials, *(aggregate.fmt(a[k]) for k in (
+            "lost", "duplicate_executions", "duplicate_effects")), aggregate.fmt(a["p_duplicate_effect"], 2),
+            aggregate.fmt(a["latency_ms"]["p99"], 0), aggregate.fmt(a["recovery_ms"], 0))
+    for backend in skipped:
+        table.add_row(backend, "(all)", "unavailable", *[""] * 6)
+    return table
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the matrix like Ctrl-C: workers and nodes are cleaned up
 
@@ -221,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
         scenario_names = scenario_registry.parse_scenarios(args.scenarios)
         params, explicit = params_from(args)
         params.validate()
+        if args.trials < 1:
+            raise ValueError(f"--trials must be >= 1, got {args.trials}")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -239,29 +267,40 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     summaries: list[dict] = []
+    aggregates: list[dict] = []
     started = time.monotonic()
     columns = (TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        overall = progress.add_task("all runs", total=len(usable) * len(scenario_names))
+        overall = progress.add_task("all runs", total=len(usable) * len(scenario_names) * args.trials)
         for backend in usable:
             for name in scenario_names:
-                task = progress.add_task(f"{backend} / {name}", total=params.jobs)
+                # One run writes today's layout; several write trial-<k>/ and the cell's aggregate.
+                trials = [None] if args.trials == 1 else list(range(1, args.trials + 1))
+                if args.trials > 1:
+                    fresh_run_dir(out / backend / name)
+                for trial in trials:
+                    label = f"{backend} / {name}" + ("" if trial is None else f" #{trial}")
+                    task = progress.add_task(label, total=params.jobs)
 
-                def on_progress(done: int, total: int, task=task) -> None:
-                    progress.update(task, completed=done, total=total)
+                    def on_progress(done: int, total: int, task=task) -> None:
+                        progress.update(task, completed=done, total=total)
 
-                try:
-                    summary = run_one(backend, name, params, explicit, out, on_progress, args.logqueue_cluster)
-                except KeyboardInterrupt:  # run_one has stopped its processes on the way out
-                    progress.stop()
-                    console.print(f"[red]interrupted[/] during {backend} / {name}; finished runs are in {out}")
-                    return 130
-                summaries.append(summary)
-                status = summary["status"]
-                progress.update(task, completed=summary["completed"] if status == "ok" else params.jobs,
-                                description=f"{backend} / {name}: {status}")
-                progress.advance(overall)
-    console.print(results_table(summaries, skipped))
+                    trial_params = params if trial is None else replace(params, seed=params.seed + trial - 1)
+                    try:
+                        summary = run_one(backend, name, trial_params, explicit, out, on_progress,
+                                          args.logqueue_cluster, trial)
+                    except KeyboardInterrupt:  # run_one has stopped its processes on the way out
+                        progress.stop()
+                        console.print(f"[red]interrupted[/] during {label}; finished runs are in {out}")
+                        return 130
+                    summaries.append(summary)
+                    status = summary["status"]
+                    progress.update(task, completed=summary["completed"] if status == "ok" else params.jobs,
+                                    description=f"{label}: {status}")
+                    progress.advance(overall)
+                if args.trials > 1:
+                    aggregates.append(aggregate.write_aggregate(out / backend / name))
+    console.print(results_table(summaries, skipped) if args.trials == 1 else aggregate_table(aggregates, skipped))
     failed = [s for s in summaries if s["status"] not in ("ok", "n/a")]
     for s in failed:
         console.print(f"[red]{s['backend']} / {s['scenario']} failed[/]: {s.get('reason', '')}")
