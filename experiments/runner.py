@@ -93,6 +93,15 @@ def params_from(args: argparse.Namespace) -> tuple[Params, set[str]]:
     return replace(base, **{name: getattr(args, name) for name in explicit}), explicit
 
 
+def checked_params(args: argparse.Namespace) -> tuple[Params, set[str]]:
+    """:func:`params_from`, validated with ``--trials``; raises ``ValueError`` with a one-line reason."""
+    params, explicit = params_from(args)
+    params.validate()
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    return params, explicit
+
+
 def topology_for(backend: str, scenario, logqueue_cluster: str | None = None) -> Topology:
     """Where the backend's servers are: the scenario's own, logqueue's cluster, or the shared brokers."""
     own = scenario.topology(backend)
@@ -215,20 +224,31 @@ def results_table(summaries: list[dict], skipped: dict[str, str]) -> Table:
     return table
 
 
-def aggregate_table(aggregates: list[dict], skipped: dict[str, str]) -> Table:
-    """One row per cell: mean [95% CI] over its trials."""
+def aggregate_table(aggregates: list[dict], skipped: dict[str, str],
+                    sweep: tuple[str, list[str]] | None = None) -> Table:
+    """One row per cell: mean [95% CI] over its trials; ``sweep`` = (parameter, its value per row)."""
     table = Table(title="failure experiments (mean [95% CI] over trials)", show_lines=False)
-    for column in ("backend", "scenario", "trials", "lost", "dup. exec", "dup. effects", "P(dup. effect)", "p99 ms",
-                   "recovery ms"):
-        table.add_column(column, justify="left" if column in ("backend", "scenario", "trials") else "right")
-    for a in aggregates:
+    first = () if sweep is None else (sweep[0],)
+    for column in ("backend", "scenario", *first, "trials", "lost", "dup. exec", "dup. effects", "P(dup. effect)",
+                   "p99 ms", "recovery ms"):
+        table.add_column(column, justify="left" if column in ("backend", "scenario", "trials") else "right",
+                         no_wrap=True)
+    for i, a in enumerate(aggregates):
         trials = ", ".join(f"{n} {status}" for status, n in a["statuses"].items())
-        table.add_row(a["backend"], a["scenario"], trials, *(aggregate.fmt(a[k]) for k in (
+        value = () if sweep is None else (sweep[1][i],)
+        table.add_row(a["backend"], a["scenario"], *value, trials, *(aggregate.fmt(a[k]) for k in (
             "lost", "duplicate_executions", "duplicate_effects")), aggregate.fmt(a["p_duplicate_effect"], 2),
             aggregate.fmt(a["latency_ms"]["p99"], 0), aggregate.fmt(a["recovery_ms"], 0))
     for backend in skipped:
         table.add_row(backend, "(all)", "unavailable", *[""] * 6)
     return table
+
+
+def make_console() -> Console:
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: keep the table's columns whole
+        console = Console(width=150)
+    return console
 
 
 def _interrupt(signum, frame) -> None:
@@ -239,16 +259,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-    console = Console()
-    if not console.is_terminal:  # a log or a pipe: keep the table's columns whole
-        console = Console(width=150)
+    console = make_console()
     try:
         backends = registry.parse_backends(args.backends)
         scenario_names = scenario_registry.parse_scenarios(args.scenarios)
-        params, explicit = params_from(args)
-        params.validate()
-        if args.trials < 1:
-            raise ValueError(f"--trials must be >= 1, got {args.trials}")
+        params, explicit = checked_params(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
