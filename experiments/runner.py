@@ -230,15 +230,16 @@ def aggregate_table(aggregates: list[dict], skipped: dict[str, str],
     table = Table(title="failure experiments (mean [95% CI] over trials)", show_lines=False)
     first = () if sweep is None else (sweep[0],)
     for column in ("backend", "scenario", *first, "trials", "lost", "dup. exec", "dup. effects", "P(dup. effect)",
-                   "p99 ms", "recovery ms"):
+                   "unexpected", "faults", "p99 ms", "recovery ms"):
         table.add_column(column, justify="left" if column in ("backend", "scenario", "trials") else "right",
                          no_wrap=True)
     for i, a in enumerate(aggregates):
         trials = ", ".join(f"{n} {status}" for status, n in a["statuses"].items())
         value = () if sweep is None else (sweep[1][i],)
-        table.add_row(a["backend"], a["scenario"], *value, trials, *(aggregate.fmt(a[k]) for k in (
-            "lost", "duplicate_executions", "duplicate_effects")), aggregate.fmt(a["p_duplicate_effect"], 2),
-            aggregate.fmt(a["latency_ms"]["p99"], 0), aggregate.fmt(a["recovery_ms"], 0))
+        counts = [aggregate.fmt(a[k]) for k in ("lost", "duplicate_executions", "duplicate_effects")]
+        table.add_row(a["backend"], a["scenario"], *value, trials, *counts, aggregate.fmt(a["p_duplicate_effect"], 2),
+                      aggregate.fmt(a["unexpected"]), aggregate.fmt(a["faults"]),
+                      aggregate.fmt(a["latency_ms"]["p99"], 0), aggregate.fmt(a["recovery_ms"], 0))
     for backend in skipped:
         table.add_row(backend, "(all)", "unavailable", *[""] * 6)
     return table

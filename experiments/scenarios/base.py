@@ -261,15 +261,19 @@ class RunContext:
                 # A confirm lost to a fault is retried with the same id until the drain deadline;
                 # a retry that the broker had in fact accepted shows up as a duplicate execution.
                 while True:
+                    sent = False
                     try:
                         if backend is None:
                             backend = self.backend_cls(self.config("producer"))
                             backend.connect()
+                        sent = True  # from here on the broker may have the job, whatever we hear back
                         confirmed = backend.enqueue(payload_of(seq), job_id=job_id)
                         self.log.produce(confirmed, seq=seq)
                         break
                     except Exception as exc:  # any client error: reconnect and retry (bounded below)
                         self.producer_error = f"{type(exc).__name__}: {exc}"
+                        if sent:
+                            self.log.record("enqueue_unknown", job=job_id, reason=' '.join(self.producer_error.split()))
                         if backend is not None:
                             with contextlib.suppress(Exception):  # closing a broken client
                                 backend.close()
