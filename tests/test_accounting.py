@@ -1,10 +1,12 @@
 """Jepsen's accounting: unexpected, recovered, indeterminate and faults, from hand-built and real histories."""
 from __future__ import annotations
 
+from baselines import registry
 from experiments.checker import check, check_dir
+from experiments.faults.proxy import ProxyHub
 from experiments.recorder import read_jsonl
 from experiments.scenarios import jobs
-from experiments.scenarios.base import Params, RunContext, Topology
+from experiments.scenarios.base import Params, RunContext
 from tests.conftest import require_server
 from tests.test_checker import ev, happy
 
@@ -61,7 +63,10 @@ def test_the_producer_records_an_enqueue_it_could_not_confirm(tmp_path):
     """Reset the producer's link mid-load: the send that broke is ``enqueue_unknown``, its retry a ``produce``."""
     require_server("redis")
     params = Params(jobs=30, load_s=1.5, fault_s=1.0, drain_s=60.0)
-    ctx = RunContext("redis-list", "accounting", params, tmp_path, Topology())
+    hub = ProxyHub()
+    topology = registry.get("redis-list").topology()
+    topology.start(tmp_path, hub)
+    ctx = RunContext("redis-list", "accounting", params, tmp_path, topology, hub)
     try:
         ctx.start_load(lambda seq: jobs.payload(seq, 0.0))
         assert ctx.wait_until(lambda: len(ctx.history.produced) >= 5, 10.0)
@@ -73,6 +78,8 @@ def test_the_producer_records_an_enqueue_it_could_not_confirm(tmp_path):
         assert ctx.producer_done.wait(30.0)
     finally:
         ctx.close()
+        topology.close()
+        hub.close()
     events = read_jsonl(tmp_path / "events.jsonl")
     unknown = [e for e in events if e["ev"] == "enqueue_unknown"]
     assert unknown and all(e["reason"] for e in unknown)
