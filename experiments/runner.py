@@ -52,7 +52,8 @@ PARAM_HELP = {
     "fault_start_s": "seconds after the load starts when the fault begins",
     "fault_s": "how long the fault lasts (scenarios raise it to outlast their detector unless set)",
     "drain_s": "longest wait, after the heal, for every job to take effect",
-    "seed": "picks the worker a targeted fault hits",
+    "seed": "picks the worker a targeted fault hits, and the nemesis schedule",
+    "nemesis_s": "how long the nemesis scenario's load and random faults go on",
 }
 
 

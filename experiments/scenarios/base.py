@@ -60,6 +60,7 @@ class Params:
     fault_s: float = 8.0
     drain_s: float = 90.0
     seed: int = 0
+    nemesis_s: float = 120.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line reason for a parameter out of range."""
@@ -77,7 +78,7 @@ class Params:
 
 # --quick: a small matrix for `make demo` (a few minutes for every backend and scenario).
 QUICK = Params(jobs=40, job_s=0.05, workers=3, heartbeat_s=1.0, timeout_s=2.0, load_s=3.0,
-               fault_start_s=1.0, fault_s=6.0, drain_s=60.0)
+               fault_start_s=1.0, fault_s=6.0, drain_s=60.0, nemesis_s=30.0)
 
 
 class Worker:
@@ -329,6 +330,13 @@ class RunContext:
     def kill_worker(self, worker_id: str) -> None:
         procfaults.kill(self.workers[worker_id].pid)
         self.workers[worker_id].proc.wait()
+
+    def pause_worker(self, worker_id: str) -> None:
+        """SIGSTOP the worker: it holds its connections and jobs and runs nothing."""
+        procfaults.pause(self.workers[worker_id].pid)
+
+    def resume_worker(self, worker_id: str) -> None:
+        procfaults.resume(self.workers[worker_id].pid)
 
     # --- teardown -----------------------------------------------------------------------
 
