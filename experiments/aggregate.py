@@ -36,8 +36,8 @@ RESAMPLES = 2000
 BOOTSTRAP_SEED = 15
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile
 # Summary figures that are counts or rates; ``latency_ms`` and ``faults`` are handled apart.
-FIGURES = ("jobs", "completed", "lost", "duplicate_executions", "duplicate_effects", "unexpected", "recovered",
-           "indeterminate", "replayed", "throughput_jobs_per_s", "recovery_ms")
+FIGURES = ("jobs", "completed", "lost", "duplicate_executions", "duplicate_effects", "redeliveries", "unexpected",
+           "recovered", "indeterminate", "replayed", "throughput_jobs_per_s", "recovery_ms")
 LATENCIES = ("p50", "p99", "max")
 
 

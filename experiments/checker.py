@@ -25,6 +25,8 @@ Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was pr
   ``effect`` (the enqueue had in fact taken). Neither counts in ``jobs`` or ``lost``.
 - ``unexpected``: distinct jobs with an ``effect`` that were never attempted.
 - ``duplicate_executions``: over attempted jobs, ``finish`` events beyond the first.
+- ``redeliveries``: over attempted jobs, ``deliver`` events beyond the first (the
+  re-queue cascade, whether or not the job ran again).
 - ``duplicate_effects``: over attempted jobs, ``effect`` events beyond the first.
 - ``latency_ms``: per completed job, first ``effect`` minus first ``produce`` (floored at
   0: a fast worker may beat the publisher confirm); ``p50``/``p99`` by nearest rank (the
@@ -107,7 +109,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
 
     Returns:
         The summary dict: ``backend``, ``scenario``, ``status``, ``jobs``, ``completed``,
-        ``lost``, ``duplicate_executions``, ``duplicate_effects``, ``unexpected``,
+        ``lost``, ``duplicate_executions``, ``duplicate_effects``, ``redeliveries``, ``unexpected``,
         ``recovered``, ``indeterminate``, ``replayed``, ``throughput_jobs_per_s``,
         ``latency_ms``, ``recovery_ms``, ``faults``, ``anomalies``, ``notes``.
     """
@@ -226,6 +228,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         "lost": len(lost),
         "duplicate_executions": sum(dup_exec.values()),
         "duplicate_effects": sum(dup_eff.values()),
+        "redeliveries": sum(len(v) - 1 for j, v in deliveries.items() if j in attempted),
         "unexpected": len(phantom & set(effects)),
         "recovered": len(indeterminate & set(effects)),
         "indeterminate": len(indeterminate),

@@ -48,6 +48,7 @@ PARAM_HELP = {
     "heartbeat_s": "heartbeat interval (connection heartbeat / lease extension)",
     "timeout_s": "ack timeout / lease / visibility timeout",
     "max_attempts": "deliveries before a job is dead-lettered",
+    "prefetch": "unacknowledged jobs the broker may push to one worker",
     "load_s": "seconds over which the jobs are produced",
     "fault_start_s": "seconds after the load starts when the fault begins",
     "fault_s": "how long the fault lasts (scenarios raise it to outlast their detector unless set)",

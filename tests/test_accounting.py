@@ -88,3 +88,31 @@ def test_the_producer_records_an_enqueue_it_could_not_confirm(tmp_path):
     assert all(produced[e["job"]] > e["t"] for e in unknown)  # each retried and then confirmed
     s = check_dir(tmp_path, "redis-list", "accounting")
     assert s["jobs"] == 30 and s["indeterminate"] == 0 and s["recovered"] == 0
+
+
+def test_redeliveries_count_deliveries_beyond_the_first():
+    events = happy("a", 1.0) + [
+        ev(1.0, "produce", "b"),
+        ev(1.1, "deliver", "b", "w1", attempt=1),
+        ev(2.1, "deliver", "b", "w2", attempt=2),  # requeued: w1 was cut off
+        ev(3.1, "deliver", "b", "w3", attempt=3),
+        ev(3.2, "effect", "b", "w3", attempt=3),
+        ev(4.0, "deliver", "ghost", "w1"),  # never attempted: not counted
+    ]
+    s = check(events, "x", "broker-partition")
+    assert s["redeliveries"] == 2 and s["duplicate_executions"] == 0
+
+
+def test_prefetch_reaches_the_producer_and_the_workers(tmp_path):
+    hub = ProxyHub()
+    topology = registry.get("rabbitmq-classic").topology()
+    topology.start(tmp_path, hub)
+    ctx = RunContext("rabbitmq-classic", "prefetch", Params(prefetch=4), tmp_path, topology, hub)
+    try:
+        assert ctx.config("producer").prefetch == 4
+        worker = ctx.start_worker("w1")
+        assert worker.proc.args[worker.proc.args.index("--prefetch") + 1] == "4"
+    finally:
+        ctx.close()
+        topology.close()
+        hub.close()

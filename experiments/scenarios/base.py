@@ -55,6 +55,7 @@ class Params:
     heartbeat_s: float = 1.0
     timeout_s: float = 3.0
     max_attempts: int = 20
+    prefetch: int = 1
     load_s: float = 8.0
     fault_start_s: float = 2.0
     fault_s: float = 8.0
@@ -168,7 +169,7 @@ class RunContext:
         """A ``BackendConfig`` for an in-process client routed through its own links."""
         p = self.params
         return BackendConfig(queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
-                             max_attempts=p.max_attempts,
+                             max_attempts=p.max_attempts, prefetch=p.prefetch,
                              addresses=self.topology.config_addresses(self.client_links(client)))
 
     def start_worker(self, worker_id: str) -> Worker:
@@ -179,7 +180,7 @@ class RunContext:
         argv = [sys.executable, "-m", "experiments.worker", "--backend", self.backend_name, "--queue", self.queue,
                 "--func", JOB_FUNCTION, "--worker-id", worker_id, "--events", str(self.events_path),
                 "--results", str(self.results_path), "--heartbeat-s", str(p.heartbeat_s),
-                "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts)]
+                "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts), "--prefetch", str(p.prefetch)]
         with open(log_path, "ab") as log_file:
             proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
         self.workers[worker_id] = Worker(worker_id, proc, log_path)
