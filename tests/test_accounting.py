@@ -97,7 +97,7 @@ def test_redeliveries_count_deliveries_beyond_the_first():
         ev(2.1, "deliver", "b", "w2", attempt=2),  # requeued: w1 was cut off
         ev(3.1, "deliver", "b", "w3", attempt=3),
         ev(3.2, "effect", "b", "w3", attempt=3),
-        ev(4.0, "deliver", "ghost", "w1"),  # never attempted: not counted
+        ev(4.0, "deliver", "ghost", "w1"), ev(4.5, "deliver", "ghost", "w2"),  # never attempted: not counted
     ]
     s = check(events, "x", "broker-partition")
     assert s["redeliveries"] == 2 and s["duplicate_executions"] == 0
