@@ -4,13 +4,16 @@
 (``timeout_s`` or ``timeout-s``); each value is parsed with the field's type. For each
 value, ``experiments run`` runs with ``--NAME V`` into ``OUT/NAME=V/`` (every other option
 is passed on as given), and every cell gets an ``aggregate.json`` -- also with
-``--trials 1`` -- so each value is one aggregated point of a curve. Every value and option
+``--trials 1`` -- so each value is one aggregated point of a curve. ``OUT/sweep.json``
+records ``param``, ``values`` (as given) and ``command`` (the command line, for captions). Every value and option
 is checked before the first run starts. Exit status as ``experiments run``'s: the first
 value whose matrix could not run (2, 3, 130) stops the sweep; otherwise 1 when a run failed.
 """
 from __future__ import annotations
 
 import argparse
+import json
+import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -19,6 +22,9 @@ from baselines import registry
 from experiments import aggregate, runner
 from experiments import scenarios as scenario_registry
 from experiments.scenarios.base import Params
+
+
+SWEEP_FILE = "sweep.json"
 
 
 class SweepError(ValueError):
@@ -100,6 +106,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     console = runner.make_console()
+    out.mkdir(parents=True, exist_ok=True)
+    given = sys.argv[1:] if argv is None else argv
+    command = " ".join(["python -m experiments sweep", *map(shlex.quote, given)])
+    (out / SWEEP_FILE).write_text(json.dumps({"param": name, "values": values, "command": command}, indent=2) + "\n")
     points: list[tuple[str, dict]] = []
     failed = False
     for value in values:

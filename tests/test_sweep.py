@@ -53,7 +53,10 @@ def test_sweep_writes_one_aggregate_per_value(tmp_path, capsys):
     code = main(["--param", "timeout_s=1,2", "--backends", "redis-streams", "--scenarios", "slow-consumer",
                  "--out", str(out), *SMALL])
     assert code == 0
-    assert sorted(p.name for p in out.iterdir()) == ["timeout_s=1", "timeout_s=2"]
+    assert sorted(p.name for p in out.iterdir()) == ["sweep.json", "timeout_s=1", "timeout_s=2"]
+    recorded = json.loads((out / "sweep.json").read_text())
+    assert recorded["param"] == "timeout_s" and recorded["values"] == ["1", "2"]
+    assert recorded["command"].startswith("python -m experiments sweep --param timeout_s=1,2 --backends redis-streams")
     for value in ("1", "2"):
         cell = out / f"timeout_s={value}" / "redis-streams" / "slow-consumer"
         summary = json.loads((cell / "summary.json").read_text())
