@@ -248,7 +248,7 @@ def aggregate_table(aggregates: list[dict], skipped: dict[str, str],
 def make_console() -> Console:
     console = Console()
     if not console.is_terminal:  # a log or a pipe: keep the table's columns whole
-        console = Console(width=150)
+        console = Console(width=200)
     return console
 
 

@@ -153,7 +153,7 @@ class Nemesis(Scenario):
             self.links.heal(list(fault.links))
         elif fault.kind == "worker-kill":
             self.replacements += 1
-            ctx.start_worker(f"{fault.worker}-r{self.replacements}")
+            ctx.start_worker(f"{fault.worker.split('-r')[0]}-r{self.replacements}")  # w2 -> w2-r1 -> w2-r4
         elif fault.kind == "worker-pause":
             ctx.resume_worker(fault.worker)
         elif fault.node is not None:
