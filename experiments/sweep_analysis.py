@@ -1,0 +1,130 @@
+"""Aggregated results as tables and curves: a cell's mean [95% CI], a sweep's curve with its CI band.
+
+Input is what ``experiments run --trials N`` and ``experiments sweep`` write: per cell an
+``aggregate.json`` (see ``experiments.aggregate``), and for a sweep ``OUT/sweep.json``
+(``param``, ``values``, ``command``) with one ``OUT/<param>=<value>/`` per value.
+:func:`load_aggregates` flattens them into one row per (value, backend, scenario): each
+figure ``F`` gives the columns ``F`` (the mean), ``F_lo``, ``F_hi`` and ``F_n``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+from experiments import aggregate
+from experiments.sweep import SWEEP_FILE
+
+FIGURE_LABELS = {
+    "p_duplicate_effect": "P(at least one duplicate effect)",
+    "duplicate_effects": "duplicate effects",
+    "duplicate_executions": "duplicate executions",
+    "redeliveries": "redeliveries",
+    "lost": "lost jobs",
+    "recovery_ms": "recovery (ms)",
+}
+
+
+class SweepAnalysisError(ValueError):
+    """Input that cannot be read; the message is one line."""
+
+
+def _estimates(a: dict) -> dict[str, dict]:
+    """Every estimate of an aggregate by flat name (``latency_ms`` per percentile)."""
+    flat = {name: a[name] for name in (*aggregate.FIGURES, "faults", "p_duplicate_effect") if name in a}
+    flat.update({f"latency_{q}_ms": a["latency_ms"][q] for q in aggregate.LATENCIES if "latency_ms" in a})
+    return flat
+
+
+def _row(a: dict, param: str | None, value: str | None) -> dict:
+    row = {"backend": a["backend"], "scenario": a["scenario"], "param": param,
+           "value": None if value is None else float(value), "trials": a["trials"],
+           "ok": a["statuses"].get("ok", 0)}
+    for name, est in _estimates(a).items():
+        lo, hi = est["ci95"] if est["ci95"] else (None, None)
+        row.update({name: est["mean"], f"{name}_lo": lo, f"{name}_hi": hi, f"{name}_n": est["n"]})
+    return row
+
+
+def _cells(root: Path) -> list[Path]:
+    return sorted(p.parent for p in root.glob(f"*/*/{aggregate.AGGREGATE_FILE}"))
+
+
+def _read(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise SweepAnalysisError(f"cannot read {path}: {exc}") from None
+
+
+def sweep_info(out_dir: str | os.PathLike) -> dict | None:
+    """``sweep.json`` of a sweep directory, or ``None`` for a plain results directory."""
+    path = Path(out_dir) / SWEEP_FILE
+    return _read(path) if path.exists() else None
+
+
+def load_aggregates(out_dir: str | os.PathLike) -> pd.DataFrame:
+    """One row per aggregated cell (and per value of a sweep), in the sweep's order of values."""
+    out_dir = Path(out_dir)
+    info = sweep_info(out_dir)
+    rows = []
+    if info is None:
+        rows = [_row(_read(cell / aggregate.AGGREGATE_FILE), None, None) for cell in _cells(out_dir)]
+    else:
+        for value in info["values"]:
+            rows += [_row(_read(cell / aggregate.AGGREGATE_FILE), info["param"], value)
+                     for cell in _cells(out_dir / f"{info['param']}={value}")]
+    if not rows:
+        raise SweepAnalysisError(f"no {aggregate.AGGREGATE_FILE} under {out_dir} "
+                                 "(run `experiments run --trials N` or `experiments sweep`)")
+    return pd.DataFrame(rows)
+
+
+def cell_table(points: pd.DataFrame, figures=("lost", "duplicate_executions", "duplicate_effects",
+                                              "p_duplicate_effect")) -> pd.DataFrame:
+    """Backend x scenario (x value) rows, each figure as ``mean [lo, hi]``."""
+    def text(row, name):
+        return aggregate.fmt({"mean": row[name], "ci95": [row[f"{name}_lo"], row[f"{name}_hi"]]},
+                             2 if name.startswith("p_") else 1)
+
+    keys = ["backend", "scenario"] + (["value"] if points["param"].notna().any() else [])
+    table = points[keys].copy()
+    if "value" in keys:
+        table = table.rename(columns={"value": points["param"].dropna().iloc[0]})
+    for name in figures:
+        table[FIGURE_LABELS.get(name, name)] = [text(row, name) for _, row in points.iterrows()]
+    return table.reset_index(drop=True)
+
+
+def plot_sweep(points: pd.DataFrame, figure: str, scenario: str | None = None, x_per: float = 1.0,
+               xlabel: str | None = None, title: str | None = None):
+    """One curve per backend of ``figure`` against the swept value (divided by ``x_per``), with its 95% CI band."""
+    if points["param"].isna().all():
+        raise SweepAnalysisError("these results are not a sweep (no sweep.json): nothing to draw a curve over")
+    if scenario is not None:
+        points = points[points["scenario"] == scenario]
+    if points.empty or figure not in points:
+        raise SweepAnalysisError(f"no {figure!r} values for scenario {scenario!r}")
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    for backend, curve in points.groupby("backend", sort=False):
+        curve = curve.sort_values("value").dropna(subset=[figure])
+        x = curve["value"] / x_per
+        line, = ax.plot(x, curve[figure], marker="o", label=backend)
+        ax.fill_between(x, curve[f"{figure}_lo"], curve[f"{figure}_hi"], color=line.get_color(), alpha=0.18,
+                        linewidth=0)
+    param = points["param"].iloc[0]
+    ax.set_xlabel(xlabel or param)
+    ax.set_ylabel(FIGURE_LABELS.get(figure, figure))
+    trials = int(points["trials"].max())
+    ax.set_title(title or f"{scenario or ', '.join(points['scenario'].unique())}: "
+                          f"{FIGURE_LABELS.get(figure, figure)} vs {param} (mean, 95% CI, {trials} trials)")
+    if figure.startswith("p_"):
+        ax.set_ylim(-0.03, 1.03)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
