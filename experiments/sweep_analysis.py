@@ -99,32 +99,36 @@ def cell_table(points: pd.DataFrame, figures=("lost", "duplicate_executions", "d
     return table.reset_index(drop=True)
 
 
-def plot_sweep(points: pd.DataFrame, figure: str, scenario: str | None = None, x_per: float = 1.0,
+def plot_sweep(points: pd.DataFrame, figures: str | list[str], scenario: str | None = None, x_per: float = 1.0,
                xlabel: str | None = None, title: str | None = None):
-    """One curve per backend of ``figure`` against the swept value (divided by ``x_per``), with its 95% CI band."""
+    """Per figure a panel: one curve per backend against the swept value (divided by ``x_per``), with its 95% CI band."""
+    figures = [figures] if isinstance(figures, str) else list(figures)
     if points["param"].isna().all():
         raise SweepAnalysisError("these results are not a sweep (no sweep.json): nothing to draw a curve over")
     if scenario is not None:
         points = points[points["scenario"] == scenario]
-    if points.empty or figure not in points:
-        raise SweepAnalysisError(f"no {figure!r} values for scenario {scenario!r}")
-    fig, ax = plt.subplots(figsize=(7, 4.2))
-    for backend, curve in points.groupby("backend", sort=False):
-        curve = curve.sort_values("value").dropna(subset=[figure])
-        x = curve["value"] / x_per
-        line, = ax.plot(x, curve[figure], marker="o", label=backend)
-        ax.fill_between(x, curve[f"{figure}_lo"], curve[f"{figure}_hi"], color=line.get_color(), alpha=0.18,
-                        linewidth=0)
+    missing = [f for f in figures if f not in points]
+    if points.empty or missing:
+        raise SweepAnalysisError(f"no {', '.join(missing) or figures[0]!s} values for scenario {scenario!r}")
+    fig, axes = plt.subplots(1, len(figures), figsize=(6.5 * len(figures), 4.2), squeeze=False)
     param = points["param"].iloc[0]
-    ax.set_xlabel(xlabel or param)
-    ax.set_ylabel(FIGURE_LABELS.get(figure, figure))
+    for ax, figure in zip(axes[0], figures):
+        for backend, curve in points.groupby("backend", sort=False):
+            curve = curve.sort_values("value").dropna(subset=[figure])
+            x = curve["value"] / x_per
+            line, = ax.plot(x, curve[figure], marker="o", label=backend)
+            ax.fill_between(x, curve[f"{figure}_lo"], curve[f"{figure}_hi"], color=line.get_color(), alpha=0.18,
+                            linewidth=0)
+        ax.set_xlabel(xlabel or param)
+        ax.set_ylabel(FIGURE_LABELS.get(figure, figure))
+        if figure.startswith("p_"):
+            ax.set_ylim(-0.03, 1.03)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
     trials = int(points["trials"].max())
-    ax.set_title(title or f"{scenario or ', '.join(points['scenario'].unique())}: "
-                          f"{FIGURE_LABELS.get(figure, figure)} vs {param} (mean, 95% CI, {trials} trials)")
-    if figure.startswith("p_"):
-        ax.set_ylim(-0.03, 1.03)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    fig.suptitle(title or f"{scenario or ', '.join(points['scenario'].unique())}: "
+                          f"{' and '.join(FIGURE_LABELS.get(f, f) for f in figures)} vs {param} "
+                          f"(mean and 95% CI over {trials} trials)")
     fig.tight_layout()
     plt.close(fig)
     return fig

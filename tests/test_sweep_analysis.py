@@ -58,6 +58,7 @@ def test_plot_sweep_draws_a_curve_and_a_band_per_backend(sweep):
     assert len(ax.collections) == 2  # the CI bands
     redis = next(line for line in ax.get_lines() if line.get_label() == "redis-list")
     assert list(redis.get_xdata()) == [0.5, 1.0] and list(redis.get_ydata()) == [1.0, pytest.approx(0.333)]
+    assert len(plot_sweep(load_aggregates(sweep), ["redeliveries", "duplicate_effects"]).axes) == 2  # a panel each
 
 
 def test_plain_results_are_no_sweep(tmp_path):
