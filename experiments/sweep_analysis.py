@@ -28,6 +28,10 @@ FIGURE_LABELS = {
 }
 
 
+MARKERS = ("o", "s", "D", "^", "v", "P", "X", "*")
+DASHES = ("-", "--", "-.", ":")
+
+
 class SweepAnalysisError(ValueError):
     """Input that cannot be read; the message is one line."""
 
@@ -113,10 +117,12 @@ def plot_sweep(points: pd.DataFrame, figures: str | list[str], scenario: str | N
     fig, axes = plt.subplots(1, len(figures), figsize=(6.5 * len(figures), 4.2), squeeze=False)
     param = points["param"].iloc[0]
     for ax, figure in zip(axes[0], figures):
-        for backend, curve in points.groupby("backend", sort=False):
+        for i, (backend, curve) in enumerate(points.groupby("backend", sort=False)):
             curve = curve.sort_values("value").dropna(subset=[figure])
             x = curve["value"] / x_per
-            line, = ax.plot(x, curve[figure], marker="o", label=backend)
+            # Markers and dashes differ per backend, so that curves lying on each other stay visible.
+            line, = ax.plot(x, curve[figure], marker=MARKERS[i % len(MARKERS)], linestyle=DASHES[i % len(DASHES)],
+                            markersize=8 - 1.5 * (i % 3), label=backend)
             ax.fill_between(x, curve[f"{figure}_lo"], curve[f"{figure}_hi"], color=line.get_color(), alpha=0.18,
                             linewidth=0)
         ax.set_xlabel(xlabel or param)
@@ -127,7 +133,7 @@ def plot_sweep(points: pd.DataFrame, figures: str | list[str], scenario: str | N
         ax.legend(fontsize="small")
     trials = int(points["trials"].max())
     fig.suptitle(title or f"{scenario or ', '.join(points['scenario'].unique())}: "
-                          f"{' and '.join(FIGURE_LABELS.get(f, f) for f in figures)} vs {param} "
+                          f"{' and '.join(FIGURE_LABELS.get(f, f) for f in figures)} vs {param}\n"
                           f"(mean and 95% CI over {trials} trials)")
     fig.tight_layout()
     plt.close(fig)
