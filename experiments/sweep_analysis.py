@@ -138,3 +138,29 @@ def plot_sweep(points: pd.DataFrame, figures: str | list[str], scenario: str | N
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def plot_cells(points: pd.DataFrame, figures=("lost", "duplicate_executions", "duplicate_effects")):
+    """Trials of a matrix: per figure a panel, a group of bars per scenario, one bar per backend at its
+    mean with the 95% CI as an error bar."""
+    scenarios = list(dict.fromkeys(points["scenario"]))
+    backends = list(dict.fromkeys(points["backend"]))
+    fig, axes = plt.subplots(1, len(figures), figsize=(5.5 * len(figures), 4.2), squeeze=False)
+    width = 0.8 / max(1, len(backends))
+    for ax, figure in zip(axes[0], figures):
+        for i, backend in enumerate(backends):
+            rows = points[points["backend"] == backend].set_index("scenario").reindex(scenarios)
+            means = rows[figure].astype(float)
+            errors = [(means - rows[f"{figure}_lo"].astype(float)).clip(lower=0).fillna(0),
+                      (rows[f"{figure}_hi"].astype(float) - means).clip(lower=0).fillna(0)]
+            x = [j + (i - (len(backends) - 1) / 2) * width for j in range(len(scenarios))]
+            ax.bar(x, means.fillna(0), width, yerr=errors, capsize=3, label=backend)
+        ax.set_xticks(range(len(scenarios)), scenarios, rotation=20, ha="right")
+        ax.set_title(FIGURE_LABELS.get(figure, figure))
+        ax.grid(axis="y", alpha=0.3)
+    axes[0][0].legend(fontsize="small")
+    trials = int(points["trials"].max())
+    fig.suptitle(f"mean and 95% CI over {trials} trials per cell")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -7,7 +7,7 @@ import pytest
 
 from experiments import aggregate
 from experiments.checker import write_summary
-from experiments.sweep_analysis import SweepAnalysisError, cell_table, load_aggregates, plot_sweep
+from experiments.sweep_analysis import SweepAnalysisError, cell_table, load_aggregates, plot_cells, plot_sweep
 from tests.test_aggregate import duplicated
 from tests.test_checker import happy, write_events
 
@@ -69,3 +69,16 @@ def test_plain_results_are_no_sweep(tmp_path):
         plot_sweep(points, "lost")
     with pytest.raises(SweepAnalysisError, match="no aggregate.json"):
         load_aggregates(tmp_path / "empty")
+
+
+def test_plot_cells_draws_error_bars(tmp_path):
+    out = tmp_path / "out"
+    make_cell(out / "redis-list" / "slow-consumer", [duplicated("a", 1.0), happy("a", 1.0), duplicated("a", 1.0)])
+    make_cell(out / "logqueue" / "slow-consumer", [happy("a", 1.0)] * 3)
+    fig = plot_cells(load_aggregates(out), ["duplicate_effects"])
+    (ax,) = fig.axes
+    heights = sorted(round(bar.get_height(), 3) for bar in ax.patches)
+    assert heights == [0.0, 0.667]
+    (redis_bars,) = [c for c in ax.containers if c.get_label() == "redis-list"]
+    (lo, hi), = [seg[:, 1] for seg in redis_bars.errorbar.lines[2][0].get_segments()]
+    assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)  # the bootstrap interval of 1, 0, 1
