@@ -91,12 +91,15 @@ def cell_table(points: pd.DataFrame, figures=("lost", "duplicate_executions", "d
                                               "p_duplicate_effect")) -> pd.DataFrame:
     """Backend x scenario (x value) rows, each figure as ``mean [lo, hi]``."""
     def text(row, name):
+        if name not in row or pd.isna(row[name]):  # an older aggregate without this figure
+            return "-"
         return aggregate.fmt({"mean": row[name], "ci95": [row[f"{name}_lo"], row[f"{name}_hi"]]},
                              2 if name.startswith("p_") else 1)
 
     keys = ["backend", "scenario"] + (["value"] if points["param"].notna().any() else [])
     table = points[keys].copy()
     if "value" in keys:
+        table["value"] = [f"{v:g}" for v in table["value"]]
         table = table.rename(columns={"value": points["param"].dropna().iloc[0]})
     for name in figures:
         table[FIGURE_LABELS.get(name, name)] = [text(row, name) for _, row in points.iterrows()]

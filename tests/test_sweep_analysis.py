@@ -6,6 +6,7 @@ import json
 import pytest
 
 from experiments import aggregate
+from experiments.aggregate_report import has_aggregates, write_aggregate_report
 from experiments.checker import write_summary
 from experiments.sweep_analysis import SweepAnalysisError, cell_table, load_aggregates, plot_cells, plot_sweep
 from tests.test_aggregate import duplicated
@@ -46,7 +47,7 @@ def test_load_aggregates_of_a_sweep(sweep):
 def test_cell_table_shows_mean_and_interval(sweep):
     table = cell_table(load_aggregates(sweep))
     assert list(table.columns[:3]) == ["backend", "scenario", "timeout_s"]
-    row = table[(table["backend"] == "redis-list") & (table["timeout_s"] == 2.0)].iloc[0]
+    row = table[(table["backend"] == "redis-list") & (table["timeout_s"] == "2")].iloc[0]
     assert row["P(at least one duplicate effect)"] == "0.33 [0.06, 0.79]"
     assert row["lost jobs"] == "0"
 
@@ -82,3 +83,22 @@ def test_plot_cells_draws_error_bars(tmp_path):
     (redis_bars,) = [c for c in ax.containers if c.get_label() == "redis-list"]
     (lo, hi), = [seg[:, 1] for seg in redis_bars.errorbar.lines[2][0].get_segments()]
     assert lo == pytest.approx(0.0) and hi == pytest.approx(1.0)  # the bootstrap interval of 1, 0, 1
+
+
+def test_aggregate_report_of_a_sweep(sweep):
+    report = write_aggregate_report(sweep).read_text()
+    assert "A sweep of `timeout_s` over 1, 2" in report and "    x" in report  # the command, as recorded
+    assert "| redis-list | slow-consumer | 2 | 0 |" in report and "0.33 [0.06, 0.79]" in report
+    assert (sweep / "sweep-slow-consumer.png").stat().st_size > 0
+    assert report.count("equal to its recomputation") == 4 and "differs" not in report
+
+
+def test_aggregate_report_of_trials_names_a_cell_that_no_longer_rechecks(tmp_path):
+    out = tmp_path / "out"
+    cell = out / "redis-list" / "slow-consumer"
+    make_cell(cell, [duplicated("a", 1.0), happy("a", 1.0)])
+    assert has_aggregates(out) and not has_aggregates(tmp_path)
+    write_events(aggregate.trial_dir(cell, 2) / "events.jsonl", duplicated("a", 1.0))  # history edited afterwards
+    report = write_aggregate_report(out).read_text()
+    assert (out / "trials.png").exists()
+    assert "`redis-list/slow-consumer`: **differs**: " in report and "p_duplicate_effect" in report
