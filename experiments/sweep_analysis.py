@@ -1,5 +1,7 @@
 """Aggregated results as tables and curves: a cell's mean [95% CI], a sweep's curve with its CI band.
 
+What ``notebooks/sweeps.ipynb`` and the aggregated report (``experiments.aggregate_report``) call.
+
 Input is what ``experiments run --trials N`` and ``experiments sweep`` write: per cell an
 ``aggregate.json`` (see ``experiments.aggregate``), and for a sweep ``OUT/sweep.json``
 (``param``, ``values``, ``command``) with one ``OUT/<param>=<value>/`` per value.
@@ -10,13 +12,16 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from experiments import aggregate
+from experiments import aggregate, analysis
 from experiments.sweep import SWEEP_FILE
+
+SWEEP_ENV = "LOGQUEUE_SWEEP"
 
 FIGURE_LABELS = {
     "p_duplicate_effect": "P(at least one duplicate effect)",
@@ -34,6 +39,23 @@ DASHES = ("-", "--", "-.", ":")
 
 class SweepAnalysisError(ValueError):
     """Input that cannot be read; the message is one line."""
+
+    def _render_traceback_(self) -> list[str]:
+        return [f"error: {self}"]  # a notebook shows the line, not a traceback
+
+
+def sweep_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """``$LOGQUEUE_SWEEP``, else the sweep (a directory with ``sweep.json``) written last under ``results/``."""
+    if env.get(SWEEP_ENV):
+        path = Path(env[SWEEP_ENV])
+        if not (path / SWEEP_FILE).is_file():
+            raise SweepAnalysisError(f"{SWEEP_ENV}={path} is not a sweep (no {SWEEP_FILE})")
+        return path
+    newest = max(analysis.results_root().rglob(SWEEP_FILE), key=lambda p: p.stat().st_mtime, default=None)
+    if newest is None:
+        raise SweepAnalysisError(f"no {SWEEP_FILE} under results/; run `python -m experiments sweep ... --out "
+                                 "results/NAME` or set " + SWEEP_ENV)
+    return newest.parent
 
 
 def _estimates(a: dict) -> dict[str, dict]:
