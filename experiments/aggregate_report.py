@@ -4,7 +4,7 @@
 (``experiments run --trials N`` or ``experiments sweep``). The report has one row per
 cell (and per swept value) with each figure as ``mean [95% CI]``, whether each
 ``aggregate.json`` equals its recomputation from the trials' events, and the plots drawn
-by :mod:`experiments.sweep_analysis`: for trials, bars with CI error bars
+by :mod:`experiments.analysis.aggregates`: for trials, bars with CI error bars
 (``trials.png``); for a sweep, per scenario the curves with their CI bands
 (``sweep-<scenario>.png``), and the sweep's command.
 """
@@ -14,7 +14,8 @@ from pathlib import Path
 
 import matplotlib
 
-from experiments import checker, sweep_analysis
+from experiments import checker
+from experiments.analysis import aggregates
 from experiments.aggregate import AGGREGATE_FILE
 
 TABLE_FIGURES = ("lost", "duplicate_executions", "duplicate_effects", "p_duplicate_effect", "redeliveries",
@@ -25,7 +26,7 @@ SWEEP_FIGURES = ["p_duplicate_effect", "duplicate_effects", "redeliveries"]
 def has_aggregates(out_dir: str | Path) -> bool:
     """True when ``out_dir`` is a sweep or holds a cell's ``aggregate.json``."""
     out_dir = Path(out_dir)
-    return sweep_analysis.sweep_info(out_dir) is not None or any(out_dir.glob(f"*/*/{AGGREGATE_FILE}"))
+    return aggregates.sweep_info(out_dir) is not None or any(out_dir.glob(f"*/*/{AGGREGATE_FILE}"))
 
 
 def _markdown(table) -> list[str]:
@@ -43,12 +44,12 @@ def write_aggregate_report(out_dir: str | Path) -> Path:
     """Write ``out_dir/report.md`` and its plots; returns the report's path.
 
     Raises:
-        sweep_analysis.SweepAnalysisError: no aggregates, or one that cannot be read.
+        aggregates.SweepAnalysisError: no aggregates, or one that cannot be read.
     """
     matplotlib.use("Agg")  # files only (see experiments.report)
     out_dir = Path(out_dir)
-    points = sweep_analysis.load_aggregates(out_dir)
-    info = sweep_analysis.sweep_info(out_dir)
+    points = aggregates.load_aggregates(out_dir)
+    info = aggregates.sweep_info(out_dir)
     lines = ["# Failure experiments: aggregated report", ""]
     if info is not None:
         lines += [f"A sweep of `{info['param']}` over {', '.join(info['values'])}, made by:", "",
@@ -56,15 +57,15 @@ def write_aggregate_report(out_dir: str | Path) -> Path:
     lines += [f"Each cell: mean [95% CI] over its trials (bootstrap; P(duplicate effect): Wilson), "
               f"{int(points['trials'].max())} trials per cell. Definitions in `experiments/checker.py` "
               "and `experiments/aggregate.py`.", ""]
-    lines += _markdown(sweep_analysis.cell_table(points, TABLE_FIGURES)) + [""]
+    lines += _markdown(aggregates.cell_table(points, TABLE_FIGURES)) + [""]
     plots: dict[str, str] = {}
     if info is None:
-        sweep_analysis.plot_cells(points).savefig(out_dir / "trials.png", dpi=90)
+        aggregates.plot_cells(points).savefig(out_dir / "trials.png", dpi=90)
         plots["Lost jobs and duplicates"] = "trials.png"
     else:
         for scenario in dict.fromkeys(points["scenario"]):
             file = f"sweep-{scenario}.png"
-            sweep_analysis.plot_sweep(points, SWEEP_FIGURES, scenario).savefig(out_dir / file, dpi=90)
+            aggregates.plot_sweep(points, SWEEP_FIGURES, scenario).savefig(out_dir / file, dpi=90)
             plots[f"{scenario} against {info['param']}"] = file
     lines += ["## Plots", ""]
     for title, file in plots.items():

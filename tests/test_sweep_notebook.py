@@ -9,8 +9,8 @@ import pytest
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from experiments.sweep_analysis import SweepAnalysisError, sweep_dir
-from tests.test_sweep_analysis import sweep  # noqa: F401 (the fixture)
+from experiments.analysis.aggregates import SweepAnalysisError, sweep_dir
+from tests.test_analysis_aggregates import sweep  # noqa: F401 (the fixture)
 
 BOOK = Path(__file__).resolve().parents[1] / "notebooks" / "sweeps.ipynb"
 pytestmark = pytest.mark.timeout(300)

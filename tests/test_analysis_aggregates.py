@@ -8,7 +8,7 @@ import pytest
 from experiments import aggregate
 from experiments.aggregate_report import has_aggregates, write_aggregate_report
 from experiments.checker import write_summary
-from experiments.sweep_analysis import SweepAnalysisError, cell_table, load_aggregates, plot_cells, plot_sweep
+from experiments.analysis.aggregates import SweepAnalysisError, cell_table, load_aggregates, plot_cells, plot_sweep
 from tests.test_aggregate import duplicated
 from tests.test_checker import happy, write_events
 
@@ -102,3 +102,10 @@ def test_aggregate_report_of_trials_names_a_cell_that_no_longer_rechecks(tmp_pat
     report = write_aggregate_report(out).read_text()
     assert (out / "trials.png").exists()
     assert "`redis-list/slow-consumer`: **differs**: " in report and "p_duplicate_effect" in report
+
+
+def test_experiments_report_gives_a_sweep_the_aggregated_report(sweep, capsys):
+    from experiments import report
+
+    assert report.main([str(sweep)]) == 0
+    assert "A sweep of `timeout_s`" in (sweep / "report.md").read_text()

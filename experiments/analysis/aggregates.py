@@ -1,6 +1,7 @@
 """Aggregated results as tables and curves: a cell's mean [95% CI], a sweep's curve with its CI band.
 
-What ``notebooks/sweeps.ipynb`` and the aggregated report (``experiments.aggregate_report``) call.
+What ``notebooks/sweeps.ipynb`` and the aggregated report (``experiments.aggregate_report``) call,
+as ``from experiments.analysis import aggregates``.
 
 Input is what ``experiments run --trials N`` and ``experiments sweep`` write: per cell an
 ``aggregate.json`` (see ``experiments.aggregate``), and for a sweep ``OUT/sweep.json``
@@ -18,7 +19,8 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from experiments import aggregate, analysis
+from experiments import aggregate
+from experiments.analysis.discovery import results_root
 from experiments.sweep import SWEEP_FILE
 
 SWEEP_ENV = "LOGQUEUE_SWEEP"
@@ -51,7 +53,7 @@ def sweep_dir(env: Mapping[str, str] = os.environ) -> Path:
         if not (path / SWEEP_FILE).is_file():
             raise SweepAnalysisError(f"{SWEEP_ENV}={path} is not a sweep (no {SWEEP_FILE})")
         return path
-    newest = max(analysis.results_root().rglob(SWEEP_FILE), key=lambda p: p.stat().st_mtime, default=None)
+    newest = max(results_root().rglob(SWEEP_FILE), key=lambda p: p.stat().st_mtime, default=None)
     if newest is None:
         raise SweepAnalysisError(f"no {SWEEP_FILE} under results/; run `python -m experiments sweep ... --out "
                                  "results/NAME` or set " + SWEEP_ENV)
