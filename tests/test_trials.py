@@ -32,7 +32,7 @@ def test_each_trial_has_its_own_directory_and_seed(two_trials):
     for k, seed in ((1, 5), (2, 6)):
         summary = json.loads((cell / f"trial-{k}" / "summary.json").read_text())
         assert summary["status"] == "ok" and summary["jobs"] == 16
-        assert any(f"seed={seed})" in note for note in summary["notes"])
+        assert any(f"seed={seed}," in note for note in summary["notes"])
         assert recheck(cell / f"trial-{k}") == []
 
 
