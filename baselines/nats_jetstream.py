@@ -261,7 +261,7 @@ class NatsJetStreamConsumer(Consumer):
     async def _fetch(self, timeout_s: float) -> list[NatsJetStreamDelivery]:
         try:
             msgs = await self._sub.fetch(batch=self.backend.config.prefetch, timeout=timeout_s)
-        except nats.errors.TimeoutError:
+        except asyncio.TimeoutError:  # nats-py raises its own subclass for batch 1, asyncio's for larger batches
             return []
         out = []
         for msg in msgs:

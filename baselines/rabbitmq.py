@@ -66,7 +66,7 @@ IO_SLICE_S = 0.1
 ACK_WAIT_S = 10.0
 
 
-def _parameters(backend: "RabbitMQBackend") -> pika.ConnectionParameters:
+def connection_parameters(backend: "RabbitMQBackend") -> pika.ConnectionParameters:
     host, port = split_address(backend.config.addresses["rabbitmq"])
     return pika.ConnectionParameters(
         host=host,
@@ -140,7 +140,7 @@ class RabbitMQBackend(Backend):
 
     def open_connection(self) -> pika.BlockingConnection:
         try:
-            return pika.BlockingConnection(_parameters(self))
+            return pika.BlockingConnection(connection_parameters(self))
         except pika.exceptions.AMQPError as exc:
             raise unavailable(self.name, "rabbitmq", self.config.addresses["rabbitmq"], _describe(exc) or "connection refused") from None
 
@@ -269,7 +269,7 @@ class _PipelinedPublisher:
         self._tag = 0  # the last delivery tag used on the channel
         self._batch: dict | None = None
         self._opened: Future = Future()
-        self._conn = pika.SelectConnection(_parameters(backend), on_open_callback=self._on_open,
+        self._conn = pika.SelectConnection(connection_parameters(backend), on_open_callback=self._on_open,
                                            on_open_error_callback=self._on_open_error,
                                            on_close_callback=self._on_closed)
         self._thread = threading.Thread(target=self._conn.ioloop.start, name=f"rabbitmq-publish-{backend.config.queue}",

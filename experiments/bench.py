@@ -248,6 +248,18 @@ def _paced_publish(backend, payloads: list[bytes], rate: float, window: int, tim
     return due
 
 
+def _native(backend, args: argparse.Namespace) -> dict:
+    """``{"native": {publish_per_s, consume_per_s}}`` from the broker's reference client, or why not."""
+    from experiments import bench_native
+
+    try:
+        native = bench_native.measure(backend, make_payloads(PUBLISH, args.messages, args.payload_bytes), args.window,
+                                      args.consumers, args.prefetch, args.ack_batch, args.phase_timeout_s)
+    except Exception as exc:  # the reference's failure is reported beside the adapter's figures
+        return {"native_reason": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+    return {} if native is None else {"native": native}
+
+
 def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str], report) -> dict:
     """Run the four phases on one backend; never raises for a backend problem.
 
@@ -313,6 +325,8 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
         row.update(offered_per_s=round(offered, 1), latency_messages=count,
                    p50_ms=round(nearest_rank(latencies, 0.50), 2), p99_ms=round(nearest_rank(latencies, 0.99), 2),
                    max_ms=round(latencies[-1], 2))
+        if args.native:
+            row.update(_native(backend, args))
         row["status"] = "ok"
     except (BackendError, OSError) as exc:
         row["reason"] = " ".join(str(exc).split())
@@ -365,13 +379,26 @@ def _fmt(value, digits: int = 0) -> str:
 
 def results_table(results: dict) -> Table:
     table = Table(title="bench: messages/s (durable, confirmed) and end-to-end latency at half the maximum load")
-    for col in ("backend", "status", "publish/s", "consume/s", "end-to-end/s", "p50 ms", "p99 ms", "note"):
+    for col in ("backend", "status", "publish/s", "consume/s", "x native", "end-to-end/s", "p50 ms", "p99 ms", "note"):
         table.add_column(col, justify="left" if col in ("backend", "status", "note") else "right")
     for name, r in results.items():
-        table.add_row(name, r["status"], _fmt(r.get("publish_per_s")), _fmt(r.get("consume_per_s")),
+        table.add_row(name, r["status"], _fmt(r.get("publish_per_s")), _fmt(r.get("consume_per_s")), _x_native(r),
                       _fmt(r.get("end_to_end_per_s")), _fmt(r.get("p50_ms"), 1), _fmt(r.get("p99_ms"), 1),
-                      r.get("reason", "")[:100])
+                      (r.get("reason") or r.get("native_reason") or "")[:100])
     return table
+
+
+def native_ratios(row: dict) -> tuple[float, float] | None:
+    """(publish, consume) of the adapter divided by its native reference's, when both were measured."""
+    native = row.get("native")
+    if not native or row.get("status") != "ok":
+        return None
+    return row["publish_per_s"] / native["publish_per_s"], row["consume_per_s"] / native["consume_per_s"]
+
+
+def _x_native(row: dict) -> str:
+    ratios = native_ratios(row)
+    return "-" if ratios is None else f"{ratios[0]:.2f} / {ratios[1]:.2f}"
 
 
 def ratio_lines(results: dict, ref: str = "logqueue") -> list[str]:
@@ -442,6 +469,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a running logqueue cluster to use (default: start a local 3-node one for the run)")
     p.add_argument("--out", required=True, metavar="FILE.json", help="write the results here")
     p.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the results")
+    p.add_argument("--native", action="store_true",
+                   help="also run each broker's reference client (experiments/bench_native.py: the raw library used "
+                        "the best known way) on the same payloads with the same window, consumers, prefetch and ack "
+                        "batch, right after the adapter; JSON 'native', table 'x native' = adapter / reference "
+                        "(publish / consume)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 

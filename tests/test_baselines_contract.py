@@ -273,3 +273,29 @@ def test_delete_leaves_nothing_behind(name, make, consumers):
     again = make(name, queue=queue)
     assert consumers(again, "w2").receive(0.5) is None
     assert again.dead_letters() == []
+
+
+# Adapters whose consumers fetch up to ``prefetch`` deliveries per round trip and hold them.
+BATCHED = ["rabbitmq-classic", "rabbitmq-quorum", "redis-list", "redis-streams", "nats-jetstream"]
+
+
+@pytest.mark.parametrize("name", BATCHED)
+def test_prefetched_batch_is_delivered_once_and_close_returns_the_rest(name, make, consumers):
+    b = make(name, prefetch=10)
+    c1 = consumers(b, "w1")
+    assert c1.receive(0.3) is None  # an empty queue: a batch fetch that finds nothing is no error
+    jobs = b.enqueue_many([b"job-%d" % i for i in range(25)])
+    taken = [receive_from([c1], 5)]
+    taken += [c1.receive(5) for _ in range(5)]
+    assert None not in taken
+    assert c1.ack_many(taken) == [None] * 6
+    c1.close()  # what c1 fetched but never handed out goes back at once, not after timeout_s (30 s)
+    c2 = consumers(b, "w2")
+    rest = []
+    for _ in range(len(jobs) - len(taken)):
+        d = receive_from([c2], 10)
+        assert d is not None, f"{len(rest)} of {len(jobs) - len(taken)} came back after the first consumer closed"
+        d.ack()  # (a broker's prefetch holds back more than 10 unacked)
+        rest.append(d)
+    assert sorted(d.job_id for d in taken + rest) == sorted(jobs)
+    assert c2.receive(0.3) is None
