@@ -12,8 +12,9 @@ broker can refuse where the adapter's can be refused):
   ``basic_qos(prefetch)``, acking ``ack_batch`` deliveries with one ``multiple=True`` ack.
 - Redis Streams (redis-py): pipelined ``XADD``, ``window`` per round trip; each consumer
   ``XREADGROUP COUNT prefetch`` and one ``XACK`` per batch.
-- NATS JetStream (nats-py): ``window`` publishes awaiting their ack at once; each
-  consumer pull ``fetch(batch=prefetch)`` with the batch's ``ack_sync`` gathered.
+- NATS JetStream (nats-py): ``window`` publishes awaiting their ack at once; one asyncio
+  loop with a task per consumer, each a pull ``fetch(batch=prefetch)`` with the batch's
+  ``ack_sync`` gathered.
 
 A reference is found by the adapter's class (``reference_for``); backends without one
 (the list and Celery adapters, logqueue, the stub) get no native figures.
@@ -244,10 +245,11 @@ class JetStreamReference(Reference):
 
         asyncio.run(self._with_js(run))
 
-    @_guarded
-    def _consume_one(self, counter: _Counter, prefetch: int, ack_batch: int) -> None:
-        async def run(js) -> None:
-            sub = await js.pull_subscribe_bind(durable="native", stream=self.stream)
+    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> None:
+        """One asyncio loop (as nats-py is meant to be used) with ``consumers`` pull subscriptions as tasks."""
+        counter = _Counter(n)
+
+        async def one(sub) -> None:
             while not counter.done.is_set():
                 try:
                     msgs = await sub.fetch(batch=prefetch, timeout=RECEIVE_S)
@@ -255,6 +257,10 @@ class JetStreamReference(Reference):
                     continue
                 await asyncio.gather(*(m.ack_sync(timeout=5) for m in msgs))
                 counter.add(len(msgs))
+
+        async def run(js) -> None:
+            subs = [await js.pull_subscribe_bind(durable="native", stream=self.stream) for _ in range(consumers)]
+            await asyncio.wait_for(asyncio.gather(*(one(sub) for sub in subs)), timeout_s)
 
         asyncio.run(self._with_js(run))
 
