@@ -5,7 +5,7 @@ group ``workers`` reads it) and ``dead`` (list of dead-lettered job ids).
 
 When its buffer is empty, ``receive`` first claims up to ``prefetch`` entries that have
 been pending longer than ``timeout_s`` (``XAUTOCLAIM`` with that min-idle time; the
-claim counts a delivery), else reads up to ``prefetch`` new ones (``XREADGROUP COUNT
+claim counts a delivery; one look at most every ``min(timeout_s / 4, 1 s)``), else reads up to ``prefetch`` new ones (``XREADGROUP COUNT
 prefetch ... >``), buffers them in the consumer and hands them out one by one; a
 buffered entry older than ``timeout_s`` is not handed out (another consumer may have
 claimed it). Ack, nack and heartbeat are Lua scripts that first check that this
@@ -186,6 +186,7 @@ class RedisStreamsConsumer(Consumer):
         self.name = name
         self._r = _redis.client(backend.config)
         self._buffer: collections.deque[RedisStreamsDelivery] = collections.deque()
+        self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM look
 
     def _claim_stale(self) -> list[RedisStreamsDelivery]:
         """Up to ``prefetch`` entries idle longer than ``timeout_s``, now this consumer's (dead-letters the exhausted)."""
@@ -233,9 +234,12 @@ class RedisStreamsConsumer(Consumer):
             d = self._next_buffered()
             if d is not None:
                 return d
-            self._buffer.extend(self._claim_stale())
-            if self._buffer:
-                continue
+            if time.monotonic() >= self._next_claim:
+                # at most every min(timeout_s / 4, BLOCK_S): a stale entry waits at most that much past timeout_s
+                self._next_claim = time.monotonic() + min(self.backend.config.timeout_s / 4, _redis.BLOCK_S)
+                self._buffer.extend(self._claim_stale())
+                if self._buffer:
+                    continue
             remaining = end - time.monotonic()
             # no BLOCK when the time is up: one look at what is already there
             block_ms = max(1, int(min(remaining, _redis.BLOCK_S) * 1000)) if remaining > 0 else None

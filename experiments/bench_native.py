@@ -67,17 +67,24 @@ class Reference:
 
 
 class _Counter:
+    """The bench's ``Tally`` (each acked message's header read and recorded, the per-message
+    work the bench's consumers do for an adapter too), plus the first error."""
+
     def __init__(self, n: int) -> None:
-        self.n, self.count = n, 0
-        self.lock = threading.Lock()
-        self.done = threading.Event()
+        from experiments.bench import PUBLISH, Tally  # bench imports this module on first use
+
+        self.tally = Tally(PUBLISH, n)
+        self.done = self.tally.done
         self.error = ""
 
-    def add(self, k: int) -> None:
-        with self.lock:
-            self.count += k
-            if self.count >= self.n:
-                self.done.set()
+    @property
+    def count(self) -> int:
+        return self.tally.count
+
+    def add(self, payloads: list[bytes]) -> None:
+        now = time.perf_counter()
+        for p in payloads:
+            self.tally.record(p, now)
 
     def fail(self, exc: BaseException) -> None:
         self.error = self.error or f"{type(exc).__name__}: {' '.join(str(exc).split())}"
@@ -146,17 +153,17 @@ class RabbitMQReference(Reference):
         conn = self.backend.open_connection()
         ch = conn.channel()
         ch.basic_qos(prefetch_count=prefetch)
-        unacked = 0
+        unacked: list[bytes] = []
         last_tag = 0
 
-        def on_message(_ch, method, _props, _body) -> None:
+        def on_message(_ch, method, _props, body) -> None:
             nonlocal unacked, last_tag
-            unacked += 1
+            unacked.append(body)
             last_tag = method.delivery_tag
-            if unacked >= ack_batch:
+            if len(unacked) >= ack_batch:
                 ch.basic_ack(last_tag, multiple=True)
                 counter.add(unacked)
-                unacked = 0
+                unacked = []
 
         ch.basic_consume(self.queue, on_message)
         while not counter.done.is_set():
@@ -164,7 +171,7 @@ class RabbitMQReference(Reference):
             if unacked:  # what arrived and was not yet acked: the ack batch was not reached
                 ch.basic_ack(last_tag, multiple=True)
                 counter.add(unacked)
-                unacked = 0
+                unacked = []
         conn.close()
 
     def delete(self) -> None:
@@ -199,10 +206,11 @@ class RedisStreamsReference(Reference):
         name = f"c{threading.get_ident()}"
         while not counter.done.is_set():
             reply = r.xreadgroup(self.GROUP, name, {self.stream: ">"}, count=prefetch, block=int(RECEIVE_S * 1000))
-            ids = [entry_id for _s, entries in reply or () for entry_id, _f in entries]
-            for start in range(0, len(ids), ack_batch):
-                r.xack(self.stream, self.GROUP, *ids[start:start + ack_batch])
-            counter.add(len(ids))
+            entries = [entry for _s, batch in reply or () for entry in batch]
+            for start in range(0, len(entries), ack_batch):
+                acked = entries[start:start + ack_batch]
+                r.xack(self.stream, self.GROUP, *(entry_id for entry_id, _f in acked))
+                counter.add([fields[b"payload"] for _id, fields in acked])
         r.close()
 
     def delete(self) -> None:
@@ -256,7 +264,7 @@ class JetStreamReference(Reference):
                 except asyncio.TimeoutError:  # nothing arrived (nats-py's fetch of a batch raises asyncio's)
                     continue
                 await asyncio.gather(*(m.ack_sync(timeout=5) for m in msgs))
-                counter.add(len(msgs))
+                counter.add([m.data for m in msgs])
 
         async def run(js) -> None:
             subs = [await js.pull_subscribe_bind(durable="native", stream=self.stream) for _ in range(consumers)]

@@ -299,3 +299,18 @@ def test_prefetched_batch_is_delivered_once_and_close_returns_the_rest(name, mak
         rest.append(d)
     assert sorted(d.job_id for d in taken + rest) == sorted(jobs)
     assert c2.receive(0.3) is None
+
+
+@pytest.mark.parametrize("name", BATCHED)
+def test_batched_ack_settles_only_the_deliveries_given(name, make, consumers):
+    b = make(name, prefetch=10, timeout_s=2.0, heartbeat_s=1.0)
+    jobs = b.enqueue_many([b"first", b"second", b"third"])
+    c1 = consumers(b, "w1")
+    first, second, third = receive_from([c1], 5), c1.receive(5), c1.receive(5)
+    assert [d.job_id for d in (first, second, third)] == jobs
+    assert c1.ack_many([second]) == [None]  # not "everything up to second" (AMQP's multiple ack would be)
+    third.ack()
+    c1.close()
+    again = receive_from([consumers(b, "w2")], 15)
+    assert again is not None and again.job_id == first.job_id and again.payload == b"first"
+    again.ack()
