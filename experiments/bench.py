@@ -60,7 +60,8 @@ A backend with servers of its own (``Backend.local_servers``; logqueue: a local 
 cluster in a temporary directory, free loopback ports, ``--fsync batch``) has them
 started for its turn and stopped after it, unless ``--cluster`` names running nodes.
 
-Output (``--out``): one JSON object keyed by backend name; each value has ``status``
+Output (``--out``): one JSON object keyed by backend name; each value has ``command``
+(the run's command line), ``status``
 (``ok``, ``unavailable`` or ``failed``), ``reason`` when not ok, the figures above and
 the run's parameters. A table is printed; ``--plot`` writes a PNG. Exit status: 0 when no
 backend failed (unavailable ones are reported, not fatal), 1 when one failed, 2 for bad
@@ -72,6 +73,7 @@ import argparse
 import contextlib
 import json
 import random
+import shlex
 import struct
 import sys
 import threading
@@ -677,12 +679,16 @@ def run(args: argparse.Namespace, names: list[str], console: Console) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, names = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, names = parse_args(argv)
     console = Console(stderr=True)
     try:
         results = run(args, names, console)
     except KeyboardInterrupt:
         return 130
+    command = shlex.join(["python", "-m", "experiments", "bench", *argv])
+    for row in results.values():
+        row["command"] = command  # the figures travel with the run that made them
     try:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
