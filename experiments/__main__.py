@@ -15,6 +15,7 @@ COMMANDS = {
     "bench": ("experiments.bench", "throughput and latency benchmark across backends"),
     "elections": ("experiments.elections", "the Raft paper's election-timing experiment on real nodes"),
     "sim-elections": ("experiments.sim_elections", "the same experiment on the deterministic simulator"),
+    "reads": ("experiments.reads", "committed vs linearizable log reads: throughput and staleness, 3 and 5 nodes"),
 }
 
 
