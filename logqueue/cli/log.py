@@ -5,16 +5,7 @@ import argparse
 import json
 import sys
 
-from logqueue.cli.common import (
-    address,
-    cluster_arg,
-    non_negative,
-    open_client,
-    payloads,
-    positive,
-    secret,
-    secret_arg,
-)
+from logqueue.cli.common import address, cluster_arg, non_negative, open_client, payloads, positive, secret, secret_arg
 from logqueue.client import Client
 
 
