@@ -323,7 +323,7 @@ def _drain(backend, args, phase_id: int, consumers: int, payload_bytes: int, rep
     t0 = time.perf_counter()
     backend.enqueue_many(payloads, window=args.window)
     publish_s = time.perf_counter() - t0
-    pool = ConsumerPool(backend, consumers, args.ack_batch)
+    pool = ConsumerPool(backend, consumers, args.ack_batch, args.fn)
     try:
         pool.start(args.phase_timeout_s)
         tally = pool.tally = Tally(phase_id, n)
