@@ -38,7 +38,13 @@ def sink_runs(tmp_path_factory, logqueue_cluster):
         code = main(["--backends", ",".join(BACKENDS), "--scenarios", "slow-consumer", "--sink", sink,
                      "--out", str(out), *SMALL])
         runs[sink] = out, code
-    return runs
+    yield runs
+    with connect() as conn:  # each run made a table of its own in the shared database
+        for out, _ in runs.values():
+            for path in out.glob("*/*/summary.json"):
+                table = json.loads(path.read_text())["sink"]["table"]
+                if table:
+                    conn.execute(f"DROP TABLE IF EXISTS {table}")
 
 
 @pytest.mark.slow
