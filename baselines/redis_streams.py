@@ -31,11 +31,12 @@ import uuid
 import redis
 
 from baselines import _redis
-from baselines.base import AckError, Backend, Consumer, Delivery, new_job_id
+from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id
 
 GROUP = "workers"
 # Idle time given to a nacked entry so that any consumer's XAUTOCLAIM takes it (~11 days).
 _NACK_IDLE_MS = 10**9
+WAIT_MS = 2000  # how long a confirm waits for ``replicas_to_wait`` replicas
 
 # KEYS: stream, dead. ARGV: group, consumer, entry id, action, job id, max_attempts, nack idle ms, attempt.
 # action: ack | extend | requeue (arg: dead-letter if the delivery counter >= arg) | kill.
@@ -64,6 +65,9 @@ return 2
 class RedisStreamsBackend(Backend):
     name = "redis-streams"
 
+    # A confirm waits for this many replicas to have the write (``WAIT``); 0: the primary's reply.
+    replicas_to_wait = 0
+
     def __init__(self, config) -> None:
         super().__init__(config)
         self.prefix = f"lqs:{config.queue}:"
@@ -71,9 +75,16 @@ class RedisStreamsBackend(Backend):
         self.dead = self.prefix + "dead"
         self._r: redis.Redis | None = None
 
+    def client(self) -> redis.Redis:
+        """A new client for the queue's Redis (one server here; Sentinel's primary for ``redis-sentinel``)."""
+        return _redis.client(self.config)
+
+    def ping(self, r: redis.Redis) -> None:
+        _redis.ping(self.name, self.config, r)
+
     def connect(self) -> None:
-        self._r = _redis.client(self.config)
-        _redis.ping(self.name, self.config, self._r)
+        self._r = self.client()
+        self.ping(self._r)
         try:
             self._r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -81,18 +92,27 @@ class RedisStreamsBackend(Backend):
                 raise
         self.settle_script = self._r.register_script(_SETTLE)
 
+    def add_jobs(self, jobs: list[tuple[str, bytes]]) -> None:
+        """XADD ``jobs`` in one round trip; with ``replicas_to_wait``, then ``WAIT`` on the same connection."""
+        pipe = self._r.pipeline(transaction=False)
+        for job_id, payload in jobs:
+            pipe.xadd(self.stream, {"job": job_id, "payload": payload})
+        if self.replicas_to_wait:
+            pipe.wait(self.replicas_to_wait, WAIT_MS)
+        replies = pipe.execute()
+        if self.replicas_to_wait and replies[-1] < self.replicas_to_wait:
+            raise BackendError(f"{self.name}: {len(jobs)} job(s) answered by the primary but received by "
+                               f"{replies[-1]} replica(s) within {WAIT_MS} ms (WAIT {self.replicas_to_wait})")
+
     def enqueue(self, payload: bytes, job_id: str | None = None) -> str:
         job_id = job_id or new_job_id()
-        self._r.xadd(self.stream, {"job": job_id, "payload": payload})
+        self.add_jobs([(job_id, payload)])
         return job_id
 
     def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         """Pipelined: ``window`` XADDs per round trip."""
         for start in range(0, len(jobs), window):
-            pipe = self._r.pipeline(transaction=False)
-            for job_id, payload in jobs[start:start + window]:
-                pipe.xadd(self.stream, {"job": job_id, "payload": payload})
-            pipe.execute()
+            self.add_jobs(jobs[start:start + window])
 
     def consumer(self, worker_id: str) -> "RedisStreamsConsumer":
         return RedisStreamsConsumer(self, f"{worker_id}:{uuid.uuid4().hex[:8]}")
@@ -145,7 +165,7 @@ class RedisStreamsConsumer(Consumer):
     def __init__(self, backend: RedisStreamsBackend, name: str) -> None:
         self.backend = backend
         self.name = name
-        self._r = _redis.client(backend.config)
+        self._r = backend.client()
 
     def _claim_stale(self) -> RedisStreamsDelivery | None:
         b = self.backend

@@ -5,6 +5,7 @@ reason when it is down; under ``CI=true`` they fail instead, so CI never passes 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
@@ -59,6 +60,63 @@ def logqueue_cluster(tmp_path_factory):
         else:
             os.environ["LOGQUEUE_CLUSTER"] = previous
         cluster.stop()
+
+
+@contextlib.contextmanager
+def private_cluster(cluster, client_env):
+    """Start ``cluster`` (a ``baselines.servers`` cluster) and export ``client_env(cluster)`` while it runs.
+
+    Skips locally, fails under ``CI=true``, when a server binary is not installed."""
+    from baselines.servers.nodes import ClusterUnavailable
+
+    try:
+        cluster.start()
+    except ClusterUnavailable as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    env = client_env(cluster)
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield cluster
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_quorum_cluster(tmp_path_factory):
+    """A private 3-node RabbitMQ cluster for the session, exported for ``rabbitmq-quorum-cluster`` clients."""
+    from baselines.rabbitmq_quorum_cluster import client_env
+    from baselines.servers.rabbitmq_cluster import RabbitMQCluster
+
+    with private_cluster(RabbitMQCluster(tmp_path_factory.mktemp("rabbitmq-cluster")), client_env) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory):
+    """A private 3-node NATS JetStream cluster for the session, exported for ``nats-jetstream-cluster`` clients."""
+    from baselines.nats_jetstream_cluster import client_env
+    from baselines.servers.nats_cluster import NatsCluster
+
+    with private_cluster(NatsCluster(tmp_path_factory.mktemp("nats-cluster")), client_env) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_cluster(tmp_path_factory):
+    """A private Redis primary + 2 replicas + 3 Sentinels for the session, exported for ``redis-sentinel`` clients."""
+    from baselines.redis_sentinel import client_env
+    from baselines.servers.redis_sentinel import RedisSentinelCluster
+
+    with private_cluster(RedisSentinelCluster(tmp_path_factory.mktemp("redis-sentinel")), client_env) as cluster:
+        yield cluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -30,11 +30,19 @@ SERVER_OF = {
     "celery-redis": "redis",
     "nats-jetstream": "nats",
 }
+# Replicated backends: the session fixture that starts their private cluster, and the
+# BackendConfig.addresses key that names it.
+CLUSTERS = {
+    "rabbitmq-quorum-cluster": ("rabbitmq_quorum_cluster", "rabbitmq-cluster"),
+    "nats-jetstream-cluster": ("nats_cluster", "nats-cluster"),
+    "redis-sentinel": ("redis_sentinel_cluster", "redis-sentinel"),
+}
 # Backends whose broker refuses the ack of a delivery that timed out and was redelivered.
 # JetStream acks by stream sequence and kombu's Redis emulation acks by tag: both accept it.
-FENCED = {"stub", "rabbitmq-classic", "rabbitmq-quorum", "celery-rabbitmq", "redis-list", "redis-streams", "logqueue"}
+FENCED = {"stub", "rabbitmq-classic", "rabbitmq-quorum", "celery-rabbitmq", "redis-list", "redis-streams", "logqueue",
+          "rabbitmq-quorum-cluster", "redis-sentinel"}
 # Backends with a per-job lease that Delivery.heartbeat extends.
-LEASED = ["stub", "redis-list", "redis-streams", "nats-jetstream", "logqueue"]
+LEASED = ["stub", "redis-list", "redis-streams", "nats-jetstream", "logqueue", "nats-jetstream-cluster", "redis-sentinel"]
 ALL = registry.names()
 
 
@@ -43,6 +51,8 @@ def _available(name: str, request) -> None:
         request.getfixturevalue("logqueue_cluster")  # a real 3-node cluster for the session
     if name in SERVER_OF:
         require_server(SERVER_OF[name])
+    if name in CLUSTERS:
+        request.getfixturevalue(CLUSTERS[name][0])
 
 
 @pytest.fixture
@@ -253,6 +263,19 @@ def _closed_port() -> int:
 def test_down_broker_gives_one_line_error(name):
     address = f"127.0.0.1:{_closed_port()}"
     backend = registry.get(name)(BackendConfig(queue="t-down", addresses={SERVER_OF[name]: address}))
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable) as err:
+        backend.connect()
+    message = str(err.value)
+    assert "\n" not in message
+    assert name in message and address in message and "start it with" in message
+    assert time.monotonic() - started < 15
+
+
+@pytest.mark.parametrize("name", list(CLUSTERS))
+def test_down_cluster_gives_one_line_error(name):
+    address = f"127.0.0.1:{_closed_port()},127.0.0.1:{_closed_port()}"
+    backend = registry.get(name)(BackendConfig(queue="t-down", addresses={CLUSTERS[name][1]: address}))
     started = time.monotonic()
     with pytest.raises(BackendUnavailable) as err:
         backend.connect()

@@ -141,3 +141,33 @@ def test_missing_binary_is_one_line_naming_the_package(cls, package, tmp_path, m
     with pytest.raises(ClusterUnavailable) as err:
         cls(tmp_path).start()
     assert "\n" not in str(err.value) and f"apt-get install {package}" in str(err.value)
+
+
+def test_cli_prints_the_client_environment_and_stops_on_sigterm(tmp_path):
+    proc = subprocess.Popen([sys.executable, "-m", "baselines.servers", "redis-sentinel", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        header = proc.stdout.readline()
+        if not header.startswith("#"):
+            proc.wait(30)
+            message = proc.stderr.read()
+            pytest.fail(message) if IN_CI or "not installed" not in message else pytest.skip(message)
+        exports = [proc.stdout.readline().strip() for _ in range(2)]
+        assert "nodes up in" in header
+        assert exports[0].startswith("export LOGQUEUE_REDIS_SENTINEL=127.0.0.1:")
+        assert exports[1] == "export LOGQUEUE_REDIS_SENTINEL_MASTER=lq"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()
+        proc.stderr.close()
+    assert processes_under(tmp_path) == []
+
+
+def test_cli_rejects_an_unknown_system(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "baselines.servers", "kafka", str(tmp_path)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 2 and "invalid choice: 'kafka'" in done.stderr

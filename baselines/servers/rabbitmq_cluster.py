@@ -32,13 +32,27 @@ CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 CTL_TIMEOUT_S = 60.0
 
 
+def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
+    """Run ``rabbitmqctl -n node ARGS`` with the Erlang cookie in ``home``; its stdout, or ``ClusterError``."""
+    ctl = require_binary("rabbitmq-cluster", "rabbitmqctl", "rabbitmq-server", CTL)
+    try:
+        done = subprocess.run([ctl, "-n", node, *args], capture_output=True, text=True, timeout=timeout_s,
+                              env={**os.environ, "HOME": str(home)})
+    except subprocess.TimeoutExpired:
+        raise ClusterError(f"rabbitmqctl {' '.join(args)} on {node} took over {timeout_s:g} s") from None
+    if done.returncode != 0:
+        reason = " ".join((done.stderr or done.stdout).split())[:300]
+        raise ClusterError(f"rabbitmqctl {' '.join(args)} on {node} failed: {reason}")
+    return done.stdout
+
+
 class RabbitMQCluster(PrivateCluster):
     system = "rabbitmq-cluster"
     node_start_s = 90.0
 
     def prepare(self) -> None:
         server = require_binary(self.system, "rabbitmq-server", "rabbitmq-server", SERVER)
-        self.ctl_path = require_binary(self.system, "rabbitmqctl", "rabbitmq-server", CTL)
+        require_binary(self.system, "rabbitmqctl", "rabbitmq-server", CTL)
         self.home = self.run_dir / "home"
         self.home.mkdir(parents=True, exist_ok=True)
         cookie = self.home / ".erlang.cookie"
@@ -74,16 +88,7 @@ class RabbitMQCluster(PrivateCluster):
         return list(self.nodes)
 
     def ctl(self, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
-        """Run ``rabbitmqctl -n node ARGS`` with the cluster's cookie; its stdout, or ``ClusterError``."""
-        try:
-            done = subprocess.run([self.ctl_path, "-n", node, *args], capture_output=True, text=True,
-                                  timeout=timeout_s, env={**os.environ, "HOME": str(self.home)})
-        except subprocess.TimeoutExpired:
-            raise ClusterError(f"{self.system}: rabbitmqctl {' '.join(args)} on {node} took over {timeout_s:g} s") from None
-        if done.returncode != 0:
-            reason = " ".join((done.stderr or done.stdout).split())[:300]
-            raise ClusterError(f"{self.system}: rabbitmqctl {' '.join(args)} on {node} failed: {reason}")
-        return done.stdout
+        return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s)
 
     def form(self) -> None:
         first, *others = self.node_names

@@ -2,7 +2,9 @@
 
 Data nodes ``redis-1`` (the first primary), ``redis-2``, ``redis-3`` run from config
 files under the run directory with ``appendonly yes``, ``appendfsync everysec`` and no
-RDB snapshots -- how an experienced user runs Redis for a work queue; replicas start
+RDB snapshots, and ``min-replicas-to-write 1`` (a primary that has lost every replica
+for 10 s refuses writes, which bounds what a cut-off primary accepts) -- how an
+experienced user runs Redis for a work queue behind Sentinel; replicas start
 with ``replicaof`` the first primary. Each node announces ``announce(i, address)`` as
 its address (default its own), so a fault proxy can sit in front of every node.
 Sentinels ``sentinel-1..3`` (``redis-server CONF --sentinel``) monitor the master
@@ -47,7 +49,7 @@ class RedisSentinelCluster(PrivateCluster):
             ann_host, _, ann_port = self.announce(i, f"127.0.0.1:{port}").rpartition(":")
             self.announced[f"{ann_host}:{ann_port}"] = name
             lines = [f"port {port}", "bind 127.0.0.1", f"dir {data}", "appendonly yes", "appendfsync everysec",
-                     'save ""', f"replica-announce-ip {ann_host}", f"replica-announce-port {ann_port}"]
+                     'save ""', "min-replicas-to-write 1", "min-replicas-max-lag 10", f"replica-announce-ip {ann_host}", f"replica-announce-port {ann_port}"]
             if first is None:
                 first = (ann_host, ann_port)
             else:
@@ -74,7 +76,7 @@ class RedisSentinelCluster(PrivateCluster):
             self.spawn(s)
         for s in self.sentinels.values():
             self.await_node(s)
-        wait_for(self._replicas_linked, 60.0, f"{self.system}: the replicas did not sync with the primary")
+        wait_for(self._replicas_linked, 60.0, f"{self.system}: the replicas were not all online (synced) with the primary")
         wait_for(self._sentinels_agree, 60.0, f"{self.system}: the Sentinels did not all see each other and the replicas")
 
     def _info(self, port: int, section: str) -> dict:
@@ -85,8 +87,9 @@ class RedisSentinelCluster(PrivateCluster):
             return {}
 
     def _replicas_linked(self) -> bool:
-        primary = self.nodes["redis-1"]
-        return self._info(primary.port, "replication").get("connected_slaves", 0) == self.size - 1
+        info = self._info(self.nodes["redis-1"].port, "replication")
+        online = [k for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"]
+        return len(online) == self.size - 1
 
     def _sentinels_agree(self) -> bool:
         for s in self.sentinels.values():
