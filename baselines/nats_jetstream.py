@@ -42,6 +42,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
 from baselines.base import (AckError, Backend, BackendError, BackendUnavailable, Consumer, Delivery, new_job_id,
                             split_address, unavailable)
+from baselines.servers import NATS
 
 DURABLE = "workers"
 JOB_HEADER = "Lq-Job"
@@ -69,6 +70,8 @@ class _LoopThread:
 
 class NatsJetStreamBackend(Backend):
     name = "nats-jetstream"
+    servers = (NATS,)
+    durability = "JetStream publish ack, file storage (written to the stream's file; fsync by the server's sync interval)"
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -92,7 +95,7 @@ class NatsJetStreamBackend(Backend):
         return [self.config.addresses["nats"]]
 
     def unreachable(self, reason: object) -> BackendUnavailable:
-        return unavailable(self.name, "nats", self.config.addresses["nats"], reason)
+        return unavailable(self.name, NATS, self.config.addresses["nats"], reason)
 
     def _probe(self) -> None:
         """nats-py retries a refused first connect until its own timeouts; probe once instead."""

@@ -56,6 +56,7 @@ import pika.exceptions
 
 from baselines.base import (AckError, Backend, BackendError, BackendUnavailable, Consumer, Delivery, new_job_id,
                             split_address, unavailable)
+from baselines.servers import RABBITMQ
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +126,7 @@ class RabbitMQBackend(Backend):
     """Shared by both queue types; subclasses give the queue arguments."""
 
     queue_type = "classic"
+    servers = (RABBITMQ,)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -147,7 +149,7 @@ class RabbitMQBackend(Backend):
         return [_parameters(self, address) for address in self.node_addresses()]
 
     def unreachable(self, reason: str) -> BackendUnavailable:
-        return unavailable(self.name, "rabbitmq", self.config.addresses["rabbitmq"], reason)
+        return unavailable(self.name, RABBITMQ, self.config.addresses["rabbitmq"], reason)
 
     def consumer_timeout(self):
         """The block in which a consumer opens its channel (see ``server_consumer_timeout``)."""
@@ -392,10 +394,12 @@ class _PipelinedPublisher:
 
 class RabbitMQClassicBackend(RabbitMQBackend):
     name = "rabbitmq-classic"
+    durability = "durable classic queue, persistent messages, publisher confirms (confirmed once on disk)"
 
 
 class RabbitMQQuorumBackend(RabbitMQBackend):
     name = "rabbitmq-quorum"
+    durability = "quorum queue (Raft, 3.10 single node: fsynced WAL) with publisher confirms, persistent messages"
     queue_type = "quorum"
 
     def queue_arguments(self) -> dict:

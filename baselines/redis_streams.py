@@ -32,6 +32,7 @@ import redis
 
 from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id
+from baselines.servers import REDIS
 
 GROUP = "workers"
 # Idle time given to a nacked entry so that any consumer's XAUTOCLAIM takes it (~11 days).
@@ -64,6 +65,8 @@ return 2
 
 class RedisStreamsBackend(Backend):
     name = "redis-streams"
+    servers = (REDIS,)
+    durability = "XADD reply; on disk only as far as the server's appendonly/appendfsync settings"
 
     # A confirm waits for this many replicas to have the write (``WAIT``); 0: the primary's reply.
     replicas_to_wait = 0

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from baselines.base import AckError, BackendConfig, BackendUnavailable
-from logqueue.backend import START_HINT, LogqueueBackend, unwrap, wrap
+from baselines.logqueue import START_HINT, LogqueueBackend, unwrap, wrap
 from logqueue.client import Client, Producer
 
 
