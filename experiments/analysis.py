@@ -497,14 +497,19 @@ BENCH_LATENCIES = (("p50_ms", "p50"), ("p99_ms", "p99"), ("max_ms", "max"))
 
 
 def load_bench(path: str | os.PathLike) -> pd.DataFrame:
-    """A ``python -m experiments bench`` result: one row per backend (index), its figures as columns."""
+    """A ``python -m experiments bench`` result file: one row per backend (index), its figures as columns."""
     path = Path(path)
     try:
         data = json.loads(path.read_text())
     except (OSError, ValueError) as exc:
         raise AnalysisError(f"cannot read {path}: {exc}") from None
+    return bench_frame(data, str(path))
+
+
+def bench_frame(data: object, source: str = "the bench result") -> pd.DataFrame:
+    """The bench's results (``{backend: {"status": ..., figures}}``) as :func:`load_bench` returns them."""
     if not isinstance(data, dict) or not data or not all(isinstance(v, dict) and "status" in v for v in data.values()):
-        raise AnalysisError(f"{path} is not a bench result (expected {{backend: {{\"status\": ...}}}})")
+        raise AnalysisError(f"{source} is not a bench result (expected {{backend: {{\"status\": ...}}}})")
     bench = pd.DataFrame.from_dict(data, orient="index")
     bench.index.name = "backend"
     for column, _ in BENCH_RATES + BENCH_LATENCIES:
@@ -544,43 +549,55 @@ def _bench_title(bench: pd.DataFrame) -> str:
             f"{row.get('consumers', '?')} consumers")
 
 
-def plot_throughput(bench: pd.DataFrame):
-    """Messages per second per backend: publish (confirmed), consume (acked), end-to-end (both at once)."""
-    ok = _ok(bench)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / len(BENCH_RATES)
-    for j, (column, label) in enumerate(BENCH_RATES):
-        xs = [x + (j - (len(BENCH_RATES) - 1) / 2) * width for x in range(len(ok))]
+def _bench_bars(ax, ok: pd.DataFrame, figures, fmt: str) -> None:
+    """One group of bars per backend, one bar per ``(column, label)`` of ``figures``, labelled with ``fmt``."""
+    width = 0.8 / len(figures)
+    for j, (column, label) in enumerate(figures):
+        xs = [x + (j - (len(figures) - 1) / 2) * width for x in range(len(ok))]
         bars = ax.bar(xs, ok[column], width=width, label=label)
-        ax.bar_label(bars, labels=[f"{v:,.0f}" for v in ok[column]], fontsize="x-small", padding=1)
+        ax.bar_label(bars, labels=[format(v, fmt) for v in ok[column]], fontsize="x-small", padding=1)
     ax.set_xticks(range(len(ok)), ok.index, rotation=20, ha="right")
+    ax.legend(fontsize="small")
+
+
+def _throughput(ax, ok: pd.DataFrame) -> None:
+    _bench_bars(ax, ok, BENCH_RATES, ",.0f")
     ax.set_ylabel("messages / s")
     ax.set_title(f"throughput ({_bench_title(ok)})", fontsize="medium")
-    ax.legend(fontsize="small")
     ax.grid(True, axis="y", alpha=0.3)
+
+
+def _latency(ax, ok: pd.DataFrame) -> None:
+    _bench_bars(ax, ok, BENCH_LATENCIES, ",.1f")
+    ax.set_yscale("log")
+    ax.set_ylabel("ms (log scale)")
+    ax.set_title("latency at half the maximum end-to-end rate", fontsize="medium")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+
+
+def _bench_figure(bench: pd.DataFrame, *panels, width: float = 10):
+    ok = _ok(bench)
+    fig, axes = plt.subplots(1, len(panels), figsize=(width, 4.5), squeeze=False)
+    for ax, draw in zip(axes[0], panels):
+        draw(ax, ok)
     fig.tight_layout()
     plt.close(fig)
     return fig
+
+
+def plot_throughput(bench: pd.DataFrame):
+    """Messages per second per backend: publish (confirmed), consume (acked), end-to-end (both at once)."""
+    return _bench_figure(bench, _throughput)
 
 
 def plot_bench_latency(bench: pd.DataFrame):
     """End-to-end latency (due time -> ack) at half of each backend's maximum rate: p50, p99, max."""
-    ok = _ok(bench)
-    fig, ax = plt.subplots(figsize=(10, 4.5))
-    width = 0.8 / len(BENCH_LATENCIES)
-    for j, (column, label) in enumerate(BENCH_LATENCIES):
-        xs = [x + (j - (len(BENCH_LATENCIES) - 1) / 2) * width for x in range(len(ok))]
-        bars = ax.bar(xs, ok[column], width=width, label=label)
-        ax.bar_label(bars, labels=[f"{v:,.1f}" for v in ok[column]], fontsize="x-small", padding=1)
-    ax.set_yscale("log")
-    ax.set_xticks(range(len(ok)), ok.index, rotation=20, ha="right")
-    ax.set_ylabel("ms (log scale)")
-    ax.set_title("latency at half the maximum end-to-end rate", fontsize="medium")
-    ax.legend(fontsize="small")
-    ax.grid(True, axis="y", which="both", alpha=0.3)
-    fig.tight_layout()
-    plt.close(fig)
-    return fig
+    return _bench_figure(bench, _latency)
+
+
+def plot_bench(bench: pd.DataFrame):
+    """Both, side by side: what ``python -m experiments bench --plot`` writes."""
+    return _bench_figure(bench, _throughput, _latency, width=18)
 
 
 # --- election timing -----------------------------------------------------------------------

@@ -18,9 +18,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,6 +33,7 @@ from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
 from experiments.scenarios import jobs
 from experiments.scenarios.history import LiveHistory
+from experiments.worker import WorkerProcess, spawn
 
 JOB_FUNCTION = "experiments.scenarios.jobs:work"
 POLL_S = 0.02
@@ -80,32 +78,6 @@ QUICK = Params(jobs=40, job_s=0.05, workers=3, heartbeat_s=1.0, timeout_s=2.0, l
                fault_start_s=1.0, fault_s=6.0, drain_s=60.0)
 
 
-class Worker:
-    """One worker process and its identity."""
-
-    def __init__(self, worker_id: str, proc: subprocess.Popen, log_path: Path) -> None:
-        self.id, self.proc, self.log_path = worker_id, proc, log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (finish the job in hand), then SIGKILL after ``timeout_s``; reaps it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)  # a paused worker cannot honour SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 class RunContext:
     """Everything one (backend, scenario) run starts, and the means to fault it.
 
@@ -134,7 +106,7 @@ class RunContext:
         self.history = LiveHistory(self.events_path)
         self.hub = hub
         self.links: dict[str, dict[str, str]] = {}  # client -> {server: link name}
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[str, WorkerProcess] = {}
         self.producer_done = threading.Event()
         self.producer_error: str | None = None
         self._producer_thread: threading.Thread | None = None
@@ -170,18 +142,14 @@ class RunContext:
                              max_attempts=p.max_attempts,
                              addresses=self.topology.config_addresses(self.client_links(client)))
 
-    def start_worker(self, worker_id: str) -> Worker:
+    def start_worker(self, worker_id: str) -> WorkerProcess:
         """Start ``python -m experiments.worker`` as ``worker_id``, through its own links."""
         p = self.params
         env = {**os.environ, **self.topology.client_env(self.client_links(worker_id))}
-        log_path = self.run_dir / f"worker-{worker_id}.log"
-        argv = [sys.executable, "-m", "experiments.worker", "--backend", self.backend_name, "--queue", self.queue,
-                "--func", JOB_FUNCTION, "--worker-id", worker_id, "--events", str(self.events_path),
-                "--results", str(self.results_path), "--heartbeat-s", str(p.heartbeat_s),
-                "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts)]
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        self.workers[worker_id] = Worker(worker_id, proc, log_path)
+        self.workers[worker_id] = spawn(
+            worker_id, self.backend_name, self.queue, JOB_FUNCTION, self.run_dir / f"worker-{worker_id}.log",
+            events=self.events_path, results=self.results_path, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
+            max_attempts=p.max_attempts, env=env)
         return self.workers[worker_id]
 
     def wait_workers_connected(self, timeout_s: float = 30.0, settle_s: float = 1.0) -> None:
