@@ -84,9 +84,6 @@ class NatsJetStreamBackend(Backend):
         self.nc = self.js = None
         self._blobs = None
 
-    # The stream's replicas (1: one server; a cluster overrides it).
-    replicas = 1
-
     def call(self, coro, timeout: float = 10.0):
         return self._loop.run(coro, timeout)
 

@@ -20,8 +20,12 @@ from __future__ import annotations
 
 import os
 
+import contextlib
+
 from baselines.base import BackendUnavailable
 from baselines.nats_jetstream import NatsJetStreamBackend
+from baselines.servers.nodes import ClusterUnavailable, require_binary
+from baselines.servers.replicated import ReplicatedTopology, exported
 
 ADDRESS_KEY = "nats-cluster"
 CLUSTER_ENV = "LOGQUEUE_NATS_CLUSTER"
@@ -33,9 +37,53 @@ def client_env(cluster) -> dict[str, str]:
     return {CLUSTER_ENV: cluster.spec}
 
 
+class NatsClusterTopology(ReplicatedTopology):
+    isolation = "the node's client links and every route link to and from it are blackholed (per-link proxies)"
+
+    def make_cluster(self, run_dir, route):
+        from baselines.servers.nats_cluster import NatsCluster
+
+        return NatsCluster(run_dir, route_via=route)
+
+    def is_queue(self, name: str) -> bool:
+        return name.startswith("LQ_") and not name.endswith(("_DEAD", "_BLOBS"))
+
+    def client_env(self, links: dict[str, str]) -> dict[str, str]:
+        return {CLUSTER_ENV: self.node_links(links)}
+
+    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
+        return {ADDRESS_KEY: self.node_links(links)}
+
+
 class NatsJetStreamClusterBackend(NatsJetStreamBackend):
     name = "nats-jetstream-cluster"
+    durability = "publish ack: committed by the stream's Raft group, stored on a majority (2 of 3) of its replicas"
     replicas = 3
+
+    @classmethod
+    def topology(cls, private: bool = False, external=None) -> NatsClusterTopology:
+        """A private 3-server cluster per run (``private`` or not: the shared NATS is one server)."""
+        return NatsClusterTopology()
+
+    @classmethod
+    def probe(cls, external=None) -> str | None:
+        try:
+            require_binary(cls.name, "nats-server", "nats-server")
+        except ClusterUnavailable as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def local_servers(cls, fresh: bool = True):
+        """A private 3-server cluster in a temporary directory, exported to this process and its children."""
+        import tempfile
+
+        from baselines.servers.nats_cluster import NatsCluster
+
+        with tempfile.TemporaryDirectory(prefix="lq-nats-cluster-") as root, NatsCluster(root) as cluster, \
+                exported(client_env(cluster)):
+            yield {ADDRESS_KEY: cluster.spec}
 
     def _spec(self) -> str:
         return self.config.addresses.get(ADDRESS_KEY) or os.environ.get(CLUSTER_ENV, "")

@@ -30,7 +30,8 @@ import random
 
 from baselines.base import BackendUnavailable
 from baselines.rabbitmq import LOCK_PATH, MIN_TICK_MS, RabbitMQQuorumBackend
-from baselines.servers.nodes import ClusterError, ClusterUnavailable
+from baselines.servers.nodes import ClusterError, ClusterUnavailable, require_binary
+from baselines.servers.replicated import ReplicatedTopology, exported
 
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,58 @@ def client_env(cluster) -> dict[str, str]:
     return {CLUSTER_ENV: cluster.spec, NODES_ENV: ",".join(cluster.node_names), HOME_ENV: str(cluster.home)}
 
 
+class RabbitMQClusterTopology(ReplicatedTopology):
+    isolation = ("the node's client links are blackholed and the node is paused (SIGSTOP): its Erlang "
+                 "distribution links are not routed through the run's proxies")
+    pause_to_isolate = True
+
+    def make_cluster(self, run_dir, route):
+        from baselines.servers.rabbitmq_cluster import RabbitMQCluster
+
+        return RabbitMQCluster(run_dir)
+
+    def is_queue(self, name: str) -> bool:
+        return not name.endswith(".dead")
+
+    def client_env(self, links: dict[str, str]) -> dict[str, str]:
+        return {**client_env(self.cluster), CLUSTER_ENV: self.node_links(links)}
+
+    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
+        return {ADDRESS_KEY: self.node_links(links)}
+
+
 class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
     name = "rabbitmq-quorum-cluster"
+    durability = "publisher confirm: on the Raft logs of a majority (2 of 3) of the quorum queue's members, fsynced"
+    replicas = MEMBERS
+
+    @classmethod
+    def topology(cls, private: bool = False, external=None) -> RabbitMQClusterTopology:
+        """A private 3-node cluster per run (``private`` or not: the shared RabbitMQ is one node)."""
+        return RabbitMQClusterTopology()
+
+    @classmethod
+    def probe(cls, external=None) -> str | None:
+        from baselines.servers.rabbitmq_cluster import CTL, SERVER
+
+        try:
+            require_binary(cls.name, "rabbitmq-server", "rabbitmq-server", SERVER)
+            require_binary(cls.name, "rabbitmqctl", "rabbitmq-server", CTL)
+        except ClusterUnavailable as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def local_servers(cls, fresh: bool = True):
+        """A private 3-node cluster in a temporary directory, exported to this process and its children."""
+        import tempfile
+
+        from baselines.servers.rabbitmq_cluster import RabbitMQCluster
+
+        with tempfile.TemporaryDirectory(prefix="lq-rabbitmq-cluster-") as root, RabbitMQCluster(root) as cluster, \
+                exported(client_env(cluster)):
+            yield {ADDRESS_KEY: cluster.spec}
 
     def node_addresses(self) -> list[str]:
         spec = self.config.addresses.get(ADDRESS_KEY) or os.environ.get(CLUSTER_ENV, "")

@@ -25,6 +25,7 @@ comma-separated ``HOST:PORT``; the master's name is ``$LOGQUEUE_REDIS_SENTINEL_M
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import redis
@@ -33,9 +34,13 @@ import redis.sentinel
 from baselines import _redis
 from baselines.base import BackendUnavailable, split_address
 from baselines.redis_streams import RedisStreamsBackend
+from baselines.servers.nodes import ClusterUnavailable, require_binary
+from baselines.servers.replicated import ReplicatedTopology, exported
 
 ADDRESS_KEY = "redis-sentinel"
+ROUTES_KEY = "redis-sentinel-routes"
 SENTINEL_ENV = "LOGQUEUE_REDIS_SENTINEL"
+ROUTES_ENV = "LOGQUEUE_REDIS_SENTINEL_ROUTES"
 MASTER_ENV = "LOGQUEUE_REDIS_SENTINEL_MASTER"
 DEFAULT_MASTER = "lq"
 START_HINT = "python -m baselines.servers redis-sentinel DIR (it prints the variables to export)"
@@ -48,9 +53,86 @@ def client_env(cluster) -> dict[str, str]:
     return {SENTINEL_ENV: ",".join(cluster.sentinel_addresses), MASTER_ENV: MASTER}
 
 
+def parse_routes(spec: str) -> dict[str, str]:
+    """``"a:1=b:2,c:3=d:4"`` -> ``{"a:1": "b:2", ...}``: where to dial a primary Sentinel names."""
+    return dict(pair.split("=", 1) for pair in spec.split(",") if "=" in pair)
+
+
+class RoutedSentinel(redis.sentinel.Sentinel):
+    """Sentinel that maps the primary's address through ``routes`` (e.g. to this client's own proxy link)."""
+
+    def __init__(self, sentinels, routes: dict[str, str], **kwargs) -> None:
+        super().__init__(sentinels, **kwargs)
+        self.routes = routes
+
+    def discover_master(self, service_name):
+        host, port = super().discover_master(service_name)
+        host = host.decode() if isinstance(host, bytes) else host
+        return split_address(self.routes.get(f"{host}:{port}", f"{host}:{port}"))
+
+
+class RedisSentinelTopology(ReplicatedTopology):
+    isolation = ("the node's client links are blackholed and the node is paused (SIGSTOP): its replication and "
+                 "Sentinel links are not routed through the run's proxies")
+    pause_to_isolate = True
+
+    def make_cluster(self, run_dir, route):
+        from baselines.servers.redis_sentinel import RedisSentinelCluster
+
+        return RedisSentinelCluster(run_dir)
+
+    def is_queue(self, name: str) -> bool:
+        return True  # one primary for every key
+
+    def servers(self) -> dict[str, str]:
+        sentinels = {f"sentinel-{i}": a for i, a in enumerate(self.cluster.sentinel_addresses, 1)}
+        return {**super().servers(), **sentinels}
+
+    def _links(self, links: dict[str, str]) -> tuple[str, str]:
+        sentinels = ",".join(links[f"sentinel-{i}"] for i in self.nodes)
+        routes = ",".join(f"{self.node(i).address}={links[f'node-{i}']}" for i in self.nodes)
+        return sentinels, routes
+
+    def client_env(self, links: dict[str, str]) -> dict[str, str]:
+        sentinels, routes = self._links(links)
+        return {**client_env(self.cluster), SENTINEL_ENV: sentinels, ROUTES_ENV: routes}
+
+    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
+        sentinels, routes = self._links(links)
+        return {ADDRESS_KEY: sentinels, ROUTES_KEY: routes}
+
+
 class RedisSentinelBackend(RedisStreamsBackend):
     name = "redis-sentinel"
+    durability = ("XADD answered by the primary and WAIT 1: received (in memory) by at least one of 2 replicas; "
+                  "AOF everysec; failover may still promote a replica without it")
+    replicas = 2
     replicas_to_wait = 1
+
+    @classmethod
+    def topology(cls, private: bool = False, external=None) -> RedisSentinelTopology:
+        """A private primary + 2 replicas + 3 Sentinels per run."""
+        return RedisSentinelTopology()
+
+    @classmethod
+    def probe(cls, external=None) -> str | None:
+        try:
+            require_binary(cls.name, "redis-server", "redis-server")
+        except ClusterUnavailable as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def local_servers(cls, fresh: bool = True):
+        """A private primary, replicas and Sentinels in a temporary directory, exported to this process and its children."""
+        import tempfile
+
+        from baselines.servers.redis_sentinel import RedisSentinelCluster
+
+        with tempfile.TemporaryDirectory(prefix="lq-redis-sentinel-") as root, RedisSentinelCluster(root) as cluster, \
+                exported(client_env(cluster)):
+            yield {ADDRESS_KEY: ",".join(cluster.sentinel_addresses)}
 
     def _spec(self) -> str:
         return self.config.addresses.get(ADDRESS_KEY) or os.environ.get(SENTINEL_ENV, "")
@@ -61,7 +143,8 @@ class RedisSentinelBackend(RedisStreamsBackend):
             raise BackendUnavailable(f"{self.name}: no Sentinels given (set ${SENTINEL_ENV} to HOST:PORT,...); "
                                      f"start it with: {START_HINT}")
         timeouts = {"socket_connect_timeout": 2.0, "socket_timeout": _redis.BLOCK_S + 5.0}
-        sentinel = redis.sentinel.Sentinel(sentinels, sentinel_kwargs=timeouts, **timeouts)
+        routes = parse_routes(self.config.addresses.get(ROUTES_KEY) or os.environ.get(ROUTES_ENV, ""))
+        sentinel = RoutedSentinel(sentinels, routes, sentinel_kwargs=timeouts, **timeouts)
         return sentinel.master_for(os.environ.get(MASTER_ENV, DEFAULT_MASTER))
 
     def ping(self, r: redis.Redis) -> None:

@@ -70,13 +70,20 @@ class NatsCluster(PrivateCluster):
     def form(self) -> None:
         wait_for(self._meta_ready, META_READY_S, f"{self.system}: JetStream has no meta leader", poll_s=0.2)
 
-    def leader(self, queue: str | None = None) -> str | None:
-        """The node that leads stream ``queue`` (a stream name), per the JetStream API."""
+    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
+        """The node that leads stream ``queue`` (a name, or a test of names: the first stream that passes),
+        per the JetStream API."""
         if queue is None:
             raise ValueError("a NATS cluster has a leader per stream: name the stream")
+
+        async def info(js):
+            if not callable(queue):
+                return await js.stream_info(queue)
+            return next((s for s in await js.streams_info() if queue(s.config.name)), None)
+
         try:
-            info = self.ask(lambda js: js.stream_info(queue), timeout_s=5.0)
+            found = self.ask(info, timeout_s=5.0)
         except Exception:  # no stream leader right now (election), or no node answers
             return None
-        leader = info.cluster.leader if info.cluster else None
+        leader = found.cluster.leader if found is not None and found.cluster else None
         return leader if leader in self.nodes and self.nodes[leader].alive() else None

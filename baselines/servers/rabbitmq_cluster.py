@@ -23,6 +23,7 @@ import os
 import secrets
 import subprocess
 import threading
+from collections.abc import Callable
 
 from baselines.servers.nodes import ClusterError, Node, PrivateCluster, require_binary
 from logqueue.local_cluster import free_ports
@@ -113,10 +114,12 @@ class RabbitMQCluster(PrivateCluster):
         if sorted(running) != sorted(self.node_names):
             raise ClusterError(f"{self.system}: running nodes {running} after forming, expected {self.node_names}")
 
-    def leader(self, queue: str | None = None) -> str | None:
-        """The node that leads quorum queue ``queue``'s Raft group, asked of the first live node that answers."""
+    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
+        """The node that leads quorum queue ``queue``'s Raft group (a name, or a test of names: the first
+        queue that passes), asked of the first live node that answers."""
         if queue is None:
             raise ValueError("a RabbitMQ cluster has a leader per quorum queue: name the queue")
+        matches = queue if callable(queue) else (lambda name: name == queue)
         for node in self.live_nodes():
             try:
                 out = self.ctl(node.name, "list_queues", "-p", "/", "name", "leader", "--formatter", "json", "-q",
@@ -124,7 +127,7 @@ class RabbitMQCluster(PrivateCluster):
             except ClusterError:
                 continue
             for row in json.loads(out or "[]"):
-                if row.get("name") == queue:
+                if matches(row.get("name", "")):
                     leader = row.get("leader")
                     return leader if leader in self.nodes and self.nodes[leader].alive() else None
             return None
