@@ -92,7 +92,11 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
     @classmethod
     @contextlib.contextmanager
     def local_servers(cls, fresh: bool = True):
-        """A private 3-node cluster in a temporary directory, exported to this process and its children."""
+        """A private 3-node cluster in a temporary directory, exported to this process and its children
+        (unless ``fresh`` is False and one is configured)."""
+        if not fresh and os.environ.get(CLUSTER_ENV):  # the user's cluster (e.g. docker-compose's) will do
+            yield {}
+            return
         import tempfile
 
         from baselines.servers.rabbitmq_cluster import RabbitMQCluster

@@ -125,7 +125,11 @@ class RedisSentinelBackend(RedisStreamsBackend):
     @classmethod
     @contextlib.contextmanager
     def local_servers(cls, fresh: bool = True):
-        """A private primary, replicas and Sentinels in a temporary directory, exported to this process and its children."""
+        """A private primary, replicas and Sentinels in a temporary directory, exported to this process and its children
+        (unless ``fresh`` is False and one is configured)."""
+        if not fresh and os.environ.get(SENTINEL_ENV):  # the user's cluster (e.g. docker-compose's) will do
+            yield {}
+            return
         import tempfile
 
         from baselines.servers.redis_sentinel import RedisSentinelCluster
