@@ -41,6 +41,8 @@ NODES_ENV = "LOGQUEUE_RABBITMQ_CLUSTER_NODES"
 HOME_ENV = "LOGQUEUE_RABBITMQ_CLUSTER_HOME"
 START_HINT = "python -m baselines.servers rabbitmq-cluster DIR (it prints the variables to export)"
 MEMBERS = 3
+# A paused node (SIGSTOP) never answers rabbitmqctl: give up on it after this and ask the next.
+CTL_EVAL_S = 8.0
 
 
 def client_env(cluster) -> dict[str, str]:
@@ -154,7 +156,7 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
         )
         for node in [n for n in nodes.split(",") if n] if home else []:
             try:
-                rabbitmqctl(home, node, "eval", expr, timeout_s=30.0)
+                rabbitmqctl(home, node, "eval", expr, timeout_s=CTL_EVAL_S)
                 return True
             except (ClusterError, ClusterUnavailable):
                 continue  # that node is down: ask the next one
