@@ -54,6 +54,7 @@ def test_leader_crash_kills_the_reported_leader_and_fails_over(leader_crash, bac
     [failover] = [e["text"] for e in events if e["ev"] == "note" and e["text"].startswith("leader ")]
     killed, successor = re.match(r"leader (\S+) killed; (\S+) leads after", failover).groups()
     assert killed == fault["target"] and successor != killed
+    assert any(re.fullmatch(r"the cluster started in \d+\.\d s", n) for n in summary["notes"])
     assert summary["completed"] == summary["jobs"] - summary["lost"]
     if backend in NO_LOSS:
         assert summary["lost"] == 0

@@ -45,6 +45,7 @@ class ReplicatedTopology(Topology):
         super().__init__(node_faults=None)
         self.node_faults = None
         self.cluster: PrivateCluster | None = None
+        self.start_seconds: float | None = None  # how long the cluster took to start (noted in the run)
         self.nodes = []
         self.routes: dict[tuple[int, int], str] = {}  # (i, j) -> the hub link node i dials node j through
 
@@ -66,6 +67,7 @@ class ReplicatedTopology(Topology):
             self.cluster.start()
         except (ClusterUnavailable, ClusterError) as exc:
             raise ServerStartError(str(exc)) from None
+        self.start_seconds = self.cluster.start_seconds
         self.names = list(self.cluster.nodes)
         self.nodes = list(range(1, len(self.names) + 1))
 
