@@ -20,12 +20,9 @@ from __future__ import annotations
 
 import os
 
-import contextlib
-
 from baselines.base import BackendUnavailable
 from baselines.nats_jetstream import NatsJetStreamBackend
-from baselines.servers.nodes import ClusterUnavailable, require_binary
-from baselines.servers.replicated import ReplicatedTopology, exported
+from baselines.servers.replicated import ReplicatedTopology, local_cluster, probe_binaries
 
 ADDRESS_KEY = "nats-cluster"
 CLUSTER_ENV = "LOGQUEUE_NATS_CLUSTER"
@@ -67,27 +64,14 @@ class NatsJetStreamClusterBackend(NatsJetStreamBackend):
 
     @classmethod
     def probe(cls, external=None) -> str | None:
-        try:
-            require_binary(cls.name, "nats-server", "nats-server")
-        except ClusterUnavailable as exc:
-            return str(exc)
-        return None
+        return probe_binaries(cls.name, [("nats-server", "nats-server", None)])
 
     @classmethod
-    @contextlib.contextmanager
     def local_servers(cls, fresh: bool = True):
-        """A private 3-server cluster in a temporary directory, exported to this process and its children
-        (unless ``fresh`` is False and one is configured)."""
-        if not fresh and os.environ.get(CLUSTER_ENV):  # the user's cluster (e.g. docker-compose's) will do
-            yield {}
-            return
-        import tempfile
-
+        """A private 3-server cluster for one command (see ``baselines.servers.replicated.local_cluster``)."""
         from baselines.servers.nats_cluster import NatsCluster
 
-        with tempfile.TemporaryDirectory(prefix="lq-nats-cluster-") as root, NatsCluster(root) as cluster, \
-                exported(client_env(cluster)):
-            yield {ADDRESS_KEY: cluster.spec}
+        return local_cluster(NatsCluster, client_env, lambda c: {ADDRESS_KEY: c.spec}, CLUSTER_ENV, fresh)
 
     def _spec(self) -> str:
         return self.config.addresses.get(ADDRESS_KEY) or os.environ.get(CLUSTER_ENV, "")

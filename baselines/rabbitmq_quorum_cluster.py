@@ -30,8 +30,8 @@ import random
 
 from baselines.base import BackendUnavailable
 from baselines.rabbitmq import LOCK_PATH, MIN_TICK_MS, RabbitMQQuorumBackend
-from baselines.servers.nodes import ClusterError, ClusterUnavailable, require_binary
-from baselines.servers.replicated import ReplicatedTopology, exported
+from baselines.servers.nodes import ClusterError, ClusterUnavailable
+from baselines.servers.replicated import ReplicatedTopology, local_cluster, probe_binaries
 
 log = logging.getLogger(__name__)
 
@@ -84,28 +84,15 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
     def probe(cls, external=None) -> str | None:
         from baselines.servers.rabbitmq_cluster import CTL, SERVER
 
-        try:
-            require_binary(cls.name, "rabbitmq-server", "rabbitmq-server", SERVER)
-            require_binary(cls.name, "rabbitmqctl", "rabbitmq-server", CTL)
-        except ClusterUnavailable as exc:
-            return str(exc)
-        return None
+        return probe_binaries(cls.name, [("rabbitmq-server", "rabbitmq-server", SERVER),
+                                         ("rabbitmqctl", "rabbitmq-server", CTL)])
 
     @classmethod
-    @contextlib.contextmanager
     def local_servers(cls, fresh: bool = True):
-        """A private 3-node cluster in a temporary directory, exported to this process and its children
-        (unless ``fresh`` is False and one is configured)."""
-        if not fresh and os.environ.get(CLUSTER_ENV):  # the user's cluster (e.g. docker-compose's) will do
-            yield {}
-            return
-        import tempfile
-
+        """A private 3-node cluster for one command (see ``baselines.servers.replicated.local_cluster``)."""
         from baselines.servers.rabbitmq_cluster import RabbitMQCluster
 
-        with tempfile.TemporaryDirectory(prefix="lq-rabbitmq-cluster-") as root, RabbitMQCluster(root) as cluster, \
-                exported(client_env(cluster)):
-            yield {ADDRESS_KEY: cluster.spec}
+        return local_cluster(RabbitMQCluster, client_env, lambda c: {ADDRESS_KEY: c.spec}, CLUSTER_ENV, fresh)
 
     def node_addresses(self) -> list[str]:
         spec = self.config.addresses.get(ADDRESS_KEY) or os.environ.get(CLUSTER_ENV, "")

@@ -25,7 +25,6 @@ comma-separated ``HOST:PORT``; the master's name is ``$LOGQUEUE_REDIS_SENTINEL_M
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import redis
@@ -34,8 +33,7 @@ import redis.sentinel
 from baselines import _redis
 from baselines.base import BackendUnavailable, split_address
 from baselines.redis_streams import RedisStreamsBackend
-from baselines.servers.nodes import ClusterUnavailable, require_binary
-from baselines.servers.replicated import ReplicatedTopology, exported
+from baselines.servers.replicated import ReplicatedTopology, local_cluster, probe_binaries
 
 ADDRESS_KEY = "redis-sentinel"
 ROUTES_KEY = "redis-sentinel-routes"
@@ -116,27 +114,15 @@ class RedisSentinelBackend(RedisStreamsBackend):
 
     @classmethod
     def probe(cls, external=None) -> str | None:
-        try:
-            require_binary(cls.name, "redis-server", "redis-server")
-        except ClusterUnavailable as exc:
-            return str(exc)
-        return None
+        return probe_binaries(cls.name, [("redis-server", "redis-server", None)])
 
     @classmethod
-    @contextlib.contextmanager
     def local_servers(cls, fresh: bool = True):
-        """A private primary, replicas and Sentinels in a temporary directory, exported to this process and its children
-        (unless ``fresh`` is False and one is configured)."""
-        if not fresh and os.environ.get(SENTINEL_ENV):  # the user's cluster (e.g. docker-compose's) will do
-            yield {}
-            return
-        import tempfile
-
+        """A private primary, replicas and Sentinels for one command (see ``baselines.servers.replicated.local_cluster``)."""
         from baselines.servers.redis_sentinel import RedisSentinelCluster
 
-        with tempfile.TemporaryDirectory(prefix="lq-redis-sentinel-") as root, RedisSentinelCluster(root) as cluster, \
-                exported(client_env(cluster)):
-            yield {ADDRESS_KEY: ",".join(cluster.sentinel_addresses)}
+        return local_cluster(RedisSentinelCluster, client_env, lambda c: {ADDRESS_KEY: ",".join(c.sentinel_addresses)},
+                             SENTINEL_ENV, fresh)
 
     def _spec(self) -> str:
         return self.config.addresses.get(ADDRESS_KEY) or os.environ.get(SENTINEL_ENV, "")

@@ -68,6 +68,7 @@ def private_cluster(cluster, client_env):
 
     Skips locally, fails under ``CI=true``, when a server binary is not installed."""
     from baselines.servers.nodes import ClusterUnavailable
+    from baselines.servers.replicated import exported
 
     try:
         cluster.start()
@@ -75,17 +76,10 @@ def private_cluster(cluster, client_env):
         if IN_CI:
             pytest.fail(str(exc))
         pytest.skip(str(exc))
-    env = client_env(cluster)
-    previous = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
     try:
-        yield cluster
+        with exported(client_env(cluster)):
+            yield cluster
     finally:
-        for k, v in previous.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
         cluster.stop()
 
 

@@ -24,7 +24,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from baselines.servers.nodes import ClusterError, ClusterUnavailable, PrivateCluster
+from baselines.servers.nodes import ClusterError, ClusterUnavailable, PrivateCluster, require_binary
 from baselines.servers.topology import ServerStartError, Topology
 
 
@@ -139,6 +139,33 @@ class ReplicatedTopology(Topology):
     def rejoin(self, node) -> None:
         if self.pause_to_isolate and self.node(node).paused:
             self.resume(node)
+
+
+def probe_binaries(backend: str, binaries) -> str | None:
+    """``None`` when every ``(binary, Debian package, path or None)`` is installed, else the one line naming it."""
+    try:
+        for binary, package, path in binaries:
+            require_binary(backend, binary, package, path)
+    except ClusterUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def local_cluster(make_cluster: Callable[[str], PrivateCluster], client_env: Callable[[PrivateCluster], dict],
+                  addresses: Callable[[PrivateCluster], dict], configured: str, fresh: bool):
+    """``Backend.local_servers`` of a backend on a private cluster: one in a temporary directory, exported to
+    this process and its children while the block runs; yields ``addresses(cluster)``. With ``fresh`` False
+    and the variable ``configured`` set (the user's cluster, e.g. docker-compose's), yields ``{}``."""
+    if not fresh and os.environ.get(configured):
+        yield {}
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lq-cluster-") as root:
+        cluster = make_cluster(root)
+        with cluster, exported(client_env(cluster)):
+            yield addresses(cluster)
 
 
 @contextlib.contextmanager
