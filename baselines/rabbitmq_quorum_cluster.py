@@ -116,12 +116,34 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
     def queue_arguments(self) -> dict:
         return {**super().queue_arguments(), "x-quorum-initial-group-size": MEMBERS}
 
+    def __init__(self, config) -> None:
+        super().__init__(config)
+        self._timeout_set = False  # connect set the nodes' consumer_timeout; no consumer has used that yet
+
+    def connect(self) -> None:
+        """Set the nodes' ack timeout first (see ``consumer_timeout``), then connect and declare."""
+        with self._timeout_lock():
+            self._timeout_set = self._set_cluster_consumer_timeout()
+            super().connect()
+
+    @contextlib.contextmanager
+    def _timeout_lock(self):
+        """The cluster's own lock (in its home directory), else the machine-wide one of ``baselines.rabbitmq``."""
+        home = os.environ.get(HOME_ENV)
+        with open(os.path.join(home, "consumer-timeout.lock") if home else LOCK_PATH, "a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
     @contextlib.contextmanager
     def consumer_timeout(self):
-        """Set ``consumer_timeout`` (and lower the channel tick) on every running node, under the machine-wide lock."""
-        with open(LOCK_PATH, "a") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            if not self._set_cluster_consumer_timeout():
+        """Set ``consumer_timeout`` (and lower the channel tick) on every running node, under the cluster's lock.
+
+        ``connect`` has just set it, so the first consumer's channel opens at once; a consumer
+        that reconnects later (its node restarted: back to the node's default) sets it again.
+        """
+        with self._timeout_lock():
+            fresh, self._timeout_set = self._timeout_set, False
+            if not fresh and not self._set_cluster_consumer_timeout():
                 log.warning("%s: could not set the nodes' consumer_timeout (need $%s and $%s); the nodes' own applies",
                             self.name, NODES_ENV, HOME_ENV)
             yield
@@ -141,7 +163,9 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
             "_ -> skipped end end, "
             "[Set(N) || N <- [node() | nodes()]], ok."
         )
-        for node in [n for n in nodes.split(",") if n] if home else []:
+        candidates = [n for n in nodes.split(",") if n] if home else []
+        random.shuffle(candidates)  # a paused node costs CTL_EVAL_S: not always the same one first
+        for node in candidates:
             try:
                 rabbitmqctl(home, node, "eval", expr, timeout_s=CTL_EVAL_S)
                 return True
