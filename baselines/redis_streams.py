@@ -140,6 +140,12 @@ class RedisStreamsBackend(Backend):
         return self.settle_script(keys=[self.stream, self.dead], args=args)
 
 
+def _refused(backend: RedisStreamsBackend, action: str, job_id: str, exc: Exception) -> str:
+    """Why an ack/nack/heartbeat did not reach Redis: the entry stays pending, claimed again after ``timeout_s``."""
+    return (f"{backend.name}: cannot {action} job {job_id}: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            f"(it stays pending and is redelivered after {backend.config.timeout_s:g}s)")
+
+
 class RedisStreamsDelivery(Delivery):
     """``attempt`` is the pending list's exact delivery counter."""
 
@@ -149,7 +155,10 @@ class RedisStreamsDelivery(Delivery):
         self.job_id, self.payload, self.attempt = job_id, payload, attempt
 
     def _settle(self, action: str) -> int:
-        done = self._c.backend.settle(self._c.name, self.entry_id, action, self.job_id, self.attempt)
+        try:
+            done = self._c.backend.settle(self._c.name, self.entry_id, action, self.job_id, self.attempt)
+        except redis.RedisError as exc:  # e.g. the primary is gone or refuses writes (NOREPLICAS)
+            raise AckError(_refused(self._c.backend, action, self.job_id, exc)) from None
         if not done:
             raise AckError(f"redis-streams: cannot {action} job {self.job_id}: entry {self.entry_id} was claimed again after {self._c.backend.config.timeout_s:g}s idle (redelivered)")
         return done
@@ -214,10 +223,14 @@ class RedisStreamsConsumer(Consumer):
         for d in deliveries:
             args = [GROUP, self.name, d.entry_id, "ack", d.job_id, b.config.max_attempts, _NACK_IDLE_MS, d.attempt]
             b.settle_script(keys=[b.stream, b.dead], args=args, client=pipe)
-        return [None if done else AckError(
-                    f"redis-streams: cannot ack job {d.job_id}: entry {d.entry_id} was claimed again after "
-                    f"{b.config.timeout_s:g}s idle (redelivered)")
-                for d, done in zip(deliveries, pipe.execute())]
+        try:
+            answers = pipe.execute(raise_on_error=False)
+        except redis.RedisError as exc:
+            answers = [exc] * len(deliveries)
+        return [AckError(_refused(b, "ack", d.job_id, done)) if isinstance(done, Exception) else None if done else
+                AckError(f"redis-streams: cannot ack job {d.job_id}: entry {d.entry_id} was claimed again after "
+                         f"{b.config.timeout_s:g}s idle (redelivered)")
+                for d, done in zip(deliveries, answers)]
 
     def close(self) -> None:
         """Make this consumer's pending entries claimable at once, as a closing connection would."""

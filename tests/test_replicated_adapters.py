@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from baselines import registry
-from baselines.base import BackendConfig, BackendError
+from baselines.base import AckError, BackendConfig, BackendError
 
 
 @pytest.fixture
@@ -72,3 +72,25 @@ def test_redis_clients_dial_the_primary_through_their_routes(monkeypatch):
     assert sentinel.discover_master("lq") == ("127.0.0.1", 2001)
     monkeypatch.setattr(redis.sentinel.Sentinel, "discover_master", lambda self, name: ("127.0.0.1", 1500))
     assert sentinel.discover_master("lq") == ("127.0.0.1", 1500)  # not routed: dialled as named
+
+
+def test_redis_ack_that_cannot_reach_the_primary_is_an_ack_error(redis_sentinel_cluster, make):
+    """A settle Redis refuses (primary gone, NOREPLICAS while replicas resync) must not kill the worker loop."""
+    import redis
+
+    from test_baselines_contract import _closed_port
+
+    b = make("redis-sentinel")
+    b.enqueue(b"job")
+    c = b.consumer("w")
+    live = c._r
+    try:
+        d = c.receive(5)
+        dead = redis.Redis(port=_closed_port(), socket_connect_timeout=1)  # the primary vanished under it
+        c._r, b.settle_script.registered_client = dead, dead
+        with pytest.raises(AckError, match="stays pending and is redelivered"):
+            d.ack()
+        assert isinstance(c.ack_many([d])[0], AckError)
+    finally:
+        c._r, b.settle_script.registered_client = live, b._r
+        c.close()
