@@ -6,11 +6,12 @@ template :meth:`Scenario.run` is the same for all, as in Maelstrom/Jepsen: worke
 a steady load, the fault at ``fault_start_s``, healing after ``fault_s``, then a final
 drain until every produced job has taken effect (bounded by ``drain_s``).
 
-:class:`RunContext` owns everything a run starts: the worker processes
-(``python -m experiments.worker``), the producer (a backend instance in the runner's
-process), and the fault proxies. Every client -- each worker and the producer -- reaches
-each server through its own proxy link, so a fault can cut one worker, the producer, or
-everyone. The run's only output is ``events.jsonl`` (+ worker logs and the result sink);
+:class:`RunContext` owns the clients a run starts: the worker processes
+(``python -m experiments.worker``) and the producer (a backend instance in the runner's
+process). Every client -- each worker and the producer -- reaches each server of the
+topology (``Backend.topology``) through its own link in the run's proxy hub, so a fault
+can cut one worker, the producer, or everyone; a cluster's node-to-node links are in the
+same hub, and node faults go through the topology. The run's only output is ``events.jsonl`` (+ worker logs and the result sink);
 the checker computes ``summary.json`` from the events alone.
 """
 from __future__ import annotations
