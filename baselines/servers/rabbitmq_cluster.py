@@ -12,7 +12,7 @@ distribution port, data, logs, pid file and enabled-plugins file, and a config f
 holds the cluster's own Erlang cookie, so neither the servers nor ``rabbitmqctl`` ever
 reach the shared node. ``+S 1:1`` keeps three nodes within two cores.
 
-Forming: nodes 2 and 3 ``stop_app``, ``join_cluster`` node 1, ``start_app``. A restarted
+Forming: nodes 2 and 3, one after the other, ``stop_app``, ``join_cluster`` node 1, ``start_app``. A restarted
 node rejoins by itself (its data remembers the cluster). The leader of a quorum queue is
 what ``rabbitmqctl list_queues name leader`` says on a live node.
 """
@@ -22,7 +22,6 @@ import json
 import os
 import secrets
 import subprocess
-import threading
 from collections.abc import Callable
 
 from baselines.servers.nodes import ClusterError, Node, PrivateCluster, require_binary
@@ -92,24 +91,13 @@ class RabbitMQCluster(PrivateCluster):
         return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s)
 
     def form(self) -> None:
+        # One node at a time: two nodes joining at once can race in mnesia (seen: start_app
+        # failing with {badmatch, {error, {normal, {mnesia_app, start, ...}}}}).
         first, *others = self.node_names
-        errors: list[BaseException] = []
-
-        def join(node: str) -> None:
-            try:
-                self.ctl(node, "stop_app")
-                self.ctl(node, "join_cluster", first)
-                self.ctl(node, "start_app")
-            except BaseException as exc:  # re-raised below, in the caller's thread
-                errors.append(exc)
-
-        threads = [threading.Thread(target=join, args=(n,)) for n in others]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        if errors:
-            raise errors[0]
+        for node in others:
+            self.ctl(node, "stop_app")
+            self.ctl(node, "join_cluster", first)
+            self.ctl(node, "start_app")
         running = json.loads(self.ctl(first, "cluster_status", "--formatter", "json"))["running_nodes"]
         if sorted(running) != sorted(self.node_names):
             raise ClusterError(f"{self.system}: running nodes {running} after forming, expected {self.node_names}")
