@@ -26,7 +26,7 @@ from typing import ClassVar, Iterable
 from urllib.parse import urlsplit
 
 from baselines.servers import SHARED, Server, Topology
-from logqueue.runtime import transport
+from logqueue import client as logqueue_client
 
 
 class BackendError(Exception):
@@ -51,7 +51,7 @@ def host_port(value: str) -> str:
         if not parts.hostname or not parts.port:
             raise ValueError(f"address {value!r} must name a host and a port")
         return f"{parts.hostname}:{parts.port}"
-    transport.split_address(value)
+    logqueue_client.split_address(value)
     return value
 
 
@@ -62,7 +62,7 @@ def default_addresses() -> dict[str, str]:
 
 def split_address(address: str) -> tuple[str, int]:
     """``"host:port"`` or a URL with a port -> ``("host", port)``, by logqueue's address parser."""
-    return transport.split_address(host_port(address))
+    return logqueue_client.split_address(host_port(address))
 
 
 def unavailable(backend: str, server: Server, address: str, reason: object) -> BackendUnavailable:

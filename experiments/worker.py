@@ -56,12 +56,12 @@ class WorkerProcess:
 
 def spawn(worker_id: str, backend: str, queue: str, func: str, log_path: Path, *, events: Path | str | None = None,
           results: Path | str | None = None, heartbeat_s: float = 5.0, timeout_s: float = 30.0,
-          max_attempts: int = 5, env: dict[str, str] | None = None) -> WorkerProcess:
+          max_attempts: int = 5, prefetch: int = 1, env: dict[str, str] | None = None) -> WorkerProcess:
     """Start a worker process in its own session (so faults and Ctrl-C reach only what they aim at),
     its output appended to ``log_path``."""
     argv = [sys.executable, "-m", "experiments.worker", "--backend", backend, "--queue", queue, "--func", func,
             "--worker-id", worker_id, "--heartbeat-s", str(heartbeat_s), "--timeout-s", str(timeout_s),
-            "--max-attempts", str(max_attempts)]
+            "--max-attempts", str(max_attempts), "--prefetch", str(prefetch)]
     argv += ["--events", str(events)] if events is not None else []
     argv += ["--results", str(results)] if results is not None else []
     with open(log_path, "ab") as log_file:

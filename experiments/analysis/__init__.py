@@ -71,6 +71,13 @@ from experiments.analysis.bench import (
     plot_throughput,
     plot_bench_latency,
     plot_bench,
+    LOAD_QUANTILES,
+    bench_command,
+    latency_vs_load,
+    consume_vs_consumers,
+    native_table,
+    plot_latency_vs_load,
+    plot_consume_scaling,
 )
 from experiments.analysis.elections import (
     PAPER_SETUP,

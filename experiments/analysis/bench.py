@@ -119,3 +119,91 @@ def plot_bench_latency(bench: pd.DataFrame):
 def plot_bench(bench: pd.DataFrame):
     """Both, side by side: what ``python -m experiments bench --plot`` writes."""
     return _bench_figure(bench, _throughput, _latency, width=18)
+
+
+# --- the curves (``--rates``, ``--consumers``) and the native references (``--native``) ---------
+
+LOAD_QUANTILES = ("p50_ms", "p90_ms", "p99_ms", "p999_ms", "max_ms")
+
+
+def bench_command(bench: pd.DataFrame) -> str:
+    """The command line of the run that wrote ``bench`` ("" for files from before the bench recorded it)."""
+    commands = bench["command"].dropna().unique() if "command" in bench else []
+    return commands[0] if len(commands) else ""
+
+
+def _points(bench: pd.DataFrame, column: str, option: str) -> pd.DataFrame:
+    """The per-point lists of ``column`` (one dict per point) of every finished backend, one row per point."""
+    rows = [{"backend": backend, **{k: v for k, v in point.items() if k != "hdr"}}
+            for backend, points in _ok(bench).get(column, pd.Series(dtype=object)).items()
+            if isinstance(points, list) for point in points]
+    if not rows:
+        raise AnalysisError(f"the bench result has no {column} (written by an older bench; rerun it, e.g. {option})")
+    return pd.DataFrame(rows)
+
+
+def latency_vs_load(bench: pd.DataFrame) -> pd.DataFrame:
+    """One row per backend and offered load (``rate_pct`` of its own end-to-end maximum): the latency percentiles."""
+    points = _points(bench, "latency_vs_load", "--rates 10,25,50,75,90")
+    return points.reindex(columns=["backend", "rate_pct", "offered_per_s", "latency_messages", *LOAD_QUANTILES])
+
+
+def consume_vs_consumers(bench: pd.DataFrame) -> pd.DataFrame:
+    """One row per backend and consumer count: the consume rate with that many consumers."""
+    points = _points(bench, "consume_vs_consumers", "--consumers 1,2,4,8")
+    return points.reindex(columns=["backend", "consumers", "consume_per_s"]).sort_values("consumers",
+                                                                                          kind="stable")
+
+
+def native_table(bench: pd.DataFrame) -> pd.DataFrame:
+    """Each adapter's publish and consume rates beside its broker's native reference client's, and the ratios."""
+    ok = _ok(bench)
+    rows = {backend: {"publish_per_s": row["publish_per_s"], "native_publish_per_s": row["native"]["publish_per_s"],
+                      "consume_per_s": row["consume_per_s"], "native_consume_per_s": row["native"]["consume_per_s"]}
+            for backend, row in ok.iterrows() if isinstance(row.get("native"), dict)}
+    if not rows:
+        raise AnalysisError("the bench result has no native references (run the bench with --native)")
+    table = pd.DataFrame.from_dict(rows, orient="index")
+    table.index.name = "backend"
+    table["publish x native"] = table["publish_per_s"] / table["native_publish_per_s"]
+    table["consume x native"] = table["consume_per_s"] / table["native_consume_per_s"]
+    return table.round(2)
+
+
+def plot_latency_vs_load(bench: pd.DataFrame):
+    """Latency against offered load per backend: the p50 line, a band up to p99 (dashed edge), log scale."""
+    points = latency_vs_load(bench)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for backend, group in points.groupby("backend", sort=False):
+        group = group.sort_values("rate_pct")
+        (line,) = ax.plot(group["rate_pct"], group["p50_ms"], marker="o", label=f"{backend}")
+        ax.fill_between(group["rate_pct"], group["p50_ms"], group["p99_ms"], color=line.get_color(), alpha=0.15)
+        ax.plot(group["rate_pct"], group["p99_ms"], color=line.get_color(), linestyle="--", linewidth=0.8)
+    ax.set_yscale("log")
+    ax.set_xlabel("offered load (% of the backend's own measured end-to-end maximum)")
+    ax.set_ylabel("latency, due time -> ack (ms): p50 line, band to p99")
+    ax.set_title(f"latency vs offered load ({_bench_title(_ok(bench))})", fontsize="medium")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+def plot_consume_scaling(bench: pd.DataFrame):
+    """Consume rate against the number of consumers, per backend."""
+    points = consume_vs_consumers(bench)
+    fig, ax = plt.subplots(figsize=(9, 5))
+    for backend, group in points.groupby("backend", sort=False):
+        ax.plot(group["consumers"], group["consume_per_s"], marker="o", label=backend)
+    counts = sorted(points["consumers"].unique())
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(counts, [str(c) for c in counts])
+    ax.set_xlabel("consumers (threads, one consumer each)")
+    ax.set_ylabel("consume (acked messages / s)")
+    ax.set_title(f"consume vs consumers ({_bench_title(_ok(bench))})", fontsize="medium")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    plt.close(fig)
+    return fig

@@ -38,7 +38,7 @@ class AnalysisError(ValueError):
 def results_root() -> Path:
     """The ``results/`` directory: in the working directory, its parent (a notebook runs in
     ``notebooks/``), or the checkout this module is in."""
-    for base in (Path.cwd(), Path.cwd().parent, Path(__file__).resolve().parents[1]):
+    for base in (Path.cwd(), Path.cwd().parent, Path(__file__).resolve().parents[2]):  # experiments/analysis/ -> the checkout
         if (base / "results").is_dir():
             return base / "results"
     raise AnalysisError("no results/ directory here; run `python -m experiments demo` first, or set the "

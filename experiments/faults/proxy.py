@@ -32,7 +32,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from logqueue.runtime.transport import split_address
+from logqueue.client import split_address
 
 MODES = ("pass", "heal", "blackhole", "reset", "delay")
 CHUNK = 64 * 1024

@@ -20,6 +20,7 @@ SCENARIOS = {
     "broker-restart": "experiments.scenarios.broker_restart:BrokerRestart",
     "replay": "experiments.scenarios.replay:Replay",
     "rolling-restart": "experiments.scenarios.rolling_restart:RollingRestart",
+    "nemesis": "experiments.scenarios.nemesis:Nemesis",
 }
 
 

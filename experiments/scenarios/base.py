@@ -54,11 +54,13 @@ class Params:
     heartbeat_s: float = 1.0
     timeout_s: float = 3.0
     max_attempts: int = 20
+    prefetch: int = 1
     load_s: float = 8.0
     fault_start_s: float = 2.0
     fault_s: float = 8.0
     drain_s: float = 90.0
     seed: int = 0
+    nemesis_s: float = 120.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line reason for a parameter out of range."""
@@ -76,7 +78,7 @@ class Params:
 
 # --quick: a small matrix for `make demo` (a few minutes for every backend and scenario).
 QUICK = Params(jobs=40, job_s=0.05, workers=3, heartbeat_s=1.0, timeout_s=2.0, load_s=3.0,
-               fault_start_s=1.0, fault_s=6.0, drain_s=60.0)
+               fault_start_s=1.0, fault_s=6.0, drain_s=60.0, nemesis_s=30.0)
 
 
 class RunContext:
@@ -140,7 +142,7 @@ class RunContext:
         """A ``BackendConfig`` for an in-process client routed through its own links."""
         p = self.params
         return BackendConfig(queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
-                             max_attempts=p.max_attempts,
+                             max_attempts=p.max_attempts, prefetch=p.prefetch,
                              addresses=self.topology.config_addresses(self.client_links(client)))
 
     def start_worker(self, worker_id: str) -> WorkerProcess:
@@ -150,7 +152,7 @@ class RunContext:
         self.workers[worker_id] = spawn(
             worker_id, self.backend_name, self.queue, JOB_FUNCTION, self.run_dir / f"worker-{worker_id}.log",
             events=self.events_path, results=self.results_path, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
-            max_attempts=p.max_attempts, env=env)
+            max_attempts=p.max_attempts, prefetch=p.prefetch, env=env)
         return self.workers[worker_id]
 
     def wait_workers_connected(self, timeout_s: float = 30.0, settle_s: float = 1.0) -> None:
@@ -201,15 +203,19 @@ class RunContext:
                 # A confirm lost to a fault is retried with the same id until the drain deadline;
                 # a retry that the broker had in fact accepted shows up as a duplicate execution.
                 while True:
+                    sent = False
                     try:
                         if backend is None:
                             backend = self.backend_cls(self.config("producer"))
                             backend.connect()
+                        sent = True  # from here on the broker may have the job, whatever we hear back
                         confirmed = backend.enqueue(payload_of(seq), job_id=job_id)
                         self.log.produce(confirmed, seq=seq)
                         break
                     except Exception as exc:  # any client error: reconnect and retry (bounded below)
                         self.producer_error = f"{type(exc).__name__}: {exc}"
+                        if sent:
+                            self.log.record("enqueue_unknown", job=job_id, reason=' '.join(self.producer_error.split()))
                         if backend is not None:
                             with contextlib.suppress(Exception):  # closing a broken client
                                 backend.close()
@@ -308,6 +314,13 @@ class RunContext:
     def kill_worker(self, worker_id: str) -> None:
         procfaults.kill(self.workers[worker_id].pid)
         self.workers[worker_id].proc.wait()
+
+    def pause_worker(self, worker_id: str) -> None:
+        """SIGSTOP the worker: it holds its connections and jobs and runs nothing."""
+        procfaults.pause(self.workers[worker_id].pid)
+
+    def resume_worker(self, worker_id: str) -> None:
+        procfaults.resume(self.workers[worker_id].pid)
 
     # --- teardown -----------------------------------------------------------------------
 

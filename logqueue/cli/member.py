@@ -6,6 +6,8 @@ import json
 
 from logqueue.cli.common import address, cluster_arg, open_client, positive
 
+_SHORT = {"add": "add a node (as a learner, promoted once caught up)", "promote": "make a learner a voter",
+          "remove": "remove a voter or a learner"}
 _HELP = {
     "add": "Add a node: it joins as a learner (it receives the log but does not vote), and "
            "becomes a voter by joint consensus once it holds every committed entry; with "
@@ -20,7 +22,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     memp = sub.add_parser("member", help="add, promote or remove a member").add_subparsers(
         dest="action", metavar="ACTION", required=True)
     for action, text in _HELP.items():
-        p = memp.add_parser(action, help=text.split(":")[0].split(" by ")[0].lower(),
+        p = memp.add_parser(action, help=_SHORT[action],
                             description=text + " Waits until the new configuration is committed.")
         cluster_arg(p)
         p.add_argument("--id", required=True, type=positive)
