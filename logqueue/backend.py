@@ -42,10 +42,8 @@ from collections import OrderedDict, deque
 import msgpack
 
 from baselines.base import AckError, Backend, BackendError, BackendUnavailable, Consumer, Delivery, new_job_id
-from logqueue.client import Client, ClientError, parse_cluster
-from logqueue.consumer import Consumer as QueueConsumer
-from logqueue.consumer import Job, LeaseLost
-from logqueue.producer import AsyncProducer
+from logqueue.client import AsyncProducer, Client, ClientError, Job, LeaseLost, parse_cluster
+from logqueue.client import Consumer as QueueConsumer
 from logqueue.queue import commands
 
 __all__ = ["LogqueueBackend", "cluster_addresses", "wrap", "unwrap"]

@@ -12,8 +12,7 @@ import pytest
 
 from baselines.base import AckError, BackendConfig, BackendUnavailable
 from logqueue.backend import START_HINT, LogqueueBackend, unwrap, wrap
-from logqueue.client import Client
-from logqueue.producer import Producer
+from logqueue.client import Client, Producer
 
 
 @pytest.fixture
