@@ -12,7 +12,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("status", help="one row per node: role, term, indexes",
                        description="Ask every listed node for its own view. Unreachable nodes are listed as such.")
     cluster_arg(p)
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--json", action="store_true", help="print a JSON list of every node's full status (also memory, WAL use, retained offsets, snapshot, longest loop stall) instead of a table")
     p.set_defaults(run=cmd_status)
 
 

@@ -30,7 +30,7 @@ from logqueue.runtime.machine import ServiceMachine
 from logqueue.runtime.stall import StallMeter, memory_usage
 from logqueue.runtime.service import Service
 from logqueue.runtime.transport import Inbound, PeerLink, split_address
-from logqueue.storage import DiskStorage, MemoryStorage
+from logqueue.storage import DEFAULT_SEGMENT_BYTES, DiskStorage, MemoryStorage
 
 log = logging.getLogger("logqueue.node")
 
@@ -57,6 +57,7 @@ class NodeConfig:
     retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
     memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
     max_frame: int = wire.DEFAULT_MAX_FRAME
     test_hooks: bool = False  # allow the `isolate` request (cut this node off its peers)
     seed: int | None = None
@@ -73,7 +74,7 @@ def open_storage(cfg: NodeConfig):
     if cfg.data_dir is None:
         return MemoryStorage()
     os.makedirs(cfg.data_dir, exist_ok=True)
-    return DiskStorage(cfg.data_dir, fsync=cfg.fsync)
+    return DiskStorage(cfg.data_dir, fsync=cfg.fsync, segment_bytes=cfg.segment_bytes)
 
 
 class Node:
@@ -105,6 +106,7 @@ class Node:
         # entries wait here (in order) until the backfill has fetched them.
         self._held: list[t.Entry] | None = None
         self._backfill: Backfill | None = None
+        self._replayed_at_start = 0
         self._refused: dict[int, float] = {}  # non-member id -> last time we logged it
         self._watchers: list[tuple[object, asyncio.Future]] = []
         self.stopped = asyncio.Event()
@@ -129,6 +131,7 @@ class Node:
             self._snap_index, self._snap_size = snapshot.meta.index, len(snapshot.data)
         else:
             snapshot = None
+        self._replayed_at_start = len(entries)  # stored entries after the snapshot: re-applied once committed
         bootstrap = None
         if not cfg.join:
             bootstrap = t.ConfState(frozenset(cfg.peers) | {cfg.node_id})
@@ -436,6 +439,7 @@ class Node:
             "wal_segments": wal_segments,
             "retained_offsets": self.machine.retained_offsets(),
             "backfilling": self._held is not None,
+            "replayed_at_start": self._replayed_at_start,
             "longest_stall_ms": self.stalls.longest_ms(),
             **memory_usage(),
             "voters": sorted(raft.conf.voters),
