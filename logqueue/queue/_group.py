@@ -92,6 +92,12 @@ class Group:
             else:
                 slot.state = EXPIRED
                 heapq.heappush(self.released, offset)
+        if len(heap) > 4 * len(self.slots) + 4096:
+            # Settled and extended leases leave stale entries until their time comes:
+            # rebuild, so the heap follows what is in flight, not the claim rate x lease.
+            # Pop order depends only on the (total) tuple order, so nothing observable changes.
+            self.expiry = [(s.expires, o, s.token) for o, s in self.slots.items() if s.state == LEASED]
+            heapq.heapify(self.expiry)
 
     # --- commands ------------------------------------------------------------------------
 

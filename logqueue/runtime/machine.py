@@ -146,9 +146,13 @@ class ServiceMachine:
         if fresh:
             results = self.queue.apply(index, self.stamp, [c for _, _, commands in fresh for c in commands], positions)
             pos = 0
+            answers = {}
             for s, seq, commands in fresh:
-                s.results[seq] = results[pos : pos + len(commands)]
+                answer = answers[id(s), seq] = results[pos : pos + len(commands)]
                 pos += len(commands)
+                if seq in s.results:  # not when a later group of this entry acknowledged it (low)
+                    s.results[seq] = answer
+            return [(client_id, seq, answers.get((id(s), seq), s.results.get(seq))) for client_id, seq, s in keys]
         return [(client_id, seq, s.results.get(seq)) for client_id, seq, s in keys]
 
     def apply_address(self, env: list) -> None:

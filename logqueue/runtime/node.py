@@ -19,6 +19,7 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
 from logqueue.raft import Config, Raft, SafetyError
@@ -54,8 +55,9 @@ class NodeConfig:
     join: bool = False  # start empty and wait to be added by `member add`
     snapshot_every: int = 10_000  # applied entries between snapshots (at most)
     snapshot_bytes: int = 32 << 20  # ... or this many bytes of applied entries, whichever first
-    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
-    memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot
+    retain_entries: int = 1_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
+    memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
+    memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
     segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
     max_frame: int = wire.DEFAULT_MAX_FRAME
@@ -101,6 +103,7 @@ class Node:
         self._snap_index = 0  # index of the latest snapshot taken or installed
         self._snap_size = 0  # bytes of its data
         self._applied_bytes = 0  # of entries applied since that snapshot
+        self._recent_sizes: deque[int] = deque(maxlen=max(1, cfg.memory_entries))  # data bytes of the last applied
         self.stalls = StallMeter()
         # While the jobs of an installed snapshot read entries this node lacks, committed
         # entries wait here (in order) until the backfill has fetched them.
@@ -327,6 +330,7 @@ class Node:
         decode = envelope.decode
         for e in entries:
             self._applied_bytes += len(e.data)
+            self._recent_sizes.append(len(e.data))
             if e.kind is not t.EntryKind.NORMAL:
                 if e.kind is t.EntryKind.CONFIG:
                     service.on_config_applied(e)
@@ -372,7 +376,8 @@ class Node:
 
     def take_snapshot(self) -> int:
         """Snapshot the state machine at the applied index and compact the log behind it:
-        the core keeps ``memory_entries`` in memory, the disk ``retain_entries`` and
+        the core keeps ``memory_entries`` (within ``memory_bytes``) in memory, the disk
+        ``retain_entries`` and
         whatever retained jobs still read (whole segments are deleted).
 
         Raises SafetyError while a backfill holds entries back (the machine is behind)."""
@@ -383,7 +388,7 @@ class Node:
         if self._held is not None:
             raise SafetyError("a backfill is under way: the state machine is behind the applied index")
         data = self.machine.snapshot()
-        snap = raft.compact(applied, data, retain=min(self.cfg.memory_entries, self.cfg.retain_entries))
+        snap = raft.compact(applied, data, retain=min(self._memory_retain(), self.cfg.retain_entries))
         self.storage.save_snapshot(snap)
         self._snap_index, self._snap_size = applied, len(data)
         self._applied_bytes = 0
@@ -395,6 +400,16 @@ class Node:
             self.storage.compact(keep_from)
             self.machine.forget_duplicates_below(keep_from)
         return applied
+
+    def _memory_retain(self) -> int:
+        """How many of the last applied entries fit ``memory_entries`` and ``memory_bytes``."""
+        total = count = 0
+        for size in reversed(self._recent_sizes):
+            total += size
+            if total > self.cfg.memory_bytes:
+                break
+            count += 1
+        return min(count, self.cfg.memory_entries)
 
     # --- waiting for conditions (membership changes, transfers) ------------------------
     def watch(self, predicate) -> asyncio.Future:
@@ -441,6 +456,7 @@ class Node:
             "backfilling": self._held is not None,
             "replayed_at_start": self._replayed_at_start,
             "longest_stall_ms": self.stalls.longest_ms(),
+            "longest_turn_ms": self.stalls.longest_turn_ms(),
             **memory_usage(),
             "voters": sorted(raft.conf.voters),
             "outgoing": sorted(raft.conf.outgoing),

@@ -400,7 +400,7 @@ class Service:
         chunk: list[t.Entry] = []
         size = 0
         while top > lo and size < limit:
-            block = storage.entries(max(lo, top - 256), top)
+            block = storage.entries(max(lo, top - 8), top)  # entries may be large: a few at a time
             if not block:
                 break
             for e in reversed(block):

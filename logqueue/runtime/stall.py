@@ -25,7 +25,11 @@ class StallMeter:
             self.longest_late = seconds
 
     def longest_ms(self) -> float:
+        """The longest the loop could not run: a turn, or a late tick."""
         return round(1000 * max(self.longest_turn, self.longest_late), 1)
+
+    def longest_turn_ms(self) -> float:
+        return round(1000 * self.longest_turn, 1)
 
 
 def memory_usage() -> dict:
