@@ -93,3 +93,30 @@ def test_the_entries_from_needed_from_on_are_all_a_restored_machine_reads():
     assert first > 0
     assert q.read(Q, 0, JOBS) == original.read(Q, 0, JOBS) == [(i, payload(i)) for i in range(first, JOBS)]
     assert q.results(Q, G) == original.results(Q, G) and q.results(Q, G)
+
+
+def test_positions_skip_the_commands_of_a_retried_group():
+    node = Node()
+    node.submit([c.enqueue(Q, b"first", "prod", 0)])
+    index = node.storage.last_index() + 1
+    # the same request again (client 7, seq 1: a duplicate), then a fresh one behind it
+    data = envelope.queue_batch(5_000, [[7, 1, 1, [c.enqueue(Q, b"first", "prod", 0)]],
+                                        [7, 2, 1, [c.enqueue(Q, b"second", "prod", 1)]]])
+    node.storage.append([Entry(1, index, data)])
+    node.machine.apply_queue(index, envelope.decode(data), len(data))
+    cold = ServiceMachine.restore(node.machine.snapshot(), EntryLog(node.storage.entries))
+    assert cold.queue.read(Q, 0, 10) == [(0, b"first"), (1, b"second")]
+
+
+def test_an_answer_acknowledged_in_its_own_entry_is_not_kept():
+    node = Node()
+    for k in range(50):
+        seq = 2 * k + 1
+        index = node.storage.last_index() + 1
+        # seq is answered, and seq + 1 (same entry) says the client has every answer below it
+        data = envelope.queue_batch(5_000, [[9, seq, seq, [c.enqueue(Q, b"j", "p", seq)]],
+                                            [9, seq + 1, seq + 1, [c.enqueue(Q, b"j", "p", seq + 1)]]])
+        node.storage.append([Entry(1, index, data)])
+        out = node.machine.apply_queue(index, envelope.decode(data), len(data))
+        assert out[0][2] == [{"offset": 2 * k}]
+    assert len(node.machine.sessions[9].results) == 1
