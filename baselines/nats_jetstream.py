@@ -16,7 +16,7 @@ so the client is only ever touched by its own thread.
 | --- | --- |
 | ``heartbeat_s`` | how often the worker sends ``AckProgress`` (``+WPI``), which restarts ``AckWait`` |
 | ``timeout_s`` | consumer ``AckWait`` |
-| ``prefetch`` | consumer ``MaxAckPending`` per worker is not set; each ``receive`` fetches one message (pull batch 1) |
+| ``prefetch`` | pull batch: an empty consumer buffer is refilled with ``fetch(batch=prefetch)`` (messages held there until handed out; their ``AckWait`` runs meanwhile, and ``close`` naks the ones never handed out); ``MaxAckPending`` is the server's default |
 | ``max_attempts`` | consumer ``MaxDeliver`` (exact ``num_delivered``); the server stops delivering and emits the advisory |
 
 What it cannot do: acks are by stream sequence, so a late ack from a worker whose
@@ -29,6 +29,7 @@ reference (the claim-check pattern).
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import re
 import socket
@@ -41,6 +42,7 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
+from baselines.servers import NATS
 
 DURABLE = "workers"
 JOB_HEADER = "Lq-Job"
@@ -68,6 +70,8 @@ class _LoopThread:
 
 class NatsJetStreamBackend(Backend):
     name = "nats-jetstream"
+    servers = (NATS,)
+    durability = "JetStream publish ack, file storage (written to the stream's file; fsync by the server's sync interval)"
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -89,7 +93,7 @@ class NatsJetStreamBackend(Backend):
         try:
             socket.create_connection(split_address(address), timeout=2).close()
         except OSError as exc:
-            raise unavailable(self.name, "nats", address, exc) from None
+            raise unavailable(self.name, NATS, address, exc) from None
         self._loop = _LoopThread(f"nats-{self.stream}")
         try:
             self.nc = self.call(nats.connect(
@@ -104,7 +108,7 @@ class NatsJetStreamBackend(Backend):
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             self._loop.stop()
             self._loop = None
-            raise unavailable(self.name, "nats", address, exc or "connection refused") from None
+            raise unavailable(self.name, NATS, address, exc or "connection refused") from None
         self.js = self.nc.jetstream()
         self.call(self._declare())
 
@@ -223,6 +227,7 @@ class NatsJetStreamDelivery(Delivery):
         self._msg = msg
         self.job_id, self.payload = job_id, payload
         self.attempt = msg.metadata.num_delivered
+        self.received_at = time.monotonic()
 
     def _do(self, coro, what: str) -> None:
         try:
@@ -253,30 +258,38 @@ class NatsJetStreamConsumer(Consumer):
     def __init__(self, backend: NatsJetStreamBackend, worker_id: str) -> None:
         self.backend = backend
         self.worker_id = worker_id
+        self._buffer: collections.deque[NatsJetStreamDelivery] = collections.deque()
         self._sub = backend.call(backend.js.pull_subscribe_bind(durable=DURABLE, stream=backend.stream))
 
-    async def _fetch(self, timeout_s: float):
+    async def _fetch(self, timeout_s: float) -> list[NatsJetStreamDelivery]:
         try:
-            msgs = await self._sub.fetch(batch=1, timeout=timeout_s)
-        except nats.errors.TimeoutError:
-            return None
-        msg = msgs[0]
-        job_id = msg.headers[JOB_HEADER]
-        payload = msg.data
-        if msg.headers.get(BLOB_HEADER):
-            payload = (await (await self.backend._blob_store()).get(job_id)).data
-        return NatsJetStreamDelivery(self.backend, msg, job_id, payload)
+            msgs = await self._sub.fetch(batch=self.backend.config.prefetch, timeout=timeout_s)
+        except asyncio.TimeoutError:  # nats-py raises its own subclass for batch 1, asyncio's for larger batches
+            return []
+        out = []
+        for msg in msgs:
+            job_id = msg.headers[JOB_HEADER]
+            payload = msg.data
+            if msg.headers.get(BLOB_HEADER):
+                payload = (await (await self.backend._blob_store()).get(job_id)).data
+            out.append(NatsJetStreamDelivery(self.backend, msg, job_id, payload))
+        return out
 
     def receive(self, timeout_s: float) -> NatsJetStreamDelivery | None:
+        """The next buffered delivery; when none, one pull of up to ``prefetch`` (waiting up to ``timeout_s``)."""
         end = time.monotonic() + timeout_s
         while True:
+            expired = time.monotonic() - self.backend.config.timeout_s
+            while self._buffer:
+                d = self._buffer.popleft()
+                if d.received_at > expired:
+                    return d
+                # else: past AckWait, redelivered by the server; not handed out twice
             remaining = end - time.monotonic()
             if remaining <= 0:
                 return None
             # the server rejects pull requests that expire too soon to be useful
-            d = self.backend.call(self._fetch(max(0.1, remaining)), timeout=remaining)
-            if d is not None:
-                return d
+            self._buffer.extend(self.backend.call(self._fetch(max(0.1, remaining)), timeout=remaining))
 
     def ack_many(self, deliveries: list[NatsJetStreamDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
         """All acks in flight at once on the backend's loop (JetStream acks one message per ack)."""
@@ -289,8 +302,14 @@ class NatsJetStreamConsumer(Consumer):
                 for d, a in zip(deliveries, answers)]
 
     def close(self) -> None:
-        """Stop pulling; unacked messages are redelivered after ``AckWait``."""
+        """Stop pulling; buffered messages are nacked (redelivered at once), handed-out unacked ones after ``AckWait``."""
+        unhanded, self._buffer = list(self._buffer), collections.deque()
+
+        async def run() -> None:
+            await asyncio.gather(*(d._msg.nak() for d in unhanded), return_exceptions=True)
+            await self._sub.unsubscribe()
+
         try:
-            self.backend.call(self._sub.unsubscribe())
+            self.backend.call(run())
         except (nats.errors.Error, asyncio.TimeoutError):
             pass

@@ -41,10 +41,10 @@ redelivered).
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import fcntl
 import logging
-import queue
 import shutil
 import subprocess
 import threading
@@ -55,6 +55,7 @@ import pika
 import pika.exceptions
 
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
+from baselines.servers import RABBITMQ
 
 log = logging.getLogger(__name__)
 
@@ -66,7 +67,7 @@ IO_SLICE_S = 0.1
 ACK_WAIT_S = 10.0
 
 
-def _parameters(backend: "RabbitMQBackend") -> pika.ConnectionParameters:
+def connection_parameters(backend: "RabbitMQBackend") -> pika.ConnectionParameters:
     host, port = split_address(backend.config.addresses["rabbitmq"])
     return pika.ConnectionParameters(
         host=host,
@@ -124,6 +125,7 @@ class RabbitMQBackend(Backend):
     """Shared by both queue types; subclasses give the queue arguments."""
 
     queue_type = "classic"
+    servers = (RABBITMQ,)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -140,9 +142,9 @@ class RabbitMQBackend(Backend):
 
     def open_connection(self) -> pika.BlockingConnection:
         try:
-            return pika.BlockingConnection(_parameters(self))
+            return pika.BlockingConnection(connection_parameters(self))
         except pika.exceptions.AMQPError as exc:
-            raise unavailable(self.name, "rabbitmq", self.config.addresses["rabbitmq"], _describe(exc) or "connection refused") from None
+            raise unavailable(self.name, RABBITMQ, self.config.addresses["rabbitmq"], _describe(exc) or "connection refused") from None
 
     def declare(self, ch) -> None:
         ch.exchange_declare(self.dlx, exchange_type="direct", durable=True)
@@ -269,7 +271,7 @@ class _PipelinedPublisher:
         self._tag = 0  # the last delivery tag used on the channel
         self._batch: dict | None = None
         self._opened: Future = Future()
-        self._conn = pika.SelectConnection(_parameters(backend), on_open_callback=self._on_open,
+        self._conn = pika.SelectConnection(connection_parameters(backend), on_open_callback=self._on_open,
                                            on_open_error_callback=self._on_open_error,
                                            on_close_callback=self._on_closed)
         self._thread = threading.Thread(target=self._conn.ioloop.start, name=f"rabbitmq-publish-{backend.config.queue}",
@@ -288,7 +290,7 @@ class _PipelinedPublisher:
 
     def _on_open_error(self, _conn, exc) -> None:
         address = self.backend.config.addresses["rabbitmq"]
-        self._opened.set_exception(unavailable(self.backend.name, "rabbitmq", address, _describe(exc)))
+        self._opened.set_exception(unavailable(self.backend.name, RABBITMQ, address, _describe(exc)))
         self._conn.ioloop.stop()
 
     def _on_channel(self, ch) -> None:
@@ -316,6 +318,7 @@ class _PipelinedPublisher:
             self._fail("channel is not open")
             return
         self._batch = batch
+        batch["confirmed_upto"] = self._tag  # the previous batches are confirmed in full
         self._fill()
 
     def _fill(self) -> None:
@@ -323,13 +326,16 @@ class _PipelinedPublisher:
         ch, queue_name = self._ch, self.backend.config.queue
         payloads, ids = b["payloads"], b["ids"]
         # invariant: delivery tags of a confirm-mode channel count its publishes from 1
-        while b["sent"] < len(payloads) and len(b["unconfirmed"]) < b["window"]:
+        while b["sent"] < len(payloads) and self._unconfirmed(b) < b["window"]:
             k = b["sent"]
             props = pika.BasicProperties(delivery_mode=2, message_id=ids[k], headers={"x-attempt": 1})
             ch.basic_publish("", queue_name, payloads[k], properties=props, mandatory=True)
             b["sent"] += 1
             self._tag += 1
-            b["unconfirmed"].add(self._tag)
+
+    def _unconfirmed(self, b: dict) -> int:
+        # confirms are for tags of this batch: above confirmed_upto (multiple) or in singles
+        return self._tag - b["confirmed_upto"] - len(b["singles"])
 
     def _on_confirm(self, frame) -> None:
         b = self._batch
@@ -340,10 +346,11 @@ class _PipelinedPublisher:
             self._fail(f"the broker nacked delivery tag {method.delivery_tag}")
             return
         if method.multiple:
-            b["unconfirmed"] = {t for t in b["unconfirmed"] if t > method.delivery_tag}
+            b["confirmed_upto"] = max(b["confirmed_upto"], method.delivery_tag)
+            b["singles"] = {t for t in b["singles"] if t > method.delivery_tag}
         else:
-            b["unconfirmed"].discard(method.delivery_tag)
-        if b["sent"] == len(b["payloads"]) and not b["unconfirmed"]:
+            b["singles"].add(method.delivery_tag)
+        if b["sent"] == len(b["payloads"]) and self._unconfirmed(b) == 0:
             self._batch = None
             b["done"].set_result(None)
         else:
@@ -353,7 +360,8 @@ class _PipelinedPublisher:
 
     def publish(self, payloads: list[bytes], ids: list[str], window: int) -> None:
         """Publish every payload (at most ``window`` unconfirmed); return when all are confirmed."""
-        batch = {"payloads": payloads, "ids": ids, "window": window, "sent": 0, "unconfirmed": set(), "done": Future()}
+        batch = {"payloads": payloads, "ids": ids, "window": window, "sent": 0, "done": Future(),
+                 "confirmed_upto": 0, "singles": set()}
         try:
             self._conn.ioloop.add_callback_threadsafe(lambda: self._start(batch))
         except pika.exceptions.AMQPError as exc:
@@ -378,10 +386,12 @@ class _PipelinedPublisher:
 
 class RabbitMQClassicBackend(RabbitMQBackend):
     name = "rabbitmq-classic"
+    durability = "durable classic queue, persistent messages, publisher confirms (confirmed once on disk)"
 
 
 class RabbitMQQuorumBackend(RabbitMQBackend):
     name = "rabbitmq-quorum"
+    durability = "quorum queue (Raft, 3.10 single node: fsynced WAL) with publisher confirms, persistent messages"
     queue_type = "quorum"
 
     def queue_arguments(self) -> dict:
@@ -410,7 +420,9 @@ class RabbitMQDelivery(Delivery):
         self.attempt = consumer.backend.attempt_of(method, props)
 
     def ack(self, result: bytes = b"") -> None:
-        self.consumer.call(self, lambda ch: ch.basic_ack(self.delivery_tag))
+        [error] = self.consumer.ack_many([self])
+        if error is not None:
+            raise error
 
     def nack(self, requeue: bool = True) -> None:
         self.consumer.backend.settle_nack(self, requeue)
@@ -423,7 +435,14 @@ class RabbitMQConsumer(Consumer):
     def __init__(self, backend: RabbitMQBackend, worker_id: str) -> None:
         self.backend = backend
         self.worker_id = worker_id
-        self._inbox: queue.Queue[RabbitMQDelivery] = queue.Queue()
+        # Filled by the I/O thread (deque appends are atomic), which notifies ``_arrival``
+        # once per slice of events rather than once per message.
+        self._inbox: collections.deque[RabbitMQDelivery] = collections.deque()
+        self._arrival = threading.Condition()
+        # Of the current channel (I/O thread only): every delivery tag <= _floor is settled,
+        # and so are those in _above.
+        self._floor = 0
+        self._above: set[int] = set()
         self._stop = threading.Event()
         self._generation = 0  # bumped on every (re)connect; older deliveries are stale
         self._lost_reason = ""  # why the previous channel went away
@@ -443,9 +462,10 @@ class RabbitMQConsumer(Consumer):
             self._ch = self._conn.channel()
         self._ch.basic_qos(prefetch_count=b.config.prefetch)
         generation = self._generation = self._generation + 1
+        self._floor, self._above = 0, set()  # tags count from 1 on every channel
 
         def on_message(_ch, method, props, body) -> None:
-            self._inbox.put(RabbitMQDelivery(self, generation, method, props, body))
+            self._inbox.append(RabbitMQDelivery(self, generation, method, props, body))
 
         self._ch.basic_consume(b.config.queue, on_message, auto_ack=False)
 
@@ -457,6 +477,9 @@ class RabbitMQConsumer(Consumer):
                     self._started.set_result(None)
                 while not self._stop.is_set():
                     self._conn.process_data_events(time_limit=IO_SLICE_S)
+                    if self._inbox:
+                        with self._arrival:
+                            self._arrival.notify()
                     if self._ch.is_closed:  # pika does not raise here when the broker closes the channel
                         # pika exposes the broker's close reason only through this attribute
                         raise self._ch._closing_reason or pika.exceptions.ChannelClosed(0, "channel closed")
@@ -479,6 +502,22 @@ class RabbitMQConsumer(Consumer):
                 pass
         self._conn = self._ch = None
 
+    def _settled(self, tags: list[int]) -> None:
+        self._above.update(tags)
+        while self._floor + 1 in self._above:
+            self._floor += 1
+            self._above.remove(self._floor)
+
+    def _ack_tags(self, ch, tags: list[int]) -> None:
+        """One ``multiple=True`` ack when ``tags`` are exactly the channel's unsettled tags up to the highest, else one each."""
+        tags = sorted(tags)
+        if tags[0] == self._floor + 1 and tags[-1] - tags[0] + 1 == len(tags):
+            ch.basic_ack(tags[-1], multiple=True)  # acks nothing outside the batch: all below it are settled
+        else:
+            for tag in tags:
+                ch.basic_ack(tag)
+        self._settled(tags)
+
     # --- called from worker threads ---
 
     def call(self, d: RabbitMQDelivery, action) -> None:
@@ -490,6 +529,7 @@ class RabbitMQConsumer(Consumer):
                 if d.generation != self._generation or self._ch is None or not self._ch.is_open:
                     raise AckError(f"{self.backend.name}: channel of job {d.job_id} was closed ({self._lost_reason or 'closed'}); the broker requeued it")
                 action(self._ch)
+                self._settled([d.delivery_tag])
                 done.set_result(None)
             except AckError as exc:
                 done.set_exception(exc)
@@ -509,7 +549,7 @@ class RabbitMQConsumer(Consumer):
             raise AckError(f"{self.backend.name}: no answer from the connection's I/O thread within {ACK_WAIT_S:g}s") from None
 
     def ack_many(self, deliveries: list[RabbitMQDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
-        """One hand-off to the I/O thread for the whole batch (one ``basic.ack`` frame each)."""
+        """One hand-off to the I/O thread for the whole batch: one ``multiple`` ack frame where that acks exactly the batch."""
         out: list[AckError | None] = [None] * len(deliveries)
         live = [k for k, d in enumerate(deliveries) if d.generation == self._generation]
         for k in set(range(len(deliveries))) - set(live):
@@ -518,7 +558,7 @@ class RabbitMQConsumer(Consumer):
         if live:
             tags = [deliveries[k].delivery_tag for k in live]
             try:
-                self.call(deliveries[live[0]], lambda ch: [ch.basic_ack(tag) for tag in tags])
+                self.call(deliveries[live[0]], lambda ch: self._ack_tags(ch, tags))
             except AckError as exc:
                 for k in live:
                     out[k] = exc
@@ -528,9 +568,15 @@ class RabbitMQConsumer(Consumer):
         end = time.monotonic() + timeout_s
         while True:
             try:
-                d = self._inbox.get(timeout=max(0.0, end - time.monotonic()))
-            except queue.Empty:
-                return None
+                d = self._inbox.popleft()
+            except IndexError:
+                with self._arrival:
+                    if not self._inbox:  # checked under the lock the I/O thread notifies with: no lost wake-up
+                        remaining = end - time.monotonic()
+                        if remaining <= 0:
+                            return None
+                        self._arrival.wait(remaining)
+                continue
             if d.generation == self._generation:
                 return d
             # else: prefetched on a channel that is gone; the broker has requeued it

@@ -6,8 +6,10 @@ right), ``proc:<consumer>`` (a consumer's processing list), ``jobs`` (hash id ->
 in ms), ``hb:<consumer>`` (liveness key with a TTL), ``workers`` (set of consumers),
 ``dead`` (list of dead-lettered ids).
 
-A delivery is ``BLMOVE ready -> proc:<me>`` plus a Lua step that counts the attempt and
-sets the lease. Ack is ``LREM`` from the processing list (in Lua, with the bookkeeping);
+A delivery is a Lua step that moves up to ``prefetch`` ready jobs to ``proc:<me>``,
+counts their attempts and sets their leases (or, on an empty queue, ``BLMOVE ready ->
+proc:<me>`` and that step for the one job). Ack is ``LREM`` from the processing list (in
+Lua, with the bookkeeping, a batch per call);
 it fails when the job is no longer in *this* consumer's list, i.e. it was reaped. Every
 consumer runs a background thread that refreshes its heartbeat key and runs the reaper:
 one Lua script that returns to ``ready`` all jobs of consumers whose heartbeat key
@@ -18,7 +20,7 @@ deliveries goes to ``dead`` instead.
 | --- | --- |
 | ``heartbeat_s`` | TTL of the consumer's heartbeat key (refreshed every ``heartbeat_s``/3); a dead consumer's jobs return after at most ``heartbeat_s`` plus one reaper pass |
 | ``timeout_s`` | the job lease: a job whose lease (extended by ``Delivery.heartbeat``) passes is returned by the reaper |
-| ``prefetch`` | not applicable: BLMOVE takes one job at a time |
+| ``prefetch`` | jobs taken per script call when some are ready (held in the consumer until handed out; their leases run meanwhile); an empty queue is waited on with BLMOVE, one job |
 | ``max_attempts`` | exact: the ``attempts`` hash counts deliveries; dead-lettered when a job with that many is returned or nacked |
 
 What Redis cannot do: the enqueue is confirmed by Redis's reply, which is durable only as
@@ -28,6 +30,7 @@ nothing is reaped.
 """
 from __future__ import annotations
 
+import collections
 import threading
 import time
 import uuid
@@ -36,6 +39,7 @@ import redis
 
 from baselines import _redis
 from baselines.base import AckError, Backend, Consumer, Delivery, new_job_id
+from baselines.servers import REDIS
 
 # KEYS: proc, attempts, leases, jobs. ARGV: id, timeout_ms. -> {attempt, payload} or false
 _CLAIM = """
@@ -51,18 +55,50 @@ redis.call('HSET', KEYS[3], ARGV[1], now + tonumber(ARGV[2]))
 return {attempt, payload}
 """
 
+# KEYS: ready, proc, attempts, leases, jobs. ARGV: count, timeout_ms. Moves up to count
+# jobs from ready to proc and claims each as _CLAIM does, atomically (the reaper never sees
+# one without its lease). -> flat {id, attempt, payload, ...}
+_TAKE = """
+local t = redis.call('TIME')
+local deadline = t[1] * 1000 + math.floor(t[2] / 1000) + tonumber(ARGV[2])
+local out = {}
+for _ = 1, tonumber(ARGV[1]) do
+  local id = redis.call('RPOP', KEYS[1])
+  if not id then break end
+  local payload = redis.call('HGET', KEYS[5], id)
+  if payload then  -- else purged under us
+    redis.call('LPUSH', KEYS[2], id)
+    out[#out + 1] = id
+    out[#out + 1] = redis.call('HINCRBY', KEYS[3], id, 1)
+    out[#out + 1] = payload
+    redis.call('HSET', KEYS[4], id, deadline)
+  end
+end
+return out
+"""
+
 # The attempt number fences deliveries: a job redelivered to the same consumer must not
 # be settled by the older delivery. KEYS[2] is always the attempts hash.
 
-# KEYS: proc, attempts, leases, jobs. ARGV: id, attempt. -> 1 acked, 0 not held
-_ACK = """
-if tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '-1') ~= tonumber(ARGV[2]) then return 0 end
-if redis.call('LREM', KEYS[1], 1, ARGV[1]) == 0 then return 0 end
-redis.call('HDEL', KEYS[2], ARGV[1])
-redis.call('HDEL', KEYS[3], ARGV[1])
-redis.call('HDEL', KEYS[4], ARGV[1])
-return 1
+# KEYS: proc, attempts, leases, jobs. ARGV: (id, attempt) pairs. -> per pair 1 acked, 0 not held
+_ACK_MANY = """
+local out = {}
+for i = 1, #ARGV, 2 do
+  local id = ARGV[i]
+  if tonumber(redis.call('HGET', KEYS[2], id) or '-1') == tonumber(ARGV[i + 1])
+     and redis.call('LREM', KEYS[1], 1, id) == 1 then
+    redis.call('HDEL', KEYS[2], id)
+    redis.call('HDEL', KEYS[3], id)
+    redis.call('HDEL', KEYS[4], id)
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+return out
 """
+# Jobs per _ACK_MANY call.
+ACK_CHUNK = 1000
 
 # KEYS: proc, attempts, leases, jobs, ready, dead. ARGV: id, requeue (1/0), max_attempts, attempt.
 # -> 0 not held, 1 requeued, 2 dead-lettered
@@ -128,6 +164,8 @@ return moved
 
 class RedisListBackend(Backend):
     name = "redis-list"
+    servers = (REDIS,)
+    durability = "LPUSH reply; on disk only as far as the server's appendonly/appendfsync settings"
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -141,7 +179,7 @@ class RedisListBackend(Backend):
         self._r = _redis.client(self.config)
         _redis.ping(self.name, self.config, self._r)
         self.scripts = {name: self._r.register_script(src) for name, src in
-                        (("claim", _CLAIM), ("ack", _ACK), ("nack", _NACK), ("extend", _EXTEND), ("reap", _REAP))}
+                        (("claim", _CLAIM), ("take", _TAKE), ("ack_many", _ACK_MANY), ("nack", _NACK), ("extend", _EXTEND), ("reap", _REAP))}
 
     def _push(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         # ``window`` jobs per round trip, each written atomically (MULTI: payload, then id)
@@ -188,14 +226,19 @@ class RedisListDelivery(Delivery):
     def __init__(self, consumer: "RedisListConsumer", job_id: str, payload: bytes, attempt: int) -> None:
         self._c = consumer
         self.job_id, self.payload, self.attempt = job_id, payload, attempt
+        self.received_at = time.monotonic()
 
     def _keys(self, *names: str) -> list[str]:
         b = self._c.backend
         return [self._c.proc] + [b.key(n) for n in names]
 
+    def refused(self) -> AckError:
+        return AckError(f"redis-list: job {self.job_id} is no longer in this worker's processing list (reaped after its lease or heartbeat expired)")
+
     def ack(self, result: bytes = b"") -> None:
-        if not self._c.backend.scripts["ack"](keys=self._keys("attempts", "leases", "jobs"), args=[self.job_id, self.attempt]):
-            raise AckError(f"redis-list: job {self.job_id} is no longer in this worker's processing list (reaped after its lease or heartbeat expired)")
+        [error] = self._c.ack_many([self])
+        if error is not None:
+            raise error
 
     def nack(self, requeue: bool = True) -> None:
         b = self._c.backend
@@ -216,6 +259,7 @@ class RedisListConsumer(Consumer):
         self.proc = backend.key(f"proc:{name}")
         self._hb_key = backend.key(f"hb:{name}")
         self._r = _redis.client(backend.config)
+        self._buffer: collections.deque[RedisListDelivery] = collections.deque()
         self._stop = threading.Event()
         self._beat()
         self._r.sadd(backend.key("workers"), name)
@@ -240,7 +284,23 @@ class RedisListConsumer(Consumer):
             except redis.RedisError:
                 pass  # cut off: our key expires and our jobs are reaped by others, as designed
 
+    def _take(self) -> None:
+        """Move up to ``prefetch`` ready jobs into this consumer's processing list and buffer (one script call)."""
+        b = self.backend
+        keys = [b.key("ready"), self.proc, b.key("attempts"), b.key("leases"), b.key("jobs")]
+        flat = b.scripts["take"](keys=keys, args=[b.config.prefetch, int(b.config.timeout_s * 1000)], client=self._r)
+        self._buffer.extend(RedisListDelivery(self, flat[i].decode(), flat[i + 2], int(flat[i + 1]))
+                            for i in range(0, len(flat), 3))
+
     def receive(self, timeout_s: float) -> RedisListDelivery | None:
+        """The next buffered delivery; else up to ``prefetch`` ready jobs at once; else BLMOVE waits for one."""
+        expired = time.monotonic() - self.backend.config.timeout_s
+        while self._buffer and self._buffer[0].received_at <= expired:
+            self._buffer.popleft()  # its lease passed: the reaper gives it to another consumer
+        if not self._buffer:
+            self._take()
+        if self._buffer:
+            return self._buffer.popleft()
         b = self.backend
         end = time.monotonic() + timeout_s
         while True:
@@ -254,6 +314,17 @@ class RedisListConsumer(Consumer):
             claimed = b.scripts["claim"](keys=keys, args=[job_id, int(b.config.timeout_s * 1000)], client=self._r)
             if claimed:  # else the job was purged under us
                 return RedisListDelivery(self, job_id.decode(), claimed[1], int(claimed[0]))
+
+    def ack_many(self, deliveries: list[RedisListDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
+        """One script call per ``ACK_CHUNK`` deliveries, each checked as ``ack`` checks it."""
+        b = self.backend
+        keys = [self.proc, b.key("attempts"), b.key("leases"), b.key("jobs")]
+        out: list[AckError | None] = []
+        for start in range(0, len(deliveries), ACK_CHUNK):
+            chunk = deliveries[start:start + ACK_CHUNK]
+            done = b.scripts["ack_many"](keys=keys, args=[x for d in chunk for x in (d.job_id, d.attempt)], client=self._r)
+            out.extend(None if ok else d.refused() for d, ok in zip(chunk, done))
+        return out
 
     def close(self) -> None:
         """Stop the heartbeat and hand this consumer's unacknowledged jobs back at once."""

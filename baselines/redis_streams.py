@@ -3,19 +3,23 @@
 Keys under ``lqs:<queue>:``: ``stream`` (entries with fields ``job`` and ``payload``; the
 group ``workers`` reads it) and ``dead`` (list of dead-lettered job ids).
 
-``receive`` first claims one entry that has been pending longer than ``timeout_s``
-(``XAUTOCLAIM`` with that min-idle time; the claim counts a delivery), else reads a new
-one (``XREADGROUP ... >``). Ack, nack and heartbeat are Lua scripts that first check
-that this consumer still owns the entry in the pending list: Redis's own ``XACK`` does
-not check the owner, so without it a worker whose job was claimed by another after a
-timeout would "successfully" ack a job that is running elsewhere. Acked entries are
-deleted (``XDEL``), so the stream holds only live jobs.
+When its buffer is empty, ``receive`` first claims up to ``prefetch`` entries that have
+been pending longer than ``timeout_s`` (``XAUTOCLAIM`` with that min-idle time; the
+claim counts a delivery; one look at most every ``min(timeout_s / 4, 1 s)``), else reads up to ``prefetch`` new ones (``XREADGROUP COUNT
+prefetch ... >``), buffers them in the consumer and hands them out one by one; a
+buffered entry older than ``timeout_s`` is not handed out (another consumer may have
+claimed it). Ack, nack and heartbeat are Lua scripts that first check that this
+consumer still owns the entry in the pending list: Redis's own ``XACK`` does not check
+the owner, so without it a worker whose job was claimed by another after a timeout
+would "successfully" ack a job that is running elsewhere. ``ack_many`` settles a whole
+batch in one script call (each entry owner-checked, then one ``XACK`` and one ``XDEL``
+for those still owned). Acked entries are deleted, so the stream holds only live jobs.
 
 | knob | mapping |
 | --- | --- |
 | ``heartbeat_s`` | how often the worker resets the entry's idle time (``XCLAIM <me> 0 <id> JUSTID``) |
 | ``timeout_s`` | ``XAUTOCLAIM`` min-idle-time: an entry idle that long is taken over by the next consumer that polls |
-| ``prefetch`` | not applicable: one entry per ``XREADGROUP COUNT 1`` |
+| ``prefetch`` | entries per ``XREADGROUP COUNT`` / ``XAUTOCLAIM COUNT``, held in the consumer until handed out (their idle time runs meanwhile) |
 | ``max_attempts`` | the pending list's delivery counter; an entry claimed for the (max+1)-th time, or nacked on the last, is dead-lettered |
 
 What it cannot do: there is no broker-side timer; redelivery happens only when some
@@ -25,6 +29,7 @@ immediately claimable (its idle time set past ``timeout_s``). Durability as for
 """
 from __future__ import annotations
 
+import collections
 import time
 import uuid
 
@@ -32,6 +37,7 @@ import redis
 
 from baselines import _redis
 from baselines.base import AckError, Backend, Consumer, Delivery, new_job_id
+from baselines.servers import REDIS
 
 GROUP = "workers"
 # Idle time given to a nacked entry so that any consumer's XAUTOCLAIM takes it (~11 days).
@@ -60,9 +66,34 @@ redis.call('RPUSH', KEYS[2], ARGV[5])
 return 2
 """
 
+# KEYS: stream. ARGV: group, consumer, then (entry id, attempt) pairs. -> one 1 (acked) or
+# 0 (no longer owned by this delivery, as in _SETTLE) per pair; the owned ones are acked
+# and deleted together.
+_ACK_MANY = """
+local owned, out = {}, {}
+for i = 3, #ARGV, 2 do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] and p[1][4] == tonumber(ARGV[i + 1]) then
+    owned[#owned + 1] = ARGV[i]
+    out[#out + 1] = 1
+  else
+    out[#out + 1] = 0
+  end
+end
+if #owned > 0 then
+  redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
+  redis.call('XDEL', KEYS[1], unpack(owned))
+end
+return out
+"""
+# Entries per _ACK_MANY call (Lua's unpack and the argument stack stay far from their limits).
+ACK_CHUNK = 1000
+
 
 class RedisStreamsBackend(Backend):
     name = "redis-streams"
+    servers = (REDIS,)
+    durability = "XADD reply; on disk only as far as the server's appendonly/appendfsync settings"
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -80,6 +111,7 @@ class RedisStreamsBackend(Backend):
             if "BUSYGROUP" not in str(exc):
                 raise
         self.settle_script = self._r.register_script(_SETTLE)
+        self.ack_many_script = self._r.register_script(_ACK_MANY)
 
     def enqueue(self, payload: bytes, job_id: str | None = None) -> str:
         job_id = job_id or new_job_id()
@@ -124,15 +156,22 @@ class RedisStreamsDelivery(Delivery):
         self._c = consumer
         self.entry_id = entry_id
         self.job_id, self.payload, self.attempt = job_id, payload, attempt
+        self.received_at = time.monotonic()
+
+    def refused(self, action: str) -> AckError:
+        return AckError(f"redis-streams: cannot {action} job {self.job_id}: entry {self.entry_id} was claimed again "
+                        f"after {self._c.backend.config.timeout_s:g}s idle (redelivered)")
 
     def _settle(self, action: str) -> int:
         done = self._c.backend.settle(self._c.name, self.entry_id, action, self.job_id, self.attempt)
         if not done:
-            raise AckError(f"redis-streams: cannot {action} job {self.job_id}: entry {self.entry_id} was claimed again after {self._c.backend.config.timeout_s:g}s idle (redelivered)")
+            raise self.refused(action)
         return done
 
     def ack(self, result: bytes = b"") -> None:
-        self._settle("ack")
+        [error] = self._c.ack_many([self])
+        if error is not None:
+            raise error
 
     def nack(self, requeue: bool = True) -> None:
         self._settle("requeue" if requeue else "kill")
@@ -146,55 +185,78 @@ class RedisStreamsConsumer(Consumer):
         self.backend = backend
         self.name = name
         self._r = _redis.client(backend.config)
+        self._buffer: collections.deque[RedisStreamsDelivery] = collections.deque()
+        self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM look
 
-    def _claim_stale(self) -> RedisStreamsDelivery | None:
+    def _claim_stale(self) -> list[RedisStreamsDelivery]:
+        """Up to ``prefetch`` entries idle longer than ``timeout_s``, now this consumer's (dead-letters the exhausted)."""
         b = self.backend
         min_idle = int(b.config.timeout_s * 1000)
         while True:
-            reply = self._r.xautoclaim(b.stream, GROUP, self.name, min_idle, start_id="0-0", count=1)
-            claimed = reply[1]
-            if not claimed:
-                return None
-            entry_id, fields = claimed[0]
-            if not fields:  # deleted under us (purge); XAUTOCLAIM dropped it from the pending list
-                continue
-            entry_id = entry_id.decode()
-            job_id = fields[b"job"].decode()
-            info = self._r.xpending_range(b.stream, GROUP, min=entry_id, max=entry_id, count=1)
-            attempt = info[0]["times_delivered"] if info else 1
-            if attempt > b.config.max_attempts:
-                b.settle(self.name, entry_id, "kill", job_id, attempt)
-                continue
-            return RedisStreamsDelivery(self, entry_id, job_id, fields[b"payload"], attempt)
+            reply = self._r.xautoclaim(b.stream, GROUP, self.name, min_idle, start_id="0-0", count=b.config.prefetch)
+            # an entry deleted under us (purge) has no fields; XAUTOCLAIM dropped it from the pending list
+            claimed = [(entry_id.decode(), fields) for entry_id, fields in reply[1] if fields]
+            if not reply[1]:
+                return []
+            pipe = self._r.pipeline(transaction=False)
+            for entry_id, _ in claimed:
+                pipe.xpending_range(b.stream, GROUP, min=entry_id, max=entry_id, count=1)
+            out = []
+            for (entry_id, fields), info in zip(claimed, pipe.execute()):
+                job_id = fields[b"job"].decode()
+                attempt = info[0]["times_delivered"] if info else 1
+                if attempt > b.config.max_attempts:
+                    b.settle(self.name, entry_id, "kill", job_id, attempt)
+                else:
+                    out.append(RedisStreamsDelivery(self, entry_id, job_id, fields[b"payload"], attempt))
+            if out:
+                return out
+
+    def _read_new(self, block_ms: int | None) -> list[RedisStreamsDelivery]:
+        b = self.backend
+        reply = self._r.xreadgroup(GROUP, self.name, {b.stream: ">"}, count=b.config.prefetch, block=block_ms)
+        return [RedisStreamsDelivery(self, entry_id.decode(), fields[b"job"].decode(), fields[b"payload"], 1)
+                for _stream, entries in reply or () for entry_id, fields in entries if fields]
+
+    def _next_buffered(self) -> RedisStreamsDelivery | None:
+        expired = time.monotonic() - self.backend.config.timeout_s
+        while self._buffer:
+            d = self._buffer.popleft()
+            if d.received_at > expired:
+                return d
+            # else: idle past timeout_s, claimable by others; left in the pending list for XAUTOCLAIM
+        return None
 
     def receive(self, timeout_s: float) -> RedisStreamsDelivery | None:
-        b = self.backend
+        """The next buffered delivery; when none, one claim and one read of up to ``prefetch`` (waiting up to ``timeout_s``)."""
         end = time.monotonic() + timeout_s
         while True:
-            stale = self._claim_stale()
-            if stale is not None:
-                return stale
+            d = self._next_buffered()
+            if d is not None:
+                return d
+            if time.monotonic() >= self._next_claim:
+                # at most every min(timeout_s / 4, BLOCK_S): a stale entry waits at most that much past timeout_s
+                self._next_claim = time.monotonic() + min(self.backend.config.timeout_s / 4, _redis.BLOCK_S)
+                self._buffer.extend(self._claim_stale())
+                if self._buffer:
+                    continue
             remaining = end - time.monotonic()
-            if remaining <= 0:
+            # no BLOCK when the time is up: one look at what is already there
+            block_ms = max(1, int(min(remaining, _redis.BLOCK_S) * 1000)) if remaining > 0 else None
+            self._buffer.extend(self._read_new(block_ms))
+            if not self._buffer and remaining <= 0:
                 return None
-            block_ms = max(1, int(min(remaining, _redis.BLOCK_S) * 1000))
-            reply = self._r.xreadgroup(GROUP, self.name, {b.stream: ">"}, count=1, block=block_ms)
-            for _stream, entries in reply or ():
-                for entry_id, fields in entries:
-                    if fields:
-                        return RedisStreamsDelivery(self, entry_id.decode(), fields[b"job"].decode(), fields[b"payload"], 1)
 
     def ack_many(self, deliveries: list[RedisStreamsDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
-        """One pipelined round trip: the owner-checking ack script once per delivery."""
+        """One script call per ``ACK_CHUNK`` deliveries: each owner-checked, the owned ones acked and deleted together."""
         b = self.backend
-        pipe = self._r.pipeline(transaction=False)
-        for d in deliveries:
-            args = [GROUP, self.name, d.entry_id, "ack", d.job_id, b.config.max_attempts, _NACK_IDLE_MS, d.attempt]
-            b.settle_script(keys=[b.stream, b.dead], args=args, client=pipe)
-        return [None if done else AckError(
-                    f"redis-streams: cannot ack job {d.job_id}: entry {d.entry_id} was claimed again after "
-                    f"{b.config.timeout_s:g}s idle (redelivered)")
-                for d, done in zip(deliveries, pipe.execute())]
+        out: list[AckError | None] = []
+        for start in range(0, len(deliveries), ACK_CHUNK):
+            chunk = deliveries[start:start + ACK_CHUNK]
+            args = [GROUP, self.name] + [x for d in chunk for x in (d.entry_id, d.attempt)]
+            done = b.ack_many_script(keys=[b.stream], args=args, client=self._r)
+            out.extend(None if ok else d.refused("ack") for d, ok in zip(chunk, done))
+        return out
 
     def close(self) -> None:
         """Make this consumer's pending entries claimable at once, as a closing connection would."""

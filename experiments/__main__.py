@@ -11,9 +11,13 @@ COMMANDS = {
     "demo": ("experiments.demo", "run the quick comparison and write a report (what `make demo` runs)"),
     "smoke": ("experiments.smoke", "push N jobs through every backend and report ok/unavailable/failed"),
     "run": ("experiments.runner", "run failure scenarios against backends and check the histories"),
+    "sweep": ("experiments.sweep", "run the matrix once per value of one parameter (NAME=V1,V2,...)"),
+    "check": ("experiments.checker", "recompute every summary.json and aggregate.json under a results directory"),
     "report": ("experiments.report", "write report.md and plots for a results directory"),
     "bench": ("experiments.bench", "throughput and latency benchmark across backends"),
     "elections": ("experiments.elections", "the Raft paper's election-timing experiment on real nodes"),
+    "sim-elections": ("experiments.sim_elections", "the same experiment on the deterministic simulator"),
+    "reads": ("experiments.reads", "committed vs linearizable log reads: throughput and staleness, 3 and 5 nodes"),
 }
 
 

@@ -2,6 +2,7 @@
 
     python -m experiments bench --backends logqueue,rabbitmq-quorum,rabbitmq-classic,redis-streams,nats-jetstream \\
         --messages 20000 --payload-bytes 100 --window 1000 [--consumers K] --out bench.json [--plot bench.png]
+        [--native] [--rates 10,25,50,75,90] [--consumers 1,2,4,8] [--payload-bytes 100,1024,16384] [--clients C]
 
 For each backend, on a fresh queue, four phases:
 
@@ -18,22 +19,49 @@ For each backend, on a fresh queue, four phases:
    JetStream) or one at a time where it has none.
 3. mixed: the consumers run while the producer publishes N new messages.
    -> ``end_to_end_per_s`` (first publish to last ack): the measured maximum.
-4. latency: the producer offers half that maximum, at a fixed rate (every message has a
-   due time; the due ones are published together every few ms), for ``--latency-seconds``.
-   -> ``p50_ms``, ``p99_ms``, ``max_ms`` from each message's due time to the return of
-   its ack (measuring from the due time, not the send, counts the time a message waited
-   behind a slow one: no coordinated omission).
+4. latency (open loop): for each ``--rates`` percent (default 50) of that maximum, the
+   producer offers that load at a fixed rate (every message has a due time; the due ones
+   are published together every few ms) for ``--warmup-seconds`` then
+   ``--latency-seconds``. -> ``latency_vs_load``: per rate ``p50_ms``, ``p90_ms``,
+   ``p99_ms``, ``p999_ms``, ``max_ms`` from each message's due time to the return of its
+   ack (measuring from the due time, not the send, counts the time a message waited behind
+   a slow one: no coordinated omission), the warm-up's messages left out; the point nearest
+   50 % is also the row's headline ``p50_ms`` / ``p99_ms``.
+5. closed loop (``--clients C``): C clients, each with one message outstanding (publish,
+   wait for its ack, publish the next), as ``etcdctl check perf`` drives etcd.
+   -> ``closed_loop``: ``completed_per_s`` and the same percentiles, from send to ack.
+6. curves: each further ``--consumers`` count and ``--payload-bytes`` size adds a publish
+   then consume of N messages (fresh consumers) -> ``consume_vs_consumers``,
+   ``throughput_vs_payload``.
+7. ``--native``: the broker's reference client (``experiments/bench_native.py``) publishes
+   and consumes the same N payloads -> ``native``, and the table's "x native" column.
 
-Fairness: the same payloads (N messages of B bytes, a 5-byte phase and index header then
-the same pseudo-random bytes), the same window W, the same prefetch and the same number
-of consumers for every backend, one backend after the other in one run, in this process.
-Durability is each backend's durable mode (see ``DURABILITY``, copied into the output);
-where the server decides (Redis persistence) the output says so.
+Percentiles: every figure is the nearest-rank percentile (``logqueue.stats.nearest_rank``,
+the project's one definition) over all measured samples. Each latency phase also stores
+its samples as an HdrHistogram (``hdr``: base64, microseconds, 3 significant digits) for
+distribution plots; HdrHistogram's own percentiles are bucketed, a different statistic,
+and are not reported.
 
-logqueue: without ``--cluster`` the bench starts a local 3-node cluster itself (temporary
-directory, free loopback ports, ``--fsync batch``) and stops it at the end.
+Fairness rules (the same for every backend, one backend after the other in one run, in
+this process):
+- the same payloads: N messages of B bytes, a 5-byte phase and index header then the same
+  pseudo-random bytes;
+- the same publish window W, prefetch, ack batch and number of consumers;
+- every publish confirmed as the backend's durable mode defines it (its class's
+  ``durability``, copied into the output; where the server decides, e.g. Redis persistence, it says so);
+  every consumer acks each message (no auto-ack);
+- loads are relative: each rate is a percent of the backend's own measured maximum, so
+  every backend is compared at the same fraction of its capacity;
+- latency is measured from intended send times, and the warm-up is excluded for all;
+- the native reference uses the adapter's queue declaration, payloads, window,
+  consumers, prefetch and ack batch, right after the adapter, on the same machine.
 
-Output (``--out``): one JSON object keyed by backend name; each value has ``status``
+A backend with servers of its own (``Backend.local_servers``; logqueue: a local 3-node
+cluster in a temporary directory, free loopback ports, ``--fsync batch``) has them
+started for its turn and stopped after it, unless ``--cluster`` names running nodes.
+
+Output (``--out``): one JSON object keyed by backend name; each value has ``command``
+(the run's command line), ``status``
 (``ok``, ``unavailable`` or ``failed``), ``reason`` when not ok, the figures above and
 the run's parameters. A table is printed; ``--plot`` writes a PNG. Exit status: 0 when no
 backend failed (unavailable ones are reported, not fatal), 1 when one failed, 2 for bad
@@ -45,6 +73,7 @@ import argparse
 import contextlib
 import json
 import random
+import shlex
 import struct
 import sys
 import threading
@@ -57,26 +86,18 @@ from rich.table import Table
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
-from logqueue.local_cluster import LocalCluster
+from baselines.servers import ServerStartError
 from logqueue.stats import nearest_rank
 
 HEADER = struct.Struct(">BI")  # phase, index: how a consumer tells which message it got
 PUBLISH, CONSUME, MIXED, LATENCY = 1, 1, 2, 3  # the consume phase drains the publish phase's messages
+CLOSED_LOOP_MAX = 1_000_000  # messages one closed-loop phase can send at most
+CURVE = 10  # phases of the curves (consumers, payload sizes, rates, closed loop) count from here
+QUANTILES = (("p50_ms", 0.50), ("p90_ms", 0.90), ("p99_ms", 0.99), ("p999_ms", 0.999))
+# HdrHistogram of each latency phase, in microseconds: 1 us to 1 h at 3 significant digits.
+HDR_RANGE_US, HDR_DIGITS = (1, 3_600_000_000), 3
 PACE_S = 0.005  # the latency phase publishes what is due every PACE_S
 RECEIVE_S = 0.2  # one receive call blocks at most this long (bounds how late a stop is seen)
-
-DURABILITY = {
-    "logqueue": "committed: appended and fsynced (group commit) on a majority of 3 nodes before the answer",
-    "rabbitmq-quorum": "quorum queue (Raft, 3.10 single node: fsynced WAL) with publisher confirms, persistent messages",
-    "rabbitmq-classic": "durable classic queue, persistent messages, publisher confirms (confirmed once on disk)",
-    "redis-streams": "XADD reply; on disk only as far as the server's appendonly/appendfsync settings",
-    "redis-list": "LPUSH reply; on disk only as far as the server's appendonly/appendfsync settings",
-    "nats-jetstream": "JetStream publish ack, file storage (written to the stream's file; fsync by the server's sync interval)",
-    "celery-rabbitmq": "Celery over RabbitMQ (durable queue, persistent messages)",
-    "celery-redis": "Celery over Redis (server's persistence settings)",
-    "stub": "in memory (test backend)",
-}
-
 
 class PhaseTimeout(BackendError):
     """A phase did not finish within ``--phase-timeout-s``."""
@@ -103,6 +124,7 @@ class Tally:
         self.first_ack = self.last_ack = 0.0
         self.acked_at: list[float] = [0.0] * n
         self.done = threading.Event()
+        self.on_ack = None  # the closed loop's hook: on_ack(index), called once per newly acked index
 
     def record(self, payload: bytes, now: float) -> None:
         if len(payload) < HEADER.size:
@@ -121,6 +143,8 @@ class Tally:
             self.last_ack = now
             if self.count == self.n:
                 self.done.set()
+        if self.on_ack is not None:
+            self.on_ack(index)
 
 
 class ConsumerPool:
@@ -248,6 +272,115 @@ def _paced_publish(backend, payloads: list[bytes], rate: float, window: int, tim
     return due
 
 
+def _native(backend, args: argparse.Namespace) -> dict:
+    """``{"native": {publish_per_s, consume_per_s}}`` from the broker's reference client, or why not."""
+    from experiments import bench_native
+
+    try:
+        native = bench_native.measure(backend, make_payloads(PUBLISH, args.messages, args.payload_bytes), args.window,
+                                      args.consumers, args.prefetch, args.ack_batch, args.phase_timeout_s)
+    except Exception as exc:  # the reference's failure is reported beside the adapter's figures
+        return {"native_reason": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
+    return {} if native is None else {"native": native}
+
+
+def latency_summary(latencies_ms: list[float]) -> dict:
+    """p50/p90/p99/p99.9 by ``nearest_rank`` over every sample, the max, and the samples' HdrHistogram.
+
+    The figures are exact (the project's one percentile definition); the histogram
+    (``hdr``, HdrHistogram's base64 encoding, microseconds) is kept for distribution plots
+    and tools; its own bucketed percentiles are not reported.
+    """
+    from hdrh.histogram import HdrHistogram
+
+    xs = sorted(latencies_ms)
+    hist = HdrHistogram(*HDR_RANGE_US, HDR_DIGITS)
+    for x in xs:
+        hist.record_value(min(HDR_RANGE_US[1], max(HDR_RANGE_US[0], round(x * 1000))))
+    return ({key: round(nearest_rank(xs, q), 2) for key, q in QUANTILES}
+            | {"max_ms": round(xs[-1], 2), "hdr": hist.encode().decode()})
+
+
+def _drain(backend, args, phase_id: int, consumers: int, payload_bytes: int, report, label: str) -> dict:
+    """Publish N messages, then consume them with ``consumers`` fresh consumers: one point of a curve."""
+    n = args.messages
+    payloads = make_payloads(phase_id, n, payload_bytes)
+    report(label, 0, n)
+    t0 = time.perf_counter()
+    backend.enqueue_many(payloads, window=args.window)
+    publish_s = time.perf_counter() - t0
+    pool = ConsumerPool(backend, consumers, args.ack_batch)
+    try:
+        pool.start(args.phase_timeout_s)
+        tally = pool.tally = Tally(phase_id, n)
+        t0 = time.perf_counter()
+        pool.go()
+        pool.wait(tally, args.phase_timeout_s, label, lambda: report(label, tally.count, n))
+    finally:
+        pool.stop()
+    return {"consumers": consumers, "payload_bytes": payload_bytes, "publish_per_s": _rate(n, publish_s),
+            "consume_per_s": _rate(n, tally.last_ack - t0), "duplicates": tally.duplicates}
+
+
+def _open_loop(backend, pool, args, phase_id: int, offered: float, report, label: str) -> dict:
+    """One latency phase at ``offered`` messages/s; the first ``--warmup-seconds`` are not in the figures."""
+    total = max(2, min(args.messages, int(offered * (args.warmup_seconds + args.latency_seconds))))
+    warm = min(int(offered * args.warmup_seconds), total // 2)
+    tally = pool.tally = Tally(phase_id, total)
+    tick = lambda: report(label, tally.count, total)  # noqa: E731
+    report(label, 0, total)
+    due = _paced_publish(backend, make_payloads(phase_id, total, args.payload_bytes), offered, args.window,
+                         args.phase_timeout_s, tick)
+    pool.wait(tally, args.phase_timeout_s, label, tick)
+    measured = [(tally.acked_at[i] - due[i]) * 1000 for i in range(warm, total)]
+    return {"offered_per_s": round(offered, 1), "latency_messages": len(measured), "warmup_messages": warm,
+            "duplicates": tally.duplicates} | latency_summary(measured)
+
+
+def _closed_loop(backend, pool, args, phase_id: int, report, label: str) -> dict:
+    """``--clients`` threads, each with one message outstanding: publish, wait for its ack, publish the next."""
+    c, n = args.clients, CLOSED_LOOP_MAX  # the phase ends by time; n only bounds the message indices
+    tally = pool.tally = Tally(phase_id, n)
+    pad = make_payloads(phase_id, 1, args.payload_bytes)[0][HEADER.size:]
+    acked = [threading.Event() for _ in range(c)]  # client j's message is outstanding until acked[j] is set
+    tally.on_ack = lambda index: acked[index % c].set()
+    sent_at = [0.0] * n
+    stop_at = time.perf_counter() + args.warmup_seconds + args.latency_seconds
+    errors: list[str] = []
+
+    def client(j: int) -> None:
+        clock = time.perf_counter
+        try:
+            for i in range(j, n, c):  # client j's messages: j, j + C, j + 2C, ...
+                if clock() >= stop_at:
+                    return
+                acked[j].clear()
+                sent_at[i] = clock()
+                backend.enqueue_many([HEADER.pack(phase_id, i) + pad], window=1)
+                if not acked[j].wait(args.phase_timeout_s):
+                    raise PhaseTimeout(f"{label}: message {i} not acked within {args.phase_timeout_s:g} s")
+        except Exception as exc:
+            errors.append(f"{type(exc).__name__}: {' '.join(str(exc).split())}")
+
+    report(label, 0, 0)
+    started = time.perf_counter()
+    threads = [threading.Thread(target=client, args=(j,), daemon=True) for j in range(c)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    report(label, tally.count, tally.count)
+    if errors:
+        raise BackendError(errors[0])
+    warm_end = started + args.warmup_seconds
+    done = [i for i in range(n) if tally.seen[i] and sent_at[i] >= warm_end]
+    if not done:
+        raise PhaseTimeout(f"{label}: no message completed after the warm-up")
+    span = max(tally.acked_at[i] for i in done) - warm_end
+    return {"clients": c, "latency_messages": len(done), "completed_per_s": _rate(len(done), span),
+            "duplicates": tally.duplicates} | latency_summary([(tally.acked_at[i] - sent_at[i]) * 1000 for i in done])
+
+
 def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str], report) -> dict:
     """Run the four phases on one backend; never raises for a backend problem.
 
@@ -255,11 +388,12 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
     while consumers work, about every 0.2 s.
     """
     n, w, k = args.messages, args.window, args.consumers
-    row: dict = {"status": "failed", "durability": DURABILITY.get(name, "see the adapter's docstring"),
-                 "messages": n, "payload_bytes": args.payload_bytes, "window": w, "consumers": k,
-                 "prefetch": args.prefetch, "ack_batch": args.ack_batch}
+    row: dict = {"status": "failed", "durability": "see the adapter's docstring", "messages": n,
+                 "payload_bytes": args.payload_bytes, "window": w, "consumers": k, "prefetch": args.prefetch,
+                 "ack_batch": args.ack_batch, "warmup_seconds": args.warmup_seconds}
     try:
         cls = registry.get(name)
+        row["durability"] = cls.durability
         config = BackendConfig(queue=f"bench-{uuid.uuid4().hex[:10]}", prefetch=args.prefetch,
                                heartbeat_s=10.0, timeout_s=600.0, addresses=addresses)
         backend = cls(config)
@@ -303,16 +437,37 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
         pool.wait(tally, timeout, "mixed", lambda: report(name, "mixed", tally.count, n))
         row["end_to_end_per_s"] = _rate(n, tally.last_ack - t0)
 
-        offered = row["end_to_end_per_s"] / 2
-        count = max(1, min(n, int(offered * args.latency_seconds)))
-        tally = phase(Tally(LATENCY, count), "latency")
-        tick = lambda: report(name, "latency", tally.count, count)  # noqa: E731
-        due = _paced_publish(backend, make_payloads(LATENCY, count, args.payload_bytes), offered, w, timeout, tick)
-        pool.wait(tally, timeout, "latency", tick)
-        latencies = sorted((tally.acked_at[i] - due[i]) * 1000 for i in range(count))
-        row.update(offered_per_s=round(offered, 1), latency_messages=count,
-                   p50_ms=round(nearest_rank(latencies, 0.50), 2), p99_ms=round(nearest_rank(latencies, 0.99), 2),
-                   max_ms=round(latencies[-1], 2))
+        def curve_report(label: str, done: int, total: int) -> None:
+            report(name, label, done, total)
+
+        row["latency_vs_load"] = []
+        for j, pct in enumerate(args.rates):
+            point = _open_loop(backend, pool, args, CURVE + j, row["end_to_end_per_s"] * pct / 100, curve_report,
+                               f"latency {pct:g}%")
+            row["latency_vs_load"].append({"rate_pct": pct} | point)
+        # the headline latency: the point nearest half the measured maximum
+        headline = min(row["latency_vs_load"], key=lambda point: abs(point["rate_pct"] - 50))
+        row.update({key: headline[key] for key in ("offered_per_s", "latency_messages", *dict(QUANTILES), "max_ms")})
+        if args.clients:
+            row["closed_loop"] = _closed_loop(backend, pool, args, CURVE + len(args.rates), curve_report,
+                                              f"closed loop x{args.clients}")
+        pool.stop()
+        # the curves' other points: publish then drain with each further consumer count / payload size
+        phase_id = CURVE + len(args.rates) + 1
+        row["consume_vs_consumers"] = [{"consumers": k, "consume_per_s": row["consume_per_s"]}]
+        for k2 in args.consumers_curve[1:]:
+            point = _drain(backend, args, phase_id, k2, args.payload_bytes, curve_report, f"consume x{k2}")
+            row["consume_vs_consumers"].append({key: point[key] for key in ("consumers", "consume_per_s", "duplicates")})
+            phase_id += 1
+        row["throughput_vs_payload"] = [{"payload_bytes": args.payload_bytes, "publish_per_s": row["publish_per_s"],
+                                         "consume_per_s": row["consume_per_s"]}]
+        for size in args.payload_sizes[1:]:
+            point = _drain(backend, args, phase_id, k, size, curve_report, f"payload {size} B")
+            row["throughput_vs_payload"].append({key: point[key] for key in ("payload_bytes", "publish_per_s",
+                                                                              "consume_per_s", "duplicates")})
+            phase_id += 1
+        if args.native:
+            row.update(_native(backend, args))
         row["status"] = "ok"
     except (BackendError, OSError) as exc:
         row["reason"] = " ".join(str(exc).split())
@@ -326,32 +481,11 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
         with contextlib.suppress(Exception):
             backend.close()
     # Deliveries acked twice (redelivered after a consumer lost its channel, say); not in the rates.
-    row["duplicates"] = sum(t.duplicates for t in tallies)
+    points = [*row.get("latency_vs_load", ()), *filter(None, [row.get("closed_loop")]),
+              *row.get("consume_vs_consumers", ())[1:], *row.get("throughput_vs_payload", ())[1:]]
+    row["duplicates"] = sum(t.duplicates for t in tallies) + sum(point["duplicates"] for point in points)
     row["ack_errors"] = pool.ack_errors if pool is not None else 0
     return row
-
-
-# --- a local logqueue cluster ----------------------------------------------------------------
-
-
-class ClusterError(BackendError):
-    """The local logqueue cluster could not be started (one-line reason)."""
-
-
-@contextlib.contextmanager
-def local_cluster(nodes: int = 3, timeout_s: float = 30.0):
-    """Start ``nodes`` logqueue nodes (fsync batch) in a temporary directory; yields "h:p,h:p,...".
-
-    Every node is stopped (SIGTERM, then SIGKILL) and the directory removed on exit.
-    """
-    from logqueue.client import ClientError
-
-    with LocalCluster(nodes, prefix="logqueue-bench-", own_session=True, fsync="batch", log_level="warning") as cluster:
-        try:
-            cluster.wait_leader(timeout_s)
-        except ClientError as exc:
-            raise ClusterError(f"logqueue: the local {nodes}-node cluster found no leader ({exc})") from None
-        yield cluster.spec
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -365,13 +499,26 @@ def _fmt(value, digits: int = 0) -> str:
 
 def results_table(results: dict) -> Table:
     table = Table(title="bench: messages/s (durable, confirmed) and end-to-end latency at half the maximum load")
-    for col in ("backend", "status", "publish/s", "consume/s", "end-to-end/s", "p50 ms", "p99 ms", "note"):
+    for col in ("backend", "status", "publish/s", "consume/s", "x native", "end-to-end/s", "p50 ms", "p99 ms", "note"):
         table.add_column(col, justify="left" if col in ("backend", "status", "note") else "right")
     for name, r in results.items():
-        table.add_row(name, r["status"], _fmt(r.get("publish_per_s")), _fmt(r.get("consume_per_s")),
+        table.add_row(name, r["status"], _fmt(r.get("publish_per_s")), _fmt(r.get("consume_per_s")), _x_native(r),
                       _fmt(r.get("end_to_end_per_s")), _fmt(r.get("p50_ms"), 1), _fmt(r.get("p99_ms"), 1),
-                      r.get("reason", "")[:100])
+                      (r.get("reason") or r.get("native_reason") or "")[:100])
     return table
+
+
+def native_ratios(row: dict) -> tuple[float, float] | None:
+    """(publish, consume) of the adapter divided by its native reference's, when both were measured."""
+    native = row.get("native")
+    if not native or row.get("status") != "ok":
+        return None
+    return row["publish_per_s"] / native["publish_per_s"], row["consume_per_s"] / native["consume_per_s"]
+
+
+def _x_native(row: dict) -> str:
+    ratios = native_ratios(row)
+    return "-" if ratios is None else f"{ratios[0]:.2f} / {ratios[1]:.2f}"
 
 
 def ratio_lines(results: dict, ref: str = "logqueue") -> list[str]:
@@ -389,37 +536,34 @@ def ratio_lines(results: dict, ref: str = "logqueue") -> list[str]:
 
 
 def plot(results: dict, path: str) -> None:
-    """Throughput bars (publish, consume, end-to-end) and latency bars (p50, p99) per ok backend."""
-    import matplotlib
+    """Throughput bars (publish, consume, end-to-end) and latency bars (p50, p99, max) per ok backend,
+    drawn by ``experiments.analysis.plot_bench``."""
+    from experiments import analysis
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = {name: r for name, r in results.items() if r["status"] == "ok"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = list(ok)
-    xs = range(len(names))
-    for j, (key, label) in enumerate((("publish_per_s", "publish"), ("consume_per_s", "consume"),
-                                      ("end_to_end_per_s", "end-to-end"))):
-        left.bar([x + (j - 1) * 0.27 for x in xs], [ok[nm][key] for nm in names], width=0.27, label=label)
-    left.set_ylabel("messages / s")
-    for j, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"))):
-        right.bar([x + (j - 0.5) * 0.4 for x in xs], [ok[nm][key] for nm in names], width=0.4, label=label)
-    right.set_ylabel("latency (ms) at half its maximum load")
-    right.set_yscale("log")
-    any_row = next(iter(ok.values()), {})
-    for ax in (left, right):
-        ax.set_xticks(list(xs), names, rotation=20, ha="right", fontsize=8)
-        ax.legend(fontsize=8)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"{any_row.get('messages', '?')} messages of {any_row.get('payload_bytes', '?')} B, window "
-                 f"{any_row.get('window', '?')}, {any_row.get('consumers', '?')} consumers", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        figure = analysis.plot_bench(analysis.bench_frame(results))
+    except analysis.AnalysisError as exc:  # e.g. no backend finished: nothing to draw
+        print(f"no plot written: {exc}", file=sys.stderr)
+        return
+    figure.savefig(path, dpi=110)
 
 
 # --- the command ----------------------------------------------------------------------------
+
+
+def _int_list(text: str) -> list[int]:
+    return [int(x) for x in _items(text)]
+
+
+def _float_list(text: str) -> list[float]:
+    return [float(x) for x in _items(text)]
+
+
+def _items(text: str) -> list[str]:
+    items = [x.strip() for x in text.split(",") if x.strip()]
+    if not items:
+        raise argparse.ArgumentTypeError("expected one or more comma-separated numbers")
+    return items
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -427,21 +571,43 @@ def build_parser() -> argparse.ArgumentParser:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--backends", default="all", help=f"NAME,NAME or 'all' (known: {', '.join(registry.names())})")
     p.add_argument("--messages", type=int, default=20_000, help="messages per phase (default 20000)")
-    p.add_argument("--payload-bytes", type=int, default=100, help=f"message size, at least {HEADER.size} (default 100)")
+    p.add_argument("--payload-bytes", type=_int_list, default=[100], metavar="B[,B...]",
+                   help=f"message size, at least {HEADER.size} (default 100); with several (e.g. 100,1024,16384) the "
+                        "phases use the first and each other size adds a publish + consume point "
+                        "(throughput_vs_payload), every backend the same sizes")
     p.add_argument("--window", type=int, default=1000, help="unconfirmed publishes at most (default 1000)")
-    p.add_argument("--consumers", type=int, default=4, help="consumer threads, one consumer each (default 4)")
+    p.add_argument("--consumers", type=_int_list, default=[4], metavar="K[,K...]",
+                   help="consumer threads, one consumer each (default 4); with several (e.g. 1,2,4,8) the phases use "
+                        "the first and each other count adds a publish + consume point with that many fresh "
+                        "consumers (consume_vs_consumers), every backend the same counts")
+    p.add_argument("--rates", type=_float_list, default=[50.0], metavar="PCT[,PCT...]",
+                   help="open-loop latency phases, each at this percent of the backend's own measured end-to-end "
+                        "maximum (default 50; e.g. 10,25,50,75,90 -> latency_vs_load); the headline p50/p99 are "
+                        "the point nearest 50")
+    p.add_argument("--clients", type=int, default=0, metavar="C",
+                   help="also a closed-loop phase: C clients, each with one message outstanding (publish, wait for "
+                        "its ack, publish the next), for --latency-seconds after the warm-up (default 0: off)")
+    p.add_argument("--warmup-seconds", type=float, default=1.0,
+                   help="each latency phase first runs this long at its rate (or closed loop) and those messages "
+                        "are left out of its figures (default 1; at most half a phase's messages)")
     p.add_argument("--prefetch", type=int, default=100,
                    help="unacked deliveries a broker may push to one consumer / jobs per claim (default 100)")
     p.add_argument("--ack-batch", type=int, default=None,
                    help="deliveries a consumer acks together, at most (default: half the prefetch)")
     p.add_argument("--latency-seconds", type=float, default=5.0,
-                   help="length of the fixed-load latency phase (default 5; at most --messages messages)")
+                   help="measured length of each latency phase, after the warm-up (default 5; a phase has at most "
+                        "--messages messages)")
     p.add_argument("--phase-timeout-s", type=float, default=300.0,
                    help="give up on a backend when one phase takes longer (default 300)")
     p.add_argument("--cluster", metavar="HOST:PORT,...",
                    help="a running logqueue cluster to use (default: start a local 3-node one for the run)")
     p.add_argument("--out", required=True, metavar="FILE.json", help="write the results here")
     p.add_argument("--plot", metavar="FILE.png", help="also write a bar chart of the results")
+    p.add_argument("--native", action="store_true",
+                   help="also run each broker's reference client (experiments/bench_native.py: the raw library used "
+                        "the best known way) on the same payloads with the same window, consumers, prefetch and ack "
+                        "batch, right after the adapter; JSON 'native', table 'x native' = adapter / reference "
+                        "(publish / consume)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -453,15 +619,23 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         names = registry.parse_backends(args.backends)
     except registry.UnknownBackend as exc:
         p.error(str(exc))
+    args.consumers_curve, args.consumers = args.consumers, args.consumers[0]
+    args.payload_sizes, args.payload_bytes = args.payload_bytes, args.payload_bytes[0]
     if args.ack_batch is None:
         args.ack_batch = max(1, args.prefetch // 2)
-    for opt in ("messages", "window", "consumers", "prefetch", "ack_batch"):
+    for opt in ("messages", "window", "prefetch", "ack_batch"):
         if getattr(args, opt) < 1:
             p.error(f"--{opt.replace('_', '-')} must be at least 1")
-    if args.payload_bytes < HEADER.size:
+    if min(args.consumers_curve) < 1:
+        p.error("--consumers must be at least 1")
+    if min(args.payload_sizes) < HEADER.size:
         p.error(f"--payload-bytes must be at least {HEADER.size} (each message carries its phase and index)")
     if not args.latency_seconds > 0 or not args.phase_timeout_s > 0:
         p.error("--latency-seconds and --phase-timeout-s must be positive")
+    if not min(args.rates) > 0 or args.clients < 0 or args.warmup_seconds < 0:
+        p.error("--rates must be positive percents, --clients and --warmup-seconds at least 0")
+    if CURVE + len(args.rates) + len(args.consumers_curve) + len(args.payload_sizes) > 255:
+        p.error("too many --rates, --consumers and --payload-bytes values (a message header has room for 255 phases)")
     if args.cluster:
         from logqueue.client import parse_cluster
 
@@ -472,18 +646,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, names
 
 
-def _logqueue_available() -> bool:
-    try:
-        registry.get("logqueue")
-    except BackendUnavailable:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace, names: list[str], console: Console) -> dict:
     """Bench every backend in ``names``, in order; returns the results keyed by backend.
 
-    A local logqueue cluster runs only during logqueue's turn, so its idle nodes take no
+    A backend's local servers run only during its turn, so their idle processes take no
     CPU from the other backends.
     """
     results: dict[str, dict] = {}
@@ -500,25 +666,29 @@ def run(args: argparse.Namespace, names: list[str], console: Console) -> dict:
             progress.update(tasks[key], completed=done)
 
         for name in names:
-            if name != "logqueue" or args.cluster or not _logqueue_available():
-                addresses = {"logqueue": args.cluster} if args.cluster else {}
-                results[name] = bench_backend(name, args, addresses, report)
-                continue
+            servers = contextlib.nullcontext({"logqueue": args.cluster} if args.cluster else {})
+            if not args.cluster:
+                with contextlib.suppress(BackendUnavailable):  # bench_backend reports it
+                    servers = registry.get(name).local_servers(fresh=True)
             try:
-                with local_cluster() as spec:
-                    results[name] = bench_backend(name, args, {"logqueue": spec}, report)
-            except ClusterError as exc:
+                with servers as addresses:
+                    results[name] = bench_backend(name, args, addresses, report)
+            except ServerStartError as exc:
                 results[name] = {"status": "failed", "reason": str(exc)}
     return results
 
 
 def main(argv: list[str] | None = None) -> int:
-    args, names = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args, names = parse_args(argv)
     console = Console(stderr=True)
     try:
         results = run(args, names, console)
     except KeyboardInterrupt:
         return 130
+    command = shlex.join(["python", "-m", "experiments", "bench", *argv])
+    for row in results.values():
+        row["command"] = command  # the figures travel with the run that made them
     try:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

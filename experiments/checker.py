@@ -8,14 +8,26 @@ runner writes so that *every* field of ``summary.json`` comes from the history:
 - ``{"ev": "note", "text": ...}``: a remark for ``notes`` (e.g. a backend's documented
   reason why a fault cannot bite);
 - ``{"ev": "status", "status": "n/a"|"error", "reason": ...}``: the scenario did not
-  apply to the backend, or the run broke; the figures are then those of what was recorded.
+  apply to the backend, or the run broke; the figures are then those of what was recorded;
+- ``{"ev": "enqueue_unknown", "job": ..., "reason": ...}``: the producer sent ``job`` but
+  could not learn whether the backend took it (a timeout, a connection lost: any error
+  raised by ``enqueue`` itself, after the request may have left). Jepsen's ``:info``
+  enqueue. The producer retries with the same job id, so a later ``produce`` of the job
+  may follow; an error while connecting (nothing was sent) records nothing.
 
 Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was produced):
 
-- ``jobs``: distinct jobs with a ``produce`` event.
+- ``jobs``: distinct jobs with a ``produce`` event (confirmed by the backend).
 - ``completed``: jobs with at least one ``effect``. ``lost``: jobs with none.
-- ``duplicate_executions``: over all jobs, ``finish`` events beyond the first.
-- ``duplicate_effects``: over all jobs, ``effect`` events beyond the first.
+- A job was **attempted** when it has a ``produce`` or an ``enqueue_unknown`` event.
+- ``indeterminate``: attempted jobs that were never confirmed (``enqueue_unknown``, no
+  ``produce``: the producer gave up on them); ``recovered``: those of them with an
+  ``effect`` (the enqueue had in fact taken). Neither counts in ``jobs`` or ``lost``.
+- ``unexpected``: distinct jobs with an ``effect`` that were never attempted.
+- ``duplicate_executions``: over attempted jobs, ``finish`` events beyond the first.
+- ``redeliveries``: over attempted jobs, ``deliver`` events beyond the first (the
+  re-queue cascade, whether or not the job ran again).
+- ``duplicate_effects``: over attempted jobs, ``effect`` events beyond the first.
 - ``latency_ms``: per completed job, first ``effect`` minus first ``produce`` (floored at
   0: a fast worker may beat the publisher confirm); ``p50``/``p99`` by nearest rank (the
   ``ceil(q * n)``-th smallest), and ``max``. ``null`` when nothing completed.
@@ -24,7 +36,8 @@ Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was pr
 - ``throughput_jobs_per_s``: ``completed`` divided by the seconds from the first
   ``produce`` to the last first-``effect``; ``null`` when that span is empty.
 - A fault is a ``fault_start`` paired with the next ``fault_end`` of the same ``fault``
-  and ``target`` (unpaired: it lasts to the end of the history).
+  and ``target`` (unpaired: it lasts to the end of the history). ``faults`` has one entry
+  per ``fault_start`` event, so its length is the number of faults.
 - A job is **interrupted** by a fault starting at ``t0`` when, at ``t0``, it had been
   delivered (a ``deliver`` with ``t <= t0``) and had no ``effect`` yet (none with
   ``t <= t0``) - it was in flight. When the fault's ``target`` is a worker (it names the
@@ -38,7 +51,7 @@ Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was pr
 All times in ms and rates are rounded to 3 decimals, so a recomputation is exactly equal.
 ``anomalies`` lists the job ids of each anomaly by name: ``lost``,
 ``duplicate-execution``, ``duplicate-effect``, ``phantom`` (an effect or finish for a
-job that was never produced), ``late-ack`` (an ``ack`` or ``ack_error`` from a worker
+job that was never attempted), ``late-ack`` (an ``ack`` or ``ack_error`` from a worker
 whose delivery had been superseded: the job's latest delivery before it went to another
 worker -- the seed's "then the network returns and consumer A sends the ACK"),
 ``ack-error`` (the backend refused a completion: ``fenced``, channel closed, ...),
@@ -54,10 +67,12 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from experiments import aggregate
+from experiments.recorder import JsonlError, read_jsonl
 from logqueue.stats import nearest_rank
 
 EVENTS_FILE = "events.jsonl"
-SUMMARY_FILE = "summary.json"
+SUMMARY_FILE = aggregate.SUMMARY_FILE
 ANOMALIES = ("lost", "duplicate-execution", "duplicate-effect", "phantom", "late-ack", "ack-error", "dead-letter")
 
 
@@ -94,20 +109,21 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
 
     Returns:
         The summary dict: ``backend``, ``scenario``, ``status``, ``jobs``, ``completed``,
-        ``lost``, ``duplicate_executions``, ``duplicate_effects``, ``replayed``,
-        ``throughput_jobs_per_s``, ``latency_ms``, ``recovery_ms``, ``faults``,
-        ``anomalies``, ``notes``.
+        ``lost``, ``duplicate_executions``, ``duplicate_effects``, ``redeliveries``, ``unexpected``,
+        ``recovered``, ``indeterminate``, ``replayed``, ``throughput_jobs_per_s``,
+        ``latency_ms``, ``recovery_ms``, ``faults``, ``anomalies``, ``notes``.
     """
     # A stable sort keeps the file order of events recorded within the same clock tick.
     history = sorted(events, key=lambda e: e["t"])
     produced: dict[str, float] = {}
+    unknown: set[str] = set()  # jobs with an enqueue of unknown outcome
     first_effect: dict[str, float] = {}
     effects: dict[str, list[dict]] = defaultdict(list)
     finishes: dict[str, int] = defaultdict(int)
     deliveries: dict[str, list[dict]] = defaultdict(list)
     workers: set[str] = set()
     status, reason, notes = "ok", None, []
-    late_acks, ack_errors, dead, phantom, replayed = set(), set(), set(), set(), set()
+    late_acks, ack_errors, dead, replayed = set(), set(), set(), set()
 
     for e in history:
         ev, job = e["ev"], e.get("job")
@@ -115,6 +131,8 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
             workers.add(str(e["worker"]))
         if ev == "produce":
             produced.setdefault(job, e["t"])
+        elif ev == "enqueue_unknown":
+            unknown.add(job)
         elif ev == "deliver":
             deliveries[job].append(e)
         elif ev == "finish":
@@ -137,15 +155,15 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         elif ev == "status":
             status, reason = str(e.get("status", "error")), e.get("reason")
 
-    for job in set(effects) | set(finishes):
-        if job not in produced:
-            phantom.add(job)
+    attempted = set(produced) | unknown
+    phantom = (set(effects) | set(finishes)) - attempted
+    indeterminate = unknown - set(produced)
 
     jobs = sorted(produced)
     completed = [j for j in jobs if j in first_effect]
     lost = [j for j in jobs if j not in first_effect]
-    dup_exec = {j: n - 1 for j, n in finishes.items() if n > 1 and j in produced}
-    dup_eff = {j: len(v) - 1 for j, v in effects.items() if len(v) > 1 and j in produced}
+    dup_exec = {j: n - 1 for j, n in finishes.items() if n > 1 and j in attempted}
+    dup_eff = {j: len(v) - 1 for j, v in effects.items() if len(v) > 1 and j in attempted}
 
     latencies = sorted(max(0.0, first_effect[j] - produced[j]) for j in completed)
     latency = None
@@ -191,7 +209,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         })
 
     if phantom:
-        notes.append(f"{len(phantom)} job(s) took effect or finished without a produce event")
+        notes.append(f"{len(phantom)} job(s) took effect or finished without a produce or enqueue_unknown event")
     anomalies = {
         "lost": lost,
         "duplicate-execution": sorted(dup_exec),
@@ -210,6 +228,10 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         "lost": len(lost),
         "duplicate_executions": sum(dup_exec.values()),
         "duplicate_effects": sum(dup_eff.values()),
+        "redeliveries": sum(len(v) - 1 for j, v in deliveries.items() if j in attempted),
+        "unexpected": len(phantom & set(effects)),
+        "recovered": len(indeterminate & set(effects)),
+        "indeterminate": len(indeterminate),
         "replayed": len(replayed & set(produced)),
         "throughput_jobs_per_s": throughput,
         "latency_ms": latency,
@@ -231,30 +253,25 @@ def load_events(path: str | os.PathLike) -> list[dict]:
     """
     path = Path(path)
     try:
-        raw_lines = path.read_bytes().split(b"\n")
+        objects = read_jsonl(path)
     except OSError as exc:
         raise CheckerError(f"cannot read {path}: {exc.strerror or exc}") from None
-    events = []
-    last = len(raw_lines) - 1  # after the final newline: empty, or a torn line
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            if number - 1 == last:
-                break
-            raise CheckerError(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(event, dict) or not isinstance(event.get("t"), (int, float)) or "ev" not in event:
-            raise CheckerError(f"{path}:{number}: an event needs a numeric 't' and an 'ev'")
-        events.append(event)
-    return events
+    except JsonlError as exc:
+        raise CheckerError(str(exc)) from None
+    for number, event in enumerate(objects, start=1):
+        if not isinstance(event.get("t"), (int, float)) or "ev" not in event:
+            raise CheckerError(f"{path}: event {number}: an event needs a numeric 't' and an 'ev'")
+    return objects
 
 
 def check_dir(run_dir: str | os.PathLike, backend: str | None = None, scenario: str | None = None) -> dict:
-    """Check ``run_dir/events.jsonl``; backend and scenario default to the two last path parts."""
+    """Check ``run_dir/events.jsonl``; backend and scenario default to the cell's path parts.
+
+    The cell is ``run_dir``, or its parent for a trial (``<backend>/<scenario>/trial-<k>``).
+    """
     run_dir = Path(run_dir)
-    return check(load_events(run_dir / EVENTS_FILE), backend or run_dir.parent.name, scenario or run_dir.name)
+    cell = run_dir.parent if aggregate.TRIAL_DIR.fullmatch(run_dir.name) else run_dir
+    return check(load_events(run_dir / EVENTS_FILE), backend or cell.parent.name, scenario or cell.name)
 
 
 def write_summary(run_dir: str | os.PathLike, backend: str | None = None, scenario: str | None = None) -> dict:
@@ -286,31 +303,61 @@ def recheck(run_dir: str | os.PathLike) -> list[str]:
     ]
 
 
+def recheck_aggregate(cell_dir: str | os.PathLike) -> list[str]:
+    """Recompute ``cell_dir/aggregate.json`` from its trials' events; one line per differing field.
+
+    Raises:
+        CheckerError: a missing or unreadable file.
+    """
+    cell_dir = Path(cell_dir)
+    try:
+        recorded = json.loads((cell_dir / aggregate.AGGREGATE_FILE).read_text())
+    except (OSError, ValueError) as exc:
+        raise CheckerError(f"cannot read {cell_dir / aggregate.AGGREGATE_FILE}: {exc}") from None
+    fresh = aggregate.aggregate([check_dir(run, recorded.get("backend"), recorded.get("scenario"))
+                                 for run in aggregate.trial_dirs(cell_dir)])
+    return [
+        f"{key}: recorded {recorded.get(key)!r}, recomputed {fresh.get(key)!r}"
+        for key in sorted(set(recorded) | set(fresh))
+        if recorded.get(key) != fresh.get(key)
+    ]
+
+
 def find_runs(out_dir: str | os.PathLike) -> list[Path]:
     """Every ``<backend>/<scenario>`` directory under ``out_dir`` that has an events file."""
     return sorted(p.parent for p in Path(out_dir).glob(f"*/*/{EVENTS_FILE}"))
 
 
+def find_all(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:
+    """Every run directory (an events file) and every cell with an aggregate under ``root``, at any depth.
+
+    That covers single runs, trials (``<cell>/trial-<k>``) and sweeps (``<param>=<value>/<cell>``).
+    """
+    root = Path(root)
+    return (sorted(p.parent for p in root.rglob(EVENTS_FILE)),
+            sorted(p.parent for p in root.rglob(aggregate.AGGREGATE_FILE)))
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m experiments.checker",
-        description="Recompute every summary.json under DIR from its events.jsonl and report differences.",
+        description="Recompute every summary.json under DIR from its events.jsonl, and every "
+                    "aggregate.json from its trials' events, and report differences.",
     )
-    parser.add_argument("dir", help="a results directory (OUT) or one run (OUT/<backend>/<scenario>)")
+    parser.add_argument("dir", help="a results directory (OUT, a sweep's OUT, or one run or cell in it)")
     args = parser.parse_args(argv)
-    root = Path(args.dir)
-    runs = [root] if (root / EVENTS_FILE).exists() else find_runs(root)
+    runs, cells = find_all(args.dir)
     if not runs:
-        print(f"error: no {EVENTS_FILE} under {root}", file=sys.stderr)
+        print(f"error: no {EVENTS_FILE} under {args.dir}", file=sys.stderr)
         return 2
     bad = 0
-    for run in runs:
+    for path, recompute in [(run, recheck) for run in runs] + [(cell, recheck_aggregate) for cell in cells]:
         try:
-            diffs = recheck(run)
+            diffs = recompute(path)
         except CheckerError as exc:
             diffs = [str(exc)]
         bad += bool(diffs)
-        print(f"{'ok      ' if not diffs else 'MISMATCH'} {run}")
+        print(f"{'ok      ' if not diffs else 'MISMATCH'} {path / (SUMMARY_FILE if recompute is recheck else aggregate.AGGREGATE_FILE)}")
         for line in diffs:
             print(f"    {line}")
     return 1 if bad else 0

@@ -11,6 +11,10 @@ produces:
 - ``latency-<scenario>.png``: per backend, each job's produce -> first effect latency
   over the run's time, with the fault windows shaded;
 - ``recovery.png``: recovery time by backend and scenario.
+
+Results of ``experiments run --trials N`` or of ``experiments sweep`` get the aggregated
+report instead (``experiments.aggregate_report``): mean [95% CI] per cell, error bars,
+a sweep's curves with their CI bands.
 """
 from __future__ import annotations
 
@@ -21,7 +25,7 @@ from pathlib import Path
 import matplotlib
 import pandas as pd
 
-from experiments import analysis
+from experiments import aggregate_report, analysis
 
 
 class ReportError(ValueError):
@@ -100,6 +104,11 @@ def write_report(out_dir: str | Path) -> Path:
     # importing this module leaves a notebook's inline backend alone.
     matplotlib.use("Agg")
     out_dir = Path(out_dir)
+    if aggregate_report.has_aggregates(out_dir):  # --trials N or a sweep: mean [95% CI] per cell
+        try:
+            return aggregate_report.write_aggregate_report(out_dir)
+        except ValueError as exc:
+            raise ReportError(str(exc)) from None
     try:
         runs = analysis.load_runs(out_dir)
         plots = {

@@ -3,7 +3,10 @@
 For each backend that answers, each scenario runs once: workers, a steady load, the
 fault, the heal, a drain (see ``experiments.scenarios.base``). Each run writes
 ``OUT/<backend>/<scenario>/events.jsonl`` and ``summary.json``, the latter computed by
-the checker from the events alone. Unreachable backends are skipped with a one-line
+the checker from the events alone. With ``--trials N`` (N > 1) each cell runs N times,
+with seeds ``seed .. seed+N-1``, into ``OUT/<backend>/<scenario>/trial-<k>/`` (k = 1..N),
+and ``OUT/<backend>/<scenario>/aggregate.json`` gives each figure's mean and 95% CI
+(``experiments.aggregate``). Unreachable backends are skipped with a one-line
 reason; scenarios that do not apply to a backend are recorded as ``n/a``. The command
 ends with a table: lost, duplicate executions, duplicate effects, p99 latency, recovery.
 
@@ -13,14 +16,12 @@ bad arguments, 3 when no backend was reachable.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shutil
 import signal
 import sys
 import threading
 import time
-import uuid
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -29,11 +30,16 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baselines import registry
-from baselines.base import BackendConfig, BackendError
+from baselines.base import Backend, BackendError
+from baselines.plugins import PluginLoadError
+from baselines.servers import Topology
+from experiments import aggregate
 from experiments import scenarios as scenario_registry
 from experiments.checker import write_summary
+from experiments.clusterlog import CLUSTER_FILE, ClusterLog
+from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
-from experiments.scenarios.base import QUICK, Params, RunContext, Topology
+from experiments.scenarios.base import QUICK, Params, RunContext
 
 PARAM_HELP = {
     "jobs": "jobs produced per run",
@@ -42,17 +48,25 @@ PARAM_HELP = {
     "heartbeat_s": "heartbeat interval (connection heartbeat / lease extension)",
     "timeout_s": "ack timeout / lease / visibility timeout",
     "max_attempts": "deliveries before a job is dead-lettered",
+    "prefetch": "unacknowledged jobs the broker may push to one worker",
     "load_s": "seconds over which the jobs are produced",
     "fault_start_s": "seconds after the load starts when the fault begins",
     "fault_s": "how long the fault lasts (scenarios raise it to outlast their detector unless set)",
     "drain_s": "longest wait, after the heal, for every job to take effect",
-    "seed": "picks the worker a targeted fault hits",
+    "seed": "picks the worker a targeted fault hits, and the nemesis schedule",
+    "nemesis_s": "how long the nemesis scenario's load and random faults go on",
 }
 
 
+def _summary(scenario: str) -> str:
+    try:
+        return scenario_registry.get(scenario).summary
+    except PluginLoadError as exc:
+        return f"(cannot be loaded: {exc})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "scenarios:\n" + "\n".join(
-        f"  {name:<20} {scenario_registry.get(name).summary}" for name in scenario_registry.SCENARIOS)
+    epilog = "scenarios:\n" + "\n".join(f"  {name:<20} {_summary(name)}" for name in scenario_registry.names())
     parser = argparse.ArgumentParser(
         prog="python -m experiments run",
         epilog=epilog,
@@ -64,12 +78,16 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backends", default="all", help="NAME,NAME or 'all' (default): " + ", ".join(
         n for n in registry.names() if n not in registry.NOT_IN_ALL))
     parser.add_argument("--scenarios", default="all", help="NAME,NAME or 'all' (default): " + ", ".join(
-        scenario_registry.SCENARIOS))
+        scenario_registry.names()))
     parser.add_argument("--out", required=True, help="results directory")
     parser.add_argument("--logqueue-cluster", metavar="HOST:PORT,...",
                         help="run logqueue against these running nodes (e.g. docker-compose's) instead of a fresh "
                              "local 3-node cluster per run; node faults are then n/a")
     parser.add_argument("--quick", action="store_true", help="small runs (40 jobs, short faults): what `make demo` uses")
+    parser.add_argument("--trials", type=int, default=1, metavar="N",
+                        help="run each cell N times (seeds seed..seed+N-1) into OUT/<backend>/<scenario>/trial-<k>/ "
+                             "and write the cell's aggregate.json (mean and 95%% CI per figure); default 1: one run, "
+                             "no trial directories")
     defaults = Params()
     for f in fields(Params):
         parser.add_argument(f"--{f.name.replace('_', '-')}", type=type(getattr(defaults, f.name)), default=None,
@@ -85,18 +103,18 @@ def params_from(args: argparse.Namespace) -> tuple[Params, set[str]]:
     return replace(base, **{name: getattr(args, name) for name in explicit}), explicit
 
 
-def topology_for(backend: str, scenario, logqueue_cluster: str | None = None) -> Topology:
-    """Where the backend's servers are: the scenario's own, logqueue's cluster, or the shared brokers."""
-    own = scenario.topology(backend)
-    if own is not None:
-        return own
-    if backend == "logqueue":
-        from experiments.scenarios.cluster import ClusterTopology, ExternalClusterTopology
+def checked_params(args: argparse.Namespace) -> tuple[Params, set[str]]:
+    """:func:`params_from`, validated with ``--trials``; raises ``ValueError`` with a one-line reason."""
+    params, explicit = params_from(args)
+    params.validate()
+    if args.trials < 1:
+        raise ValueError(f"--trials must be >= 1, got {args.trials}")
+    return params, explicit
 
-        if logqueue_cluster:
-            return ExternalClusterTopology(logqueue_cluster.split(","))
-        return ClusterTopology()
-    return Topology()
+
+def external_servers(logqueue_cluster: str | None) -> dict[str, str]:
+    """``{server: addresses}`` of servers the user runs and named on the command line."""
+    return {"logqueue": logqueue_cluster} if logqueue_cluster else {}
 
 
 def probe(backend: str, logqueue_cluster: str | None = None) -> str | None:
@@ -105,22 +123,7 @@ def probe(backend: str, logqueue_cluster: str | None = None) -> str | None:
         cls = registry.get(backend)
     except BackendError as exc:
         return str(exc)
-    if backend == "logqueue":
-        from experiments.scenarios.cluster import probe_cluster
-
-        return probe_cluster(logqueue_cluster)
-    instance = cls(BackendConfig(queue=f"exp-probe-{uuid.uuid4().hex[:8]}"))
-    try:
-        instance.connect()
-        instance.delete()
-    except BackendError as exc:
-        return str(exc)
-    except Exception as exc:  # a client library error the adapter did not wrap: still one line
-        return f"{backend}: {type(exc).__name__}: {' '.join(str(exc).split())}"
-    finally:
-        with contextlib.suppress(Exception):
-            instance.close()
-    return None
+    return cls.probe(external_servers(logqueue_cluster))
 
 
 def fresh_run_dir(run_dir: Path) -> None:
@@ -136,24 +139,35 @@ def record_status(run_dir: Path, status: str, reason: str) -> None:
         log.record("status", status=status, reason=reason)
 
 
-def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress,
-            logqueue_cluster: str | None = None) -> dict:
-    """Run one (backend, scenario) and return its checked summary."""
-    from experiments.scenarios.cluster import ExternalClusterTopology
+def topology_for(cls: type[Backend], scenario, logqueue_cluster: str | None = None) -> Topology:
+    """Where the backend's servers are for this scenario: the backend class decides."""
+    return cls.topology(private=scenario.private_servers, external=external_servers(logqueue_cluster))
 
-    scenario = scenario_registry.get(scenario_name)
+
+def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress,
+            logqueue_cluster: str | None = None, trial: int | None = None) -> dict:
+    """Run one (backend, scenario), or one trial of it, and return its checked summary."""
     run_dir = out / backend / scenario_name
+    if trial is not None:
+        run_dir = aggregate.trial_dir(run_dir, trial)
     fresh_run_dir(run_dir)
-    reason = scenario.applies(backend)
-    if reason is None and backend == "logqueue" and logqueue_cluster and scenario_name in ExternalClusterTopology.NODE_FAULTS:
-        reason = (f"the logqueue nodes at {logqueue_cluster} are not this runner's processes: it cannot kill them "
-                  "or cut them off each other (run without --logqueue-cluster for a local cluster)")
+    try:
+        scenario = scenario_registry.get(scenario_name)
+    except PluginLoadError as exc:  # a broken plug-in: this run fails with the one line, the others go on
+        record_status(run_dir, "error", str(exc))
+        return write_summary(run_dir, backend, scenario_name)
+    cls = registry.get(backend)
+    topology = topology_for(cls, scenario, logqueue_cluster)
+    reason = scenario.applies(cls)
+    if reason is None and scenario.node_faults:
+        reason = topology.node_faults
     if reason is not None:
         record_status(run_dir, "n/a", reason)
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
-    topology = topology_for(backend, scenario, logqueue_cluster)
     ctx = None
+    hub = ProxyHub()
+    timeline = None
     # Client libraries in this process (the producer's) log reconnects and tracebacks while
     # faults are on: they go to the run's runner.log, not over the progress display.
     log_handler = logging.FileHandler(run_dir / "runner.log", mode="w")
@@ -161,8 +175,11 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     root = logging.getLogger()
     saved_handlers, root.handlers = root.handlers, [log_handler]
     try:
-        topology.start(run_dir)
-        ctx = RunContext(backend, scenario_name, params, run_dir, topology, on_progress)
+        topology.start(run_dir, hub)
+        if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl from the first election on, for raft-timeline.ipynb
+            timeline = ClusterLog(run_dir / CLUSTER_FILE, topology.timeline_addresses()).start()
+        topology.ready()
+        ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress)
         ctx.note(f"parameters: {params}")
         scenario.run(ctx)
     except Exception as exc:  # one broken run must not stop the matrix; its history says why
@@ -173,7 +190,10 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     finally:
         if ctx is not None:
             ctx.close()
+        if timeline is not None:
+            timeline.close()
         topology.close()
+        hub.close()
         root.handlers = saved_handlers
         log_handler.close()
     return write_summary(run_dir, backend, scenario_name)
@@ -205,6 +225,34 @@ def results_table(summaries: list[dict], skipped: dict[str, str]) -> Table:
     return table
 
 
+def aggregate_table(aggregates: list[dict], skipped: dict[str, str],
+                    sweep: tuple[str, list[str]] | None = None) -> Table:
+    """One row per cell: mean [95% CI] over its trials; ``sweep`` = (parameter, its value per row)."""
+    table = Table(title="failure experiments (mean [95% CI] over trials)", show_lines=False)
+    first = () if sweep is None else (sweep[0],)
+    for column in ("backend", "scenario", *first, "trials", "lost", "dup. exec", "dup. effects", "P(dup. effect)",
+                   "unexpected", "faults", "p99 ms", "recovery ms"):
+        table.add_column(column, justify="left" if column in ("backend", "scenario", "trials") else "right",
+                         no_wrap=True)
+    for i, a in enumerate(aggregates):
+        trials = ", ".join(f"{n} {status}" for status, n in a["statuses"].items())
+        value = () if sweep is None else (sweep[1][i],)
+        counts = [aggregate.fmt(a[k]) for k in ("lost", "duplicate_executions", "duplicate_effects")]
+        table.add_row(a["backend"], a["scenario"], *value, trials, *counts, aggregate.fmt(a["p_duplicate_effect"], 2),
+                      aggregate.fmt(a["unexpected"]), aggregate.fmt(a["faults"]),
+                      aggregate.fmt(a["latency_ms"]["p99"], 0), aggregate.fmt(a["recovery_ms"], 0))
+    for backend in skipped:
+        table.add_row(backend, "(all)", "unavailable", *[""] * 6)
+    return table
+
+
+def make_console() -> Console:
+    console = Console()
+    if not console.is_terminal:  # a log or a pipe: keep the table's columns whole
+        console = Console(width=200)
+    return console
+
+
 def _interrupt(signum, frame) -> None:
     raise KeyboardInterrupt  # SIGTERM stops the matrix like Ctrl-C: workers and nodes are cleaned up
 
@@ -213,14 +261,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, _interrupt)
-    console = Console()
-    if not console.is_terminal:  # a log or a pipe: keep the table's columns whole
-        console = Console(width=150)
+    console = make_console()
     try:
         backends = registry.parse_backends(args.backends)
         scenario_names = scenario_registry.parse_scenarios(args.scenarios)
-        params, explicit = params_from(args)
-        params.validate()
+        params, explicit = checked_params(args)
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -239,29 +284,40 @@ def main(argv: list[str] | None = None) -> int:
         return 3
 
     summaries: list[dict] = []
+    aggregates: list[dict] = []
     started = time.monotonic()
     columns = (TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, console=console, transient=False) as progress:
-        overall = progress.add_task("all runs", total=len(usable) * len(scenario_names))
+        overall = progress.add_task("all runs", total=len(usable) * len(scenario_names) * args.trials)
         for backend in usable:
             for name in scenario_names:
-                task = progress.add_task(f"{backend} / {name}", total=params.jobs)
+                # One run writes today's layout; several write trial-<k>/ and the cell's aggregate.
+                trials = [None] if args.trials == 1 else list(range(1, args.trials + 1))
+                if args.trials > 1:
+                    fresh_run_dir(out / backend / name)
+                for trial in trials:
+                    label = f"{backend} / {name}" + ("" if trial is None else f" #{trial}")
+                    task = progress.add_task(label, total=params.jobs)
 
-                def on_progress(done: int, total: int, task=task) -> None:
-                    progress.update(task, completed=done, total=total)
+                    def on_progress(done: int, total: int, task=task) -> None:
+                        progress.update(task, completed=done, total=total)
 
-                try:
-                    summary = run_one(backend, name, params, explicit, out, on_progress, args.logqueue_cluster)
-                except KeyboardInterrupt:  # run_one has stopped its processes on the way out
-                    progress.stop()
-                    console.print(f"[red]interrupted[/] during {backend} / {name}; finished runs are in {out}")
-                    return 130
-                summaries.append(summary)
-                status = summary["status"]
-                progress.update(task, completed=summary["completed"] if status == "ok" else params.jobs,
-                                description=f"{backend} / {name}: {status}")
-                progress.advance(overall)
-    console.print(results_table(summaries, skipped))
+                    trial_params = params if trial is None else replace(params, seed=params.seed + trial - 1)
+                    try:
+                        summary = run_one(backend, name, trial_params, explicit, out, on_progress,
+                                          args.logqueue_cluster, trial)
+                    except KeyboardInterrupt:  # run_one has stopped its processes on the way out
+                        progress.stop()
+                        console.print(f"[red]interrupted[/] during {label}; finished runs are in {out}")
+                        return 130
+                    summaries.append(summary)
+                    status = summary["status"]
+                    progress.update(task, completed=summary["completed"] if status == "ok" else params.jobs,
+                                    description=f"{label}: {status}")
+                    progress.advance(overall)
+                if args.trials > 1:
+                    aggregates.append(aggregate.write_aggregate(out / backend / name))
+    console.print(results_table(summaries, skipped) if args.trials == 1 else aggregate_table(aggregates, skipped))
     failed = [s for s in summaries if s["status"] not in ("ok", "n/a")]
     for s in failed:
         console.print(f"[red]{s['backend']} / {s['scenario']} failed[/]: {s.get('reason', '')}")

@@ -3,8 +3,9 @@
 For each backend: connect (unavailable -> reported with the reason), start
 ``python -m experiments.worker`` as a subprocess, enqueue N jobs (recording ``produce``),
 wait until every job has an ``effect`` in the events, stop the worker with SIGTERM, and
-delete the queue. logqueue runs on the cluster at its configured addresses or, when none
-answers there, on a local 3-node cluster started for the run. Reports per backend
+delete the queue. A backend with servers of its own (``Backend.local_servers``: logqueue)
+runs on them at their configured addresses or, when none answers there, on servers
+started for the run. Reports per backend
 ``backend``, ``status`` (``ok``, ``unavailable``, ``failed``), ``produced``, ``completed``
 (jobs with an effect), ``duplicates`` (effects beyond the first per job), ``seconds`` and
 ``reason``.
@@ -17,8 +18,6 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,9 @@ from pathlib import Path
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
+from baselines.servers import ServerStartError
 from experiments.recorder import EventLog, read_jsonl
+from experiments.worker import spawn
 
 POLL_S = 0.1
 
@@ -44,24 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-s", type=float, default=120.0, help="give up on a backend after this many seconds (default 120)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     return p
-
-
-def _worker_command(name: str, queue: str, func: str, events: str, results: str) -> list[str]:
-    return [
-        sys.executable, "-m", "experiments.worker",
-        "--backend", name, "--queue", queue, "--func", func, "--worker-id", "smoke-worker",
-        "--events", events, "--results", results, "--heartbeat-s", "2", "--timeout-s", "30",
-    ]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _last_line(path: str) -> str:
@@ -93,9 +76,8 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
     stderr_path = os.path.join(workdir, f"{name}.worker.log")
     proc = None
     try:
-        with open(stderr_path, "wb") as errf:
-            proc = subprocess.Popen(_worker_command(name, queue, func, events_path, results_path),
-                                    stdout=errf, stderr=subprocess.STDOUT)
+        proc = spawn("smoke-worker", name, queue, func, Path(stderr_path), events=events_path,
+                     results=results_path, heartbeat_s=2.0, timeout_s=30.0)
         with EventLog(events_path) as log:
             ids = set()
             for i in range(jobs):
@@ -109,8 +91,8 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
             effects = Counter(e["job"] for e in read_jsonl(events_path) if e["ev"] == "effect" and e.get("job") in ids)
             if len(effects) == len(ids):
                 break
-            if proc.poll() is not None:
-                row["reason"] = f"worker exited with status {proc.returncode}: {_last_line(stderr_path)}"
+            if not proc.alive():
+                row["reason"] = f"worker exited with status {proc.proc.returncode}: {_last_line(stderr_path)}"
                 break
             if time.monotonic() > deadline:
                 row["reason"] = f"timed out after {deadline_s:g}s with {len(effects)}/{len(ids)} jobs completed"
@@ -124,7 +106,7 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
         row["reason"] = str(exc)
     finally:
         if proc is not None:
-            _stop(proc)
+            proc.stop(timeout_s=15.0)
         try:
             backend.delete()
         except Exception as exc:  # a broker that died mid-run: report, do not crash the table
@@ -135,43 +117,32 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
 
 
 @contextlib.contextmanager
-def _local_logqueue(wanted: bool, workdir: str):
-    """When logqueue is wanted and no cluster answers at its configured addresses, run a
-    local 3-node cluster for the smoke run (``LOGQUEUE_CLUSTER`` points every client at it)."""
-    from logqueue.backend import CLUSTER_ENV, cluster_addresses
+def _local_servers(classes: list):
+    """Servers started here for the backends that need them and find none (``Backend.local_servers``).
 
-    if not wanted or _cluster_answers(cluster_addresses()):
-        yield
-        return
-    from experiments.scenarios.cluster import ClusterTopology
-
-    topology = ClusterTopology()
-    previous = os.environ.get(CLUSTER_ENV)
-    try:
-        run_dir = Path(workdir) / "logqueue-cluster"
-        run_dir.mkdir()
-        topology.start(run_dir)
-        os.environ[CLUSTER_ENV] = ",".join(topology.servers().values())
-    except RuntimeError:  # no leader: logqueue then reports unavailable, with how to start a cluster
-        pass
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(CLUSTER_ENV, None)
-        else:
-            os.environ[CLUSTER_ENV] = previous
-        topology.close()
-
-
-def _cluster_answers(addresses: str) -> bool:
-    from logqueue.client import Client
-
-    try:
-        with Client(addresses, timeout=2.0, attempt_timeout=1.0) as client:
-            return any(row["role"] != "unreachable" for row in client.cluster_status())
-    except ValueError:
-        return False
+    Their addresses go into the environment variables of their ``Server``, so that the
+    worker processes and the backends of this command reach them. A backend whose
+    servers cannot be started then reports unavailable, with how to start them.
+    """
+    saved: dict[str, str | None] = {}
+    with contextlib.ExitStack() as stack:
+        for cls in classes:
+            try:
+                addresses = stack.enter_context(cls.local_servers(fresh=False))
+            except ServerStartError:
+                continue
+            for server in cls.servers:
+                if server.name in addresses:
+                    saved.setdefault(server.env, os.environ.get(server.env))
+                    os.environ[server.env] = addresses[server.name]
+        try:
+            yield
+        finally:
+            for env, value in saved.items():
+                if value is None:
+                    os.environ.pop(env, None)
+                else:
+                    os.environ[env] = value
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -190,6 +161,15 @@ def _print_table(rows: list[dict]) -> None:
     Console().print(table)
 
 
+def _classes(names: list[str]) -> list:
+    """The classes of ``names`` that can be imported (the others report unavailable in ``smoke_one``)."""
+    classes = []
+    for name in names:
+        with contextlib.suppress(BackendUnavailable):
+            classes.append(registry.get(name))
+    return classes
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -201,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="logqueue-smoke-") as workdir:
-        with _local_logqueue("logqueue" in names, workdir):
+        with _local_servers(_classes(names)):
             rows = [smoke_one(name, args.jobs, args.func, args.deadline_s, workdir) for name in names]
     if args.json:
         print(json.dumps(rows, indent=2))

@@ -254,7 +254,7 @@ def test_bench_errors(tmp_path):
 
 def election_result(source, ranges, max_ms=10_000):
     def summary(trials):
-        from logqueue.sim.elections import summarize
+        from experiments.election_results import summarize
 
         return summarize(trials)
 
@@ -404,3 +404,31 @@ def test_bench_ratios_and_leaders_per_term(tmp_path):
     table = analysis.leaders_per_term(analysis.load_cluster_log(tmp_path))
     assert table.to_dict("records") == [{"term": 1, "leaders": [1, 3], "one leader": False},
                                         {"term": 2, "leaders": [2], "one leader": True}]
+
+
+def test_bench_curves_and_native_table():
+    row = {**BENCH["logqueue"], "command": "python -m experiments bench --rates 10,90",
+           "latency_vs_load": [{"rate_pct": 10, "offered_per_s": 50.0, "latency_messages": 9, "p50_ms": 2.0,
+                                "p90_ms": 3.0, "p99_ms": 4.0, "p999_ms": 4.0, "max_ms": 4.5, "hdr": "x"},
+                               {"rate_pct": 90, "offered_per_s": 450.0, "latency_messages": 9, "p50_ms": 7.0,
+                                "p90_ms": 9.0, "p99_ms": 30.0, "p999_ms": 31.0, "max_ms": 32.0, "hdr": "x"}],
+           "consume_vs_consumers": [{"consumers": 4, "consume_per_s": 900.0}, {"consumers": 1, "consume_per_s": 300.0}],
+           "native": {"publish_per_s": 2000.0, "consume_per_s": 400.0}}
+    bench = analysis.bench_frame({"logqueue": row, "redis-list": BENCH["redis-list"]})
+    assert analysis.bench_command(bench) == "python -m experiments bench --rates 10,90"
+    load = analysis.latency_vs_load(bench)
+    assert list(load["p99_ms"]) == [4.0, 30.0] and "hdr" not in load
+    fig = analysis.plot_latency_vs_load(bench)
+    p50_line = fig.axes[0].lines[0]
+    assert list(p50_line.get_xdata()) == [10, 90] and list(p50_line.get_ydata()) == [2.0, 7.0]
+    assert list(fig.axes[0].lines[1].get_ydata()) == [4.0, 30.0]  # the band's p99 edge
+    scaling = analysis.plot_consume_scaling(bench)
+    assert list(scaling.axes[0].lines[0].get_xdata()) == [1, 4]  # sorted by consumers
+    native = analysis.native_table(bench)
+    assert native.loc["logqueue", "publish x native"] == 0.5 and native.loc["logqueue", "consume x native"] == 2.0
+    plain = analysis.bench_frame({"logqueue": BENCH["logqueue"]})
+    assert analysis.bench_command(plain) == ""
+    for fn, match in ((analysis.latency_vs_load, "--rates"), (analysis.consume_vs_consumers, "--consumers"),
+                      (analysis.native_table, "--native")):
+        with pytest.raises(analysis.AnalysisError, match=match):
+            fn(plain)

@@ -273,3 +273,44 @@ def test_delete_leaves_nothing_behind(name, make, consumers):
     again = make(name, queue=queue)
     assert consumers(again, "w2").receive(0.5) is None
     assert again.dead_letters() == []
+
+
+# Adapters whose consumers fetch up to ``prefetch`` deliveries per round trip and hold them.
+BATCHED = ["rabbitmq-classic", "rabbitmq-quorum", "redis-list", "redis-streams", "nats-jetstream"]
+
+
+@pytest.mark.parametrize("name", BATCHED)
+def test_prefetched_batch_is_delivered_once_and_close_returns_the_rest(name, make, consumers):
+    b = make(name, prefetch=10)
+    c1 = consumers(b, "w1")
+    assert c1.receive(0.3) is None  # an empty queue: a batch fetch that finds nothing is no error
+    jobs = b.enqueue_many([b"job-%d" % i for i in range(25)])
+    taken = [receive_from([c1], 5)]
+    taken += [c1.receive(5) for _ in range(5)]
+    assert None not in taken
+    assert c1.ack_many(taken) == [None] * 6
+    c1.close()  # what c1 fetched but never handed out goes back at once, not after timeout_s (30 s)
+    c2 = consumers(b, "w2")
+    rest = []
+    for _ in range(len(jobs) - len(taken)):
+        d = receive_from([c2], 10)
+        assert d is not None, f"{len(rest)} of {len(jobs) - len(taken)} came back after the first consumer closed"
+        d.ack()  # (a broker's prefetch holds back more than 10 unacked)
+        rest.append(d)
+    assert sorted(d.job_id for d in taken + rest) == sorted(jobs)
+    assert c2.receive(0.3) is None
+
+
+@pytest.mark.parametrize("name", BATCHED)
+def test_batched_ack_settles_only_the_deliveries_given(name, make, consumers):
+    b = make(name, prefetch=10, timeout_s=2.0, heartbeat_s=1.0)
+    jobs = b.enqueue_many([b"first", b"second", b"third"])
+    c1 = consumers(b, "w1")
+    first, second, third = receive_from([c1], 5), c1.receive(5), c1.receive(5)
+    assert [d.job_id for d in (first, second, third)] == jobs
+    assert c1.ack_many([second]) == [None]  # not "everything up to second" (AMQP's multiple ack would be)
+    third.ack()
+    c1.close()
+    again = receive_from([consumers(b, "w2")], 15)
+    assert again is not None and again.job_id == first.job_id and again.payload == b"first"
+    again.ack()

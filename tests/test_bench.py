@@ -43,7 +43,40 @@ def test_stub_backend_runs_every_phase_and_writes_json_and_plot(tmp_path):
     assert list(results) == ["stub"]
     check_ok_row(results["stub"], 400)
     assert results["stub"]["window"] == 50 and results["stub"]["consumers"] == 2
+    assert results["stub"]["durability"] == StubBackend.durability  # the class's own line
     assert plot.read_bytes().startswith(b"\x89PNG")
+
+
+def test_curves_closed_loop_and_hdr_latency_on_the_stub(tmp_path):
+    from hdrh.histogram import HdrHistogram
+
+    code, results = run_bench(tmp_path, "--backends", "stub", "--messages", "600", "--payload-bytes", "16,64",
+                              "--consumers", "1,3", "--rates", "20,50,80", "--clients", "2",
+                              "--latency-seconds", "0.3", "--warmup-seconds", "0.1")
+    assert code == 0
+    row = results["stub"]
+    check_ok_row(row, 600)
+    assert [p["rate_pct"] for p in row["latency_vs_load"]] == [20, 50, 80]
+    for point in row["latency_vs_load"]:
+        assert point["offered_per_s"] == pytest.approx(row["end_to_end_per_s"] * point["rate_pct"] / 100, rel=0.01)
+        assert point["warmup_messages"] >= 1 and point["latency_messages"] >= 1  # the warm-up is left out
+        assert point["p50_ms"] <= point["p90_ms"] <= point["p99_ms"] <= point["p999_ms"] <= point["max_ms"]
+        hist = HdrHistogram.decode(point["hdr"])
+        assert hist.get_total_count() == point["latency_messages"]
+        assert hist.get_max_value() == pytest.approx(point["max_ms"] * 1000, rel=0.01)
+    assert row["p99_ms"] == row["latency_vs_load"][1]["p99_ms"]  # the headline is the 50% point
+    assert [p["consumers"] for p in row["consume_vs_consumers"]] == [1, 3]
+    assert [p["payload_bytes"] for p in row["throughput_vs_payload"]] == [16, 64]
+    assert all(p["consume_per_s"] > 0 for p in row["consume_vs_consumers"] + row["throughput_vs_payload"])
+    closed = row["closed_loop"]
+    assert closed["clients"] == 2 and closed["completed_per_s"] > 0 and closed["latency_messages"] >= 1
+    assert closed["p50_ms"] <= closed["p99_ms"] <= closed["max_ms"]
+
+
+def test_latency_summary_is_nearest_rank_over_every_sample():
+    summary = bench.latency_summary([float(x) for x in range(1000, 0, -1)])
+    assert (summary["p50_ms"], summary["p90_ms"], summary["p99_ms"], summary["p999_ms"], summary["max_ms"]) == \
+        (500, 900, 990, 999, 1000)
 
 
 def test_unreachable_backend_is_reported_not_fatal(tmp_path, monkeypatch):
@@ -65,6 +98,10 @@ def test_unreachable_backend_is_reported_not_fatal(tmp_path, monkeypatch):
     (["--backends", "nosuch"], "unknown backend 'nosuch'"),
     (["--window", "0"], "--window must be at least 1"),
     (["--cluster", "nohost"], "--cluster"),
+    (["--consumers", "2,0"], "--consumers must be at least 1"),
+    (["--payload-bytes", "100,3"], "--payload-bytes must be at least 5"),
+    (["--rates", "50,0"], "--rates must be positive"),
+    (["--rates", "x"], "--rates"),
 ])
 def test_bad_arguments_are_one_line_errors(tmp_path, args, message):
     proc = subprocess.run([sys.executable, "-m", "experiments", "bench", "--out", str(tmp_path / "x.json"), *args],

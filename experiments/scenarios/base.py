@@ -6,11 +6,12 @@ template :meth:`Scenario.run` is the same for all, as in Maelstrom/Jepsen: worke
 a steady load, the fault at ``fault_start_s``, healing after ``fault_s``, then a final
 drain until every produced job has taken effect (bounded by ``drain_s``).
 
-:class:`RunContext` owns everything a run starts: the worker processes
-(``python -m experiments.worker``), the producer (a backend instance in the runner's
-process), and the fault proxies. Every client -- each worker and the producer -- reaches
-each server through its own proxy link, so a fault can cut one worker, the producer, or
-everyone. The run's only output is ``events.jsonl`` (+ worker logs and the result sink);
+:class:`RunContext` owns the clients a run starts: the worker processes
+(``python -m experiments.worker``) and the producer (a backend instance in the runner's
+process). Every client -- each worker and the producer -- reaches each server of the
+topology (``Backend.topology``) through its own link in the run's proxy hub, so a fault
+can cut one worker, the producer, or everyone; a cluster's node-to-node links are in the
+same hub, and node faults go through the topology. The run's only output is ``events.jsonl`` (+ worker logs and the result sink);
 the checker computes ``summary.json`` from the events alone.
 """
 from __future__ import annotations
@@ -18,9 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -29,12 +27,14 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from baselines import registry
-from baselines.base import SERVERS, BackendConfig, default_addresses
+from baselines.base import Backend, BackendConfig
+from baselines.servers import Topology
 from experiments.faults import process as procfaults
 from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
 from experiments.scenarios import jobs
 from experiments.scenarios.history import LiveHistory
+from experiments.worker import WorkerProcess, spawn
 
 JOB_FUNCTION = "experiments.scenarios.jobs:work"
 POLL_S = 0.02
@@ -54,11 +54,13 @@ class Params:
     heartbeat_s: float = 1.0
     timeout_s: float = 3.0
     max_attempts: int = 20
+    prefetch: int = 1
     load_s: float = 8.0
     fault_start_s: float = 2.0
     fault_s: float = 8.0
     drain_s: float = 90.0
     seed: int = 0
+    nemesis_s: float = 120.0
 
     def validate(self) -> None:
         """Raise ``ValueError`` with a one-line reason for a parameter out of range."""
@@ -76,68 +78,7 @@ class Params:
 
 # --quick: a small matrix for `make demo` (a few minutes for every backend and scenario).
 QUICK = Params(jobs=40, job_s=0.05, workers=3, heartbeat_s=1.0, timeout_s=2.0, load_s=3.0,
-               fault_start_s=1.0, fault_s=6.0, drain_s=60.0)
-
-
-class ScenarioError(RuntimeError):
-    """The run could not be carried out (a worker died at start, the broker vanished...)."""
-
-
-class Worker:
-    """One worker process and its identity."""
-
-    def __init__(self, worker_id: str, proc: subprocess.Popen, log_path: Path) -> None:
-        self.id, self.proc, self.log_path = worker_id, proc, log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (finish the job in hand), then SIGKILL after ``timeout_s``; reaps it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)  # a paused worker cannot honour SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
-class Topology:
-    """The servers a backend's clients reach, and how a client is pointed at its links.
-
-    The default serves the broker backends: one server per entry of
-    ``baselines.base.SERVERS`` (rabbitmq, redis, nats), addressed through the
-    ``LOGQUEUE_*_URL`` variables and ``BackendConfig.addresses``.
-    """
-
-    def start(self, run_dir: Path) -> None:
-        """Start what the topology needs (nothing for the shared brokers)."""
-
-    def servers(self) -> dict[str, str]:
-        """``{server: real host:port}``."""
-        return default_addresses()
-
-    def client_env(self, links: dict[str, str]) -> dict[str, str]:
-        """Environment variables that point a worker process at ``links`` (``{server: proxy}``)."""
-        return {SERVERS[name][0]: address for name, address in links.items() if name in SERVERS}
-
-    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
-        """``BackendConfig.addresses`` for an in-process client (the producer)."""
-        return {name: address for name, address in links.items() if name in SERVERS}
-
-    def set_links(self, ctx: "RunContext", links: list[str], mode: str) -> None:
-        """Put ``links`` in ``mode`` (``blackhole``, ``heal``, ...)."""
-        ctx.hub.set_many(links, mode)
-
-    def close(self) -> None:
-        """Stop whatever the topology started (nothing for shared brokers)."""
+               fault_start_s=1.0, fault_s=6.0, drain_s=60.0, nemesis_s=30.0)
 
 
 class RunContext:
@@ -148,12 +89,13 @@ class RunContext:
         scenario: scenario name.
         params: the run's parameters.
         run_dir: ``OUT/<backend>/<scenario>``, empty but for the topology's files.
-        topology: where the servers are (a :class:`Topology`; logqueue passes its cluster).
+        topology: where the servers are (what the backend class gave, started).
+        hub: the run's proxy hub (the topology's node-to-node links are in it too).
         on_progress: called with ``(effected, produced_target)`` while the run polls.
     """
 
     def __init__(self, backend: str, scenario: str, params: Params, run_dir: Path, topology: Topology,
-                 on_progress: Callable[[int, int], None] | None = None) -> None:
+                 hub: ProxyHub, on_progress: Callable[[int, int], None] | None = None) -> None:
         self.backend_name, self.scenario_name, self.params = backend, scenario, params
         self.run_dir = run_dir
         self.topology = topology
@@ -165,9 +107,9 @@ class RunContext:
         self.results_path = run_dir / "results.jsonl"
         self.log = EventLog(self.events_path)
         self.history = LiveHistory(self.events_path)
-        self.hub = ProxyHub()
+        self.hub = hub
         self.links: dict[str, dict[str, str]] = {}  # client -> {server: link name}
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[str, WorkerProcess] = {}
         self.producer_done = threading.Event()
         self.producer_error: str | None = None
         self._producer_thread: threading.Thread | None = None
@@ -200,21 +142,17 @@ class RunContext:
         """A ``BackendConfig`` for an in-process client routed through its own links."""
         p = self.params
         return BackendConfig(queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
-                             max_attempts=p.max_attempts,
+                             max_attempts=p.max_attempts, prefetch=p.prefetch,
                              addresses=self.topology.config_addresses(self.client_links(client)))
 
-    def start_worker(self, worker_id: str) -> Worker:
+    def start_worker(self, worker_id: str) -> WorkerProcess:
         """Start ``python -m experiments.worker`` as ``worker_id``, through its own links."""
         p = self.params
         env = {**os.environ, **self.topology.client_env(self.client_links(worker_id))}
-        log_path = self.run_dir / f"worker-{worker_id}.log"
-        argv = [sys.executable, "-m", "experiments.worker", "--backend", self.backend_name, "--queue", self.queue,
-                "--func", JOB_FUNCTION, "--worker-id", worker_id, "--events", str(self.events_path),
-                "--results", str(self.results_path), "--heartbeat-s", str(p.heartbeat_s),
-                "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts)]
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        self.workers[worker_id] = Worker(worker_id, proc, log_path)
+        self.workers[worker_id] = spawn(
+            worker_id, self.backend_name, self.queue, JOB_FUNCTION, self.run_dir / f"worker-{worker_id}.log",
+            events=self.events_path, results=self.results_path, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
+            max_attempts=p.max_attempts, prefetch=p.prefetch, env=env)
         return self.workers[worker_id]
 
     def wait_workers_connected(self, timeout_s: float = 30.0, settle_s: float = 1.0) -> None:
@@ -223,6 +161,10 @@ class RunContext:
         A worker that is still starting (importing, declaring, setting server options)
         when the load begins would see no job and could not be the target of a fault.
         """
+        if not self.topology.servers():  # nothing proxied (an in-process backend): nothing to watch
+            self.sleep(settle_s)
+            return
+
         def connected() -> bool:
             return all(any(self.hub.connections(name) for name in self.link_names(clients=[w]))
                        for w in self.live_workers())
@@ -261,15 +203,19 @@ class RunContext:
                 # A confirm lost to a fault is retried with the same id until the drain deadline;
                 # a retry that the broker had in fact accepted shows up as a duplicate execution.
                 while True:
+                    sent = False
                     try:
                         if backend is None:
                             backend = self.backend_cls(self.config("producer"))
                             backend.connect()
+                        sent = True  # from here on the broker may have the job, whatever we hear back
                         confirmed = backend.enqueue(payload_of(seq), job_id=job_id)
                         self.log.produce(confirmed, seq=seq)
                         break
                     except Exception as exc:  # any client error: reconnect and retry (bounded below)
                         self.producer_error = f"{type(exc).__name__}: {exc}"
+                        if sent:
+                            self.log.record("enqueue_unknown", job=job_id, reason=' '.join(self.producer_error.split()))
                         if backend is not None:
                             with contextlib.suppress(Exception):  # closing a broken client
                                 backend.close()
@@ -342,26 +288,36 @@ class RunContext:
         self.log.record("note", text=text)
 
     def cut(self, links: list[str], mode: str = "blackhole") -> None:
-        self.topology.set_links(self, links, mode)
+        self.hub.set_many(links, mode)
 
     def heal(self, links: list[str]) -> None:
-        self.topology.set_links(self, links, "heal")
+        self.hub.set_many(links, "heal")
+
+    def node_links(self, node) -> list[str]:
+        """Every link that isolates topology node ``node``: to its peers and from every client."""
+        return self.topology.peer_links(node) + self.link_names(servers=[self.topology.server_of(node)])
 
     def kill_worker(self, worker_id: str) -> None:
         procfaults.kill(self.workers[worker_id].pid)
         self.workers[worker_id].proc.wait()
 
+    def pause_worker(self, worker_id: str) -> None:
+        """SIGSTOP the worker: it holds its connections and jobs and runs nothing."""
+        procfaults.pause(self.workers[worker_id].pid)
+
+    def resume_worker(self, worker_id: str) -> None:
+        procfaults.resume(self.workers[worker_id].pid)
+
     # --- teardown -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the producer and every worker, close the proxies, delete the queue."""
+        """Stop the producer and every worker, heal the proxies, delete the queue (the runner closes the hub)."""
         self._stop_producer.set()
         self.hub.heal_all()
         for worker in self.workers.values():
             worker.stop()
         if self._producer_thread is not None:
             self._producer_thread.join(10)
-        self.hub.close()
         p = self.params
         # Best effort: the history is complete; a leftover queue only costs broker memory.
         with contextlib.suppress(Exception):
@@ -382,17 +338,19 @@ class Scenario:
     Hooks: :meth:`applies` (``None`` or the n/a reason), :meth:`adjust` (scenario
     defaults for parameters the user left alone), :meth:`payload`, :meth:`inject` and
     :meth:`heal` (the fault; each records ``fault_start``/``fault_end``).
+
+    Class attributes: ``node_faults`` -- the scenario kills, restarts or isolates nodes
+    of the topology, so it is ``n/a`` where the topology says it cannot;
+    ``private_servers`` -- it needs servers of the run's own (it kills "the broker").
     """
 
     name = ""
     summary = ""
+    node_faults = False
+    private_servers = False
 
-    def applies(self, backend: str) -> str | None:
-        """``None`` if the scenario applies to ``backend``, else the reason it does not."""
-        return None
-
-    def topology(self, backend: str) -> Topology | None:
-        """A topology of the scenario's own for ``backend`` (e.g. a private broker), or ``None``."""
+    def applies(self, backend: type[Backend]) -> str | None:
+        """``None`` if the scenario applies to the backend class, else the reason it does not."""
         return None
 
     def adjust(self, params: Params, explicit: set[str]) -> Params:

@@ -10,17 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from logqueue.cli import (
-    cluster,
-    leader,
-    log,
-    member,
-    node,
-    produce,
-    queue,
-    status,
-    worker,
-)
+from logqueue.cli import cluster, leader, log, member, node, produce, queue, status, worker
 from logqueue.cli.common import UsageError
 from logqueue.client import ClientError
 from logqueue.runtime.auth import AuthError

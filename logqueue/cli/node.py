@@ -6,16 +6,7 @@ import argparse
 import logging
 import sys
 
-from logqueue.cli.common import (
-    UsageError,
-    address,
-    ms_range,
-    non_negative,
-    peers,
-    positive,
-    secret,
-    secret_arg,
-)
+from logqueue.cli.common import UsageError, address, ms_range, non_negative, peers, positive, secret, secret_arg
 
 
 def node_args(p: argparse.ArgumentParser) -> None:

@@ -4,13 +4,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from logqueue.cli.common import (
-    cluster_arg,
-    non_negative,
-    open_client,
-    payloads,
-    positive,
-)
+from logqueue.cli.common import cluster_arg, non_negative, open_client, payloads, positive
 from logqueue.cli.queue import EXAMPLES
 from logqueue.client import Producer
 

@@ -9,13 +9,7 @@ import argparse
 import json
 import sys
 
-from logqueue.cli.common import (
-    cluster_arg,
-    non_negative,
-    open_client,
-    print_table,
-    text_field,
-)
+from logqueue.cli.common import cluster_arg, non_negative, open_client, print_table, text_field
 
 PAGE = 1000  # rows per query when listing
 

@@ -7,13 +7,7 @@ import logging
 import signal
 import sys
 
-from logqueue.cli.common import (
-    UsageError,
-    cluster_arg,
-    non_negative,
-    open_client,
-    positive,
-)
+from logqueue.cli.common import UsageError, cluster_arg, non_negative, open_client, positive
 from logqueue.cli.queue import EXAMPLES
 from logqueue.client import Worker
 from logqueue.workers import load_function

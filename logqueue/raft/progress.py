@@ -15,7 +15,8 @@ class State(enum.Enum):
 
 
 class Progress:
-    __slots__ = ("match", "next", "state", "probe_sent", "inflight", "pending_snapshot", "recent_active")
+    __slots__ = ("match", "next", "state", "probe_sent", "inflight", "pending_snapshot", "recent_active",
+                 "sent_commit")
 
     def __init__(self, next_index: int) -> None:
         self.match = 0
@@ -25,6 +26,7 @@ class Progress:
         self.inflight: deque[int] = deque()  # last index of each unanswered append (REPLICATE)
         self.pending_snapshot = 0
         self.recent_active = False  # heard from within the current CheckQuorum window
+        self.sent_commit = 0  # highest commit index sent in an append
 
     def paused(self, max_inflight: int) -> bool:
         if self.state is State.PROBE:
@@ -52,8 +54,14 @@ class Progress:
         self.pending_snapshot = index
         self.inflight.clear()
 
-    def sent(self, last_index: int, with_entries: bool) -> None:
-        """Record an append sent to the follower ending at `last_index`."""
+    def can_bump_commit(self, committed: int) -> bool:
+        """Would an append now raise the follower's commit index? It commits at most up to
+        the entries it holds, which may be up to `next - 1` (etcd's CanBumpCommit)."""
+        return committed > self.sent_commit and self.sent_commit < self.next - 1
+
+    def sent(self, last_index: int, with_entries: bool, commit: int) -> None:
+        """Record an append sent to the follower ending at `last_index`, carrying `commit`."""
+        self.sent_commit = max(self.sent_commit, commit)
         if self.state is State.REPLICATE:
             if with_entries:
                 self.next = last_index + 1
