@@ -19,9 +19,9 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tick-ms", type=positive, default=10, metavar="N", help="length of one Raft tick (default 10)")
     p.add_argument("--snapshot-every", type=positive, default=10_000, metavar="N",
                    help="take a snapshot every N applied entries (default 10000)")
-    p.add_argument("--retain-entries", type=non_negative, default=1_000, metavar="N",
+    p.add_argument("--retain-entries", type=non_negative, default=100_000, metavar="N",
                    help="entries kept on disk behind the latest snapshot, for `log read` (more when retained "
-                        "jobs still need them: the log is the queue's store) (default 1000)")
+                        "jobs still need them: the log is the queue's store) (default 100000)")
     p.add_argument("--retention-jobs", type=positive, default=1_000_000, metavar="N",
                    help="jobs of history each queue keeps (payloads, results, dedup; and the WAL segments "
                         "holding them) once every group has settled them; give every node the same value "

@@ -55,7 +55,7 @@ class NodeConfig:
     join: bool = False  # start empty and wait to be added by `member add`
     snapshot_every: int = 10_000  # applied entries between snapshots (at most)
     snapshot_bytes: int = 32 << 20  # ... or this many bytes of applied entries, whichever first
-    retain_entries: int = 1_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
+    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
     memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
     memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
