@@ -20,8 +20,14 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot-every", type=positive, default=10_000, metavar="N",
                    help="take a snapshot every N applied entries (default 10000)")
     p.add_argument("--retain-entries", type=non_negative, default=100_000, metavar="N",
-                   help="entries kept on disk behind the latest snapshot, for `log read` and slow "
-                        "followers (default 100000)")
+                   help="entries kept on disk behind the latest snapshot, for `log read` (more when retained "
+                        "jobs still need them: the log is the queue's store) (default 100000)")
+    p.add_argument("--retention-jobs", type=positive, default=1_000_000, metavar="N",
+                   help="jobs of history each queue keeps (payloads, results, dedup; and the WAL segments "
+                        "holding them) once every group has settled them; give every node the same value "
+                        "(default 1000000)")
+    p.add_argument("--segment-bytes", type=positive, default=64 << 20, metavar="N",
+                   help="size of one WAL segment file; retention deletes whole segments (default 64 MiB)")
     p.add_argument("--test-hooks", action="store_true",
                    help="accept test-only requests (cutting this node off its peers)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -55,7 +61,8 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
     return NodeConfig(node_id=node_id, listen=listen, peers=peer_map, data_dir=data_dir, fsync=args.fsync,
                       election_timeout_ms=(low, high), heartbeat_ms=args.heartbeat_ms, tick_ms=args.tick_ms,
                       secret=secret(args), join=join, snapshot_every=args.snapshot_every,
-                      retain_entries=args.retain_entries, test_hooks=args.test_hooks)
+                      retain_entries=args.retain_entries, retention_jobs=args.retention_jobs,
+                      segment_bytes=args.segment_bytes, test_hooks=args.test_hooks)
 
 
 def cmd_node(args) -> int:

@@ -13,7 +13,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                        description="Ask every listed node for its own view. Unreachable nodes are listed as such. "
                                    "`member` is voter, learner (receives the log, does not vote) or none.")
     cluster_arg(p)
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--json", action="store_true", help="print a JSON list of every node's full status (also memory, WAL use, retained offsets, snapshot, longest loop stall) instead of a table")
     p.set_defaults(run=cmd_status)
 
 

@@ -13,6 +13,7 @@ read_log        from, max, all (bool), consistency                     {"entries
 member          op ("add"|"learner"|"promote"|"remove"), id, address   {"voters", "learners"}
 transfer        to                                                     {"leader": id}
 snapshot        --                                                     {"index": I}
+fetch_entries   from, to, max_bytes                                    {"entries": [[i, term, kind, data]]}
 isolate         on (bool) -- only with --test-hooks                    {"isolated": bool}
 ==============  =====================================================  ==========================
 
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from logqueue.raft import NotLeader, ProposalDropped, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
+from logqueue.runtime.backfill import CHUNK_BYTES, entry_rows
 from logqueue.runtime.machine import ServiceMachine, StaleRequest
 from logqueue.storage.base import Storage
 
@@ -144,6 +146,7 @@ class Service:
             "member": self.op_member,
             "transfer": self.op_transfer,
             "snapshot": self.op_snapshot,
+            "fetch_entries": self.op_fetch_entries,
             "isolate": self.op_isolate,
         }
 
@@ -423,6 +426,29 @@ class Service:
                 out.append(row)
         conn.send(wire.response(rid, True, {"entries": out, "first_index": first, "applied_index": applied,
                                             "next": hi}))
+
+    def op_fetch_entries(self, conn, rid, args) -> None:
+        """Applied entries ending just before `to`, back to `from` at most, up to about
+        `max_bytes` of data (at least one): a backfilling follower's chunk (``backfill``)."""
+        node = self.node
+        storage = node.storage
+        lo = max(_arg(args, "from", int), storage.first_index())
+        top = min(_arg(args, "to", int), node.raft.applied_index + 1)
+        limit = min(_arg(args, "max_bytes", int, CHUNK_BYTES), CHUNK_BYTES)
+        chunk: list[t.Entry] = []
+        size = 0
+        while top > lo and size < limit:
+            block = storage.entries(max(lo, top - 8), top)  # entries may be large: a few at a time
+            if not block:
+                break
+            for e in reversed(block):
+                chunk.append(e)
+                size += len(e.data)
+                top = e.index
+                if size >= limit:
+                    break
+        chunk.reverse()
+        conn.send(wire.response(rid, True, {"entries": entry_rows(chunk)}))
 
     # --- administration ---------------------------------------------------------------------
     def op_member(self, conn, rid, args) -> None:
