@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from logqueue.raft import Config, Raft
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
+from logqueue.runtime.audit import AuditedStorage
 from logqueue.runtime.machine import ServiceMachine
 from logqueue.runtime.service import Service
 from logqueue.runtime.transport import Inbound, PeerLink, split_address
@@ -52,7 +53,7 @@ class NodeConfig:
     snapshot_every: int = 10_000  # applied entries between snapshots
     retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot
     max_frame: int = wire.DEFAULT_MAX_FRAME
-    test_hooks: bool = False  # allow the `isolate` request (cut this node off its peers)
+    test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
     seed: int | None = None
 
     def raft_config(self) -> Config:
@@ -79,6 +80,7 @@ class Node:
         self.secret = cfg.secret
         self.max_frame = cfg.max_frame
         self.storage = None
+        self.audit: AuditedStorage | None = None  # with --test-hooks and a data dir
         self.raft: Raft | None = None
         self.machine = ServiceMachine()
         self.service = Service(self)
@@ -99,6 +101,8 @@ class Node:
         """Load state from storage, start listening and ticking."""
         cfg = self.cfg
         self.storage = open_storage(cfg)
+        if cfg.test_hooks and cfg.data_dir is not None:
+            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir)
         state = self.storage.load()
         hard_state, snapshot, entries = state.hard_state, state.snapshot, state.entries
         if snapshot is not None and snapshot.meta.index:
@@ -250,6 +254,8 @@ class Node:
             self._check_watchers()
 
     def _send(self, messages: list[t.Message]) -> None:
+        if self.audit is not None:
+            self.audit.check_send(messages)
         by_peer: dict[int, list[bytes]] = {}
         encode, frame = wire.encode_message, wire.frame
         for msg in messages:
