@@ -6,6 +6,7 @@ import re
 import redis
 
 from baselines.base import BackendConfig, split_address, unavailable
+from baselines.servers import REDIS
 
 # Longest a blocking command waits in one call, so a cut-off connection is noticed.
 BLOCK_S = 1.0
@@ -26,7 +27,7 @@ def ping(backend_name: str, config: BackendConfig, r: redis.Redis) -> None:
     try:
         r.ping()
     except redis.RedisError as exc:
-        raise unavailable(backend_name, "redis", config.addresses["redis"], exc) from None
+        raise unavailable(backend_name, REDIS, config.addresses["redis"], exc) from None
 
 
 def delete_prefix(r: redis.Redis, prefix: str) -> None:

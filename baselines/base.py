@@ -17,18 +17,15 @@ which the worker loop calls from its heartbeat thread while the job runs.
 from __future__ import annotations
 
 import abc
+import contextlib
 import os
 import uuid
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import ClassVar, Iterable
 from urllib.parse import urlsplit
 
-# Server name -> (environment variable, loopback default, how to start it here).
-SERVERS = {
-    "rabbitmq": ("LOGQUEUE_RABBITMQ_URL", "127.0.0.1:5672", "rabbitmq-server -detached (or: make services)"),
-    "redis": ("LOGQUEUE_REDIS_URL", "127.0.0.1:6379", "redis-server --daemonize yes (or: make services)"),
-    "nats": ("LOGQUEUE_NATS_URL", "127.0.0.1:4222", "nats-server -js -a 127.0.0.1 -p 4222 & (or: make services)"),
-}
+from baselines.servers import SHARED, Server, Topology
 
 
 class BackendError(Exception):
@@ -43,7 +40,7 @@ class AckError(BackendError):
     """The broker refused an ack or nack; ``str()`` says why (e.g. the channel closed after a timeout)."""
 
 
-def _host_port(value: str) -> str:
+def host_port(value: str) -> str:
     """Reduce ``amqp://user:pw@host:port/vhost`` or ``host:port`` to ``host:port``."""
     if "://" in value:
         parts = urlsplit(value)
@@ -58,20 +55,20 @@ def _host_port(value: str) -> str:
 
 def default_addresses() -> dict[str, str]:
     """``{"rabbitmq": "host:port", ...}`` from the ``LOGQUEUE_*_URL`` variables, else loopback."""
-    return {name: _host_port(os.environ.get(var) or default) for name, (var, default, _) in SERVERS.items()}
+    return {s.name: host_port(os.environ.get(s.env) or s.default) for s in SHARED}
 
 
 def split_address(address: str) -> tuple[str, int]:
     """``"host:port"`` -> ``("host", port)``."""
-    host, _, port = _host_port(address).rpartition(":")
+    host, _, port = host_port(address).rpartition(":")
     return host, int(port)
 
 
-def unavailable(backend: str, server: str, address: str, reason: object) -> BackendUnavailable:
-    """The one-line error for a broker that cannot be reached."""
+def unavailable(backend: str, server: Server, address: str, reason: object) -> BackendUnavailable:
+    """The one-line error for a server that cannot be reached."""
     reason_line = " ".join(str(reason).split()) or type(reason).__name__
-    start = SERVERS[server][2]
-    return BackendUnavailable(f"{backend}: cannot reach {server} at {address} ({reason_line}); start it with: {start}")
+    return BackendUnavailable(f"{backend}: cannot reach {server.name} at {address} ({reason_line}); "
+                              f"start it with: {server.start}")
 
 
 def new_job_id() -> str:
@@ -107,7 +104,7 @@ class BackendConfig:
         for knob in ("prefetch", "max_attempts"):
             if not (isinstance(getattr(self, knob), int) and getattr(self, knob) >= 1):
                 raise ValueError(f"{knob} must be an integer >= 1, got {getattr(self, knob)!r}")
-        self.addresses = {**default_addresses(), **{k: _host_port(v) for k, v in self.addresses.items()}}
+        self.addresses = {**default_addresses(), **{k: host_port(v) for k, v in self.addresses.items()}}
 
 
 class Delivery(abc.ABC):
@@ -186,14 +183,75 @@ class Backend(abc.ABC):
             effect (logqueue); ``False`` for brokers, where the effect is the worker's write
             to the run's result sink before it acks.
         multiprocess: ``False`` for backends that live inside one process (the stub).
+        durability: one line, what "confirmed" means here (copied into the bench's results).
+        replicas: on how many nodes a confirmed job is (1: not replicated).
+        keeps_history: ``True`` where a new reader can read every job again from the
+            start (a log); then :meth:`replay` returns them.
+        servers: the servers it needs (``baselines.servers.Server``): where they are, how
+            to start them, whether a run may start a private one.
+
+    What the harness needs to know about a backend it asks these and the class methods
+    :meth:`topology`, :meth:`probe` and :meth:`local_servers`, never its name.
     """
 
     name: ClassVar[str]
     effect_on_ack: ClassVar[bool] = False
     multiprocess: ClassVar[bool] = True
+    durability: ClassVar[str] = "see the adapter's docstring"
+    replicas: ClassVar[int] = 1
+    keeps_history: ClassVar[bool] = False
+    servers: ClassVar[tuple[Server, ...]] = ()
 
     def __init__(self, config: BackendConfig) -> None:
         self.config = config
+
+    # --- what the harness asks the class ----------------------------------------------
+
+    @classmethod
+    def topology(cls, private: bool = False, external: Mapping[str, str] | None = None) -> Topology:
+        """Where this backend's servers are for one run, and which node faults it supports.
+
+        ``private``: the run needs servers of its own, which a scenario may kill and
+        restart (see ``baselines.servers.private``). ``external``: ``{server: addresses}``
+        of servers the user runs and names on the command line. The default is the
+        shared servers of the machine (no node faults), or a private one.
+        """
+        if private:
+            from baselines.servers.private import private_topology
+
+            return private_topology(cls.name, cls.servers)
+        return Topology(cls.servers)
+
+    @classmethod
+    def probe(cls, external: Mapping[str, str] | None = None) -> str | None:
+        """``None`` when this backend can be used here, else a one-line reason (it connects once)."""
+        instance = cls(BackendConfig(queue=f"probe-{uuid.uuid4().hex[:8]}"))
+        try:
+            instance.connect()
+            instance.delete()
+        except BackendError as exc:
+            return str(exc)
+        except Exception as exc:  # a client library error the adapter did not wrap: still one line
+            return f"{cls.name}: {type(exc).__name__}: {' '.join(str(exc).split())}"
+        finally:
+            with contextlib.suppress(Exception):
+                instance.close()
+        return None
+
+    @classmethod
+    @contextlib.contextmanager
+    def local_servers(cls, fresh: bool = True) -> Iterator[dict[str, str]]:
+        """Servers started on this machine for one command (the bench, the smoke test), if it needs any.
+
+        Yields ``BackendConfig.addresses`` for them (``{}``: the shared servers will do).
+        ``fresh``: start them even when some already answer at the configured addresses.
+        Raises ``baselines.servers.ServerStartError`` when they cannot be started.
+        """
+        yield {}
+
+    def replay(self, max_count: int) -> list[bytes]:
+        """Every job's payload from the start of the history, oldest first (``keeps_history`` backends)."""
+        raise NotImplementedError(f"{self.name} keeps no history to replay")
 
     @abc.abstractmethod
     def connect(self) -> None:

@@ -47,6 +47,7 @@ from celery.worker.request import Request
 
 from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
+from baselines.servers import RABBITMQ, REDIS, Server
 from baselines.rabbitmq import server_consumer_timeout
 from baselines.worker_loop import call_worker_function
 
@@ -151,7 +152,7 @@ def _run_job(task, payload_b64: str) -> None:
 class CeleryBackend(Backend):
     """Shared by both brokers; subclasses give the broker URL and transport options."""
 
-    server = ""
+    server: Server  # the broker
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -203,7 +204,7 @@ class CeleryBackend(Backend):
             conn.ensure_connection(max_retries=1, timeout=3)
         except Exception as exc:  # kombu raises the transport's own error types
             conn.release()
-            raise unavailable(self.name, self.server, self.config.addresses[self.server], exc) from None
+            raise unavailable(self.name, self.server, self.config.addresses[self.server.name], exc) from None
         return conn
 
     def connect(self) -> None:
@@ -318,7 +319,9 @@ class CeleryBackend(Backend):
 
 class CeleryRabbitMQBackend(CeleryBackend):
     name = "celery-rabbitmq"
-    server = "rabbitmq"
+    server = RABBITMQ
+    servers = (RABBITMQ,)
+    durability = "Celery over RabbitMQ (durable queue, persistent messages)"
 
     def broker_url(self) -> str:
         host, port = split_address(self.config.addresses["rabbitmq"])
@@ -333,7 +336,9 @@ class CeleryRabbitMQBackend(CeleryBackend):
 
 class CeleryRedisBackend(CeleryBackend):
     name = "celery-redis"
-    server = "redis"
+    server = REDIS
+    servers = (REDIS,)
+    durability = "Celery over Redis (server's persistence settings)"
 
     def broker_url(self) -> str:
         host, port = split_address(self.config.addresses["redis"])

@@ -41,6 +41,7 @@ import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
+from baselines.servers import NATS
 
 DURABLE = "workers"
 JOB_HEADER = "Lq-Job"
@@ -68,6 +69,8 @@ class _LoopThread:
 
 class NatsJetStreamBackend(Backend):
     name = "nats-jetstream"
+    servers = (NATS,)
+    durability = "JetStream publish ack, file storage (written to the stream's file; fsync by the server's sync interval)"
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -89,7 +92,7 @@ class NatsJetStreamBackend(Backend):
         try:
             socket.create_connection(split_address(address), timeout=2).close()
         except OSError as exc:
-            raise unavailable(self.name, "nats", address, exc) from None
+            raise unavailable(self.name, NATS, address, exc) from None
         self._loop = _LoopThread(f"nats-{self.stream}")
         try:
             self.nc = self.call(nats.connect(
@@ -104,7 +107,7 @@ class NatsJetStreamBackend(Backend):
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             self._loop.stop()
             self._loop = None
-            raise unavailable(self.name, "nats", address, exc or "connection refused") from None
+            raise unavailable(self.name, NATS, address, exc or "connection refused") from None
         self.js = self.nc.jetstream()
         self.call(self._declare())
 

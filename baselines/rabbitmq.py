@@ -55,6 +55,7 @@ import pika
 import pika.exceptions
 
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
+from baselines.servers import RABBITMQ
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +125,7 @@ class RabbitMQBackend(Backend):
     """Shared by both queue types; subclasses give the queue arguments."""
 
     queue_type = "classic"
+    servers = (RABBITMQ,)
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -142,7 +144,7 @@ class RabbitMQBackend(Backend):
         try:
             return pika.BlockingConnection(_parameters(self))
         except pika.exceptions.AMQPError as exc:
-            raise unavailable(self.name, "rabbitmq", self.config.addresses["rabbitmq"], _describe(exc) or "connection refused") from None
+            raise unavailable(self.name, RABBITMQ, self.config.addresses["rabbitmq"], _describe(exc) or "connection refused") from None
 
     def declare(self, ch) -> None:
         ch.exchange_declare(self.dlx, exchange_type="direct", durable=True)
@@ -288,7 +290,7 @@ class _PipelinedPublisher:
 
     def _on_open_error(self, _conn, exc) -> None:
         address = self.backend.config.addresses["rabbitmq"]
-        self._opened.set_exception(unavailable(self.backend.name, "rabbitmq", address, _describe(exc)))
+        self._opened.set_exception(unavailable(self.backend.name, RABBITMQ, address, _describe(exc)))
         self._conn.ioloop.stop()
 
     def _on_channel(self, ch) -> None:
@@ -378,10 +380,12 @@ class _PipelinedPublisher:
 
 class RabbitMQClassicBackend(RabbitMQBackend):
     name = "rabbitmq-classic"
+    durability = "durable classic queue, persistent messages, publisher confirms (confirmed once on disk)"
 
 
 class RabbitMQQuorumBackend(RabbitMQBackend):
     name = "rabbitmq-quorum"
+    durability = "quorum queue (Raft, 3.10 single node: fsynced WAL) with publisher confirms, persistent messages"
     queue_type = "quorum"
 
     def queue_arguments(self) -> dict:

@@ -36,6 +36,7 @@ import redis
 
 from baselines import _redis
 from baselines.base import AckError, Backend, Consumer, Delivery, new_job_id
+from baselines.servers import REDIS
 
 # KEYS: proc, attempts, leases, jobs. ARGV: id, timeout_ms. -> {attempt, payload} or false
 _CLAIM = """
@@ -128,6 +129,8 @@ return moved
 
 class RedisListBackend(Backend):
     name = "redis-list"
+    servers = (REDIS,)
+    durability = "LPUSH reply; on disk only as far as the server's appendonly/appendfsync settings"
 
     def __init__(self, config) -> None:
         super().__init__(config)

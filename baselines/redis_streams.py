@@ -32,6 +32,7 @@ import redis
 
 from baselines import _redis
 from baselines.base import AckError, Backend, Consumer, Delivery, new_job_id
+from baselines.servers import REDIS
 
 GROUP = "workers"
 # Idle time given to a nacked entry so that any consumer's XAUTOCLAIM takes it (~11 days).
@@ -63,6 +64,8 @@ return 2
 
 class RedisStreamsBackend(Backend):
     name = "redis-streams"
+    servers = (REDIS,)
+    durability = "XADD reply; on disk only as far as the server's appendonly/appendfsync settings"
 
     def __init__(self, config) -> None:
         super().__init__(config)

@@ -1,17 +1,20 @@
 """Backends by name, so every tool takes ``--backends NAME,NAME|all``.
 
-Adapters are imported lazily: a missing client library or a module that is not written
-yet (``logqueue.backend``) makes that one backend unavailable, never the registry.
+The built-in adapters below, plus the entry points of the group ``logqueue.backends``
+(``name = "module:Class"``, a ``Backend`` subclass) of any installed distribution.
+Adapters are imported lazily: a missing client library or a broken plug-in makes that
+one backend unavailable, with the reason, never the registry.
 """
 from __future__ import annotations
 
-import importlib
-
 from baselines.base import Backend, BackendUnavailable
+from baselines.plugins import Registry
+
+ENTRY_POINT_GROUP = "logqueue.backends"
 
 # name -> "module:Class"; order is the order of tables and reports.
 BACKENDS = {
-    "logqueue": "logqueue.backend:LogqueueBackend",
+    "logqueue": "baselines.logqueue:LogqueueBackend",
     "rabbitmq-classic": "baselines.rabbitmq:RabbitMQClassicBackend",
     "rabbitmq-quorum": "baselines.rabbitmq:RabbitMQQuorumBackend",
     "redis-list": "baselines.redis_list:RedisListBackend",
@@ -30,9 +33,12 @@ class UnknownBackend(ValueError):
     """A backend name that is not registered."""
 
 
+REGISTRY = Registry("backend", BACKENDS, ENTRY_POINT_GROUP, UnknownBackend, module_label="adapter")
+
+
 def names() -> list[str]:
-    """Every registered name, ``stub`` included."""
-    return list(BACKENDS)
+    """Every registered name, ``stub`` included: the built-ins, then the plug-ins."""
+    return REGISTRY.names()
 
 
 def get(name: str) -> type[Backend]:
@@ -42,16 +48,10 @@ def get(name: str) -> type[Backend]:
         UnknownBackend: the name is not registered.
         BackendUnavailable: its module cannot be imported (the reason is in the message).
     """
-    try:
-        target = BACKENDS[name]
-    except KeyError:
-        raise UnknownBackend(f"unknown backend {name!r}; known: {', '.join(BACKENDS)} (or 'all')") from None
-    module_name, _, attr = target.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise BackendUnavailable(f"{name}: adapter module {module_name} cannot be imported ({exc})") from None
-    return getattr(module, attr)
+    cls = REGISTRY.load(name, on_error=lambda _name, reason: BackendUnavailable(reason))
+    if not (isinstance(cls, type) and issubclass(cls, Backend)):
+        raise BackendUnavailable(f"{name}: registered as {cls!r}, which is not a baselines.Backend subclass")
+    return cls
 
 
 def parse_backends(spec: str) -> list[str]:
@@ -60,14 +60,4 @@ def parse_backends(spec: str) -> list[str]:
     Raises:
         UnknownBackend: for a name that is not registered, naming the known ones.
     """
-    parts = [p.strip() for p in spec.split(",") if p.strip()]
-    if not parts:
-        raise UnknownBackend("no backend named; use NAME,NAME or 'all'")
-    chosen: list[str] = []
-    for part in parts:
-        for name in ([n for n in BACKENDS if n not in NOT_IN_ALL] if part == "all" else [part]):
-            if name not in BACKENDS:
-                raise UnknownBackend(f"unknown backend {name!r}; known: {', '.join(BACKENDS)} (or 'all')")
-            if name not in chosen:
-                chosen.append(name)
-    return chosen
+    return REGISTRY.parse(spec, exclude_from_all=NOT_IN_ALL)

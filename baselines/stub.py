@@ -52,6 +52,7 @@ _tokens = itertools.count(1)
 class StubBackend(Backend):
     name = "stub"
     multiprocess = False
+    durability = "in memory (test backend)"
 
     def connect(self) -> None:
         with _queues_lock:

@@ -35,6 +35,7 @@ import pandas as pd
 from baselines.registry import BACKENDS
 from experiments import checker
 from experiments.clusterlog import CLUSTER_FILE, UNREACHABLE
+from experiments.recorder import JsonlError, read_jsonl
 from experiments.scenarios import SCENARIOS
 
 RESULTS_ENV = "LOGQUEUE_RESULTS"
@@ -712,24 +713,16 @@ def load_cluster_log(run_dir: str | os.PathLike) -> pd.DataFrame:
     ``term``, ``leader_id``, ``commit_index``, ``applied_index``, ``last_index``
     (NaN where the node did not answer), sorted by time then node."""
     path = Path(run_dir) / CLUSTER_FILE
-    rows = []
     try:
-        lines = path.read_text().splitlines()
+        rows = read_jsonl(path)
     except OSError as exc:
         raise AnalysisError(f"cannot read {path}: {exc.strerror or exc} (local logqueue runs of "
                             "`python -m experiments run` write it)") from None
-    for number, line in enumerate(lines, start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except ValueError:
-            if number == len(lines):  # torn last line: the run was killed mid-write
-                break
-            raise AnalysisError(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(row, dict) or "t" not in row or "node" not in row or "role" not in row:
-            raise AnalysisError(f"{path}:{number}: a line needs 't', 'node' and 'role'")
-        rows.append(row)
+    except JsonlError as exc:
+        raise AnalysisError(str(exc)) from None
+    for number, row in enumerate(rows, start=1):
+        if "t" not in row or "node" not in row or "role" not in row:
+            raise AnalysisError(f"{path}: line {number}: a line needs 't', 'node' and 'role'")
     if not rows:
         raise AnalysisError(f"{path} is empty")
     columns = ["t", "node", "role", "term", "leader_id", "commit_index", "applied_index", "last_index"]

@@ -27,11 +27,12 @@ For each backend, on a fresh queue, four phases:
 Fairness: the same payloads (N messages of B bytes, a 5-byte phase and index header then
 the same pseudo-random bytes), the same window W, the same prefetch and the same number
 of consumers for every backend, one backend after the other in one run, in this process.
-Durability is each backend's durable mode (see ``DURABILITY``, copied into the output);
-where the server decides (Redis persistence) the output says so.
+Durability is each backend's durable mode (its class's ``durability``, copied into the
+output); where the server decides (Redis persistence) the output says so.
 
-logqueue: without ``--cluster`` the bench starts a local 3-node cluster itself (temporary
-directory, free loopback ports, ``--fsync batch``) and stops it at the end.
+A backend with servers of its own (``Backend.local_servers``; logqueue: a local 3-node
+cluster in a temporary directory, free loopback ports, ``--fsync batch``) has them
+started for its turn and stopped after it, unless ``--cluster`` names running nodes.
 
 Output (``--out``): one JSON object keyed by backend name; each value has ``status``
 (``ok``, ``unavailable`` or ``failed``), ``reason`` when not ok, the figures above and
@@ -57,26 +58,13 @@ from rich.table import Table
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
-from logqueue.local_cluster import LocalCluster
+from baselines.servers import ServerStartError
 from logqueue.stats import nearest_rank
 
 HEADER = struct.Struct(">BI")  # phase, index: how a consumer tells which message it got
 PUBLISH, CONSUME, MIXED, LATENCY = 1, 1, 2, 3  # the consume phase drains the publish phase's messages
 PACE_S = 0.005  # the latency phase publishes what is due every PACE_S
 RECEIVE_S = 0.2  # one receive call blocks at most this long (bounds how late a stop is seen)
-
-DURABILITY = {
-    "logqueue": "committed: appended and fsynced (group commit) on a majority of 3 nodes before the answer",
-    "rabbitmq-quorum": "quorum queue (Raft, 3.10 single node: fsynced WAL) with publisher confirms, persistent messages",
-    "rabbitmq-classic": "durable classic queue, persistent messages, publisher confirms (confirmed once on disk)",
-    "redis-streams": "XADD reply; on disk only as far as the server's appendonly/appendfsync settings",
-    "redis-list": "LPUSH reply; on disk only as far as the server's appendonly/appendfsync settings",
-    "nats-jetstream": "JetStream publish ack, file storage (written to the stream's file; fsync by the server's sync interval)",
-    "celery-rabbitmq": "Celery over RabbitMQ (durable queue, persistent messages)",
-    "celery-redis": "Celery over Redis (server's persistence settings)",
-    "stub": "in memory (test backend)",
-}
-
 
 class PhaseTimeout(BackendError):
     """A phase did not finish within ``--phase-timeout-s``."""
@@ -255,11 +243,11 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
     while consumers work, about every 0.2 s.
     """
     n, w, k = args.messages, args.window, args.consumers
-    row: dict = {"status": "failed", "durability": DURABILITY.get(name, "see the adapter's docstring"),
-                 "messages": n, "payload_bytes": args.payload_bytes, "window": w, "consumers": k,
+    row: dict = {"status": "failed", "durability": "see the adapter's docstring", "messages": n, "payload_bytes": args.payload_bytes, "window": w, "consumers": k,
                  "prefetch": args.prefetch, "ack_batch": args.ack_batch}
     try:
         cls = registry.get(name)
+        row["durability"] = cls.durability
         config = BackendConfig(queue=f"bench-{uuid.uuid4().hex[:10]}", prefetch=args.prefetch,
                                heartbeat_s=10.0, timeout_s=600.0, addresses=addresses)
         backend = cls(config)
@@ -329,29 +317,6 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
     row["duplicates"] = sum(t.duplicates for t in tallies)
     row["ack_errors"] = pool.ack_errors if pool is not None else 0
     return row
-
-
-# --- a local logqueue cluster ----------------------------------------------------------------
-
-
-class ClusterError(BackendError):
-    """The local logqueue cluster could not be started (one-line reason)."""
-
-
-@contextlib.contextmanager
-def local_cluster(nodes: int = 3, timeout_s: float = 30.0):
-    """Start ``nodes`` logqueue nodes (fsync batch) in a temporary directory; yields "h:p,h:p,...".
-
-    Every node is stopped (SIGTERM, then SIGKILL) and the directory removed on exit.
-    """
-    from logqueue.client import ClientError
-
-    with LocalCluster(nodes, prefix="logqueue-bench-", own_session=True, fsync="batch", log_level="warning") as cluster:
-        try:
-            cluster.wait_leader(timeout_s)
-        except ClientError as exc:
-            raise ClusterError(f"logqueue: the local {nodes}-node cluster found no leader ({exc})") from None
-        yield cluster.spec
 
 
 # --- output ---------------------------------------------------------------------------------
@@ -472,18 +437,10 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
     return args, names
 
 
-def _logqueue_available() -> bool:
-    try:
-        registry.get("logqueue")
-    except BackendUnavailable:
-        return False
-    return True
-
-
 def run(args: argparse.Namespace, names: list[str], console: Console) -> dict:
     """Bench every backend in ``names``, in order; returns the results keyed by backend.
 
-    A local logqueue cluster runs only during logqueue's turn, so its idle nodes take no
+    A backend's local servers run only during its turn, so their idle processes take no
     CPU from the other backends.
     """
     results: dict[str, dict] = {}
@@ -500,14 +457,14 @@ def run(args: argparse.Namespace, names: list[str], console: Console) -> dict:
             progress.update(tasks[key], completed=done)
 
         for name in names:
-            if name != "logqueue" or args.cluster or not _logqueue_available():
-                addresses = {"logqueue": args.cluster} if args.cluster else {}
-                results[name] = bench_backend(name, args, addresses, report)
-                continue
+            servers = contextlib.nullcontext({"logqueue": args.cluster} if args.cluster else {})
+            if not args.cluster:
+                with contextlib.suppress(BackendUnavailable):  # bench_backend reports it
+                    servers = registry.get(name).local_servers(fresh=True)
             try:
-                with local_cluster() as spec:
-                    results[name] = bench_backend(name, args, {"logqueue": spec}, report)
-            except ClusterError as exc:
+                with servers as addresses:
+                    results[name] = bench_backend(name, args, addresses, report)
+            except ServerStartError as exc:
                 results[name] = {"status": "failed", "reason": str(exc)}
     return results
 

@@ -54,6 +54,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from pathlib import Path
 
+from experiments.recorder import JsonlError, read_jsonl
 from logqueue.stats import nearest_rank
 
 EVENTS_FILE = "events.jsonl"
@@ -231,24 +232,15 @@ def load_events(path: str | os.PathLike) -> list[dict]:
     """
     path = Path(path)
     try:
-        raw_lines = path.read_bytes().split(b"\n")
+        objects = read_jsonl(path)
     except OSError as exc:
         raise CheckerError(f"cannot read {path}: {exc.strerror or exc}") from None
-    events = []
-    last = len(raw_lines) - 1  # after the final newline: empty, or a torn line
-    for number, raw in enumerate(raw_lines, start=1):
-        if not raw.strip():
-            continue
-        try:
-            event = json.loads(raw)
-        except ValueError:
-            if number - 1 == last:
-                break
-            raise CheckerError(f"{path}:{number}: not a JSON object") from None
-        if not isinstance(event, dict) or not isinstance(event.get("t"), (int, float)) or "ev" not in event:
-            raise CheckerError(f"{path}:{number}: an event needs a numeric 't' and an 'ev'")
-        events.append(event)
-    return events
+    except JsonlError as exc:
+        raise CheckerError(str(exc)) from None
+    for number, event in enumerate(objects, start=1):
+        if not isinstance(event.get("t"), (int, float)) or "ev" not in event:
+            raise CheckerError(f"{path}: event {number}: an event needs a numeric 't' and an 'ev'")
+    return objects
 
 
 def check_dir(run_dir: str | os.PathLike, backend: str | None = None, scenario: str | None = None) -> dict:

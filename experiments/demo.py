@@ -43,10 +43,8 @@ def main(argv: list[str] | None = None) -> int:
         reason = runner.probe(backend)
         if reason is None:
             usable.append(backend)
-        elif backend == "logqueue":
-            console.print(f"[yellow]logqueue is unavailable[/]: {reason}")
         else:
-            console.print(f"[yellow]{backend} is not reachable[/]: {reason}")
+            console.print(f"[yellow]{backend} is unavailable[/]: {reason}")
     if not usable:
         console.print("[red]no backend is usable; start the brokers (make services) and try again[/]")
         return 3

@@ -13,6 +13,7 @@ import json
 import os
 import threading
 import time
+from pathlib import Path
 
 from baselines.base import Delivery
 from baselines.hooks import WorkerHooks
@@ -115,12 +116,30 @@ class ResultSink(_AppendOnlyJsonl):
         self._write({"t": time.time(), "job": job_id, "worker": worker_id, "result": base64.b64encode(result).decode()})
 
 
+class JsonlError(ValueError):
+    """A line of a JSON-lines file that is not a JSON object (and not a torn tail); names file and line."""
+
+
 def read_jsonl(path: str | os.PathLike) -> list[dict]:
-    """Every object of a JSONL file; a torn last line (a writer killed mid-line) is ignored."""
+    """Every object of a JSON-lines file, in order; the one reader of the project's JSONL files.
+
+    The one rule for a torn tail: a last line that has no newline and does not parse is a
+    write cut short (its writer was killed mid-line, or is still writing it) and is left
+    out. Blank lines are skipped. Any other line that is not a JSON object raises
+    :class:`JsonlError` naming ``path:line``; ``OSError`` when the file cannot be read.
+    """
+    lines = Path(path).read_bytes().split(b"\n")
     out = []
-    with open(path, "rb") as f:
-        for raw in f:
-            if not raw.endswith(b"\n"):
+    for number, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            if number == len(lines):  # after the last newline: torn
                 break
-            out.append(json.loads(raw))
+            obj = None
+        if not isinstance(obj, dict):
+            raise JsonlError(f"{path}:{number}: not a JSON object")
+        out.append(obj)
     return out

@@ -13,14 +13,12 @@ bad arguments, 3 when no backend was reachable.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
 import shutil
 import signal
 import sys
 import threading
 import time
-import uuid
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -29,11 +27,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from baselines import registry
-from baselines.base import BackendConfig, BackendError
+from baselines.base import Backend, BackendError
+from baselines.plugins import PluginLoadError
+from baselines.servers import Topology
 from experiments import scenarios as scenario_registry
 from experiments.checker import write_summary
+from experiments.clusterlog import CLUSTER_FILE, ClusterLog
+from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
-from experiments.scenarios.base import QUICK, Params, RunContext, Topology
+from experiments.scenarios.base import QUICK, Params, RunContext
 
 PARAM_HELP = {
     "jobs": "jobs produced per run",
@@ -50,9 +52,15 @@ PARAM_HELP = {
 }
 
 
+def _summary(scenario: str) -> str:
+    try:
+        return scenario_registry.get(scenario).summary
+    except PluginLoadError as exc:
+        return f"(cannot be loaded: {exc})"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    epilog = "scenarios:\n" + "\n".join(
-        f"  {name:<20} {scenario_registry.get(name).summary}" for name in scenario_registry.SCENARIOS)
+    epilog = "scenarios:\n" + "\n".join(f"  {name:<20} {_summary(name)}" for name in scenario_registry.names())
     parser = argparse.ArgumentParser(
         prog="python -m experiments run",
         epilog=epilog,
@@ -64,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--backends", default="all", help="NAME,NAME or 'all' (default): " + ", ".join(
         n for n in registry.names() if n not in registry.NOT_IN_ALL))
     parser.add_argument("--scenarios", default="all", help="NAME,NAME or 'all' (default): " + ", ".join(
-        scenario_registry.SCENARIOS))
+        scenario_registry.names()))
     parser.add_argument("--out", required=True, help="results directory")
     parser.add_argument("--logqueue-cluster", metavar="HOST:PORT,...",
                         help="run logqueue against these running nodes (e.g. docker-compose's) instead of a fresh "
@@ -85,18 +93,9 @@ def params_from(args: argparse.Namespace) -> tuple[Params, set[str]]:
     return replace(base, **{name: getattr(args, name) for name in explicit}), explicit
 
 
-def topology_for(backend: str, scenario, logqueue_cluster: str | None = None) -> Topology:
-    """Where the backend's servers are: the scenario's own, logqueue's cluster, or the shared brokers."""
-    own = scenario.topology(backend)
-    if own is not None:
-        return own
-    if backend == "logqueue":
-        from experiments.scenarios.cluster import ClusterTopology, ExternalClusterTopology
-
-        if logqueue_cluster:
-            return ExternalClusterTopology(logqueue_cluster.split(","))
-        return ClusterTopology()
-    return Topology()
+def external_servers(logqueue_cluster: str | None) -> dict[str, str]:
+    """``{server: addresses}`` of servers the user runs and named on the command line."""
+    return {"logqueue": logqueue_cluster} if logqueue_cluster else {}
 
 
 def probe(backend: str, logqueue_cluster: str | None = None) -> str | None:
@@ -105,22 +104,7 @@ def probe(backend: str, logqueue_cluster: str | None = None) -> str | None:
         cls = registry.get(backend)
     except BackendError as exc:
         return str(exc)
-    if backend == "logqueue":
-        from experiments.scenarios.cluster import probe_cluster
-
-        return probe_cluster(logqueue_cluster)
-    instance = cls(BackendConfig(queue=f"exp-probe-{uuid.uuid4().hex[:8]}"))
-    try:
-        instance.connect()
-        instance.delete()
-    except BackendError as exc:
-        return str(exc)
-    except Exception as exc:  # a client library error the adapter did not wrap: still one line
-        return f"{backend}: {type(exc).__name__}: {' '.join(str(exc).split())}"
-    finally:
-        with contextlib.suppress(Exception):
-            instance.close()
-    return None
+    return cls.probe(external_servers(logqueue_cluster))
 
 
 def fresh_run_dir(run_dir: Path) -> None:
@@ -136,24 +120,33 @@ def record_status(run_dir: Path, status: str, reason: str) -> None:
         log.record("status", status=status, reason=reason)
 
 
+def topology_for(cls: type[Backend], scenario, logqueue_cluster: str | None = None) -> Topology:
+    """Where the backend's servers are for this scenario: the backend class decides."""
+    return cls.topology(private=scenario.private_servers, external=external_servers(logqueue_cluster))
+
+
 def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress,
             logqueue_cluster: str | None = None) -> dict:
     """Run one (backend, scenario) and return its checked summary."""
-    from experiments.scenarios.cluster import ExternalClusterTopology
-
-    scenario = scenario_registry.get(scenario_name)
     run_dir = out / backend / scenario_name
     fresh_run_dir(run_dir)
-    reason = scenario.applies(backend)
-    if reason is None and backend == "logqueue" and logqueue_cluster and scenario_name in ExternalClusterTopology.NODE_FAULTS:
-        reason = (f"the logqueue nodes at {logqueue_cluster} are not this runner's processes: it cannot kill them "
-                  "or cut them off each other (run without --logqueue-cluster for a local cluster)")
+    try:
+        scenario = scenario_registry.get(scenario_name)
+    except PluginLoadError as exc:  # a broken plug-in: this run fails with the one line, the others go on
+        record_status(run_dir, "error", str(exc))
+        return write_summary(run_dir, backend, scenario_name)
+    cls = registry.get(backend)
+    topology = topology_for(cls, scenario, logqueue_cluster)
+    reason = scenario.applies(cls)
+    if reason is None and scenario.node_faults:
+        reason = topology.node_faults
     if reason is not None:
         record_status(run_dir, "n/a", reason)
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
-    topology = topology_for(backend, scenario, logqueue_cluster)
     ctx = None
+    hub = ProxyHub()
+    timeline = None
     # Client libraries in this process (the producer's) log reconnects and tracebacks while
     # faults are on: they go to the run's runner.log, not over the progress display.
     log_handler = logging.FileHandler(run_dir / "runner.log", mode="w")
@@ -161,8 +154,10 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     root = logging.getLogger()
     saved_handlers, root.handlers = root.handlers, [log_handler]
     try:
-        topology.start(run_dir)
-        ctx = RunContext(backend, scenario_name, params, run_dir, topology, on_progress)
+        topology.start(run_dir, hub)
+        if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl, for raft-timeline.ipynb
+            timeline = ClusterLog(run_dir / CLUSTER_FILE, topology.timeline_addresses()).start()
+        ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress)
         ctx.note(f"parameters: {params}")
         scenario.run(ctx)
     except Exception as exc:  # one broken run must not stop the matrix; its history says why
@@ -173,7 +168,10 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     finally:
         if ctx is not None:
             ctx.close()
+        if timeline is not None:
+            timeline.close()
         topology.close()
+        hub.close()
         root.handlers = saved_handlers
         log_handler.close()
     return write_summary(run_dir, backend, scenario_name)

@@ -3,8 +3,9 @@
 For each backend: connect (unavailable -> reported with the reason), start
 ``python -m experiments.worker`` as a subprocess, enqueue N jobs (recording ``produce``),
 wait until every job has an ``effect`` in the events, stop the worker with SIGTERM, and
-delete the queue. logqueue runs on the cluster at its configured addresses or, when none
-answers there, on a local 3-node cluster started for the run. Reports per backend
+delete the queue. A backend with servers of its own (``Backend.local_servers``: logqueue)
+runs on them at their configured addresses or, when none answers there, on servers
+started for the run. Reports per backend
 ``backend``, ``status`` (``ok``, ``unavailable``, ``failed``), ``produced``, ``completed``
 (jobs with an effect), ``duplicates`` (effects beyond the first per job), ``seconds`` and
 ``reason``.
@@ -24,10 +25,10 @@ import tempfile
 import time
 import uuid
 from collections import Counter
-from pathlib import Path
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
+from baselines.servers import ServerStartError
 from experiments.recorder import EventLog, read_jsonl
 
 POLL_S = 0.1
@@ -135,43 +136,32 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
 
 
 @contextlib.contextmanager
-def _local_logqueue(wanted: bool, workdir: str):
-    """When logqueue is wanted and no cluster answers at its configured addresses, run a
-    local 3-node cluster for the smoke run (``LOGQUEUE_CLUSTER`` points every client at it)."""
-    from logqueue.backend import CLUSTER_ENV, cluster_addresses
+def _local_servers(classes: list):
+    """Servers started here for the backends that need them and find none (``Backend.local_servers``).
 
-    if not wanted or _cluster_answers(cluster_addresses()):
-        yield
-        return
-    from experiments.scenarios.cluster import ClusterTopology
-
-    topology = ClusterTopology()
-    previous = os.environ.get(CLUSTER_ENV)
-    try:
-        run_dir = Path(workdir) / "logqueue-cluster"
-        run_dir.mkdir()
-        topology.start(run_dir)
-        os.environ[CLUSTER_ENV] = ",".join(topology.servers().values())
-    except RuntimeError:  # no leader: logqueue then reports unavailable, with how to start a cluster
-        pass
-    try:
-        yield
-    finally:
-        if previous is None:
-            os.environ.pop(CLUSTER_ENV, None)
-        else:
-            os.environ[CLUSTER_ENV] = previous
-        topology.close()
-
-
-def _cluster_answers(addresses: str) -> bool:
-    from logqueue.client import Client
-
-    try:
-        with Client(addresses, timeout=2.0, attempt_timeout=1.0) as client:
-            return any(row["role"] != "unreachable" for row in client.cluster_status())
-    except ValueError:
-        return False
+    Their addresses go into the environment variables of their ``Server``, so that the
+    worker processes and the backends of this command reach them. A backend whose
+    servers cannot be started then reports unavailable, with how to start them.
+    """
+    saved: dict[str, str | None] = {}
+    with contextlib.ExitStack() as stack:
+        for cls in classes:
+            try:
+                addresses = stack.enter_context(cls.local_servers(fresh=False))
+            except ServerStartError:
+                continue
+            for server in cls.servers:
+                if server.name in addresses:
+                    saved.setdefault(server.env, os.environ.get(server.env))
+                    os.environ[server.env] = addresses[server.name]
+        try:
+            yield
+        finally:
+            for env, value in saved.items():
+                if value is None:
+                    os.environ.pop(env, None)
+                else:
+                    os.environ[env] = value
 
 
 def _print_table(rows: list[dict]) -> None:
@@ -190,6 +180,15 @@ def _print_table(rows: list[dict]) -> None:
     Console().print(table)
 
 
+def _classes(names: list[str]) -> list:
+    """The classes of ``names`` that can be imported (the others report unavailable in ``smoke_one``)."""
+    classes = []
+    for name in names:
+        with contextlib.suppress(BackendUnavailable):
+            classes.append(registry.get(name))
+    return classes
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -201,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: --jobs must be >= 1, got {args.jobs}", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory(prefix="logqueue-smoke-") as workdir:
-        with _local_logqueue("logqueue" in names, workdir):
+        with _local_servers(_classes(names)):
             rows = [smoke_one(name, args.jobs, args.func, args.deadline_s, workdir) for name in names]
     if args.json:
         print(json.dumps(rows, indent=2))

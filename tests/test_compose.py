@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from baselines.base import SERVERS
+from baselines.servers import SHARED
 from tests.conftest import IN_CI
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -54,8 +54,8 @@ def test_logqueue_nodes_form_one_cluster(config):
 def test_runner_reaches_every_server_through_the_environment(config):
     services = config["services"]
     env = services["runner"]["environment"]
-    # The variables the backends actually read (baselines.base.SERVERS) must all be set.
-    for server, (variable, _, _) in SERVERS.items():
+    # The variables the backends actually read (baselines.servers.SHARED) must all be set.
+    for server, variable in ((s.name, s.env) for s in SHARED):
         host = urlsplit(env[variable]).hostname
         assert host == server and host in services, f"{variable} points at {host}, not the {server} service"
     for address in env["LOGQUEUE_CLUSTER"].split(","):

@@ -7,7 +7,8 @@ import time
 import msgpack
 import pytest
 
-from experiments.scenarios.cluster import ClusterTopology, peers_only
+from baselines.servers.logqueue_cluster import ClusterTopology, peers_only
+from experiments.faults.proxy import ProxyHub
 
 
 def frame(body) -> bytes:
@@ -26,18 +27,19 @@ def test_peers_only_admits_peer_handshakes_and_nothing_else():
 
 @pytest.fixture
 def cluster(tmp_path):
-    topology = ClusterTopology()
-    topology.start(tmp_path)
+    topology, hub = ClusterTopology(), ProxyHub()
+    topology.start(tmp_path, hub)
     yield topology
     topology.close()
+    hub.close()
 
 
 def test_cutting_the_leaders_links_elects_another_and_heal_rejoins(cluster):
     leader = cluster.wait_leader(10.0)
-    cluster.hub.set_many(cluster.node_links_of(leader), "blackhole")
+    cluster.hub.set_many(cluster.peer_links(leader), "blackhole")
     successor = cluster.wait_leader(10.0, exclude=leader)
     assert successor != leader
-    cluster.hub.set_many(cluster.node_links_of(leader), "heal")
+    cluster.hub.set_many(cluster.peer_links(leader), "heal")
     # After the heal the old leader learns the higher term and follows.
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:

@@ -11,9 +11,8 @@ import uuid
 import pytest
 
 from baselines.base import AckError, BackendConfig, BackendUnavailable
-from logqueue.backend import START_HINT, LogqueueBackend, unwrap, wrap
-from logqueue.client import Client
-from logqueue.producer import Producer
+from baselines.logqueue import START_HINT, LogqueueBackend, unwrap, wrap
+from logqueue.client import Client, Producer
 
 
 @pytest.fixture

@@ -14,11 +14,8 @@ import uuid
 import pytest
 
 from cluster_util import json_lines, run_cli, wait_for
-from logqueue.client import Client
-from logqueue.consumer import Consumer, LeaseLost
-from logqueue.producer import Producer
+from logqueue.client import Client, Consumer, LeaseLost, Producer, Worker
 from logqueue.queue import QueueMachine, commands
-from logqueue.worker import Worker
 
 
 @pytest.fixture

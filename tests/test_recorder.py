@@ -80,3 +80,21 @@ def test_read_jsonl_ignores_a_torn_last_line(tmp_path):
     path = tmp_path / "e.jsonl"
     path.write_bytes(b'{"ev":"a"}\n{"ev":"b"}\n{"ev":')
     assert read_jsonl(path) == [{"ev": "a"}, {"ev": "b"}]
+
+
+def test_read_jsonl_has_one_rule_for_a_torn_tail(tmp_path):
+    import pytest
+
+    from experiments.recorder import JsonlError
+
+    f = tmp_path / "x.jsonl"
+    f.write_bytes(b'{"a": 1}\n\n{"a": 2}\n{"a": 3, "b"')
+    assert read_jsonl(f) == [{"a": 1}, {"a": 2}]  # the torn last line is left out
+    f.write_bytes(b'{"a": 1}\n{"a": 2}')
+    assert read_jsonl(f) == [{"a": 1}, {"a": 2}]  # a whole object, only its newline missing
+    f.write_bytes(b'{"a": 1}\n{"a": \n{"a": 3}\n')
+    with pytest.raises(JsonlError, match="x.jsonl:2: not a JSON object"):
+        read_jsonl(f)
+    f.write_bytes(b'{"a": 1}\n[1, 2]\n')
+    with pytest.raises(JsonlError, match="x.jsonl:2: not a JSON object"):
+        read_jsonl(f)

@@ -1,10 +1,14 @@
 """Failure scenarios, one module each; the registry the runner uses (``--scenarios LIST|all``).
 
-The order is DESIGN.md's table: the seed's four first, then the log-specific ones.
+The order is DESIGN.md's table: the seed's four first, then the log-specific ones; then
+the scenarios of installed distributions, registered under the entry-point group
+``logqueue.scenarios`` (``name = "module:Class"``, a ``Scenario`` subclass).
 """
 from __future__ import annotations
 
-import importlib
+from baselines.plugins import PluginLoadError, Registry
+
+ENTRY_POINT_GROUP = "logqueue.scenarios"
 
 SCENARIOS = {
     "consumer-crash": "experiments.scenarios.consumer_crash:ConsumerCrash",
@@ -23,25 +27,29 @@ class UnknownScenario(ValueError):
     """A scenario name that is not registered."""
 
 
+REGISTRY = Registry("scenario", SCENARIOS, ENTRY_POINT_GROUP, UnknownScenario)
+
+
+def names() -> list[str]:
+    """Every registered scenario: the built-ins, then the plug-ins."""
+    return REGISTRY.names()
+
+
 def parse_scenarios(spec: str) -> list[str]:
     """``"a,b"`` or ``"all"`` -> scenario names in the order given; unknown names raise."""
-    chosen: list[str] = []
-    for part in (p.strip() for p in spec.split(",")):
-        if not part:
-            continue
-        for name in (list(SCENARIOS) if part == "all" else [part]):
-            if name not in SCENARIOS:
-                raise UnknownScenario(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)} (or 'all')")
-            if name not in chosen:
-                chosen.append(name)
-    if not chosen:
-        raise UnknownScenario("no scenario named; use NAME,NAME or 'all'")
-    return chosen
+    return REGISTRY.parse(spec)
 
 
 def get(name: str):
-    """A new instance of the scenario registered as ``name``."""
-    if name not in SCENARIOS:
-        raise UnknownScenario(f"unknown scenario {name!r}; known: {', '.join(SCENARIOS)} (or 'all')")
-    module, _, cls = SCENARIOS[name].partition(":")
-    return getattr(importlib.import_module(module), cls)()
+    """A new instance of the scenario registered as ``name``.
+
+    Raises:
+        UnknownScenario: the name is not registered.
+        PluginLoadError: it cannot be loaded (one line naming it).
+    """
+    from experiments.scenarios.base import Scenario
+
+    cls = REGISTRY.load(name)
+    if not (isinstance(cls, type) and issubclass(cls, Scenario)):
+        raise PluginLoadError(f"{name}: registered as {cls!r}, which is not an experiments Scenario subclass")
+    return cls()

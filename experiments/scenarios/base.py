@@ -29,7 +29,8 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
 from baselines import registry
-from baselines.base import SERVERS, BackendConfig, default_addresses
+from baselines.base import Backend, BackendConfig
+from baselines.servers import Topology
 from experiments.faults import process as procfaults
 from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
@@ -79,10 +80,6 @@ QUICK = Params(jobs=40, job_s=0.05, workers=3, heartbeat_s=1.0, timeout_s=2.0, l
                fault_start_s=1.0, fault_s=6.0, drain_s=60.0)
 
 
-class ScenarioError(RuntimeError):
-    """The run could not be carried out (a worker died at start, the broker vanished...)."""
-
-
 class Worker:
     """One worker process and its identity."""
 
@@ -109,37 +106,6 @@ class Worker:
                 self.proc.wait()
 
 
-class Topology:
-    """The servers a backend's clients reach, and how a client is pointed at its links.
-
-    The default serves the broker backends: one server per entry of
-    ``baselines.base.SERVERS`` (rabbitmq, redis, nats), addressed through the
-    ``LOGQUEUE_*_URL`` variables and ``BackendConfig.addresses``.
-    """
-
-    def start(self, run_dir: Path) -> None:
-        """Start what the topology needs (nothing for the shared brokers)."""
-
-    def servers(self) -> dict[str, str]:
-        """``{server: real host:port}``."""
-        return default_addresses()
-
-    def client_env(self, links: dict[str, str]) -> dict[str, str]:
-        """Environment variables that point a worker process at ``links`` (``{server: proxy}``)."""
-        return {SERVERS[name][0]: address for name, address in links.items() if name in SERVERS}
-
-    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
-        """``BackendConfig.addresses`` for an in-process client (the producer)."""
-        return {name: address for name, address in links.items() if name in SERVERS}
-
-    def set_links(self, ctx: "RunContext", links: list[str], mode: str) -> None:
-        """Put ``links`` in ``mode`` (``blackhole``, ``heal``, ...)."""
-        ctx.hub.set_many(links, mode)
-
-    def close(self) -> None:
-        """Stop whatever the topology started (nothing for shared brokers)."""
-
-
 class RunContext:
     """Everything one (backend, scenario) run starts, and the means to fault it.
 
@@ -148,12 +114,13 @@ class RunContext:
         scenario: scenario name.
         params: the run's parameters.
         run_dir: ``OUT/<backend>/<scenario>``, empty but for the topology's files.
-        topology: where the servers are (a :class:`Topology`; logqueue passes its cluster).
+        topology: where the servers are (what the backend class gave, started).
+        hub: the run's proxy hub (the topology's node-to-node links are in it too).
         on_progress: called with ``(effected, produced_target)`` while the run polls.
     """
 
     def __init__(self, backend: str, scenario: str, params: Params, run_dir: Path, topology: Topology,
-                 on_progress: Callable[[int, int], None] | None = None) -> None:
+                 hub: ProxyHub, on_progress: Callable[[int, int], None] | None = None) -> None:
         self.backend_name, self.scenario_name, self.params = backend, scenario, params
         self.run_dir = run_dir
         self.topology = topology
@@ -165,7 +132,7 @@ class RunContext:
         self.results_path = run_dir / "results.jsonl"
         self.log = EventLog(self.events_path)
         self.history = LiveHistory(self.events_path)
-        self.hub = ProxyHub()
+        self.hub = hub
         self.links: dict[str, dict[str, str]] = {}  # client -> {server: link name}
         self.workers: dict[str, Worker] = {}
         self.producer_done = threading.Event()
@@ -223,6 +190,10 @@ class RunContext:
         A worker that is still starting (importing, declaring, setting server options)
         when the load begins would see no job and could not be the target of a fault.
         """
+        if not self.topology.servers():  # nothing proxied (an in-process backend): nothing to watch
+            self.sleep(settle_s)
+            return
+
         def connected() -> bool:
             return all(any(self.hub.connections(name) for name in self.link_names(clients=[w]))
                        for w in self.live_workers())
@@ -342,10 +313,14 @@ class RunContext:
         self.log.record("note", text=text)
 
     def cut(self, links: list[str], mode: str = "blackhole") -> None:
-        self.topology.set_links(self, links, mode)
+        self.hub.set_many(links, mode)
 
     def heal(self, links: list[str]) -> None:
-        self.topology.set_links(self, links, "heal")
+        self.hub.set_many(links, "heal")
+
+    def node_links(self, node) -> list[str]:
+        """Every link that isolates topology node ``node``: to its peers and from every client."""
+        return self.topology.peer_links(node) + self.link_names(servers=[self.topology.server_of(node)])
 
     def kill_worker(self, worker_id: str) -> None:
         procfaults.kill(self.workers[worker_id].pid)
@@ -354,14 +329,13 @@ class RunContext:
     # --- teardown -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the producer and every worker, close the proxies, delete the queue."""
+        """Stop the producer and every worker, heal the proxies, delete the queue (the runner closes the hub)."""
         self._stop_producer.set()
         self.hub.heal_all()
         for worker in self.workers.values():
             worker.stop()
         if self._producer_thread is not None:
             self._producer_thread.join(10)
-        self.hub.close()
         p = self.params
         # Best effort: the history is complete; a leftover queue only costs broker memory.
         with contextlib.suppress(Exception):
@@ -382,17 +356,19 @@ class Scenario:
     Hooks: :meth:`applies` (``None`` or the n/a reason), :meth:`adjust` (scenario
     defaults for parameters the user left alone), :meth:`payload`, :meth:`inject` and
     :meth:`heal` (the fault; each records ``fault_start``/``fault_end``).
+
+    Class attributes: ``node_faults`` -- the scenario kills, restarts or isolates nodes
+    of the topology, so it is ``n/a`` where the topology says it cannot;
+    ``private_servers`` -- it needs servers of the run's own (it kills "the broker").
     """
 
     name = ""
     summary = ""
+    node_faults = False
+    private_servers = False
 
-    def applies(self, backend: str) -> str | None:
-        """``None`` if the scenario applies to ``backend``, else the reason it does not."""
-        return None
-
-    def topology(self, backend: str) -> Topology | None:
-        """A topology of the scenario's own for ``backend`` (e.g. a private broker), or ``None``."""
+    def applies(self, backend: type[Backend]) -> str | None:
+        """``None`` if the scenario applies to the backend class, else the reason it does not."""
         return None
 
     def adjust(self, params: Params, explicit: set[str]) -> Params:

@@ -21,11 +21,12 @@ class BrokerPartition(Scenario):
 
     def inject(self, ctx: RunContext) -> None:
         self.busy_worker(ctx)
-        isolate = getattr(ctx.topology, "isolate_leader", None)
-        if isolate is not None:
-            self.target, self.links = isolate(ctx)
-        else:
-            self.target, self.links = "broker", ctx.link_names()
+        topology = ctx.topology
+        if topology.nodes and topology.node_faults is None:
+            leader = topology.wait_leader(10.0)
+            self.target, self.links = topology.node_name(leader), ctx.node_links(leader)
+        else:  # no node of its own to cut off: "the broker" is every client's every link
+            self.target, self.links = topology.everything, ctx.link_names()
         ctx.fault_start("partition", self.target)
         ctx.cut(self.links)
 

@@ -1,7 +1,7 @@
 """``replay``: after a clean run, a new reader asks for the whole history from the start.
 
-A log keeps its history (Kreps): logqueue's log-mode ``read`` from offset 0 returns every
-job again. A queue forgets what it delivered: a fresh consumer on the drained queue gets
+A log keeps its history (Kreps): a backend that declares ``keeps_history`` (logqueue's
+log-mode ``read`` from offset 0) returns every job again. A queue forgets what it delivered: a fresh consumer on the drained queue gets
 nothing. Each job seen again is recorded as a ``replay`` event; the checker counts them.
 """
 from __future__ import annotations
@@ -47,19 +47,13 @@ class Replay(Scenario):
         return {e["seq"]: e["job"] for e in load_events(ctx.events_path) if e["ev"] == "produce" and "seq" in e}
 
     def _read_back(self, ctx: RunContext) -> list[bytes]:
-        if ctx.backend_name == "logqueue":
-            from logqueue.backend import unwrap
-            from logqueue.client import Client
-
-            addresses = ctx.topology.config_addresses(ctx.client_links("replay"))["logqueue"].split(",")
-            with Client(addresses, timeout=10.0) as client:
-                rows = client.query("read", queue=ctx.queue, from_offset=0, max_count=ctx.params.jobs * 2)
-            return [unwrap(bytes(payload), offset)[1] for offset, payload in rows]
-        # A queue: a fresh consumer, listening for a while, gets whatever is left.
         backend = ctx.backend_cls(ctx.config("replay"))
         backend.connect()
-        got: list[bytes] = []
         try:
+            if ctx.backend_cls.keeps_history:  # a log: read it from the start
+                return backend.replay(ctx.params.jobs * 2)
+            # A queue: a fresh consumer, listening for a while, gets whatever is left.
+            got: list[bytes] = []
             consumer = backend.consumer("replay")
             deadline = time.monotonic() + LISTEN_S
             while time.monotonic() < deadline:
@@ -69,6 +63,6 @@ class Replay(Scenario):
                     with contextlib.suppress(Exception):
                         delivery.nack(requeue=True)
             consumer.close()
+            return got
         finally:
             backend.close()
-        return got

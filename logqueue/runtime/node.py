@@ -77,6 +77,7 @@ class Node:
     def __init__(self, cfg: NodeConfig) -> None:
         self.cfg = cfg
         self.node_id = cfg.node_id
+        self.test_hooks = cfg.test_hooks
         self.secret = cfg.secret
         self.max_frame = cfg.max_frame
         self.storage = None

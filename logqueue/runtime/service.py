@@ -28,15 +28,15 @@ import asyncio
 import base64
 import logging
 import time
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable, Protocol
 
-from logqueue.raft import NotLeader, ProposalDropped, SafetyError
+from logqueue.raft import NotLeader, ProposalDropped, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
-from logqueue.runtime.machine import StaleRequest
+from logqueue.runtime.machine import ServiceMachine, StaleRequest
+from logqueue.storage.base import Storage
 
 if TYPE_CHECKING:
-    from logqueue.runtime.node import Node
     from logqueue.runtime.transport import Inbound
 
 log = logging.getLogger("logqueue.service")
@@ -96,10 +96,30 @@ class _Pending:
             self.conn.send(wire.response(self.rid, False, body))
 
 
+class NodeHandle(Protocol):
+    """What the service needs of its node (``runtime.node.Node``); the node owns the loop,
+    the core, the storage and the state machine, the service only reads and drives them."""
+
+    node_id: int
+    raft: Raft
+    storage: Storage
+    machine: ServiceMachine
+    isolated: bool
+    test_hooks: bool
+
+    def leading(self) -> bool: ...
+    def address_of(self, node_id: int | None) -> str | None: ...
+    def status(self) -> dict: ...
+    def take_snapshot(self) -> int: ...
+    def set_isolated(self, on: bool) -> None: ...
+    def wake(self) -> None: ...
+    def watch(self, predicate: Callable[[], bool]) -> asyncio.Future: ...
+
+
 class Service:
     """The client-facing half of a node (the loop calls the ``on_*`` hooks)."""
 
-    def __init__(self, node: "Node") -> None:
+    def __init__(self, node: NodeHandle) -> None:
         self.node = node
         # Leader only: requests in the log tail or in the buffer, not yet applied.
         self.inflight: set[tuple[int, int]] = set()
@@ -443,7 +463,7 @@ class Service:
         conn.send(wire.response(rid, True, {"index": index}))
 
     def op_isolate(self, conn, rid, args) -> None:
-        if not self.node.cfg.test_hooks:
+        if not self.node.test_hooks:
             raise BadRequest("isolate needs a node started with --test-hooks")
         self.node.set_isolated(_arg(args, "on", bool))
         conn.send(wire.response(rid, True, {"isolated": self.node.isolated}))

@@ -30,7 +30,7 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from logqueue.client import AsyncClient, Client, ClientError
+from logqueue.client.client import AsyncClient, Client, ClientError
 from logqueue.queue import commands
 
 __all__ = ["AsyncConsumer", "Consumer", "Job", "LeaseLost"]

@@ -17,7 +17,7 @@ import asyncio
 import uuid
 from typing import Iterable
 
-from logqueue.client import AsyncClient, Client, ClientError
+from logqueue.client.client import AsyncClient, Client, ClientError
 from logqueue.queue import commands
 
 __all__ = ["AsyncProducer", "Producer"]

@@ -34,6 +34,7 @@ dead-letters at once.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import uuid
@@ -42,10 +43,9 @@ from collections import OrderedDict, deque
 import msgpack
 
 from baselines.base import AckError, Backend, BackendError, BackendUnavailable, Consumer, Delivery, new_job_id
-from logqueue.client import Client, ClientError, parse_cluster
-from logqueue.consumer import Consumer as QueueConsumer
-from logqueue.consumer import Job, LeaseLost
-from logqueue.producer import AsyncProducer
+from baselines.servers import Server
+from logqueue.client import AsyncProducer, Client, ClientError, Job, LeaseLost, parse_cluster
+from logqueue.client import Consumer as QueueConsumer
 from logqueue.queue import commands
 
 __all__ = ["LogqueueBackend", "cluster_addresses", "wrap", "unwrap"]
@@ -59,6 +59,7 @@ CALL_TIMEOUT_S = 30.0  # rides out a leader election; then the call fails
 ATTEMPT_TIMEOUT_S = 1.0
 PAGE = 1000
 REMEMBERED_JOB_IDS = 65_536  # per process, for idempotent retries by job id
+CLUSTER = Server("logqueue", CLUSTER_ENV, DEFAULT_CLUSTER, START_HINT)
 
 
 def wrap(job_id: str, payload: bytes) -> bytes:
@@ -111,6 +112,37 @@ _SEQS = _Seqs()
 class LogqueueBackend(Backend):
     name = "logqueue"
     effect_on_ack = True
+    durability = "committed: appended and fsynced (group commit) on a majority of 3 nodes before the answer"
+    replicas = 3
+    keeps_history = True
+    servers = (CLUSTER,)
+
+    @classmethod
+    def topology(cls, private: bool = False, external=None):
+        """A local 3-node cluster behind proxies, or (``external["logqueue"]``) the user's running nodes."""
+        from baselines.servers.logqueue_cluster import ClusterTopology, ExternalClusterTopology
+
+        if external and external.get(CLUSTER.name):
+            return ExternalClusterTopology(external[CLUSTER.name].split(","))
+        return ClusterTopology()
+
+    @classmethod
+    def probe(cls, external=None) -> str | None:
+        from baselines.servers.logqueue_cluster import probe_cluster
+
+        return probe_cluster((external or {}).get(CLUSTER.name))
+
+    @classmethod
+    @contextlib.contextmanager
+    def local_servers(cls, fresh: bool = True):
+        """A local 3-node cluster, unless (``fresh`` False) a cluster answers at the configured addresses."""
+        from baselines.servers.logqueue_cluster import cluster_answers, local_cluster
+
+        if not fresh and cluster_answers(cluster_addresses()):
+            yield {}
+            return
+        with local_cluster() as spec:
+            yield {CLUSTER.name: spec}
 
     def __init__(self, config) -> None:
         super().__init__(config)
@@ -199,6 +231,11 @@ class LogqueueBackend(Backend):
             if len(rows) < PAGE:
                 return ids
             start = rows[-1]["offset"] + 1
+
+    def replay(self, max_count: int) -> list[bytes]:
+        """A log-mode read from offset 0: every job's payload, in log order."""
+        rows = self._query("read", queue=self.log_queue, from_offset=0, max_count=max_count)
+        return [unwrap(bytes(payload), offset)[1] for offset, payload in rows]
 
     def purge(self) -> None:
         """Start a new, empty generation of the queue (see the module docstring)."""

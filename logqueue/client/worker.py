@@ -24,8 +24,8 @@ import threading
 from dataclasses import asdict, dataclass
 from queue import SimpleQueue
 
-from logqueue.client import Client, ClientError, Unavailable
-from logqueue.consumer import AsyncConsumer, Job, LeaseLost
+from logqueue.client.client import Client, ClientError, Unavailable
+from logqueue.client.consumer import AsyncConsumer, Job, LeaseLost
 from logqueue.workers import WorkerFn
 
 __all__ = ["Worker", "WorkerStats", "run_function"]

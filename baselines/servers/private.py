@@ -1,0 +1,98 @@
+"""A server of the run's own, so that a scenario may SIGKILL and restart it.
+
+The brokers on this machine are shared (other tests use them), so a scenario that kills
+"the broker" gets a private one: the backend's server started from its
+``Server.private_argv`` on a free loopback port, with its data in the run directory
+(Redis with ``appendonly yes`` / ``appendfsync everysec``, NATS with JetStream file
+storage). A server without ``private_argv`` (RabbitMQ here) gives a topology whose
+``node_faults`` says why.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from baselines.servers.topology import ServerStartError, Topology
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def port_open(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def private_topology(backend: str, servers: Sequence) -> Topology:
+    """A private server for a backend with one server that can run privately, else why not."""
+    if len(servers) == 1 and servers[0].private_argv is not None:
+        return PrivateServerTopology(servers[0])
+    reasons = [s.no_private.format(backend=backend) for s in servers if s.private_argv is None]
+    return Topology(servers, node_faults=reasons[0] if reasons else f"{backend} names no server to start privately")
+
+
+class PrivateServerTopology(Topology):
+    """The server ``server`` as this run's process (one node, named after the server)."""
+
+    def __init__(self, server) -> None:
+        super().__init__([server])
+        self.server = server
+        self.nodes = [server.name]
+        self.node_faults = None
+        self.port = free_port()
+        self.proc: subprocess.Popen | None = None
+        self.run_dir: Path | None = None
+
+    def start(self, run_dir: Path, links=None) -> None:
+        super().start(run_dir, links)
+        self.run_dir = run_dir
+        data = run_dir / f"{self.server.name}-data"
+        shutil.rmtree(data, ignore_errors=True)
+        data.mkdir(parents=True)
+        self.spawn(self.server.name)
+
+    def spawn(self, node=None, timeout_s: float = 15.0) -> int:
+        """Start the server (again, on the same data); returns once it accepts connections."""
+        assert self.run_dir is not None
+        name = self.server.name
+        with open(self.run_dir / f"{name}.log", "ab") as log:
+            self.proc = subprocess.Popen(self.server.private_argv(self.port, self.run_dir / f"{name}-data"),
+                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while not port_open(self.port):
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise ServerStartError(f"private {name} did not start (see {name}.log)")
+            time.sleep(0.05)
+        return self.proc.pid
+
+    def process(self, node=None) -> subprocess.Popen:
+        assert self.proc is not None
+        return self.proc
+
+    def node_name(self, node) -> str:
+        return node
+
+    def server_of(self, node) -> str:
+        return self.server.name
+
+    def leader(self):
+        """The one node, while it accepts connections."""
+        return self.server.name if self.proc is not None and self.proc.poll() is None and port_open(self.port) else None
+
+    def servers(self) -> dict[str, str]:
+        return {self.server.name: f"127.0.0.1:{self.port}"}
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

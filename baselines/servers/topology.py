@@ -1,0 +1,149 @@
+"""A run's topology: where a backend's servers are, and the node faults it supports.
+
+The runner asks the backend class for one (``Backend.topology``) and never looks at the
+backend's name. This base serves the shared brokers of the machine: their addresses come
+from the ``LOGQUEUE_*_URL`` variables, and a run may not kill or cut off their nodes
+(``node_faults`` says so; a scenario that needs node faults reports ``n/a`` with it).
+A private server (:mod:`baselines.servers.private`) or a cluster
+(:mod:`baselines.servers.logqueue_cluster`) overrides what it can do.
+
+Node faults work on ``nodes`` (ids; ``node_name`` is how events name them): ``kill``
+(SIGKILL and reap), ``pause``/``resume`` (SIGSTOP/SIGCONT), ``restart`` (kill, then
+``spawn`` on the same data), and isolation: ``peer_links(node)`` are the links between a
+node and its peers in the run's proxy hub, ``server_of(node)`` the server name the
+clients' links to it go by; cutting both isolates the node, healing them heals it.
+``leader()`` is found through the system's own API.
+
+Links: ``start(run_dir, links)`` gets the run's proxy hub, an object with
+``add(name, target, admit=None)``, ``address(name)`` and ``set_many(names, mode)``; a
+cluster puts its node-to-node links there, so one hub carries every fault.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+SHARED_NODE_FAULTS = ("the shared servers ({servers}) are not this run's processes: a run may not kill them "
+                      "or cut them off their peers")
+
+
+class ServerStartError(RuntimeError):
+    """A private server or cluster could not be started (one-line reason)."""
+
+
+class Topology:
+    """The shared servers ``servers`` (``baselines.servers.Server``); subclasses start their own.
+
+    Attributes:
+        nodes: the node ids a node fault may target (none for shared servers).
+        node_faults: ``None`` when every node fault works, else the one line why not.
+        everything: how fault events name the whole server side ("broker", "cluster").
+    """
+
+    everything = "broker"
+
+    def __init__(self, servers: Sequence = (), node_faults: str | None = None) -> None:
+        self.shared = tuple(servers)
+        self.nodes: list = []
+        self.node_faults = node_faults or SHARED_NODE_FAULTS.format(
+            servers=", ".join(s.name for s in self.shared) or "none")
+        self.links = None
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self, run_dir: Path, links=None) -> None:
+        """Start what the topology needs (nothing for shared servers); ``links`` is the run's proxy hub."""
+        self.links = links
+
+    def close(self) -> None:
+        """Stop whatever the topology started (nothing for shared servers). Safe to call twice."""
+
+    # --- what clients see ---------------------------------------------------------------
+
+    def servers(self) -> dict[str, str]:
+        """``{server: real host:port}``: one proxy link per client goes to each."""
+        from baselines.base import host_port
+
+        return {s.name: host_port(os.environ.get(s.env) or s.default) for s in self.shared}
+
+    def client_env(self, links: dict[str, str]) -> dict[str, str]:
+        """Environment variables that point a worker process at ``links`` (``{server: proxy}``)."""
+        return {s.env: links[s.name] for s in self.shared if s.name in links}
+
+    def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
+        """``BackendConfig.addresses`` for an in-process client (the producer) using ``links``."""
+        return {name: address for name, address in links.items() if name in self.servers()}
+
+    def timeline_addresses(self) -> dict[int, str]:
+        """Nodes whose Raft status ``cluster.jsonl`` records, ``{id: own address}`` (none here)."""
+        return {}
+
+    # --- nodes --------------------------------------------------------------------------
+
+    def node_name(self, node) -> str:
+        return f"node-{node}"
+
+    def server_of(self, node) -> str:
+        """The server name of the clients' links to ``node``."""
+        return self.node_name(node)
+
+    def peer_links(self, node) -> list[str]:
+        """The hub's links into or out of ``node`` from its peers (none for a single server)."""
+        return []
+
+    def leader(self):
+        """The node that leads the queue, by the system's own account, or ``None``."""
+        return None
+
+    def wait_leader(self, timeout_s: float, exclude=None):
+        """The leader once there is one (other than ``exclude``); ``RuntimeError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            leader = self.leader()
+            if leader is not None and leader != exclude:
+                return leader
+            time.sleep(0.05)
+        raise RuntimeError(f"no leader{'' if exclude is None else f' other than {self.node_name(exclude)}'} "
+                           f"within {timeout_s:g} s")
+
+    def catching_up(self, node) -> tuple[int | None, Callable[[], bool]]:
+        """``(entries node is behind, a predicate true once it has caught up)``; ``(None, always)`` where unknown."""
+        return None, lambda: True
+
+    # --- node faults --------------------------------------------------------------------
+
+    def process(self, node) -> subprocess.Popen:
+        """The process of ``node``."""
+        raise NotImplementedError(self.node_faults)
+
+    def spawn(self, node) -> int:
+        """Start ``node`` (again, on its data); returns its PID."""
+        raise NotImplementedError(self.node_faults)
+
+    def kill(self, node) -> None:
+        """SIGKILL ``node`` and reap it: a crash, with no chance to clean up."""
+        proc = self.process(node)
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+
+    def pause(self, node) -> None:
+        """SIGSTOP ``node``: it keeps its sockets open and runs nothing."""
+        self._signal(node, signal.SIGSTOP)
+
+    def resume(self, node) -> None:
+        self._signal(node, signal.SIGCONT)
+
+    def restart(self, node) -> int:
+        """Kill ``node`` and start it again on its data; returns the new PID."""
+        self.kill(node)
+        return self.spawn(node)
+
+    def _signal(self, node, sig: signal.Signals) -> None:
+        proc = self.process(node)
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)

@@ -1,0 +1,80 @@
+"""``logqueue node``: run one Raft node in the foreground (also the node options that
+``logqueue cluster up`` passes on)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from logqueue.cli.common import (
+    UsageError,
+    address,
+    ms_range,
+    non_negative,
+    peers,
+    positive,
+    secret,
+    secret_arg,
+)
+
+
+def node_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--fsync", choices=("always", "batch", "off"), default="batch",
+                   help="always: fsync every write; batch: one fsync per batch of appends, before any "
+                        "reply or message that depends on it (default); off: never (unsafe, tests only)")
+    p.add_argument("--election-timeout-ms", type=ms_range, default=(300, 600), metavar="LOW-HIGH",
+                   help="randomized election timeout (default 300-600)")
+    p.add_argument("--heartbeat-ms", type=positive, default=50, metavar="N", help="leader heartbeat interval (default 50)")
+    p.add_argument("--tick-ms", type=positive, default=10, metavar="N", help="length of one Raft tick (default 10)")
+    p.add_argument("--snapshot-every", type=positive, default=10_000, metavar="N",
+                   help="take a snapshot every N applied entries (default 10000)")
+    p.add_argument("--retain-entries", type=non_negative, default=100_000, metavar="N",
+                   help="entries kept on disk behind the latest snapshot, for `log read` and slow "
+                        "followers (default 100000)")
+    p.add_argument("--test-hooks", action="store_true",
+                   help="accept test-only requests (cutting this node off its peers)")
+    p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
+    secret_arg(p)
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``node`` to the ``logqueue`` parser."""
+    p = sub.add_parser("node", help="run one node in the foreground",
+                       description="Run one Raft node. It serves peers and clients on --listen and keeps its "
+                                   "log, hard state and snapshots in --data-dir. Stop it with SIGTERM or Ctrl-C.")
+    p.add_argument("--id", required=True, type=positive, help="this node's id (a positive integer)")
+    p.add_argument("--listen", required=True, type=address, metavar="HOST:PORT")
+    p.add_argument("--peers", required=True, type=peers, metavar="ID=HOST:PORT,...",
+                   help="the initial members (this node may be listed too); with --join: nodes to talk to")
+    p.add_argument("--data-dir", required=True, metavar="DIR")
+    p.add_argument("--join", action="store_true",
+                   help="start empty and wait to be added with `logqueue member add` (do not bootstrap)")
+    node_args(p)
+    p.set_defaults(run=cmd_node)
+
+
+def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_dir: str, join: bool = False):
+    from logqueue.runtime.node import NodeConfig
+
+    low, high = args.election_timeout_ms
+    if args.heartbeat_ms >= low:
+        raise UsageError(f"--heartbeat-ms {args.heartbeat_ms} must be below the election timeout ({low} ms)")
+    if args.tick_ms > args.heartbeat_ms:
+        raise UsageError("--tick-ms must not exceed --heartbeat-ms")
+    return NodeConfig(node_id=node_id, listen=listen, peers=peer_map, data_dir=data_dir, fsync=args.fsync,
+                      election_timeout_ms=(low, high), heartbeat_ms=args.heartbeat_ms, tick_ms=args.tick_ms,
+                      secret=secret(args), join=join, snapshot_every=args.snapshot_every,
+                      retain_entries=args.retain_entries, test_hooks=args.test_hooks)
+
+
+def cmd_node(args) -> int:
+    from logqueue.runtime.serve import serve
+
+    logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s node{args.id} %(levelname)s %(name)s: %(message)s")
+    peer_map = dict(args.peers)
+    if args.id in peer_map and peer_map[args.id] != args.listen:
+        raise UsageError(f"--peers gives node {args.id} the address {peer_map[args.id]}, but --listen is {args.listen}")
+    peer_map.pop(args.id, None)
+    cfg = node_config(args, args.id, args.listen, peer_map, args.data_dir, join=args.join)
+    return serve(cfg)

@@ -1,0 +1,36 @@
+"""``logqueue status``: one row per node (role, term, indexes)."""
+from __future__ import annotations
+
+import argparse
+import json
+
+from logqueue.cli.common import cluster_arg, open_client, print_table
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Add ``status`` to the ``logqueue`` parser."""
+    p = sub.add_parser("status", help="one row per node: role, term, indexes",
+                       description="Ask every listed node for its own view. Unreachable nodes are listed as such.")
+    cluster_arg(p)
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.set_defaults(run=cmd_status)
+
+
+STATUS_FIELDS = ("id", "address", "role", "term", "leader_id", "commit_index", "last_index", "applied_index", "pid")
+
+
+def cmd_status(args) -> int:
+    with open_client(args) as c:
+        rows = c.cluster_status()
+    if args.json:
+        print(json.dumps(rows))
+        return 0
+    from rich.table import Table
+
+    table = Table(box=None)
+    for f in STATUS_FIELDS:
+        table.add_column(f)
+    for row in rows:
+        table.add_row(*("-" if row.get(f) is None else str(row.get(f)) for f in STATUS_FIELDS))
+    print_table(table)
+    return 0
