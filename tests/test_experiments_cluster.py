@@ -59,7 +59,7 @@ def test_killed_leader_is_replaced_and_restarts_on_its_data(cluster):
     cluster.kill(leader)
     assert cluster.wait_leader(10.0, exclude=leader) != leader
     # Cut it off its peers before it starts: whatever it has now came from its own disk.
-    cluster.hub.set_many(cluster.node_links_of(leader), "blackhole")
+    cluster.hub.set_many(cluster.peer_links(leader), "blackhole")
     cluster.spawn(leader)
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and leader not in {s["id"] for s in cluster.status()}:

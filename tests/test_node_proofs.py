@@ -17,9 +17,8 @@ import uuid
 import pytest
 
 from cluster_util import FAST_ELECTIONS, Load, make_cluster, wait_for  # noqa: F401
-from logqueue.client import Client, ClientError
+from logqueue.client import Client, ClientError, Producer
 from logqueue.local_cluster import LocalCluster, free_ports, node_argv
-from logqueue.producer import Producer
 from logqueue.raft import types as t
 from logqueue.runtime import wire
 from logqueue.runtime.audit import DURABLE_FILE, HOOKS_DIR, VIOLATIONS_FILE

@@ -16,9 +16,7 @@ import uuid
 import pytest
 
 from cluster_util import Load, check_logs, make_cluster, wait_for  # noqa: F401
-from logqueue.client import Client, ClientError
-from logqueue.consumer import Consumer
-from logqueue.producer import Producer
+from logqueue.client import Client, ClientError, Consumer, Producer
 from logqueue.runtime.audit import DURABLE_FILE, HOOKS_DIR
 
 pytestmark = pytest.mark.slow
