@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 
@@ -49,6 +50,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", required=True, metavar="DIR")
     p.add_argument("--join", action="store_true",
                    help="start empty and wait to be added with `logqueue member add` (do not bootstrap)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --listen without --secret-file (anyone who reaches the port "
+                        "can then join the cluster and write to it); refused otherwise")
     node_args(p)
     p.set_defaults(run=cmd_node)
 
@@ -67,14 +71,27 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
                       retain_entries=args.retain_entries, test_hooks=args.test_hooks)
 
 
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
+
+
 def cmd_node(args) -> int:
+    from logqueue.lifetime import die_with_parent
     from logqueue.runtime.serve import serve
 
+    die_with_parent()  # when a launcher (cluster up, LocalCluster) started us
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s node{args.id} %(levelname)s %(name)s: %(message)s")
     peer_map = dict(args.peers)
     if args.id in peer_map and peer_map[args.id] != args.listen:
         raise UsageError(f"--peers gives node {args.id} the address {peer_map[args.id]}, but --listen is {args.listen}")
     peer_map.pop(args.id, None)
+    host = args.listen.rpartition(":")[0]
+    if not args.secret_file and not args.insecure and not _loopback(host):
+        raise UsageError(f"refusing to listen on {args.listen} without --secret-file: anyone who can reach it "
+                         "could join the cluster or write to it (give --secret-file F, or --insecure)")
     cfg = node_config(args, args.id, args.listen, peer_map, args.data_dir, join=args.join)
     return serve(cfg)

@@ -10,7 +10,9 @@ from logqueue.cli.common import cluster_arg, open_client, print_table
 def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``status`` to the ``logqueue`` parser."""
     p = sub.add_parser("status", help="one row per node: role, term, indexes",
-                       description="Ask every listed node for its own view. Unreachable nodes are listed as such.")
+                       description="Ask every listed node for its own view. Unreachable nodes are listed as such. "
+                                   "Exits 0 when some node answers as the leader, 1 otherwise (no node "
+                                   "answered, or none leads), so scripts can wait on it.")
     cluster_arg(p)
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
     p.set_defaults(run=cmd_status)
@@ -22,9 +24,10 @@ STATUS_FIELDS = ("id", "address", "role", "term", "leader_id", "commit_index", "
 def cmd_status(args) -> int:
     with open_client(args) as c:
         rows = c.cluster_status()
+    code = 0 if any(row.get("role") == "leader" for row in rows) else 1
     if args.json:
         print(json.dumps(rows))
-        return 0
+        return code
     from rich.table import Table
 
     table = Table(box=None)
@@ -33,4 +36,4 @@ def cmd_status(args) -> int:
     for row in rows:
         table.add_row(*("-" if row.get(f) is None else str(row.get(f)) for f in STATUS_FIELDS))
     print_table(table)
-    return 0
+    return code
