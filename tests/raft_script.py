@@ -19,7 +19,8 @@ error, never an expected output.
 Commands (node ids are integers; ``*`` in a link means any node):
 
   new N [pre-vote] [check-quorum] [election=E|LOW-HIGH] [heartbeat=H] [max-inflight=K]
-        [max-entries=K] [max-bytes=K]      a fresh cluster of voters 1..N
+        [max-entries=K] [max-bytes=K] [max-inflight-bytes=K]
+                                           a fresh cluster of voters 1..N
   add ID...                                fresh nodes outside the configuration
   set-log ID T,T,... [term=T] [vote=V] [commit=C]
                                            rebuild a node from a log of these terms
@@ -396,7 +397,8 @@ def _new(c: Cluster, args: list[str]) -> None:
     low, _, high = named.pop("election", "10").partition("-")
     election = (_int(low, "election"), _int(high or low, "election"))
     keys = {"heartbeat": "heartbeat_ticks", "max-inflight": "max_inflight",
-            "max-entries": "max_entries_per_msg", "max-bytes": "max_bytes_per_msg"}
+            "max-entries": "max_entries_per_msg", "max-bytes": "max_bytes_per_msg",
+            "max-inflight-bytes": "max_inflight_bytes"}
     cfg = {keys[k]: _int(v, k) for k, v in named.items() if k in keys}
     unknown = set(named) - set(keys) | set(plain[1:]) - {"pre-vote", "check-quorum"}
     if unknown:

@@ -32,6 +32,9 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-entries", type=non_negative, default=100_000, metavar="N",
                    help="entries kept on disk behind the latest snapshot, for `log read` and slow "
                         "followers (default 100000)")
+    p.add_argument("--max-payload-bytes", type=positive, default=32 << 20, metavar="B",
+                   help="largest record or job payload accepted; larger ones are refused at once "
+                        "(default 33554432, 32 MiB; at most the frame limit of 64 MiB minus 64 KiB)")
     p.add_argument("--test-hooks", action="store_true",
                    help="accept test-only requests (cutting this node off its peers)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
@@ -65,10 +68,15 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
         raise UsageError(f"--heartbeat-ms {args.heartbeat_ms} must be below the election timeout ({low} ms)")
     if args.tick_ms > args.heartbeat_ms:
         raise UsageError("--tick-ms must not exceed --heartbeat-ms")
+    from logqueue.client.client import MAX_PAYLOAD
+
+    if args.max_payload_bytes > MAX_PAYLOAD:
+        raise UsageError(f"--max-payload-bytes {args.max_payload_bytes} is above {MAX_PAYLOAD}, the most a frame can carry")
     return NodeConfig(node_id=node_id, listen=listen, peers=peer_map, data_dir=data_dir, fsync=args.fsync,
                       election_timeout_ms=(low, high), heartbeat_ms=args.heartbeat_ms, tick_ms=args.tick_ms,
                       secret=secret(args), join=join, snapshot_every=args.snapshot_every,
-                      retain_entries=args.retain_entries, test_hooks=args.test_hooks)
+                      retain_entries=args.retain_entries, test_hooks=args.test_hooks,
+                      max_payload=args.max_payload_bytes)
 
 
 def _loopback(host: str) -> bool:

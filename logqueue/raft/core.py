@@ -54,6 +54,7 @@ class Config:
     max_inflight: int = 256  # unanswered appends per follower (pipelining window)
     max_entries_per_msg: int = 1024
     max_bytes_per_msg: int = 1 << 20
+    max_inflight_bytes: int = 8 << 20  # unanswered append payload bytes per follower (one append always may go)
     pre_vote: bool = True
     check_quorum: bool = True
 
@@ -64,7 +65,7 @@ class Config:
         if not 0 < self.heartbeat_ticks <= low:
             raise ValueError("heartbeat_ticks must be positive and at most the election timeout")
         # Zero would stall replication for good (or, for max_inflight, break the window).
-        for name in ("max_inflight", "max_entries_per_msg", "max_bytes_per_msg"):
+        for name in ("max_inflight", "max_entries_per_msg", "max_bytes_per_msg", "max_inflight_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
@@ -491,7 +492,7 @@ class Raft:
             self._handle_append_response(msg, pr)
         elif isinstance(msg, HeartbeatResponse):
             if pr.state is State.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
-                pr.inflight.popleft()  # a lost append must not stall the pipeline forever
+                pr.free_oldest()  # a lost append must not stall the pipeline forever
             pr.probe_sent = False
             if pr.match < self.log.last_index:
                 self._maybe_send_append(msg.src, send_empty=True)
@@ -596,7 +597,7 @@ class Raft:
 
     def _maybe_send_append(self, peer: int, send_empty: bool = False) -> None:
         pr = self.progress[peer]
-        if pr.paused(self.cfg.max_inflight):
+        if pr.paused(self.cfg.max_inflight, self.cfg.max_inflight_bytes):
             return
         log = self.log
         prev = pr.next - 1
@@ -618,7 +619,7 @@ class Raft:
         if not entries and not send_empty:
             return
         self._send(AppendEntries(self.term, self.id, peer, prev, prev_term, tuple(entries), log.committed))
-        pr.sent(prev + len(entries), bool(entries))
+        pr.sent(prev + len(entries), bool(entries), sum(len(e.data) for e in entries))
 
     def _send_snapshot(self, peer: int, pr: Progress) -> None:
         snap = self.log.snapshot

@@ -32,6 +32,10 @@ from logqueue.storage import DiskStorage, MemoryStorage
 
 log = logging.getLogger("logqueue.node")
 
+# Like NATS's max_payload or RabbitMQ's max_message_size: far below the frame limit, so a
+# request with one such payload always fits in a frame.
+DEFAULT_MAX_PAYLOAD = 32 << 20
+
 # Messages a leader or candidate sends; refused from anything that is not a member.
 _FROM_MEMBERS_ONLY = (t.RequestVote, t.AppendEntries, t.Heartbeat, t.InstallSnapshot, t.TimeoutNow)
 
@@ -53,6 +57,7 @@ class NodeConfig:
     snapshot_every: int = 10_000  # applied entries between snapshots
     retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot
     max_frame: int = wire.DEFAULT_MAX_FRAME
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one record or job payload; larger ones are refused
     test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
     seed: int | None = None
 
@@ -215,6 +220,7 @@ class Node:
             await self._wake.wait()
             self._wake.clear()
             self._guarded(self._process)
+            await asyncio.sleep(0)  # ticks and sockets get their turn between two loop turns
 
     def _guarded(self, step) -> None:
         try:
@@ -257,14 +263,16 @@ class Node:
     def _send(self, messages: list[t.Message]) -> None:
         if self.audit is not None:
             self.audit.check_send(messages)
-        by_peer: dict[int, list[bytes]] = {}
+        # (peer, bulk) -> frames; bulk: entries and snapshots, on their own connection.
+        by_peer: dict[tuple[int, bool], list[bytes]] = {}
         encode, frame = wire.encode_message, wire.frame
         for msg in messages:
-            by_peer.setdefault(msg.dst, []).append(frame(encode(msg)))
-        for peer, frames in by_peer.items():
+            bulk = isinstance(msg, t.InstallSnapshot) or (isinstance(msg, t.AppendEntries) and bool(msg.entries))
+            by_peer.setdefault((msg.dst, bulk), []).append(frame(encode(msg)))
+        for (peer, bulk), frames in by_peer.items():
             link = self._link(peer)
             if link is not None:
-                link.send(frames)
+                link.send(frames, bulk)
 
     def _install(self, snap: t.Snapshot) -> None:
         self.machine = ServiceMachine.restore(snap.data)
