@@ -26,6 +26,7 @@ from typing import ClassVar, Iterable
 from urllib.parse import urlsplit
 
 from baselines.servers import SHARED, Server, Topology
+from logqueue.runtime import transport
 
 
 class BackendError(Exception):
@@ -41,15 +42,16 @@ class AckError(BackendError):
 
 
 def host_port(value: str) -> str:
-    """Reduce ``amqp://user:pw@host:port/vhost`` or ``host:port`` to ``host:port``."""
+    """Reduce ``amqp://user:pw@host:port/vhost`` or ``host:port`` to ``host:port``.
+
+    Raises ``ValueError`` (one line) for anything else.
+    """
     if "://" in value:
         parts = urlsplit(value)
         if not parts.hostname or not parts.port:
             raise ValueError(f"address {value!r} must name a host and a port")
         return f"{parts.hostname}:{parts.port}"
-    host, sep, port = value.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise ValueError(f"address {value!r} must be HOST:PORT or a URL with a port")
+    transport.split_address(value)
     return value
 
 
@@ -59,9 +61,8 @@ def default_addresses() -> dict[str, str]:
 
 
 def split_address(address: str) -> tuple[str, int]:
-    """``"host:port"`` -> ``("host", port)``."""
-    host, _, port = host_port(address).rpartition(":")
-    return host, int(port)
+    """``"host:port"`` or a URL with a port -> ``("host", port)``, by logqueue's address parser."""
+    return transport.split_address(host_port(address))
 
 
 def unavailable(backend: str, server: Server, address: str, reason: object) -> BackendUnavailable:

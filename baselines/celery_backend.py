@@ -49,7 +49,7 @@ from baselines import _redis
 from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
 from baselines.servers import RABBITMQ, REDIS, Server
 from baselines.rabbitmq import server_consumer_timeout
-from baselines.worker_loop import call_worker_function
+from logqueue.client.worker import run_function
 
 TASK_NAME = "logqueue.job"
 
@@ -133,7 +133,7 @@ def _run_job(task, payload_b64: str) -> None:
         _inflight[d.job_id] = d
     hooks.deliver(d)
     hooks.start(d)
-    result, error = call_worker_function(ctx["fn"], d.payload)
+    result, error = run_function(ctx["fn"], d.payload)
     hooks.finish(d, result, error)
     if error is not None:
         if d.attempt < backend.config.max_attempts:

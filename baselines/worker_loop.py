@@ -18,6 +18,7 @@ import threading
 
 from baselines.base import AckError, Backend, Delivery
 from baselines.hooks import WorkerHooks
+from logqueue.client.worker import run_function
 
 log = logging.getLogger(__name__)
 
@@ -50,24 +51,13 @@ class _Heartbeat:
         self._thread.join()
 
 
-def call_worker_function(fn, payload: bytes) -> tuple[bytes | None, str | None]:
-    """``(result, None)``, or ``(None, "Type: message")`` when ``fn`` raised or did not return bytes."""
-    try:
-        result = fn(payload)
-        if not isinstance(result, (bytes, bytearray)):
-            raise TypeError(f"worker function returned {type(result).__name__}, not bytes")
-        return bytes(result), None
-    except Exception as exc:
-        return None, f"{type(exc).__name__}: {exc}"
-
-
 def process(backend: Backend, delivery: Delivery, fn, worker_id: str, hooks: WorkerHooks, result_sink=None) -> None:
     """Run one delivery through ``fn`` and settle it with the backend (see the module docstring)."""
     d = delivery
     hooks.deliver(d)
     hooks.start(d)
     with _Heartbeat(d, backend.config.heartbeat_s):
-        result, error = call_worker_function(fn, d.payload)
+        result, error = run_function(fn, d.payload)
     hooks.finish(d, result, error)
     if error is not None:
         exhausted = d.attempt >= backend.config.max_attempts

@@ -14,6 +14,7 @@ COMMANDS = {
     "report": ("experiments.report", "write report.md and plots for a results directory"),
     "bench": ("experiments.bench", "throughput and latency benchmark across backends"),
     "elections": ("experiments.elections", "the Raft paper's election-timing experiment on real nodes"),
+    "sim-elections": ("experiments.sim_elections", "the same experiment on the deterministic simulator"),
 }
 
 

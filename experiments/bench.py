@@ -354,34 +354,16 @@ def ratio_lines(results: dict, ref: str = "logqueue") -> list[str]:
 
 
 def plot(results: dict, path: str) -> None:
-    """Throughput bars (publish, consume, end-to-end) and latency bars (p50, p99) per ok backend."""
-    import matplotlib
+    """Throughput bars (publish, consume, end-to-end) and latency bars (p50, p99, max) per ok backend,
+    drawn by ``experiments.analysis.plot_bench``."""
+    from experiments import analysis
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = {name: r for name, r in results.items() if r["status"] == "ok"}
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
-    names = list(ok)
-    xs = range(len(names))
-    for j, (key, label) in enumerate((("publish_per_s", "publish"), ("consume_per_s", "consume"),
-                                      ("end_to_end_per_s", "end-to-end"))):
-        left.bar([x + (j - 1) * 0.27 for x in xs], [ok[nm][key] for nm in names], width=0.27, label=label)
-    left.set_ylabel("messages / s")
-    for j, (key, label) in enumerate((("p50_ms", "p50"), ("p99_ms", "p99"))):
-        right.bar([x + (j - 0.5) * 0.4 for x in xs], [ok[nm][key] for nm in names], width=0.4, label=label)
-    right.set_ylabel("latency (ms) at half its maximum load")
-    right.set_yscale("log")
-    any_row = next(iter(ok.values()), {})
-    for ax in (left, right):
-        ax.set_xticks(list(xs), names, rotation=20, ha="right", fontsize=8)
-        ax.legend(fontsize=8)
-        ax.grid(True, axis="y", alpha=0.3)
-    fig.suptitle(f"{any_row.get('messages', '?')} messages of {any_row.get('payload_bytes', '?')} B, window "
-                 f"{any_row.get('window', '?')}, {any_row.get('consumers', '?')} consumers", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        figure = analysis.plot_bench(analysis.bench_frame(results))
+    except analysis.AnalysisError as exc:  # e.g. no backend finished: nothing to draw
+        print(f"no plot written: {exc}", file=sys.stderr)
+        return
+    figure.savefig(path, dpi=110)
 
 
 # --- the command ----------------------------------------------------------------------------

@@ -13,7 +13,7 @@ killed node on its data. On loopback a message takes well under a millisecond;
 ``--link-delay-ms D`` sends every node-to-node connection through a proxy that delays
 each message by D ms, for a broadcast time like the paper's (about 2D plus an fsync).
 The nodes run with PreVote and CheckQuorum, as they always do
-(the paper's servers had neither; ``python -m logqueue.sim elections --plain-raft`` shows
+(the paper's servers had neither; ``python -m experiments sim-elections --plain-raft`` shows
 the difference in the simulator).
 
 What is measured, and how precisely: from the wall-clock time taken just before the
@@ -26,7 +26,8 @@ found falls back to the poll time and says so (``"by": "poll"``). ``terms`` coun
 terms the election needed: more than 1 means a candidacy failed (votes split).
 
 A trial without a leader after ``--max-ms`` is recorded as timed out. The output format
-is the simulator's (``logqueue.sim.elections``), so ``--compare`` plots both side by side.
+(``experiments.election_results``) is the one ``sim-elections`` writes too, so
+``--compare`` plots both side by side.
 Exit status: 0 done, 1 when the cluster could not be run (the reason is printed), 2 for
 bad arguments.
 """
@@ -46,10 +47,10 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from experiments.election_results import EXPERIMENT, add_output_args, parse_output_args, finish, range_result
 from experiments.faults.proxy import ProxyHub
 from logqueue.client import Client, ClientError
 from logqueue.local_cluster import LocalCluster, free_ports
-from logqueue.sim.elections import EXPERIMENT, add_output_args, check_output_args, finish, range_result
 
 POLL_S = 0.02  # status polling while waiting for a new leader (the log gives the precise time)
 SETTLE_TIMEOUT_S = 30.0  # a cluster that finds no stable leader within this is broken
@@ -214,13 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     p = build_parser()
-    args = p.parse_args(sys.argv[1:] if argv is None else argv)
-    ranges = check_output_args(p, args)
+    args, ranges, seed = parse_output_args(p, argv)
     if args.tick_ms < 1:
         p.error("--tick-ms must be at least 1")
     if args.link_delay_ms < 0:
         p.error("--link-delay-ms must be >= 0")
-    seed = args.seed if args.seed is not None else random.randrange(2**32)
     rng = random.Random(seed)
     root = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="logqueue-elections-"))
     console = Console(stderr=True)

@@ -155,8 +155,9 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     saved_handlers, root.handlers = root.handlers, [log_handler]
     try:
         topology.start(run_dir, hub)
-        if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl, for raft-timeline.ipynb
+        if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl from the first election on, for raft-timeline.ipynb
             timeline = ClusterLog(run_dir / CLUSTER_FILE, topology.timeline_addresses()).start()
+        topology.ready()
         ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress)
         ctx.note(f"parameters: {params}")
         scenario.run(ctx)

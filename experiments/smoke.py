@@ -18,18 +18,18 @@ import argparse
 import contextlib
 import json
 import os
-import signal
-import subprocess
 import sys
 import tempfile
 import time
 import uuid
 from collections import Counter
+from pathlib import Path
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError, BackendUnavailable
 from baselines.servers import ServerStartError
 from experiments.recorder import EventLog, read_jsonl
+from experiments.worker import spawn
 
 POLL_S = 0.1
 
@@ -45,24 +45,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--deadline-s", type=float, default=120.0, help="give up on a backend after this many seconds (default 120)")
     p.add_argument("--json", action="store_true", help="print one JSON list instead of a table")
     return p
-
-
-def _worker_command(name: str, queue: str, func: str, events: str, results: str) -> list[str]:
-    return [
-        sys.executable, "-m", "experiments.worker",
-        "--backend", name, "--queue", queue, "--func", func, "--worker-id", "smoke-worker",
-        "--events", events, "--results", results, "--heartbeat-s", "2", "--timeout-s", "30",
-    ]
-
-
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def _last_line(path: str) -> str:
@@ -94,9 +76,8 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
     stderr_path = os.path.join(workdir, f"{name}.worker.log")
     proc = None
     try:
-        with open(stderr_path, "wb") as errf:
-            proc = subprocess.Popen(_worker_command(name, queue, func, events_path, results_path),
-                                    stdout=errf, stderr=subprocess.STDOUT)
+        proc = spawn("smoke-worker", name, queue, func, Path(stderr_path), events=events_path,
+                     results=results_path, heartbeat_s=2.0, timeout_s=30.0)
         with EventLog(events_path) as log:
             ids = set()
             for i in range(jobs):
@@ -110,8 +91,8 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
             effects = Counter(e["job"] for e in read_jsonl(events_path) if e["ev"] == "effect" and e.get("job") in ids)
             if len(effects) == len(ids):
                 break
-            if proc.poll() is not None:
-                row["reason"] = f"worker exited with status {proc.returncode}: {_last_line(stderr_path)}"
+            if not proc.alive():
+                row["reason"] = f"worker exited with status {proc.proc.returncode}: {_last_line(stderr_path)}"
                 break
             if time.monotonic() > deadline:
                 row["reason"] = f"timed out after {deadline_s:g}s with {len(effects)}/{len(ids)} jobs completed"
@@ -125,7 +106,7 @@ def smoke_one(name: str, jobs: int, func: str, deadline_s: float, workdir: str) 
         row["reason"] = str(exc)
     finally:
         if proc is not None:
-            _stop(proc)
+            proc.stop(timeout_s=15.0)
         try:
             backend.delete()
         except Exception as exc:  # a broker that died mid-run: report, do not crash the table

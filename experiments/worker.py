@@ -7,19 +7,66 @@ process *is* the Celery worker (solo or thread pool, no child processes), so the
 signals reach the process that runs the job.
 
 Exit status: 0 after a clean stop, 2 for bad arguments, 3 when the backend is unavailable.
+:func:`spawn` starts one such process and :class:`WorkerProcess` stops it: the one way
+the smoke test and the scenarios run workers.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
+import os
 import signal
+import subprocess
 import sys
 import threading
+from pathlib import Path
 
 from baselines import registry
 from baselines.base import BackendConfig, BackendError
 from baselines.hooks import WorkerHooks
 from experiments.recorder import EventLog, RecordingHooks, ResultSink
 from logqueue.workers import WorkerLoadError, load_function
+
+
+class WorkerProcess:
+    """One ``python -m experiments.worker`` process and its identity."""
+
+    def __init__(self, worker_id: str, proc: subprocess.Popen, log_path: Path) -> None:
+        self.id, self.proc, self.log_path = worker_id, proc, log_path
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (finish the job in hand), then SIGKILL after ``timeout_s``; reaps it."""
+        if self.proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.proc.pid, signal.SIGCONT)  # a paused worker cannot honour SIGTERM
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+def spawn(worker_id: str, backend: str, queue: str, func: str, log_path: Path, *, events: Path | str | None = None,
+          results: Path | str | None = None, heartbeat_s: float = 5.0, timeout_s: float = 30.0,
+          max_attempts: int = 5, env: dict[str, str] | None = None) -> WorkerProcess:
+    """Start a worker process in its own session (so faults and Ctrl-C reach only what they aim at),
+    its output appended to ``log_path``."""
+    argv = [sys.executable, "-m", "experiments.worker", "--backend", backend, "--queue", queue, "--func", func,
+            "--worker-id", worker_id, "--heartbeat-s", str(heartbeat_s), "--timeout-s", str(timeout_s),
+            "--max-attempts", str(max_attempts)]
+    argv += ["--events", str(events)] if events is not None else []
+    argv += ["--results", str(results)] if results is not None else []
+    with open(log_path, "ab") as log_file:
+        proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+    return WorkerProcess(worker_id, proc, Path(log_path))
 
 
 def build_parser() -> argparse.ArgumentParser:

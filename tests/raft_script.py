@@ -19,21 +19,29 @@ error, never an expected output.
 Commands (node ids are integers; ``*`` in a link means any node):
 
   new N [pre-vote] [check-quorum] [election=E|LOW-HIGH] [heartbeat=H] [max-inflight=K]
-        [max-entries=K] [max-bytes=K] [max-inflight-bytes=K]
+        [max-entries=K] [max-bytes=K] [max-inflight-bytes=K] [max-learner-lag=K]
                                            a fresh cluster of voters 1..N
   add ID...                                fresh nodes outside the configuration
   set-log ID T,T,... [term=T] [vote=V] [commit=C]
                                            rebuild a node from a log of these terms
                                            (to set a scene: Raft assumes disks are kept)
   campaign ID                              tick the node until it campaigns
-  tick ID[,ID...]|all [N]                  N ticks of these nodes (default 1)
+  tick ID[,ID...]|all [N] [stabilize]      N ticks of these nodes (default 1); with
+                                           `stabilize`, deliver everything after each
+                                           tick and print only role changes
   propose ID DATA                          propose on a node; prints the index
-  conf-change ID VOTER...                  propose a joint-consensus change
+  conf-change ID VOTER... [learners=L,...]  propose a membership change (default:
+                                           learners stay learners unless made voters)
   transfer ID TARGET                       ask leader ID to hand over to TARGET
   read-index ID REQUEST                    ask for a linearizable read
-  compact ID INDEX                         snapshot the state machine at INDEX, compact
-  deliver [SRC->DST]                       deliver the messages queued now (matching)
-  drop [SRC->DST]                          lose the queued messages (matching)
+  compact ID INDEX [retain=R]              snapshot the state machine at INDEX, compact
+                                           (keeping the last R entries)
+  deliver [SRC->DST [KIND]]                deliver the messages queued now (matching;
+                                           KIND as printed, e.g. HeartbeatResp)
+  drop [SRC->DST [KIND]]                   lose the queued messages (matching)
+  progress ID                              the leader's view of each follower
+  report-unreachable ID PEER               the runtime of ID could not reach PEER
+  forget-leader ID                         the runtime of ID knows its leader is gone
   stabilize [ID...]                        deliver until no message (among IDs) is queued
   partition A B | C D                      cut every link between the groups
   heal                                     remove the partition
@@ -62,6 +70,8 @@ from logqueue.raft import (
     NotLeader,
     ProposalDropped,
     Raft,
+    ReadIndex,
+    ReadIndexResponse,
     RequestVote,
     RequestVoteResponse,
     Role,
@@ -91,7 +101,11 @@ def fmt_entry(e: Entry) -> str:
 
 def fmt_conf(conf: ConfState) -> str:
     ids = lambda s: ",".join(map(str, sorted(s)))  # noqa: E731
-    return f"voters={ids(conf.voters)}" + (f" outgoing={ids(conf.outgoing)}" if conf.joint else "")
+    return (
+        f"voters={ids(conf.voters)}"
+        + (f" outgoing={ids(conf.outgoing)}" if conf.joint else "")
+        + (f" learners={ids(conf.learners)}" if conf.learners else "")
+    )
 
 
 def fmt_msg(m: Message) -> str:
@@ -121,6 +135,10 @@ def fmt_msg(m: Message) -> str:
         return f"{head} Snapshot term={m.term} snap={meta.term}/{meta.index} {fmt_conf(meta.conf)}"
     if isinstance(m, TimeoutNow):
         return f"{head} TimeoutNow term={m.term}"
+    if isinstance(m, ReadIndex):
+        return f"{head} ReadIndex term={m.term} ctx={m.context}"
+    if isinstance(m, ReadIndexResponse):
+        return f"{head} ReadIndexResp term={m.term} ctx={m.context} index={m.index}"
     raise TypeError(f"unknown message {m!r}")
 
 
@@ -284,12 +302,17 @@ class Cluster:
         side = lambda i: next((k for k, g in enumerate(self.groups) if i in g), -1)  # noqa: E731
         return side(src) != side(dst)
 
-    def take(self, link: tuple[int | None, int | None], among: set[int] | None = None) -> list[Message]:
-        """Remove and return the queued messages on `link` (None: any) between `among` nodes."""
+    def take(
+        self, link: tuple[int | None, int | None], among: set[int] | None = None, kind: str | None = None
+    ) -> list[Message]:
+        """Remove and return the queued messages on `link` (None: any) between `among`
+        nodes, of `kind` (the name `fmt_msg` prints) if given."""
         src, dst = link
 
         def match(m: Message) -> bool:
             if among is not None and not {m.src, m.dst} <= among:
+                return False
+            if kind is not None and fmt_msg(m).split()[1] != kind:
                 return False
             return (src is None or m.src == src) and (dst is None or m.dst == dst)
 
@@ -297,9 +320,11 @@ class Cluster:
         self.queue = [m for m in self.queue if not match(m)]
         return taken
 
-    def deliver(self, link: tuple[int | None, int | None] = (None, None), among: set[int] | None = None) -> int:
+    def deliver(
+        self, link: tuple[int | None, int | None] = (None, None), among: set[int] | None = None, kind: str | None = None
+    ) -> int:
         """Deliver the matching messages queued now (not those they cause); returns how many."""
-        batch = self.take(link, among)
+        batch = self.take(link, among, kind)
         for m in batch:
             node = self.nodes.get(m.dst)
             if self._cut(m.src, m.dst):
@@ -398,7 +423,7 @@ def _new(c: Cluster, args: list[str]) -> None:
     election = (_int(low, "election"), _int(high or low, "election"))
     keys = {"heartbeat": "heartbeat_ticks", "max-inflight": "max_inflight",
             "max-entries": "max_entries_per_msg", "max-bytes": "max_bytes_per_msg",
-            "max-inflight-bytes": "max_inflight_bytes"}
+            "max-inflight-bytes": "max_inflight_bytes", "max-learner-lag": "max_learner_lag"}
     cfg = {keys[k]: _int(v, k) for k, v in named.items() if k in keys}
     unknown = set(named) - set(keys) | set(plain[1:]) - {"pre-vote", "check-quorum"}
     if unknown:
@@ -444,12 +469,17 @@ def _campaign(c: Cluster, args: list[str]) -> None:
 
 
 def _tick(c: Cluster, args: list[str]) -> None:
-    ids = sorted(c.nodes) if args[0] == "all" else [_int(a, "node id") for a in args[0].split(",")]
-    for _ in range(_int(args[1], "ticks") if len(args) > 1 else 1):
+    plain = [a for a in args if a != "stabilize"]
+    ids = sorted(c.nodes) if plain[0] == "all" else [_int(a, "node id") for a in plain[0].split(",")]
+    for _ in range(_int(plain[1], "ticks") if len(plain) > 1 else 1):
         for i in ids:
             if c.node(i).alive:
                 c.node(i).raft.tick()
         c.process()
+        if "stabilize" in args:
+            c.stabilize()
+    if "stabilize" in args:  # long runs: print the role changes only
+        c.out = [line for line in c.out if "->" not in line]
 
 
 def _call(c: Cluster, fn, *a) -> None:
@@ -467,8 +497,10 @@ def _propose(c: Cluster, args: list[str]) -> None:
 
 
 def _conf_change(c: Cluster, args: list[str]) -> None:
-    voters = frozenset(_int(a, "voter") for a in args[1:])
-    _call(c, c.node(_int(args[0], "node id")).raft.propose_conf_change, voters)
+    plain, named = _options(args)
+    voters = frozenset(_int(a, "voter") for a in plain[1:])
+    learners = frozenset(_int(a, "learner") for a in named["learners"].split(",") if a) if "learners" in named else None
+    _call(c, c.node(_int(plain[0], "node id")).raft.propose_conf_change, voters, learners)
 
 
 def _transfer(c: Cluster, args: list[str]) -> None:
@@ -480,21 +512,31 @@ def _read_index(c: Cluster, args: list[str]) -> None:
 
 
 def _compact(c: Cluster, args: list[str]) -> None:
-    node = c.node(_int(args[0], "node id"))
-    index = _int(args[1], "index")
+    plain, named = _options(args)
+    node = c.node(_int(plain[0], "node id"))
+    index = _int(plain[1], "index")
     if index != node.applied_index:
         raise ScriptError(f"node {node.id} can snapshot only at its applied index {node.applied_index}")
-    snap = node.raft.compact(index, node.state_data())
+    snap = node.raft.compact(index, node.state_data(), _int(named.get("retain", "0"), "retain"))
     node.disk.save_snapshot(snap)
 
 
 def _deliver(c: Cluster, args: list[str]) -> None:
-    c.deliver(_link(args[0]) if args else (None, None))
+    c.deliver(_link(args[0]) if args else (None, None), kind=args[1] if len(args) > 1 else None)
 
 
 def _drop(c: Cluster, args: list[str]) -> None:
-    for m in c.take(_link(args[0]) if args else (None, None)):
+    for m in c.take(_link(args[0]) if args else (None, None), kind=args[1] if len(args) > 1 else None):
         c.out.append(f"{fmt_msg(m)} (dropped)")
+
+
+def _progress(c: Cluster, args: list[str]) -> None:
+    raft = c.node(_int(args[0], "node id")).raft
+    if raft.role is not Role.LEADER:
+        raise ScriptError(f"node {raft.id} is not the leader")
+    for peer, pr in sorted(raft.progress.items()):
+        extra = f" pending-snapshot={pr.pending_snapshot}" if pr.pending_snapshot else ""
+        c.out.append(f"{peer}: {pr.state.value} match={pr.match} next={pr.next}{extra}")
 
 
 def _partition(c: Cluster, args: list[str]) -> None:
@@ -536,12 +578,15 @@ COMMANDS = {
     "read-index": _read_index, "compact": _compact, "deliver": _deliver, "drop": _drop,
     "stabilize": lambda c, a: c.stabilize({_int(w, "node id") for w in a} or None), "partition": _partition, "heal": _heal,
     "crash": _crash, "restart": _restart, "status": _status, "logs": _logs, "conf": _conf,
-    "applied": _applied,
+    "applied": _applied, "progress": _progress,
+    "report-unreachable": lambda c, a: c.node(_int(a[0], "node id")).raft.report_unreachable(_int(a[1], "peer")),
+    "forget-leader": lambda c, a: c.node(_int(a[0], "node id")).raft.forget_leader(),
 }
 
 MIN_ARGS = {
     "new": 1, "add": 1, "set-log": 1, "campaign": 1, "tick": 1, "propose": 2, "conf-change": 2,
     "transfer": 2, "read-index": 2, "compact": 2, "partition": 1, "crash": 1, "restart": 1,
+    "progress": 1, "report-unreachable": 2, "forget-leader": 1,
 }
 
 # --- the datadriven file format ---------------------------------------------------------

@@ -254,7 +254,7 @@ def test_bench_errors(tmp_path):
 
 def election_result(source, ranges, max_ms=10_000):
     def summary(trials):
-        from logqueue.sim.elections import summarize
+        from experiments.election_results import summarize
 
         return summarize(trials)
 

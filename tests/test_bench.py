@@ -43,6 +43,7 @@ def test_stub_backend_runs_every_phase_and_writes_json_and_plot(tmp_path):
     assert list(results) == ["stub"]
     check_ok_row(results["stub"], 400)
     assert results["stub"]["window"] == 50 and results["stub"]["consumers"] == 2
+    assert results["stub"]["durability"] == StubBackend.durability  # the class's own line
     assert plot.read_bytes().startswith(b"\x89PNG")
 
 

@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from experiments import elections as real
-from logqueue.sim import elections as sim
+from experiments import sim_elections as sim
+from experiments.election_results import summarize
 
 
 def run_sim(tmp_path, *args: str, name: str = "sim.json") -> dict:
@@ -50,7 +51,7 @@ def test_simulator_is_deterministic_per_seed_and_plain_raft_turns_prevote_off(tm
 
 
 def test_trials_past_max_ms_are_timed_out_and_count_as_slowest():
-    summary = sim.summarize([{"ms": 100.0, "terms": 1}, {"ms": None, "terms": 9}])
+    summary = summarize([{"ms": 100.0, "terms": 1}, {"ms": None, "terms": 9}])
     assert summary["timed_out"] == 1 and summary["elected"] == 1
     assert summary["p50_ms"] == 100.0 and summary["max_ms"] is None
     assert summary["split_vote_trials"] == 1
@@ -63,7 +64,7 @@ def test_trials_past_max_ms_are_timed_out_and_count_as_slowest():
     (["--ranges", "150-300", "--delay-ms", "x"], "--delay-ms"),
 ])
 def test_simulator_bad_arguments_are_one_line_errors(tmp_path, args, message):
-    proc = subprocess.run([sys.executable, "-m", "logqueue.sim", "elections", "--out", str(tmp_path / "x.json"), *args],
+    proc = subprocess.run([sys.executable, "-m", "experiments", "sim-elections", "--out", str(tmp_path / "x.json"), *args],
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     assert message in proc.stderr and "Traceback" not in proc.stderr
@@ -80,7 +81,7 @@ def test_compare_rejects_a_file_that_is_not_an_election_result(tmp_path):
 
 
 def test_help_of_both_commands_explains_the_measurement():
-    for cmd in (["logqueue.sim", "elections"], ["experiments", "elections"]):
+    for cmd in (["experiments", "sim-elections"], ["experiments", "elections"]):
         proc = subprocess.run([sys.executable, "-m", *cmd, "--help"], capture_output=True, text=True, timeout=60)
         assert proc.returncode == 0
         assert "heartbeat" in proc.stdout and "--ranges" in proc.stdout and "--compare" in proc.stdout

@@ -29,6 +29,7 @@ def test_peers_only_admits_peer_handshakes_and_nothing_else():
 def cluster(tmp_path):
     topology, hub = ClusterTopology(), ProxyHub()
     topology.start(tmp_path, hub)
+    topology.ready()
     yield topology
     topology.close()
     hub.close()

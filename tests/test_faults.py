@@ -4,14 +4,13 @@ from __future__ import annotations
 import contextlib
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
 from experiments.faults.process import ProcessFaultError, alive, kill, pause, restart, resume
-from experiments.faults.proxy import ProxyControl, ProxyError, ProxyHub, parse_hostport, parse_mode
+from experiments.faults.proxy import ProxyError, ProxyHub, parse_hostport, parse_mode
 
 
 @pytest.fixture
@@ -250,65 +249,6 @@ def test_mode_parsing_errors_are_one_line():
         assert "\n" not in str(exc.value)
     with pytest.raises(ProxyError):
         parse_hostport("host:notaport")
-
-
-def test_control_protocol_in_process(hub, echo_server):
-    hub.add("only", echo_server)
-    control = ProxyControl(hub.serve_control())
-    assert control.send("blackhole") == "only blackhole"
-    assert control.send("only delay 5") == "only delay 5"
-    assert control.send("heal") == "only pass"
-    assert control.send("status") == "only pass 0 0"
-    with pytest.raises(ProxyError, match="unknown mode"):
-        control.send("only explode")
-    hub.add("second", echo_server)
-    with pytest.raises(ProxyError, match="name the link"):
-        control.send("blackhole")
-    assert control.send("second reset") == "second reset"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def test_proxy_process_controlled_from_outside(echo_server):
-    listen, ctl = free_port(), free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments.faults.proxy", "--listen", str(listen),
-         "--upstream", f"{echo_server[0]}:{echo_server[1]}", "--control-port", str(ctl)],
-        stdout=subprocess.PIPE, text=True,
-    )
-    try:
-        assert "control on" in proc.stdout.readline()
-        control = ProxyControl(f"127.0.0.1:{ctl}")
-        sock = socket.create_connection(("127.0.0.1", listen), timeout=2)
-        assert roundtrip(sock, b"one") == b"one"
-        control.send("blackhole")
-        sock.sendall(b"two")
-        sock.settimeout(0.3)
-        with pytest.raises(TimeoutError):
-            sock.recv(10)
-        control.send("heal")
-        sock.settimeout(2)
-        assert sock.recv(10) == b"two"
-        control.send("reset")
-        with pytest.raises(ConnectionResetError):
-            sock.recv(10)
-        sock.close()
-    finally:
-        proc.terminate()
-        assert proc.wait(5) == 0
-
-
-def test_proxy_cli_rejects_bad_addresses_in_one_line():
-    out = subprocess.run(
-        [sys.executable, "-m", "experiments.faults.proxy", "--listen", "1", "--upstream", "h:xx", "--control-port", "2"],
-        capture_output=True, text=True, timeout=30,
-    )
-    assert out.returncode == 2
-    assert out.stderr.strip().count("\n") == 0 and "bad address" in out.stderr
 
 
 @pytest.fixture

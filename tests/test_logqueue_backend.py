@@ -137,3 +137,14 @@ def test_delete_starts_a_new_generation_and_the_log_keeps_the_old_one(backends, 
     with Client(addresses) as c:
         ((_, data),) = c.query("read", queue=old_queue, from_offset=0, max_count=10)
     assert unwrap(bytes(data))[1] == b"old"
+
+
+def test_replay_reads_every_job_again_after_they_were_consumed(backends):
+    b = backends(timeout_s=5.0)
+    assert type(b).keeps_history
+    jobs = [b.enqueue(f"job-{i}".encode()) for i in range(3)]
+    consumer = b.consumer("w")
+    for _ in jobs:
+        consumer.receive(5.0).ack(b"done")
+    consumer.close()
+    assert b.replay(10) == [b"job-0", b"job-1", b"job-2"]  # the log forgets nothing it delivered

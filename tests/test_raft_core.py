@@ -23,6 +23,7 @@ from logqueue.raft import (
     NotLeader,
     ProposalDropped,
     Raft,
+    ReadyNotAdvanced,
     RequestVote,
     RequestVoteResponse,
     Role,
@@ -84,7 +85,24 @@ def test_an_acknowledged_append_is_in_the_entries_of_the_same_ready() -> None:
     assert rd.hard_state == HardState(1, None, 1)
     assert rd.messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
     assert rd.committed == [entries[0]]
+    r.advance(rd)
     assert not r.has_ready() and r.ready().empty()
+
+
+def test_a_second_ready_before_advance_is_refused_and_loses_nothing() -> None:
+    # etcd's RawNode: a Ready is accepted by Advance; asking again first is a runtime bug.
+    r = make()
+    r.step(AppendEntries(1, 1, 2, 0, 0, (Entry(1, 1, b"x"),), commit=1))
+    rd = r.ready()
+    with pytest.raises(ReadyNotAdvanced):
+        r.ready()
+    r.step(AppendEntries(1, 1, 2, 1, 1, (Entry(1, 2, b"y"),), commit=2))  # work arriving meanwhile
+    r.advance(rd)
+    with pytest.raises(ReadyNotAdvanced):
+        r.advance(rd)  # accepted once only
+    nxt = r.ready()
+    assert [e.index for e in nxt.entries] == [2] and [e.index for e in nxt.committed] == [2]
+    assert nxt.messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
 
 
 def test_a_ready_with_a_snapshot_continues_it() -> None:
@@ -184,14 +202,16 @@ def test_config_accepts_a_fixed_timeout_and_the_defaults() -> None:
 def test_a_follower_refuses_requests_and_names_the_leader() -> None:
     c = elected()
     follower = c.node(2).raft
-    for call in (lambda: follower.propose(b"x"), lambda: follower.read_index(1),
+    # (A follower forwards read_index to its leader: see read_index_follower.txt.)
+    for call in (lambda: follower.propose(b"x"),
                  lambda: follower.transfer_leadership(3), lambda: follower.propose_conf_change(frozenset({2, 3}))):
         with pytest.raises(NotLeader) as err:
             call()
         assert err.value.leader_id == 1
-    with pytest.raises(NotLeader) as err:
-        make().propose(b"x")  # no leader known yet
-    assert err.value.leader_id is None
+    for call in (lambda r: r.propose(b"x"), lambda r: r.read_index(1)):
+        with pytest.raises(NotLeader) as err:
+            call(make())  # no leader known yet
+        assert err.value.leader_id is None
 
 
 def test_the_leader_refuses_a_second_membership_change_and_pointless_ones() -> None:
@@ -256,6 +276,39 @@ def test_appends_carry_at_most_max_bytes_per_msg_but_at_least_one_entry() -> Non
     assert all(s <= 100 or len(m.entries) == 1 for s, m in zip(sizes, sent)), sizes
     assert 150 in sizes and 80 in sizes
     assert c.node(2).raft.log.entries == leader.log.entries
+
+
+def test_a_commit_advance_rides_on_the_append_already_queued_one_message_per_peer() -> None:
+    c = elected(3)
+    leader = c.node(1).raft
+    leader.propose(b"x")
+    c.process()
+    execute(c, "deliver 1->*")
+    acks = c.take((None, 1))  # held back
+    leader.propose(b"y")  # queues appends of y carrying commit 1
+    leader.step(acks[0])  # a majority for x: commit 2, in the same Ready
+    rd = leader.ready()
+    assert sorted(m.dst for m in rd.messages) == [2, 3]
+    assert all(isinstance(m, AppendEntries) and m.commit == 2 and m.entries for m in rd.messages)
+
+
+def test_followers_learn_each_commit_in_the_ready_that_advanced_it() -> None:
+    c = elected(3)
+    seen: list[tuple[int, set[int]]] = []
+
+    def record(node, rd) -> None:
+        if node.id == 1:
+            seen.append((node.raft.commit_index, {m.dst for m in rd.messages if getattr(m, "commit", 0) >= node.raft.commit_index}))
+
+    c.ready_hooks.append(record)
+    before = c.node(1).raft.commit_index
+    for i in range(3):
+        execute(c, f"propose 1 v{i}")
+        execute(c, "stabilize")
+    advanced = [dsts for (commit, dsts), (prev, _) in zip(seen[1:], seen) if commit > prev]
+    assert c.node(1).raft.commit_index == before + 3 and len(advanced) == 3
+    assert all(dsts == {2, 3} for dsts in advanced), advanced
+    assert {n.raft.commit_index for n in c.nodes.values()} == {before + 3}  # no heartbeat needed
 
 
 def test_the_in_flight_window_bounds_unanswered_appends() -> None:

@@ -6,6 +6,7 @@ actual outputs back into the files; review the change with `git diff`.
 """
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -60,3 +61,11 @@ def test_script_mistakes_are_named_with_file_and_line(tmp_path: Path, text: str,
     with pytest.raises(ScriptError) as err:
         run_script(script)
     assert str(err.value).startswith(message)
+
+
+def test_figure7_followers_are_each_repaired_after_at_most_one_rejection() -> None:
+    # Issue 18 (etcd's findConflictByTerm hints): counted on the actual run, not the
+    # expected text, so a --rewrite cannot hide a regression.
+    _, actual = run_script(Path(__file__).parent / "raft_scripts" / "figure7.txt")
+    rejections = Counter(line.split("->")[0] for line in actual.splitlines() if "AppResp" in line and "rejected" in line)
+    assert rejections and max(rejections.values()) <= 1, rejections

@@ -333,3 +333,24 @@ def test_restart_on_the_same_data_recovers_the_log(tmp_path):
             await node.stop()
 
     run(main())
+
+
+def test_a_lost_peer_is_reported_to_the_core():
+    # The transport tells the core (etcd's ReportUnreachable / ForgetLeader): the leader
+    # probes a follower it lost instead of streaming to it, and followers that lose the
+    # leader forget it at once -- long before an election timeout would let them vote.
+    async def main():
+        async with cluster(election_timeout_ms=(4000, 5000)) as env:
+            await poll(lambda: leader_of(env.nodes) is not None, 15, "a leader")
+            await env.client.append([b"x"])
+            leader = leader_of(env.nodes)
+            follower, other = [n for n in env.nodes.values() if n is not leader]
+            await poll(lambda: leader.raft.progress[follower.node_id].state.value == "replicate", 5, "replicate")
+            await follower.stop()
+            await poll(lambda: leader.raft.progress[follower.node_id].state.value == "probe", 2, "probing")
+            assert other.raft.leader_id == leader.node_id
+            await leader.stop()
+            await poll(lambda: other.raft.leader_id is None, 2, "the leader to be forgotten")
+            assert other.raft.role.value == "follower"  # forgotten, not an election
+
+    run(main())

@@ -22,9 +22,15 @@ MESSAGES = [
     t.AppendEntriesResponse(4, 3, 1, False, 7, conflict_index=5, conflict_term=2),
     t.Heartbeat(4, 1, 2, 9, context=17),
     t.HeartbeatResponse(4, 2, 1, context=17),
-    t.InstallSnapshot(4, 1, 2, t.Snapshot(t.SnapshotMeta(100, 3, t.ConfState(frozenset({1, 2}), frozenset({3}))), b"img")),
+    t.InstallSnapshot(4, 1, 2, t.Snapshot(t.SnapshotMeta(100, 3, t.ConfState(frozenset({1, 2}), frozenset({3}), frozenset({5}))), b"img")),
     t.TimeoutNow(4, 1, 2),
+    t.ReadIndex(4, 2, 1, 33),
+    t.ReadIndexResponse(4, 1, 2, 33, 9),
 ]
+
+
+def test_every_raft_message_type_is_covered_here():
+    assert {type(m) for m in MESSAGES} == set(t.MESSAGE_TYPES)
 
 
 @pytest.mark.parametrize("msg", MESSAGES, ids=lambda m: type(m).__name__)
@@ -69,7 +75,7 @@ def test_malformed_bodies_are_refused(body):
     [12, 1, 2, 3, 0, 0, 0, [[1, "text", 0]]],  # entry data that is not bytes
     [12, 1, 2, 3, 0, 0, 0, [[1, b"x", 7]]],  # unknown entry kind
     [12, 1, 2, 3, 0, 0, 0, "nope"],  # entries that are not an array
-    [16, 1, 2, 3, 4, 5, [1], ["x"], b""],  # InstallSnapshot with a bad config
+    [16, 1, 2, 3, 4, 5, [1], ["x"], b"", []],  # InstallSnapshot with a bad config
 ])
 def test_mistyped_raft_messages_are_refused(body):
     with pytest.raises(wire.FrameError):

@@ -155,6 +155,14 @@ def test_snapshot_beyond_the_log(h):
         assert s.load().entries == ents(101, 103, term=3)
 
 
+def test_a_snapshot_keeps_its_configuration_with_learners(h):
+    conf = ConfState(frozenset({1, 2}), frozenset({1, 2, 3}), frozenset({4}))
+    image = Snapshot(SnapshotMeta(7, 2, conf), b"image")
+    h.s.save_snapshot(image)
+    for s in both_lives(h):
+        assert s.load().snapshot == image
+
+
 def test_entries_a_snapshot_covers_are_skipped_on_append(h):
     h.s.append(ents(1, 11))
     h.s.save_snapshot(snap(8, 1))

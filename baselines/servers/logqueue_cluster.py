@@ -114,7 +114,7 @@ class ClusterTopology(Topology):
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self, run_dir: Path, links=None) -> None:
-        """Start the nodes behind ``links`` and wait for a leader (``ServerStartError`` after 15 s)."""
+        """Start the nodes behind ``links`` (``ready`` waits for their leader)."""
         if links is None:
             raise ValueError("a ClusterTopology needs the run's proxy hub for its node-to-node links")
         super().start(run_dir, links)
@@ -132,8 +132,10 @@ class ClusterTopology(Topology):
                  for i in self.ids}
         self.cluster = LocalCluster(len(self.ids), data, ports=ports, peers=peers, logs=run_dir, own_session=True,
                                     log_level="warning").start_all()
+
+    def ready(self, timeout_s: float = 15.0) -> None:
         try:
-            self.wait_leader(15.0)
+            self.wait_leader(timeout_s)
         except RuntimeError as exc:
             raise ServerStartError(str(exc)) from None
 
@@ -238,7 +240,6 @@ class ExternalClusterTopology(ClusterTopology):
     def start(self, run_dir: Path, links=None) -> None:
         Topology.start(self, run_dir, links)
         self.run_dir = run_dir
-        self.wait_leader(15.0)
 
     def _up(self, i: int) -> bool:
         return True

@@ -59,6 +59,9 @@ class Topology:
         """Start what the topology needs (nothing for shared servers); ``links`` is the run's proxy hub."""
         self.links = links
 
+    def ready(self, timeout_s: float = 15.0) -> None:
+        """Return once the servers serve (a cluster: has a leader); ``ServerStartError`` after ``timeout_s``."""
+
     def close(self) -> None:
         """Stop whatever the topology started (nothing for shared servers). Safe to call twice."""
 

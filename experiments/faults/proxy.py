@@ -17,33 +17,22 @@ A link (one listen port) is in exactly one mode at a time:
                         order, without limiting throughput.
 ======================  ==================================================================
 
-Two ways to run proxies:
-
-- in-process: :class:`ProxyHub` runs an asyncio loop in a daemon thread and hosts any
-  number of named links (every worker->broker link, every logqueue node->node link);
-  its methods are thread-safe and return once the change is in force;
-- as a process: ``python -m experiments.faults.proxy --listen P --upstream H:P
-  --control-port C``, driven from another process with :class:`ProxyControl` or any
-  line client (``printf 'blackhole\\n' | nc 127.0.0.1 C``).
-
-The control protocol is one line per command, one line per reply: ``[LINK] MODE [MS]``
--> ``ok LINK MODE [MS]`` or ``error <reason>``; ``status`` -> ``ok`` followed by one
-``LINK MODE DELAY_MS CONNECTIONS`` group per link, separated by ``;``. The link name may
-be left out when the hub holds a single link.
+:class:`ProxyHub` runs an asyncio loop in a daemon thread and hosts any number of named
+links (every worker->broker link, every logqueue node->node link); its methods are
+thread-safe and return once the change is in force.
 """
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
-import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from logqueue.runtime.transport import split_address
 
 MODES = ("pass", "heal", "blackhole", "reset", "delay")
 CHUNK = 64 * 1024
@@ -91,18 +80,12 @@ def parse_mode(words: Sequence[str]) -> Mode:
     return Mode("pass") if name == "heal" else Mode(name)
 
 
-def parse_hostport(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``"H:P"`` or ``"P"`` -> ``(host, port)``; raises :class:`ProxyError` when malformed."""
-    host, sep, port = text.rpartition(":")
-    if not sep:
-        host, port = default_host, text
+def parse_hostport(text: str) -> tuple[str, int]:
+    """``"H:P"`` -> ``(host, port)`` by logqueue's address parser; raises :class:`ProxyError` when malformed."""
     try:
-        number = int(port)
-    except ValueError:
-        raise ProxyError(f"bad address {text!r}: expected HOST:PORT") from None
-    if not 0 <= number <= 65535:
-        raise ProxyError(f"bad address {text!r}: port out of range")
-    return (host.strip("[]") or default_host), number
+        return split_address(text)
+    except ValueError as exc:
+        raise ProxyError(str(exc)) from None
 
 
 def _abort_with_rst(writer: asyncio.StreamWriter) -> None:
@@ -289,9 +272,6 @@ class Link:
         if self._server is not None:
             await self._server.wait_closed()
 
-    def status(self) -> str:
-        return f"{self.name} {self.mode.name} {self.mode.delay_ms:g} {len(self.connections)}"
-
 
 class ProxyHub:
     """Many named links served by one asyncio loop in a daemon thread; thread-safe.
@@ -305,7 +285,6 @@ class ProxyHub:
     def __init__(self) -> None:
         self._loop = asyncio.new_event_loop()
         self._links: dict[str, Link] = {}
-        self._control: asyncio.base_events.Server | None = None
         self._thread = threading.Thread(target=self._loop.run_forever, name="fault-proxy", daemon=True)
         self._thread.start()
 
@@ -379,52 +358,9 @@ class ProxyHub:
         """How many client connections a link relays now."""
         return len(self._link(name).connections)
 
-    def command(self, line: str) -> str:
-        """Execute one control-protocol line and return the reply line (never raises)."""
-        words = line.split()
-        try:
-            if not words:
-                raise ProxyError("empty command")
-            if words[0].lower() == "status" and len(words) == 1:
-                return "ok " + "; ".join(link.status() for link in self._links.values())
-            if words[0].lower() in MODES:
-                if len(self._links) != 1:
-                    raise ProxyError(f"name the link: {len(self._links)} links ({', '.join(self._links)})")
-                name, rest = next(iter(self._links)), words
-            else:
-                name, rest = words[0], words[1:]
-            mode = self.set(name, parse_mode(rest))
-            return f"ok {name} {mode}"
-        except ProxyError as exc:
-            return f"error {exc}"
-
-    def serve_control(self, listen: tuple[str, int] | str = ("127.0.0.1", 0)) -> str:
-        """Serve the line control protocol on ``listen``; returns its ``host:port``."""
-        host, port = parse_hostport(listen) if isinstance(listen, str) else listen
-
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            try:
-                while line := await reader.readline():
-                    # set() waits on this loop, so run the command from a helper thread.
-                    reply = await asyncio.to_thread(self.command, line.decode(errors="replace"))
-                    writer.write(reply.encode() + b"\n")
-                    await writer.drain()
-            except (OSError, asyncio.IncompleteReadError):
-                pass
-            finally:
-                writer.close()
-
-        async def start():
-            return await asyncio.start_server(handle, host, port, reuse_address=True)
-
-        self._control = self._call(start())
-        return f"{host}:{self._control.sockets[0].getsockname()[1]}"
-
     def close(self) -> None:
-        """Close every link and the control port, and stop the loop thread."""
+        """Close every link and stop the loop thread."""
         async def stop() -> None:
-            if self._control is not None:
-                self._control.close()
             for link in self._links.values():
                 await link.close()
 
@@ -439,70 +375,3 @@ class ProxyHub:
 
     def __exit__(self, *exc) -> None:
         self.close()
-
-
-class ProxyControl:
-    """Drive a proxy process's control port from another process (one connection per command)."""
-
-    def __init__(self, address: str, timeout: float = 5.0):
-        self.host, self.port = parse_hostport(address)
-        self.timeout = timeout
-
-    def send(self, line: str) -> str:
-        """Send one command line, return the reply without the ``ok `` prefix.
-
-        Raises:
-            ProxyError: the proxy answered ``error ...``.
-            OSError: the control port is unreachable.
-        """
-        with socket.create_connection((self.host, self.port), timeout=self.timeout) as sock:
-            sock.sendall(line.strip().encode() + b"\n")
-            reply = sock.makefile("rb").readline().decode().strip()
-        if not reply.startswith("ok"):
-            raise ProxyError(reply.removeprefix("error ").strip() or "no reply from proxy")
-        return reply[3:]
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m experiments.faults.proxy",
-        description=(
-            "A fault-injecting TCP proxy: relay LISTEN to UPSTREAM and switch faults at run time "
-            "through a line protocol on the control port: 'blackhole' (partition: nothing crosses, "
-            "connections stay open), 'reset' (RST every connection, refuse new ones), 'delay MS', "
-            "'heal' / 'pass', 'status'."
-        ),
-    )
-    parser.add_argument("--listen", required=True, help="HOST:PORT or PORT to accept clients on")
-    parser.add_argument("--upstream", required=True, help="HOST:PORT of the real server")
-    parser.add_argument("--control-port", required=True, help="HOST:PORT or PORT for control commands")
-    parser.add_argument("--name", default="link", help="the link's name in status replies (default: link)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        upstream, listen, control = (parse_hostport(a) for a in (args.upstream, args.listen, args.control_port))
-    except ProxyError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    hub = ProxyHub()
-    try:
-        address = hub.add(args.name, upstream, listen)
-        control_address = hub.serve_control(control)
-    except OSError as exc:
-        hub.close()
-        print(f"error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    print(f"proxy {address} -> {upstream[0]}:{upstream[1]}, control on {control_address}", flush=True)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    stop.wait()
-    hub.close()
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

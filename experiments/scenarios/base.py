@@ -6,11 +6,12 @@ template :meth:`Scenario.run` is the same for all, as in Maelstrom/Jepsen: worke
 a steady load, the fault at ``fault_start_s``, healing after ``fault_s``, then a final
 drain until every produced job has taken effect (bounded by ``drain_s``).
 
-:class:`RunContext` owns everything a run starts: the worker processes
-(``python -m experiments.worker``), the producer (a backend instance in the runner's
-process), and the fault proxies. Every client -- each worker and the producer -- reaches
-each server through its own proxy link, so a fault can cut one worker, the producer, or
-everyone. The run's only output is ``events.jsonl`` (+ worker logs and the result sink);
+:class:`RunContext` owns the clients a run starts: the worker processes
+(``python -m experiments.worker``) and the producer (a backend instance in the runner's
+process). Every client -- each worker and the producer -- reaches each server of the
+topology (``Backend.topology``) through its own link in the run's proxy hub, so a fault
+can cut one worker, the producer, or everyone; a cluster's node-to-node links are in the
+same hub, and node faults go through the topology. The run's only output is ``events.jsonl`` (+ worker logs and the result sink);
 the checker computes ``summary.json`` from the events alone.
 """
 from __future__ import annotations
@@ -18,9 +19,6 @@ from __future__ import annotations
 import contextlib
 import os
 import random
-import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -36,6 +34,7 @@ from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
 from experiments.scenarios import jobs
 from experiments.scenarios.history import LiveHistory
+from experiments.worker import WorkerProcess, spawn
 
 JOB_FUNCTION = "experiments.scenarios.jobs:work"
 POLL_S = 0.02
@@ -80,32 +79,6 @@ QUICK = Params(jobs=40, job_s=0.05, workers=3, heartbeat_s=1.0, timeout_s=2.0, l
                fault_start_s=1.0, fault_s=6.0, drain_s=60.0)
 
 
-class Worker:
-    """One worker process and its identity."""
-
-    def __init__(self, worker_id: str, proc: subprocess.Popen, log_path: Path) -> None:
-        self.id, self.proc, self.log_path = worker_id, proc, log_path
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self, timeout_s: float = 10.0) -> None:
-        """SIGTERM (finish the job in hand), then SIGKILL after ``timeout_s``; reaps it."""
-        if self.proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.proc.pid, signal.SIGCONT)  # a paused worker cannot honour SIGTERM
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-
-
 class RunContext:
     """Everything one (backend, scenario) run starts, and the means to fault it.
 
@@ -134,7 +107,7 @@ class RunContext:
         self.history = LiveHistory(self.events_path)
         self.hub = hub
         self.links: dict[str, dict[str, str]] = {}  # client -> {server: link name}
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[str, WorkerProcess] = {}
         self.producer_done = threading.Event()
         self.producer_error: str | None = None
         self._producer_thread: threading.Thread | None = None
@@ -170,18 +143,14 @@ class RunContext:
                              max_attempts=p.max_attempts,
                              addresses=self.topology.config_addresses(self.client_links(client)))
 
-    def start_worker(self, worker_id: str) -> Worker:
+    def start_worker(self, worker_id: str) -> WorkerProcess:
         """Start ``python -m experiments.worker`` as ``worker_id``, through its own links."""
         p = self.params
         env = {**os.environ, **self.topology.client_env(self.client_links(worker_id))}
-        log_path = self.run_dir / f"worker-{worker_id}.log"
-        argv = [sys.executable, "-m", "experiments.worker", "--backend", self.backend_name, "--queue", self.queue,
-                "--func", JOB_FUNCTION, "--worker-id", worker_id, "--events", str(self.events_path),
-                "--results", str(self.results_path), "--heartbeat-s", str(p.heartbeat_s),
-                "--timeout-s", str(p.timeout_s), "--max-attempts", str(p.max_attempts)]
-        with open(log_path, "ab") as log_file:
-            proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
-        self.workers[worker_id] = Worker(worker_id, proc, log_path)
+        self.workers[worker_id] = spawn(
+            worker_id, self.backend_name, self.queue, JOB_FUNCTION, self.run_dir / f"worker-{worker_id}.log",
+            events=self.events_path, results=self.results_path, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s,
+            max_attempts=p.max_attempts, env=env)
         return self.workers[worker_id]
 
     def wait_workers_connected(self, timeout_s: float = 30.0, settle_s: float = 1.0) -> None:

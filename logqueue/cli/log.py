@@ -39,11 +39,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                         description='Print the committed entries of one node as JSON lines {"index", "term", '
                                     '"data"} (data as UTF-8 text, or base64 with "encoding": "base64"). Without '
                                     "--all only application records are shown (and queue batches, with "
-                                    '"kind": "queue").')
+                                    '"kind": "queue"). --consistency says how fresh the read must be.')
     p.add_argument("--node", required=True, type=address, metavar="HOST:PORT")
     p.add_argument("--from", dest="start", type=positive, default=1, metavar="I", help="first index (default 1)")
     p.add_argument("--max", type=non_negative, default=None, metavar="M", help="print at most M entries")
     p.add_argument("--all", action="store_true", help="also show no-op, config, address and duplicate entries")
+    p.add_argument("--consistency", choices=("committed", "linearizable"), default="committed",
+                   help="committed (default): what the node has applied, possibly stale on a follower; "
+                        "linearizable: includes every append acknowledged before the read began, on any node "
+                        "(ReadIndex at the leader; a follower waits for the leader's read index)")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S")
     secret_arg(p)
     p.set_defaults(run=cmd_log_read)
@@ -64,7 +68,8 @@ def cmd_log_read(args) -> int:
     with Client([args.node], secret=secret(args), timeout=args.timeout) as c:
         first = True
         while remaining is None or remaining > 0:
-            page = c.read_log(args.node, start, 1000 if remaining is None else min(remaining, 1000), args.all)
+            page = c.read_log(args.node, start, 1000 if remaining is None else min(remaining, 1000), args.all,
+                              args.consistency)
             if first and start < page["first_index"]:
                 print(f"logqueue: entries before {page['first_index']} were compacted into a snapshot; "
                       f"reading from {page['first_index']}", file=sys.stderr)

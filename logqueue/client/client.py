@@ -365,19 +365,41 @@ class AsyncClient:
 
         return list(await asyncio.gather(*(one(a) for a in self.addresses)))
 
-    async def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False) -> dict:
-        """Committed entries of one node: {"entries": [...], "first_index", "applied_index", "next"}."""
-        return await self.call(address, "read_log", {"from": start, "max": max_count, "all": all_kinds})
+    async def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False,
+                       consistency: str = "committed") -> dict:
+        """Committed entries of one node: {"entries": [...], "first_index", "applied_index", "next"}.
+
+        consistency "committed": what the node has applied -- a follower may be behind
+        (a stale read). "linearizable": every append acknowledged before the call began
+        is included, from any node (a follower waits for its leader's read index);
+        retried on that node until the client's timeout while no leader is known."""
+        args = {"from": start, "max": max_count, "all": all_kinds, "consistency": consistency}
+        if consistency != "linearizable":
+            return await self.call(address, "read_log", args)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout
+        while True:
+            try:
+                return await self.call(address, "read_log", args)
+            except ClientError as exc:
+                if exc.code not in ("unavailable", "not_leader", "timeout") or loop.time() > deadline:
+                    raise
+            await asyncio.sleep(0.05)
+
+    async def member_change(self, op: str, node_id: int, address: str | None = None) -> dict:
+        """Change the membership and wait until it is committed; returns {"voters",
+        "learners"}. ``op``: "add" (join as a learner, catch up, become a voter),
+        "learner" (join as a learner only), "promote" (a learner becomes a voter once
+        caught up) or "remove"."""
+        return await self._call_leader("member", {"op": op, "id": node_id, "address": address})
 
     async def member_add(self, node_id: int, address: str | None = None) -> list[int]:
-        """Add a voter by joint consensus; returns the new voters."""
-        body = await self._call_leader("member", {"op": "add", "id": node_id, "address": address})
-        return body["voters"]
+        """Add a voter (as a learner that catches up first); returns the new voters."""
+        return (await self.member_change("add", node_id, address))["voters"]
 
     async def member_remove(self, node_id: int) -> list[int]:
-        """Remove a voter by joint consensus; returns the new voters."""
-        body = await self._call_leader("member", {"op": "remove", "id": node_id, "address": None})
-        return body["voters"]
+        """Remove a member by joint consensus; returns the new voters."""
+        return (await self.member_change("remove", node_id))["voters"]
 
     async def transfer_leader(self, to: int) -> int:
         """Hand leadership to node ``to``; returns it once it leads."""
@@ -448,8 +470,12 @@ class Client:
     def cluster_status(self) -> list[dict]:
         return self._run(self._client.cluster_status())
 
-    def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False) -> dict:
-        return self._run(self._client.read_log(address, start, max_count, all_kinds))
+    def read_log(self, address: str, start: int = 1, max_count: int = 1000, all_kinds: bool = False,
+                 consistency: str = "committed") -> dict:
+        return self._run(self._client.read_log(address, start, max_count, all_kinds, consistency))
+
+    def member_change(self, op: str, node_id: int, address: str | None = None) -> dict:
+        return self._run(self._client.member_change(op, node_id, address))
 
     def member_add(self, node_id: int, address: str | None = None) -> list[int]:
         return self._run(self._client.member_add(node_id, address))

@@ -1,6 +1,6 @@
 """Sans-I/O Raft core. See `core.Raft` for the driving protocol and `types.Ready` for the
 order in which the runtime must persist, send and apply."""
-from .core import Config, NotLeader, ProposalDropped, Raft, SafetyError
+from .core import Config, NotLeader, ProposalDropped, Raft, ReadyNotAdvanced, SafetyError
 from .types import (
     AppendEntries,
     AppendEntriesResponse,
@@ -13,6 +13,8 @@ from .types import (
     InstallSnapshot,
     Message,
     MESSAGE_TYPES,
+    ReadIndex,
+    ReadIndexResponse,
     ReadState,
     Ready,
     RequestVote,
@@ -26,6 +28,6 @@ from .types import (
 __all__ = [
     "AppendEntries", "AppendEntriesResponse", "Config", "ConfState", "Entry", "EntryKind",
     "HardState", "Heartbeat", "HeartbeatResponse", "InstallSnapshot", "MESSAGE_TYPES", "Message",
-    "NotLeader", "ProposalDropped", "Raft", "ReadState", "Ready", "RequestVote",
+    "NotLeader", "ProposalDropped", "Raft", "ReadIndex", "ReadIndexResponse", "ReadState", "Ready", "ReadyNotAdvanced", "RequestVote",
     "RequestVoteResponse", "Role", "SafetyError", "Snapshot", "SnapshotMeta", "TimeoutNow",
 ]

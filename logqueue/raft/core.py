@@ -1,9 +1,10 @@
 """The Raft protocol as a pure state machine (sans-I/O, in the style of etcd's raft).
 
 Everything that affects the protocol's state lives in this module. Input: `tick()`,
-`step(msg)`, `propose*()`, `transfer_leadership()`, `read_index()`, `compact()`.
+`step(msg)`, `propose*()`, `transfer_leadership()`, `read_index()`, `compact()`,
+`report_unreachable()`, `forget_leader()`.
 Output: `ready()` -> a `Ready` batch the runtime must carry out in order (persist, send,
-apply), then `advance()`. No sockets, files or clocks; time is ticks; randomness comes
+apply), then `advance(ready)`, which accepts it; exactly one Ready is outstanding at a time. No sockets, files or clocks; time is ticks; randomness comes
 only from the injected `random.Random`.
 
 Roles dispatch through one step function each (`_step_leader`, `_step_candidate`,
@@ -12,7 +13,7 @@ Roles dispatch through one step function each (`_step_leader`, `_step_candidate`
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import quorum
 from .log import RaftLog, SafetyError
@@ -28,6 +29,8 @@ from .types import (
     HeartbeatResponse,
     InstallSnapshot,
     Message,
+    ReadIndex,
+    ReadIndexResponse,
     ReadState,
     Ready,
     RequestVote,
@@ -38,7 +41,7 @@ from .types import (
     TimeoutNow,
 )
 
-__all__ = ["Config", "NotLeader", "ProposalDropped", "Raft", "SafetyError"]
+__all__ = ["Config", "NotLeader", "ProposalDropped", "Raft", "ReadyNotAdvanced", "SafetyError"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,9 @@ class Config:
     max_inflight_bytes: int = 8 << 20  # unanswered append payload bytes per follower (one append always may go)
     pre_vote: bool = True
     check_quorum: bool = True
+    # A learner may become a voter once it holds all but at most this many committed
+    # entries (0: every one).
+    max_learner_lag: int = 0
 
     def __post_init__(self) -> None:
         low, high = self.election_ticks
@@ -68,6 +74,8 @@ class Config:
         for name in ("max_inflight", "max_entries_per_msg", "max_bytes_per_msg", "max_inflight_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.max_learner_lag < 0:
+            raise ValueError(f"max_learner_lag must not be negative, got {self.max_learner_lag}")
 
 
 class NotLeader(Exception):
@@ -78,6 +86,10 @@ class NotLeader(Exception):
         self.leader_id = leader_id
 
 
+class ReadyNotAdvanced(RuntimeError):
+    """The runtime broke the Ready/Advance pairing (a Ready would be lost or done twice)."""
+
+
 class ProposalDropped(Exception):
     """The leader refuses the proposal now (transfer in progress, conf change pending)."""
 
@@ -85,6 +97,7 @@ class ProposalDropped(Exception):
 @dataclass
 class _PendingRead:
     seq: int  # heartbeat round that confirms it
+    origin: int  # the node whose client asked (the leader itself, or a follower)
     request: int
     index: int
     acks: set[int]
@@ -121,10 +134,11 @@ class Raft:
         self.transfer_elapsed = 0  # ticks since transfer_leadership(); it gives up after `low`
         self.read_seq = 0
         self.pending_reads: list[_PendingRead] = []
-        self.reads_awaiting_commit: list[int] = []  # before the leader commits in its term
+        self.reads_awaiting_commit: list[tuple[int, int]] = []  # (origin, request), before a commit in our term
         self.read_states: list[ReadState] = []
         self.msgs: list[Message] = []
         self._persisted_hs = HardState(hs.term, hs.vote, self.log.committed)
+        self._outstanding: Ready | None = None  # returned by ready(), not yet advanced
         self._reset_election_timer()
 
     # --- read-only view ----------------------------------------------------------------
@@ -146,7 +160,7 @@ class Raft:
 
     def promotable(self) -> bool:
         """May this node campaign? Only voters of the configuration in effect may."""
-        return self.id in self.log.conf.members()
+        return self.id in self.log.conf.voting()
 
     # --- input -------------------------------------------------------------------------
     def tick(self) -> None:
@@ -167,20 +181,44 @@ class Raft:
         self._append_as_leader([(EntryKind.NORMAL, d) for d in datas])
         return first
 
-    def propose_conf_change(self, voters: frozenset[int]) -> int:
-        """Start a joint-consensus change to `voters`; returns the index of C_old,new."""
+    def propose_conf_change(self, voters: frozenset[int], learners: frozenset[int] | None = None) -> int:
+        """Change the members to `voters` and `learners` (default: today's learners that do
+        not become voters); returns the index of the first configuration entry.
+
+        A change of voters goes through joint consensus (C_old,new, then C_new); a change
+        of learners alone is one entry. A node becomes a voter only as a learner that has
+        caught up (`caught_up`), so no voter set ever holds a member lacking the committed
+        log (Raft thesis §4.2.1; etcd adds members as learners first)."""
         self._check_can_propose()
         conf = self.log.conf
         if conf.joint or self._uncommitted_conf():
             raise ProposalDropped("a membership change is already in progress")
         voters = frozenset(voters)
+        learners = conf.learners - voters if learners is None else frozenset(learners)
         if not voters:
             raise ProposalDropped("a configuration needs at least one voter")
-        if voters == conf.voters:
-            raise ProposalDropped("the configuration already has exactly these voters")
+        if voters & learners:
+            raise ProposalDropped(f"nodes {sorted(voters & learners)} cannot be both voter and learner")
+        if (voters, learners) == (conf.voters, conf.learners):
+            raise ProposalDropped("the configuration already has exactly these members")
+        for peer in sorted(voters - conf.voters):
+            if peer not in conf.learners or not self.caught_up(peer):
+                raise ProposalDropped(f"node {peer} must first be a learner that has caught up")
         index = self.log.last_index + 1
-        self._append_as_leader([(EntryKind.CONFIG, ConfState(voters, conf.voters).encode())])
+        if voters == conf.voters:
+            change = ConfState(voters, learners=learners)
+        else:
+            change = ConfState(voters, conf.voters, learners)
+        self._append_as_leader([(EntryKind.CONFIG, change.encode())])
         return index
+
+    def caught_up(self, peer: int) -> bool:
+        """Does the follower hold the committed entries but for at most
+        `max_learner_lag` of them (a learner ready to vote)?"""
+        if self.role is not Role.LEADER:
+            raise NotLeader(self.leader_id)
+        pr = self.progress.get(peer)
+        return pr is not None and pr.match > 0 and pr.match + self.cfg.max_learner_lag >= self.log.committed
 
     def transfer_leadership(self, target: int) -> None:
         """Hand leadership to `target` (Raft §3.10): catch it up, then send TimeoutNow."""
@@ -199,14 +237,39 @@ class Raft:
             self._maybe_send_append(target)
 
     def read_index(self, request: int) -> None:
-        """Ask for a linearizable read; a ReadState(request, index) appears in a later Ready."""
-        if self.role is not Role.LEADER:
+        """Ask for a linearizable read; a ReadState(request, index) appears in a later Ready.
+
+        A follower forwards the request to its leader and waits for the leader's read
+        index (Raft §6.4 follower reads, etcd's MsgReadIndex); its client may read once
+        this node has applied that index. A lost request is never answered: the runtime
+        times out and asks again."""
+        if self.role is Role.LEADER:
+            self._read_for(self.id, request)
+        elif self.role is Role.FOLLOWER and self.leader_id is not None:
+            self._send(ReadIndex(self.term, self.id, self.leader_id, request))
+        else:
             raise NotLeader(self.leader_id)
+
+    def _read_for(self, origin: int, request: int) -> None:
         if self.log.term_at(self.log.committed) != self.term:
             # The leader does not know the commit index until it commits in its own term.
-            self.reads_awaiting_commit.append(request)
+            self.reads_awaiting_commit.append((origin, request))
             return
-        self._start_read(request)
+        self._start_read(origin, request)
+
+    def report_unreachable(self, peer: int) -> None:
+        """The runtime could not reach `peer` (etcd's ReportUnreachable): a leader stops
+        streaming appends into the void and probes it with one append at a time."""
+        pr = self.progress.get(peer) if self.role is Role.LEADER else None
+        if pr is not None and pr.state is State.REPLICATE:
+            pr.become_probe()
+
+    def forget_leader(self) -> None:
+        """The runtime knows the leader is gone (etcd's ForgetLeader): a follower forgets
+        it, so it may vote at once instead of waiting out the leader lease. Term, vote and
+        log stay; a message from a live leader makes it the leader again."""
+        if self.role is Role.FOLLOWER:
+            self.leader_id = None
 
     def snapshot_for(self, index: int, data: bytes) -> Snapshot:
         """Describe an application snapshot taken with everything up to `index` applied."""
@@ -224,6 +287,12 @@ class Raft:
 
     def step(self, msg: Message) -> None:
         """Feed one message from a peer."""
+        voting = self.log.conf.voting()
+        if isinstance(msg, RequestVote) and voting and msg.src not in voting:
+            # Not a voter of our configuration (removed, or a learner): its campaign must
+            # not disturb us; the runtime refuses such messages too. (An empty
+            # configuration: we wait to be added and know nothing yet.)
+            return
         if msg.term > self.term:
             if isinstance(msg, RequestVote) and not msg.transfer and self._in_leader_lease():
                 return  # a leader is alive: ignore disruptive (e.g. removed) servers
@@ -265,27 +334,48 @@ class Raft:
             or self.log.unstable <= self.log.last_index
             or self.log.applied < self.log.committed
             or (hs.term, hs.vote) != (self.term, self.vote)
+            or (self.role is Role.LEADER and any(map(self._commit_unsent, self.progress.values())))
         )
 
     def ready(self) -> Ready:
-        """Collect the work for the runtime; see `Ready` for the order it must be done in."""
+        """Collect the work for the runtime; see `Ready` for the order it must be done in.
+
+        Nothing is taken yet: `advance(rd)` accepts the Ready once it is carried out (as
+        etcd's RawNode). A second `ready()` before that raises `ReadyNotAdvanced`."""
+        if self._outstanding is not None:
+            raise ReadyNotAdvanced("ready() called again before advance() of the previous Ready")
+        if self.role is Role.LEADER:
+            self._send_commit()
         rd = Ready(role=self.role, leader=self.leader_id, term=self.term)
         hs = self._hard_state()
         # Commit is only a hint (recovered from the leader), so it alone does not force a
         # hard-state write: one atomic write per term/vote change, not per commit.
         if (hs.term, hs.vote) != (self._persisted_hs.term, self._persisted_hs.vote):
             rd.hard_state = hs
-            self._persisted_hs = hs
-        if self.log.pending_snapshot is not None:
-            rd.snapshot, self.log.pending_snapshot = self.log.pending_snapshot, None
-        rd.entries = self.log.take_unstable()
-        rd.messages, self.msgs = self.msgs, []
-        rd.committed = self.log.take_committed()
-        rd.read_states, self.read_states = self.read_states, []
+        rd.snapshot = self.log.pending_snapshot
+        rd.entries = self.log.unstable_entries()
+        rd.messages = list(self.msgs)
+        rd.committed = self.log.entries_to_apply()
+        rd.read_states = list(self.read_states)
+        self._outstanding = rd
         return rd
 
     def advance(self, rd: Ready) -> None:
-        """The runtime has carried out `rd`. (State was already moved on in `ready()`.)"""
+        """The runtime has carried out `rd` (persisted, sent, applied): accept it. Work
+        that arose after `ready()` stays for the next Ready."""
+        if rd is not self._outstanding:
+            raise ReadyNotAdvanced("advance() of a Ready that is not the one last returned by ready()")
+        self._outstanding = None
+        if rd.hard_state is not None:
+            self._persisted_hs = rd.hard_state
+        if rd.snapshot is not None and self.log.pending_snapshot is rd.snapshot:
+            self.log.pending_snapshot = None
+        if rd.entries:
+            self.log.stable_to(rd.entries[-1].index, rd.entries[-1].term)
+        if rd.committed:
+            self.log.applied_to(rd.committed[-1].index)
+        del self.msgs[: len(rd.messages)]
+        del self.read_states[: len(rd.read_states)]
 
     # --- transitions -------------------------------------------------------------------
     def _reset_election_timer(self) -> None:
@@ -327,7 +417,7 @@ class Raft:
         self.role = Role.LEADER
         self.leader_id = self.id
         self.progress = {}
-        self._sync_progress()
+        self._sync_progress(self.log.last_index + 1)
         # A no-op of the new term lets the leader commit (and learn) everything before it.
         self._append_as_leader([(EntryKind.NOOP, b"")])
 
@@ -341,7 +431,7 @@ class Raft:
         self.votes = {self.id: True}
         if self._tally(pre_vote):
             return
-        for peer in sorted(self.log.conf.members() - {self.id}):
+        for peer in sorted(self.log.conf.voting() - {self.id}):
             self._send(
                 RequestVote(term, self.id, peer, self.log.last_index, self.log.last_term, pre_vote, transfer)
             )
@@ -397,6 +487,8 @@ class Raft:
         elif isinstance(msg, TimeoutNow):
             if self.promotable():
                 self._campaign(pre_vote=False, transfer=True)
+        elif isinstance(msg, ReadIndexResponse):
+            self.read_states.append(ReadState(msg.context, msg.index))
 
     def _handle_append(self, msg: AppendEntries) -> None:
         log = self.log
@@ -410,10 +502,10 @@ class Raft:
             msg = AppendEntries(msg.term, msg.src, msg.dst, prev, log.term_at(prev), tuple(entries), msg.commit)
         prev_term = log.term_at(msg.prev_index)
         if prev_term != msg.prev_term:
-            if prev_term is None:  # our log is too short
-                hint_index, hint_term = log.last_index + 1, 0
-            else:  # fast back-off: skip the whole conflicting term at once
-                hint_index, hint_term = log.first_index_of_term(msg.prev_index), prev_term
+            # etcd's hint: our last index that may still match, i.e. the largest index
+            # <= prev_index whose term is <= the leader's prev_term (a shorter log hints
+            # at its end, with the term there), so one rejection suffices.
+            hint_index, hint_term = log.find_conflict_by_term(msg.prev_index, msg.prev_term)
             self._send(
                 AppendEntriesResponse(self.term, self.id, msg.src, False, msg.prev_index, hint_index, hint_term)
             )
@@ -498,6 +590,8 @@ class Raft:
                 self._maybe_send_append(msg.src, send_empty=True)
             if msg.context:
                 self._ack_reads(msg.src, msg.context)
+        elif isinstance(msg, ReadIndex):
+            self._read_for(msg.src, msg.context)
 
     def _handle_append_response(self, msg: AppendEntriesResponse, pr: Progress) -> None:
         if not msg.success:
@@ -505,19 +599,22 @@ class Raft:
             stale = rejected <= pr.match if pr.state is State.REPLICATE else rejected != pr.next - 1
             if stale or pr.state is State.SNAPSHOT:
                 return
-            next_index = msg.conflict_index
+            # The follower's log may match ours up to its hint; ours may match the
+            # follower's only up to our largest index whose term is <= the hint's term.
+            hint = msg.conflict_index
             if msg.conflict_term:
-                ours = self.log.last_index_of_term(msg.conflict_term)
-                if ours is not None:
-                    next_index = ours + 1
+                hint, _ = self.log.find_conflict_by_term(hint, msg.conflict_term)
             pr.become_probe()
-            pr.next = max(pr.match + 1, min(next_index, rejected))
+            pr.next = max(pr.match + 1, min(hint + 1, rejected))
             self._maybe_send_append(msg.src)
             return
         news = pr.acknowledge(msg.match_index)
-        if pr.state is State.SNAPSHOT and pr.match >= pr.pending_snapshot:
+        if pr.state is State.SNAPSHOT and pr.match + 1 >= self.log.first_index:
+            # etcd: whatever snapshot (or append) the follower applied, once its match
+            # lets the log catch it up, replicate -- do not wait for the pending one.
             pr.become_probe()
-        if pr.state is State.PROBE and news:
+            pr.become_replicate()
+        elif pr.state is State.PROBE and (news or pr.match == msg.match_index):
             pr.become_replicate()
         if news and self._maybe_commit():
             self._broadcast_append()
@@ -525,6 +622,8 @@ class Raft:
             self._maybe_send_append(msg.src)
         if self.role is Role.LEADER and msg.src == self.transferee and pr.match == self.log.last_index:
             self._send(TimeoutNow(self.term, self.id, msg.src))
+        if self.role is Role.LEADER and msg.src not in self.log.conf.members():
+            self._maybe_forget_departed(msg.src)
 
     def _maybe_commit(self) -> bool:
         index = quorum.committed_index(self.log.conf, self._match_of)
@@ -541,17 +640,19 @@ class Raft:
     def _after_commit(self) -> None:
         if self.reads_awaiting_commit and self.log.term_at(self.log.committed) == self.term:
             waiting, self.reads_awaiting_commit = self.reads_awaiting_commit, []
-            for request in waiting:
-                self._start_read(request)
+            for origin, request in waiting:
+                self._start_read(origin, request)
         conf = self.log.conf
         last_conf_index = self.log.conf_entries[-1][0] if self.log.conf_entries else 0
         if last_conf_index > self.log.committed:
             return
         if conf.joint:
             # C_old,new is committed: move on to C_new.
-            self._append_as_leader([(EntryKind.CONFIG, ConfState(conf.voters).encode())])
+            self._append_as_leader([(EntryKind.CONFIG, ConfState(conf.voters, learners=conf.learners).encode())])
         elif self.id not in conf.voters and last_conf_index:
-            # C_new without us is committed: a removed leader steps down (Raft §6).
+            # C_new without us is committed: a removed leader steps down (Raft §6), once
+            # it has told the others (they learn the commit in this Ready).
+            self._send_commit()
             self._become_follower(self.term, None)
 
     def _uncommitted_conf(self) -> bool:
@@ -568,21 +669,31 @@ class Raft:
         term = self.term
         self.log.append([Entry(term, first + k, data, kind) for k, (kind, data) in enumerate(items)])
         if any(kind is EntryKind.CONFIG for kind, _ in items):
-            self._sync_progress()
+            # New members are sent these entries at once (they reject and are probed back).
+            self._sync_progress(first)
         # A lone voter commits at once; otherwise followers' acknowledgements will.
         self._maybe_commit()
         self._broadcast_append()
 
-    def _sync_progress(self) -> None:
+    def _sync_progress(self, next_index: int) -> None:
         members = self.log.conf.members() - {self.id}
         for peer in list(self.progress):
             if peer not in members:
-                del self.progress[peer]
+                self._maybe_forget_departed(peer)
         for peer in members:
             if peer not in self.progress:
-                pr = Progress(self.log.last_index + 1)
+                pr = Progress(next_index)
                 pr.recent_active = True  # give new members one CheckQuorum window
                 self.progress[peer] = pr
+
+    def _maybe_forget_departed(self, peer: int) -> None:
+        """Stop replicating to a removed member once it holds the configuration that
+        removed it (then it knows, and no longer campaigns); until then it is sent the log
+        and heartbeats like a learner, counting in nothing (issue: removed members must
+        learn their removal, or without pre-vote and check-quorum they depose leaders)."""
+        last_conf_index = self.log.conf_entries[-1][0] if self.log.conf_entries else 0
+        if self.progress[peer].match >= last_conf_index:
+            del self.progress[peer]
 
     def _broadcast_append(self) -> None:
         if self.role is not Role.LEADER:
@@ -594,6 +705,7 @@ class Raft:
         for peer, pr in self.progress.items():
             commit = min(self.log.committed, pr.match)
             self._send(Heartbeat(self.term, self.id, peer, commit, context))
+            pr.sent_commit = max(pr.sent_commit, commit)
 
     def _maybe_send_append(self, peer: int, send_empty: bool = False) -> None:
         pr = self.progress[peer]
@@ -619,7 +731,33 @@ class Raft:
         if not entries and not send_empty:
             return
         self._send(AppendEntries(self.term, self.id, peer, prev, prev_term, tuple(entries), log.committed))
-        pr.sent(prev + len(entries), bool(entries), sum(len(e.data) for e in entries))
+        pr.sent(prev + len(entries), bool(entries), log.committed, sum(len(e.data) for e in entries))
+
+    def _send_commit(self) -> None:
+        """Tell every follower the commit index in the Ready that advanced it, not at the
+        next heartbeat (etcd's Progress.CanBumpCommit), one message per peer: a message
+        already queued for a peer carries the current commit, else an empty append does."""
+        committed = self.log.committed
+        queued: dict[int, int] = {}
+        for k, m in enumerate(self.msgs):
+            if isinstance(m, (AppendEntries, Heartbeat)) and m.term == self.term:
+                queued[m.dst] = k
+        for peer, pr in self.progress.items():
+            k = queued.get(peer)
+            if k is None:
+                if self._commit_unsent(pr):
+                    self._maybe_send_append(peer, send_empty=True)
+                continue
+            m = self.msgs[k]
+            # Safe: a follower commits at most up to the entries it matched, and a
+            # heartbeat carries no more than the follower's acknowledged match.
+            commit = committed if isinstance(m, AppendEntries) else min(committed, pr.match)
+            if m.commit < commit:
+                self.msgs[k] = replace(m, commit=commit)
+            pr.sent_commit = max(pr.sent_commit, commit)
+
+    def _commit_unsent(self, pr: Progress) -> bool:
+        return pr.can_bump_commit(self.log.committed) and not pr.paused(self.cfg.max_inflight)
 
     def _send_snapshot(self, peer: int, pr: Progress) -> None:
         snap = self.log.snapshot
@@ -629,9 +767,9 @@ class Raft:
         pr.become_snapshot(snap.meta.index)
 
     # --- ReadIndex (Raft §6.4) ------------------------------------------------------------
-    def _start_read(self, request: int) -> None:
+    def _start_read(self, origin: int, request: int) -> None:
         self.read_seq += 1
-        read = _PendingRead(self.read_seq, request, self.log.committed, {self.id})
+        read = _PendingRead(self.read_seq, origin, request, self.log.committed, {self.id})
         self.pending_reads.append(read)
         self._release_reads()
         if self.pending_reads:
@@ -648,7 +786,10 @@ class Raft:
         conf = self.log.conf
         while self.pending_reads and quorum.has_quorum(conf, self.pending_reads[0].acks):
             read = self.pending_reads.pop(0)
-            self.read_states.append(ReadState(read.request, read.index))
+            if read.origin == self.id:
+                self.read_states.append(ReadState(read.request, read.index))
+            else:
+                self._send(ReadIndexResponse(self.term, self.id, read.origin, read.request, read.index))
 
     def _send(self, msg: Message) -> None:
         self.msgs.append(msg)

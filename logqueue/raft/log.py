@@ -73,21 +73,17 @@ class RaftLog:
             conf = c
         return conf
 
-    def first_index_of_term(self, index: int) -> int:
-        """The first index of the run of entries sharing the term at `index` (within the log)."""
-        term = self.term_at(index)
-        while index - 1 > self.snap_index and self.term_at(index - 1) == term:
+    def find_conflict_by_term(self, index: int, term: int) -> tuple[int, int]:
+        """The largest index <= `index` whose entry's term is <= `term`, and that term (etcd's
+        findConflictByTerm). Below it the log may match a log whose entry at `index` has
+        `term`; above it, it cannot. (index, 0) when that entry is compacted away."""
+        index = min(index, self.last_index)
+        while index >= self.snap_index:
+            at = self.term_at(index)
+            if at is not None and at <= term:
+                return index, at
             index -= 1
-        return index
-
-    def last_index_of_term(self, term: int) -> int | None:
-        """The last index holding `term`, scanning back from the end (None if absent)."""
-        for e in reversed(self.entries):
-            if e.term == term:
-                return e.index
-            if e.term < term:
-                return None
-        return None
+        return index, 0
 
     # --- writing -------------------------------------------------------------------
     def append(self, entries: list[Entry]) -> None:
@@ -144,15 +140,17 @@ class RaftLog:
         self._base_conf = meta.conf
         self.conf_entries = []
 
-    # --- handing out work ----------------------------------------------------------
-    def take_unstable(self) -> list[Entry]:
-        out = self.slice(self.unstable, self.last_index + 1) if self.unstable <= self.last_index else []
-        self.unstable = self.last_index + 1
-        return out
+    # --- handing out work (read in `Raft.ready()`, accepted in `Raft.advance()`) ---------
+    def unstable_entries(self) -> list[Entry]:
+        return self.slice(self.unstable, self.last_index + 1) if self.unstable <= self.last_index else []
 
-    def take_committed(self) -> list[Entry]:
-        if self.applied >= self.committed:
-            return []
-        out = self.slice(self.applied + 1, self.committed + 1)
-        self.applied = self.committed
-        return out
+    def entries_to_apply(self) -> list[Entry]:
+        return self.slice(self.applied + 1, self.committed + 1) if self.applied < self.committed else []
+
+    def stable_to(self, index: int, term: int) -> None:
+        """Entries up to (index, term) are on disk -- unless the log was rewritten there since."""
+        if index >= self.unstable and self.term_at(index) == term:
+            self.unstable = index + 1
+
+    def applied_to(self, index: int) -> None:
+        self.applied = max(self.applied, min(index, self.committed))

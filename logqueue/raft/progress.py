@@ -17,7 +17,7 @@ class State(enum.Enum):
 
 class Progress:
     __slots__ = ("match", "next", "state", "probe_sent", "inflight", "_sizes", "inflight_bytes", "pending_snapshot",
-                 "recent_active")
+                 "recent_active", "sent_commit")
 
     def __init__(self, next_index: int) -> None:
         self.match = 0
@@ -29,6 +29,7 @@ class Progress:
         self.inflight_bytes = 0
         self.pending_snapshot = 0
         self.recent_active = False  # heard from within the current CheckQuorum window
+        self.sent_commit = 0  # highest commit index sent in an append
 
     def paused(self, max_inflight: int, max_inflight_bytes: int) -> bool:
         if self.state is State.PROBE:
@@ -67,8 +68,15 @@ class Progress:
         self.pending_snapshot = index
         self._clear_inflight()
 
-    def sent(self, last_index: int, with_entries: bool, size: int = 0) -> None:
-        """Record an append sent to the follower ending at `last_index`, with `size` payload bytes."""
+    def can_bump_commit(self, committed: int) -> bool:
+        """Would an append now raise the follower's commit index? It commits at most up to
+        the entries it holds, which may be up to `next - 1` (etcd's CanBumpCommit)."""
+        return committed > self.sent_commit and self.sent_commit < self.next - 1
+
+    def sent(self, last_index: int, with_entries: bool, commit: int, size: int = 0) -> None:
+        """Record an append sent to the follower ending at `last_index`, carrying `commit`
+        and `size` payload bytes."""
+        self.sent_commit = max(self.sent_commit, commit)
         if self.state is State.REPLICATE:
             if with_entries:
                 self.next = last_index + 1

@@ -38,26 +38,36 @@ class ConfState:
     """A membership configuration; during joint consensus `outgoing` is non-empty.
 
     invariant: a decision needs a majority of `voters` AND, when joint, of `outgoing`.
+    `learners` receive the log but never vote nor count in a quorum (etcd's learners,
+    Raft thesis §4.2.1); invariant: no learner is in `voters`.
     """
 
     voters: frozenset[int] = frozenset()
     outgoing: frozenset[int] = frozenset()
+    learners: frozenset[int] = frozenset()
 
     @property
     def joint(self) -> bool:
         return bool(self.outgoing)
 
-    def members(self) -> frozenset[int]:
+    def voting(self) -> frozenset[int]:
+        """The members whose votes count (in either half of a joint configuration)."""
         return self.voters | self.outgoing
 
+    def members(self) -> frozenset[int]:
+        """Everyone the leader replicates to: voters and learners."""
+        return self.voters | self.outgoing | self.learners
+
     def encode(self) -> bytes:
-        return (",".join(map(str, sorted(self.voters))) + ";" + ",".join(map(str, sorted(self.outgoing)))).encode()
+        ids = lambda s: ",".join(map(str, sorted(s)))  # noqa: E731
+        tail = ";" + ids(self.learners) if self.learners else ""  # older entries have no learners part
+        return (ids(self.voters) + ";" + ids(self.outgoing) + tail).encode()
 
     @classmethod
     def decode(cls, data: bytes) -> "ConfState":
-        new, _, old = data.decode().partition(";")
+        new, old, learners = (data.decode().split(";") + ["", ""])[:3]
         parse = lambda s: frozenset(int(x) for x in s.split(",") if x)  # noqa: E731
-        return cls(parse(new), parse(old))
+        return cls(parse(new), parse(old), parse(learners))
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,8 +125,10 @@ class AppendEntriesResponse:
     dst: int
     success: bool
     match_index: int  # on success: last index known to match the leader's log
-    conflict_index: int = 0  # on failure: where the leader should look next
-    conflict_term: int = 0  # on failure: term of the follower's entry at prev_index, 0 if none
+    # On failure (etcd's RejectHint/LogTerm): the follower's largest index <= match_index
+    # whose term is <= the leader's prev_term, and that term (0: compacted/none).
+    conflict_index: int = 0
+    conflict_term: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +163,27 @@ class TimeoutNow:
     dst: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReadIndex:
+    """A follower asks the leader for a read index on behalf of its client (Raft §6.4)."""
+
+    term: int
+    src: int
+    dst: int
+    context: int  # the follower's read request id
+
+
+@dataclass(frozen=True, slots=True)
+class ReadIndexResponse:
+    """The leader's commit index, confirmed by a quorum after the request arrived."""
+
+    term: int
+    src: int
+    dst: int
+    context: int
+    index: int
+
+
 Message = (
     RequestVote
     | RequestVoteResponse
@@ -160,6 +193,8 @@ Message = (
     | HeartbeatResponse
     | InstallSnapshot
     | TimeoutNow
+    | ReadIndex
+    | ReadIndexResponse
 )
 
 MESSAGE_TYPES: tuple[type, ...] = (
@@ -171,6 +206,8 @@ MESSAGE_TYPES: tuple[type, ...] = (
     HeartbeatResponse,
     InstallSnapshot,
     TimeoutNow,
+    ReadIndex,  # appended last: wire codes are positions in this tuple
+    ReadIndexResponse,
 )
 
 

@@ -94,6 +94,7 @@ class Node:
         self.isolated = False  # test hook: drop all peer traffic
         self.started = time.time()
         self._server: asyncio.AbstractServer | None = None
+        self._inbound: set[Inbound] = set()  # accepted connections, closed by stop()
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.leading_term: int | None = None  # the term in which the service last took over as leader
@@ -124,7 +125,7 @@ class Node:
                          snapshot=snapshot, bootstrap=bootstrap)
         loop = asyncio.get_running_loop()
         host, port = split_address(cfg.listen)
-        self._server = await loop.create_server(lambda: Inbound(self), host, port, reuse_address=True)
+        self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
         self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._loop())]
         log.info("node %d listening on %s (term %d, last index %d, members %s)", cfg.node_id, cfg.listen,
                  self.raft.term, self.raft.last_index, sorted(self.raft.conf.members()))
@@ -139,6 +140,10 @@ class Node:
                 pass
         if self._server is not None:
             self._server.close()
+        for conn in list(self._inbound):  # as a killed process would: peers see the link go
+            conn.closed = True
+            if conn.transport is not None:
+                conn.transport.abort()
         for link in self.links.values():
             await link.close()
         self.service.fail_all("node is stopping")
@@ -160,7 +165,8 @@ class Node:
             address = self.address_of(peer)
             if address is None:
                 return None
-            link = self.links[peer] = PeerLink(self.node_id, peer, address, self.secret, self.cfg.listen)
+            link = self.links[peer] = PeerLink(self.node_id, peer, address, self.secret, self.cfg.listen,
+                                               self._on_unreachable)
             link.blocked = self.isolated
             link.start()
         return link
@@ -191,12 +197,27 @@ class Node:
             log.warning("refusing %s from node %d: not a member of %s", type(msg).__name__, msg.src,
                         sorted(self.raft.conf.members()))
 
+    def _on_unreachable(self, peer: int) -> None:
+        """The link to `peer` broke (or cannot be dialed): tell the core, as etcd's
+        ReportUnreachable; a follower whose leader it was forgets it (ForgetLeader), so it
+        can vote for a successor without waiting out the leader lease."""
+        raft = self.raft
+        raft.report_unreachable(peer)
+        if raft.leader_id == peer:
+            raft.forget_leader()
+        self._wake.set()
+
     def on_client_frames(self, conn: Inbound, bodies: list[list]) -> None:
         self.service.handle(conn, bodies)
         self._wake.set()
 
+    def _accept(self) -> Inbound:
+        conn = Inbound(self)
+        self._inbound.add(conn)
+        return conn
+
     def on_close(self, conn: Inbound) -> None:
-        pass  # waiters of a closed connection are dropped when they are answered
+        self._inbound.discard(conn)  # its waiters are dropped when they are answered
 
     def wake(self) -> None:
         self._wake.set()
@@ -379,6 +400,7 @@ class Node:
             "snapshot_index": self._snap_index,
             "voters": sorted(raft.conf.voters),
             "outgoing": sorted(raft.conf.outgoing),
+            "learners": sorted(raft.conf.learners),
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
             "isolated": self.isolated,

@@ -9,8 +9,8 @@ append          c (client id), low, recs: [[seq, data], ...]           {"indexes
 submit          c, seq, low, cmds: [command, ...]                      {"results": [...]}
 query           name, args, stale (bool)                               the query's answer
 status          --                                                     the node's status map
-read_log        from, max, all (bool)                                  {"entries": [...], ...}
-member          op ("add"|"remove"), id, address                       {"voters": [...]}
+read_log        from, max, all (bool), consistency                     {"entries": [...], ...}
+member          op ("add"|"learner"|"promote"|"remove"), id, address   {"voters", "learners"}
 transfer        to                                                     {"leader": id}
 snapshot        --                                                     {"index": I}
 isolate         on (bool) -- only with --test-hooks                    {"isolated": bool}
@@ -60,6 +60,9 @@ def _take(items: list, size, budget: int) -> tuple[list, list]:
 def _group_bytes(group: list) -> int:
     return sum(len(cmd["payload"]) for cmd in group[3] if isinstance(cmd, dict) and isinstance(cmd.get("payload"), bytes))
 READ_LOG_MAX = 10_000
+# A linearizable log read waits at most this long for its read index (one heartbeat round
+# to a quorum, via the leader for a follower); then it is answered "timeout" to be retried.
+READ_INDEX_TIMEOUT_S = 2.0
 QUEUE_QUERIES = ("read", "stats", "results", "dead_letters", "queue_names")
 
 
@@ -157,6 +160,7 @@ class Service:
         self.reads: dict[int, tuple["Inbound", int, str, dict]] = {}  # read request id -> query
         self.ready_reads: list[tuple[int, "Inbound", int, str, dict]] = []  # (index, ...) awaiting apply
         self._read_seq = 0
+        self.log_reads: dict[int, asyncio.Future] = {}  # read request id -> its read index
         self.ops = {
             "append": self.op_append,
             "submit": self.op_submit,
@@ -334,6 +338,9 @@ class Service:
 
     def on_read_states(self, states: list[t.ReadState]) -> None:
         for rs in states:
+            fut = self.log_reads.pop(rs.request, None)
+            if fut is not None and not fut.done():
+                fut.set_result(rs.index)
             q = self.reads.pop(rs.request, None)
             if q is not None:
                 self.ready_reads.append((rs.index, *q))
@@ -407,7 +414,38 @@ class Service:
         conn.send(wire.response(rid, True, self.node.status()))
 
     def op_read_log(self, conn, rid, args) -> None:
-        """Committed (applied) entries of this node from `from`, at most `max`."""
+        """Committed (applied) entries of this node from `from`, at most `max`.
+
+        consistency "committed" (default): what this node has applied, possibly behind
+        the leader (a stale read). "linearizable": first obtain a read index (ReadIndex
+        at the leader; a follower asks its leader, Raft §6.4), wait until this node has
+        applied it, then read -- every append acknowledged before the read began is in."""
+        consistency = _arg(args, "consistency", str, "committed")
+        if consistency == "committed":
+            self._send_log_page(conn, rid, args)
+        elif consistency == "linearizable":
+            self._read_seq += 1
+            request = self._read_seq
+            self.node.raft.read_index(request)  # NotLeader: no leader known
+            fut = self.log_reads[request] = asyncio.get_running_loop().create_future()
+            self.node.wake()
+            asyncio.get_running_loop().create_task(self._linearizable_log_page(conn, rid, args, request, fut))
+        else:
+            raise BadRequest("consistency must be committed or linearizable")
+
+    async def _linearizable_log_page(self, conn, rid, args, request: int, fut: asyncio.Future) -> None:
+        node = self.node
+        try:
+            index = await asyncio.wait_for(fut, READ_INDEX_TIMEOUT_S)
+            await asyncio.wait_for(node.watch(lambda: node.raft.applied_index >= index), READ_INDEX_TIMEOUT_S)
+        except asyncio.TimeoutError:
+            self.log_reads.pop(request, None)
+            conn.send(wire.response(rid, False, error("timeout", "no read index in time (no leader, or a "
+                                                                 "lost request): retry")))
+            return
+        self._send_log_page(conn, rid, args)
+
+    def _send_log_page(self, conn, rid, args) -> None:
         node = self.node
         start = _arg(args, "from", int, 1)
         count = min(_arg(args, "max", int, READ_LOG_MAX), READ_LOG_MAX)
@@ -431,8 +469,8 @@ class Service:
         op = _arg(args, "op", str)
         peer = _arg(args, "id", int)
         address = _arg(args, "address", (str, type(None)), None)
-        if op not in ("add", "remove"):
-            raise BadRequest("member op must be add or remove")
+        if op not in ("add", "learner", "promote", "remove"):
+            raise BadRequest("member op must be add, learner, promote or remove")
         if peer <= 0:
             raise BadRequest("node ids are positive integers")
         if address is not None:
@@ -442,31 +480,31 @@ class Service:
                 split_address(address)
             except ValueError as exc:
                 raise BadRequest(str(exc)) from None
-        elif op == "add" and self.node.address_of(peer) is None:
+        elif op in ("add", "learner") and self.node.address_of(peer) is None:
             raise BadRequest(f"node {peer} has no known address: pass --address HOST:PORT")
         asyncio.get_running_loop().create_task(self._change_membership(conn, rid, op, peer, address))
 
     async def _change_membership(self, conn, rid, op: str, peer: int, address: str | None) -> None:
+        """add: join as a learner, catch up, then become a voter; learner: join as a
+        learner only; promote: a caught-up learner becomes a voter; remove: leave. The
+        core makes only caught-up learners voters, so waiting for that is done here."""
         node = self.node
         raft = node.raft
         try:
-            if op == "add" and address is not None and node.machine.addresses.get(peer) != address:
+            if op in ("add", "learner") and address is not None and node.machine.addresses.get(peer) != address:
                 index = raft.propose(envelope.address(peer, address))
                 node.wake()
                 await asyncio.wait_for(node.watch(lambda: raft.applied_index >= index), 10)
-            voters = raft.conf.voters | {peer} if op == "add" else raft.conf.voters - {peer}
-            if not (voters == raft.conf.voters and not raft.conf.joint):
-                raft.propose_conf_change(voters)
-                node.wake()
-
-            def settled() -> bool:
-                # C_new is in effect once it is committed and no longer joint.
-                conf_entries = raft.log.conf_entries
-                return (not raft.conf.joint and raft.conf.voters == voters
-                        and (not conf_entries or conf_entries[-1][0] <= raft.commit_index))
-
-            await asyncio.wait_for(node.watch(settled), 20)
-            conn.send(wire.response(rid, True, {"voters": sorted(voters)}))
+            if op in ("add", "learner") and peer not in raft.conf.members():
+                await self._settle(raft.conf.voters, raft.conf.learners | {peer})
+            if op in ("add", "promote") and peer not in raft.conf.voters:
+                if peer not in raft.conf.learners:
+                    raise ProposalDropped(f"node {peer} is not a learner")
+                await self._promote_when_caught_up(peer)
+            if op == "remove" and peer in raft.conf.members():
+                await self._settle(raft.conf.voters - {peer}, raft.conf.learners - {peer})
+            conf = raft.conf
+            conn.send(wire.response(rid, True, {"voters": sorted(conf.voters), "learners": sorted(conf.learners)}))
         except NotLeader:
             conn.send(wire.response(rid, False, self.not_leader()))
         except ProposalDropped as exc:
@@ -474,6 +512,48 @@ class Service:
         except asyncio.TimeoutError:
             conn.send(wire.response(rid, False, error("timeout", "the membership change did not finish in time; "
                                                                  "check `logqueue status`")))
+
+    async def _promote_when_caught_up(self, peer: int) -> None:
+        """Propose the promotion in the very loop turn that finds the learner caught up
+        (a moment later, new commits could put it behind again)."""
+        node, raft = self.node, self.node.raft
+        voters, learners = raft.conf.voters | {peer}, raft.conf.learners - {peer}
+        outcome: list[Exception | None] = []
+
+        def try_promote() -> bool:
+            if not node.leading():
+                outcome.append(NotLeader(raft.leader_id))
+            elif raft.caught_up(peer):
+                try:
+                    raft.propose_conf_change(voters, learners)
+                    outcome.append(None)
+                except ProposalDropped as exc:
+                    outcome.append(exc)
+            return bool(outcome)
+
+        await asyncio.wait_for(node.watch(try_promote), 20)
+        if outcome[0] is not None:
+            raise outcome[0]
+        node.wake()
+        await self._wait_settled(voters, learners)
+
+    async def _settle(self, voters: frozenset[int], learners: frozenset[int]) -> None:
+        """Propose a change to these members and wait until it is committed (and, for a
+        joint change, until C_new is)."""
+        self.node.raft.propose_conf_change(voters, learners)
+        self.node.wake()
+        await self._wait_settled(voters, learners)
+
+    async def _wait_settled(self, voters: frozenset[int], learners: frozenset[int]) -> None:
+        node, raft = self.node, self.node.raft
+
+        def settled() -> bool:
+            # C_new is in effect once it is committed and no longer joint.
+            conf_entries = raft.log.conf_entries
+            return (not raft.conf.joint and (raft.conf.voters, raft.conf.learners) == (voters, learners)
+                    and (not conf_entries or conf_entries[-1][0] <= raft.commit_index))
+
+        await asyncio.wait_for(node.watch(settled), 20)
 
     def op_transfer(self, conn, rid, args) -> None:
         self._require_leader()

@@ -203,9 +203,11 @@ def split_address(address: str) -> tuple[str, int]:
 class _Outbound:
     """One connection from this node to a peer, redialed in the background."""
 
-    def __init__(self, node_id: int, peer_id: int, address: str, secret: bytes | None, listen: str) -> None:
+    def __init__(self, node_id: int, peer_id: int, address: str, secret: bytes | None, listen: str,
+                 on_unreachable: Callable[[int], None] = lambda peer: None) -> None:
         self.node_id, self.peer_id, self.address = node_id, peer_id, address
         self.secret, self.listen = secret, listen
+        self.on_unreachable = on_unreachable  # called with peer_id when a connection is lost or a dial fails
         self.conn: Dialed | None = None
         self._task: asyncio.Task | None = None
         self._closing = False
@@ -235,6 +237,8 @@ class _Outbound:
                 if isinstance(exc, HandshakeError):
                     log.warning("peer %d at %s refused us: %s", self.peer_id, self.address, exc)
             self.conn = None
+            if not self._closing:
+                self.on_unreachable(self.peer_id)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 0.25)  # a restarted peer is found again within 0.25 s
 

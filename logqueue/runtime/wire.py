@@ -99,6 +99,8 @@ _FIELDS: dict[type, tuple[str, ...]] = {
     t.Heartbeat: (_I, _I, _I, _I, _I),
     t.HeartbeatResponse: (_I, _I, _I, _I),
     t.TimeoutNow: (_I, _I, _I),
+    t.ReadIndex: (_I, _I, _I, _I),
+    t.ReadIndexResponse: (_I, _I, _I, _I, _I),
 }
 _ENTRY_KINDS = {k.value: k for k in t.EntryKind}
 
@@ -136,6 +138,7 @@ def encode_message(msg: t.Message) -> list:
             sorted(m.conf.voters),
             sorted(m.conf.outgoing),
             msg.snapshot.data,
+            sorted(m.conf.learners),
         ]
     if cls is t.RequestVote:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.last_log_index, msg.last_log_term, msg.pre_vote, msg.transfer]
@@ -158,6 +161,10 @@ def encode_message(msg: t.Message) -> list:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context]
     if cls is t.TimeoutNow:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst]
+    if cls is t.ReadIndex:
+        return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context]
+    if cls is t.ReadIndexResponse:
+        return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context, msg.index]
     raise TypeError(f"not a Raft message: {cls.__name__}")
 
 
@@ -193,19 +200,20 @@ def decode_message(body: list) -> t.Message:
             entries.append(t.Entry(eterm, index, data, kinds[kind]))
         return t.AppendEntries(term, src, dst, prev_index, prev_term, tuple(entries), commit)
     if cls is t.InstallSnapshot:
-        if len(body) != 9:
-            raise FrameError(f"{name}: expected 8 fields, got {len(body) - 1}")
-        _, term, src, dst, index, sterm, voters, outgoing, data = body
+        if len(body) != 10:
+            raise FrameError(f"{name}: expected 9 fields, got {len(body) - 1}")
+        _, term, src, dst, index, sterm, voters, outgoing, data, learners = body
         if not all(type(v) is int and v >= 0 for v in (term, src, dst, index, sterm)):
             raise FrameError(f"{name}: header fields must be non-negative integers")
         if not (
             type(voters) is list
             and type(outgoing) is list
-            and all(type(v) is int for v in voters + outgoing)
+            and type(learners) is list
+            and all(type(v) is int for v in voters + outgoing + learners)
             and type(data) is bytes
         ):
             raise FrameError(f"{name}: mistyped configuration or data")
-        meta = t.SnapshotMeta(index, sterm, t.ConfState(frozenset(voters), frozenset(outgoing)))
+        meta = t.SnapshotMeta(index, sterm, t.ConfState(frozenset(voters), frozenset(outgoing), frozenset(learners)))
         return t.InstallSnapshot(term, src, dst, t.Snapshot(meta, data))
     kinds = _FIELDS[cls]
     if len(body) - 1 != len(kinds):

@@ -2,7 +2,6 @@
 
     python -m logqueue.sim --seeds N [--start S] [--nodes 3|5] [--ticks T] [--trace FILE]
                            [--inject-bug NAME] [--jobs J]
-    python -m logqueue.sim elections --nodes 5 --ranges 150-150,150-300 --trials N --out F
 
 Exit status 0 when every seed holds the five guarantees and liveness, 1 on a violation
 (the line starting with VIOLATION names it, and the command that replays that seed is
@@ -113,10 +112,6 @@ class _null:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv and argv[0] == "elections":
-        from .elections import main as elections_main
-
-        return elections_main(argv[1:])
     return run_seeds(parse_args(argv))
 
 

@@ -2,7 +2,7 @@
 
 Phases: a fault phase (client proposals throughout; message loss, delay, reordering and
 duplication; symmetric and asymmetric partitions; crashes -- some in the middle of a
-Ready -- and restarts; membership changes and leadership transfers), then everything is
+Ready -- and restarts; membership changes through learners and leadership transfers), then everything is
 healed and liveness is checked: within `liveness_ticks` a leader must exist and a fresh
 proposal must be applied by a majority of the voters. The five guarantees are checked
 after every step. Everything is derived from the one seed.
@@ -328,17 +328,25 @@ class Simulation:
         )
 
     def _fault_membership(self) -> None:
-        """Swap one voter for the node outside the configuration (joint consensus)."""
+        """Membership changes as an operator makes them: the node outside the
+        configuration joins as a learner; a learner replaces a voter (one joint change,
+        refused by the core until the learner has caught up) or, now and then, leaves."""
         leader = self._leader()
         if leader is None:
             return
-        conf = leader.raft.conf
+        raft, rng = leader.raft, self.rng
+        conf = raft.conf
         outside = sorted(set(self.nodes) - conf.members())
-        if conf.joint or not outside:
-            return
-        removed = self.rng.choice(sorted(conf.voters))
         try:
-            leader.raft.propose_conf_change(conf.voters - {removed} | {outside[0]})
+            if outside:
+                raft.propose_conf_change(conf.voters, conf.learners | {outside[0]})
+            elif conf.learners:
+                learner = min(conf.learners)
+                if rng.random() < 0.2:
+                    raft.propose_conf_change(conf.voters, conf.learners - {learner})
+                else:
+                    removed = rng.choice(sorted(conf.voters))
+                    raft.propose_conf_change(conf.voters - {removed} | {learner})
         except (NotLeader, ProposalDropped):
             pass
 

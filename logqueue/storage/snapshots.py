@@ -1,7 +1,8 @@
 """Snapshot files: one per snapshot, named by its last index, checksummed.
 
 Layout: ``b"LQSNAP01" | u64 body length | u32 crc32c(body) | body`` where body is the
-msgpack array ``[index, term, voters, outgoing, data]``. A file is written under a
+msgpack array ``[index, term, voters, outgoing, data, learners]`` (files from before
+learners existed lack the last field). A file is written under a
 temporary name and renamed into place, so a visible ``*.snap`` file is complete unless
 the disk damaged it -- which the checksum catches.
 """
@@ -27,7 +28,8 @@ _NAME = re.compile(r"^(\d{20})\.snap$")
 def encode_snapshot(snap: Snapshot) -> bytes:
     meta = snap.meta
     body = msgpack.packb(
-        (meta.index, meta.term, sorted(meta.conf.voters), sorted(meta.conf.outgoing), snap.data)
+        (meta.index, meta.term, sorted(meta.conf.voters), sorted(meta.conf.outgoing), snap.data,
+         sorted(meta.conf.learners))
     )
     return _FRAME.pack(MAGIC, len(body), crc32c(body)) + body
 
@@ -45,10 +47,12 @@ def decode_snapshot(raw: bytes, path: Path) -> Snapshot:
     if crc32c(body) != crc:
         raise CorruptSnapshotError(path, _FRAME.size, "snapshot checksum mismatch")
     try:
-        index, term, voters, outgoing, data = msgpack.unpackb(body)
+        # Files written before learners existed have no sixth field.
+        index, term, voters, outgoing, data, *learners = msgpack.unpackb(body)
+        learners = frozenset(learners[0]) if learners else frozenset()
     except (ValueError, TypeError) as exc:
         raise CorruptSnapshotError(path, _FRAME.size, f"undecodable snapshot ({exc})") from None
-    return Snapshot(SnapshotMeta(index, term, ConfState(frozenset(voters), frozenset(outgoing))), data)
+    return Snapshot(SnapshotMeta(index, term, ConfState(frozenset(voters), frozenset(outgoing), learners)), data)
 
 
 class SnapshotStore:
