@@ -757,7 +757,8 @@ class Raft:
             pr.sent_commit = max(pr.sent_commit, commit)
 
     def _commit_unsent(self, pr: Progress) -> bool:
-        return pr.can_bump_commit(self.log.committed) and not pr.paused(self.cfg.max_inflight)
+        cfg = self.cfg
+        return pr.can_bump_commit(self.log.committed) and not pr.paused(cfg.max_inflight, cfg.max_inflight_bytes)
 
     def _send_snapshot(self, peer: int, pr: Progress) -> None:
         snap = self.log.snapshot
