@@ -36,7 +36,8 @@ def node_args(p: argparse.ArgumentParser) -> None:
                    help="largest record or job payload accepted; larger ones are refused at once "
                         "(default 33554432, 32 MiB; at most the frame limit of 64 MiB minus 64 KiB)")
     p.add_argument("--test-hooks", action="store_true",
-                   help="accept test-only requests (cutting this node off its peers)")
+                   help="tests only: accept test requests (cutting this node off its peers), record what is "
+                        "durable and check that nothing is sent before it is (DATA_DIR/test-hooks/)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     secret_arg(p)
 
