@@ -260,10 +260,11 @@ class PeerLink:
     never waits behind megabytes of entries in a socket buffer. Messages to an
     unreachable or slow peer are dropped: Raft retransmits."""
 
-    def __init__(self, node_id: int, peer_id: int, address: str, secret: bytes | None, listen: str) -> None:
+    def __init__(self, node_id: int, peer_id: int, address: str, secret: bytes | None, listen: str,
+                 on_unreachable: Callable[[int], None] = lambda peer: None) -> None:
         self.peer_id, self.address = peer_id, address
-        self.control = _Outbound(node_id, peer_id, address, secret, listen)
-        self.bulk = _Outbound(node_id, peer_id, address, secret, listen)
+        self.control = _Outbound(node_id, peer_id, address, secret, listen, on_unreachable)
+        self.bulk = _Outbound(node_id, peer_id, address, secret, listen, on_unreachable)
         self.blocked = False  # test hook: drop everything (a cut-off link)
 
     @property
