@@ -46,12 +46,16 @@ def test_a_node_never_sends_what_it_has_not_made_durable(make_cluster):
         load.wait_acked(len(load.acked) + 100)
     finally:
         load.stop()
+    checked = 0
     for i in (1, 2, 3):
         hooks = cluster.data_dir(i) / HOOKS_DIR
         violations = hooks / VIOLATIONS_FILE
         assert not violations.exists(), f"node {i}: {violations.read_text()[:2000]}"
         record = json.loads((hooks / DURABLE_FILE).read_text())
-        assert record["checked"] >= 10 and record["last_index"] > 700, (i, record)
+        # The count is as of the node's last durable point (a restart starts it again).
+        assert record["checked"] > 0 and record["last_index"] > 700, (i, record)
+        checked += record["checked"]
+    assert checked >= 50  # the check ran on many messages, not on a few
 
 
 def test_a_producer_enqueuing_through_a_leader_sigkill_lands_every_job_once_in_order(make_cluster):
