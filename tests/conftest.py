@@ -1,7 +1,8 @@
 """Shared test helpers.
 
 Tests that need a local server call ``require_server``: locally they skip with a clear
-reason when it is down; under ``CI=true`` they fail instead, so CI never passes by skipping.
+reason when it is down; with ``CI`` set to ``true``, ``1`` or ``yes`` they fail instead, so CI
+never passes by skipping.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import socket
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 SERVERS = {
     "rabbitmq": ("127.0.0.1", 5672, "rabbitmq-server -detached"),
@@ -29,7 +30,7 @@ def server_up(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def require_server(name: str) -> None:
-    """Skip (locally) or fail (CI=true) when the named server is not reachable."""
+    """Skip (locally) or fail (in CI) when the named server is not reachable."""
     host, port, start = SERVERS[name]
     if server_up(host, port):
         return
@@ -40,25 +41,17 @@ def require_server(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def logqueue_cluster(tmp_path_factory):
-    """A real 3-node logqueue cluster on free loopback ports for the whole session; its
-    addresses are exported as ``LOGQUEUE_CLUSTER`` (the logqueue backend's default, also
-    inherited by worker processes). Yields the ``cluster_util.Cluster``."""
+def logqueue_session_cluster(tmp_path_factory):
+    """A real 3-node logqueue cluster on free loopback ports, shared by the whole session."""
     from cluster_util import Cluster
 
     cluster = Cluster(tmp_path_factory.mktemp("logqueue-cluster"), 3)
     cluster.root.mkdir(parents=True, exist_ok=True)
-    previous = os.environ.get("LOGQUEUE_CLUSTER")
     try:
         cluster.start_all()
         cluster.leader(timeout=20)
-        os.environ["LOGQUEUE_CLUSTER"] = ",".join(cluster.addresses.values())
         yield cluster
     finally:
-        if previous is None:
-            os.environ.pop("LOGQUEUE_CLUSTER", None)
-        else:
-            os.environ["LOGQUEUE_CLUSTER"] = previous
         cluster.stop()
 
 
@@ -111,6 +104,13 @@ def redis_sentinel_cluster(tmp_path_factory):
 
     with private_cluster(RedisSentinelCluster(tmp_path_factory.mktemp("redis-sentinel")), client_env) as cluster:
         yield cluster
+@pytest.fixture
+def logqueue_cluster(logqueue_session_cluster, monkeypatch):
+    """The session's cluster, with its addresses exported as ``LOGQUEUE_CLUSTER`` (the logqueue
+    backend's default, also inherited by worker processes) for this test only, so no test
+    sees what another left in the environment. Yields the ``cluster_util.Cluster``."""
+    monkeypatch.setenv("LOGQUEUE_CLUSTER", ",".join(logqueue_session_cluster.addresses.values()))
+    return logqueue_session_cluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

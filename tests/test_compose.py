@@ -45,6 +45,10 @@ def test_logqueue_nodes_form_one_cluster(config):
         node = services[f"logqueue-{i}"]
         command = " ".join(node["command"])
         assert re.search(rf"logqueue node --id {i} --listen 0\.0\.0\.0:7001 --peers \S+ --data-dir /data", command)
+        # A node refuses a non-loopback --listen without a secret; compose says --insecure,
+        # and publishes the port on the host's loopback only.
+        assert "--insecure" in command or "--secret-file" in command
+        assert all(str(p).startswith("127.0.0.1:") for p in node["ports"]), node["ports"]
         peers = dict(p.split("=") for p in node["environment"]["LOGQUEUE_PEERS"].split(","))
         assert peers == {str(j): f"logqueue-{j}:7001" for j in (1, 2, 3)}
         assert any(":/data" in str(v) for v in node["volumes"]), "node data must live on a volume"

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from logqueue.raft import Config, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
+from logqueue.runtime.audit import AuditedStorage
 from logqueue.runtime.backfill import Backfill
 from logqueue.runtime.entry_log import EntryLog
 from logqueue.runtime.machine import ServiceMachine
@@ -34,6 +35,10 @@ from logqueue.runtime.transport import Inbound, PeerLink, split_address
 from logqueue.storage import DEFAULT_SEGMENT_BYTES, DiskStorage, MemoryStorage
 
 log = logging.getLogger("logqueue.node")
+
+# Like NATS's max_payload or RabbitMQ's max_message_size: far below the frame limit, so a
+# request with one such payload always fits in a frame.
+DEFAULT_MAX_PAYLOAD = 32 << 20
 
 # Messages a leader or candidate sends; refused from anything that is not a member.
 _FROM_MEMBERS_ONLY = (t.RequestVote, t.AppendEntries, t.Heartbeat, t.InstallSnapshot, t.TimeoutNow)
@@ -61,7 +66,8 @@ class NodeConfig:
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
     segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
     max_frame: int = wire.DEFAULT_MAX_FRAME
-    test_hooks: bool = False  # allow the `isolate` request (cut this node off its peers)
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one record or job payload; larger ones are refused
+    test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
     seed: int | None = None
 
     def raft_config(self) -> Config:
@@ -89,6 +95,7 @@ class Node:
         self.secret = cfg.secret
         self.max_frame = cfg.max_frame
         self.storage = None
+        self.audit: AuditedStorage | None = None  # with --test-hooks and a data dir
         self.raft: Raft | None = None
         self.entry_log = EntryLog(self._stored_entries)
         self.machine = self._new_machine()
@@ -128,6 +135,8 @@ class Node:
         """Load state from storage, start listening and ticking."""
         cfg = self.cfg
         self.storage = open_storage(cfg)
+        if cfg.test_hooks and cfg.data_dir is not None:
+            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir)
         state = self.storage.load()
         hard_state, snapshot, entries = state.hard_state, state.snapshot, state.entries
         if snapshot is not None and snapshot.meta.index:
@@ -266,6 +275,7 @@ class Node:
             started = time.perf_counter()
             self._guarded(self._process)
             self.stalls.turn(time.perf_counter() - started)
+            await asyncio.sleep(0)  # ticks and sockets get their turn between two loop turns
 
     def _guarded(self, step) -> None:
         try:
@@ -309,14 +319,18 @@ class Node:
             self._check_watchers()
 
     def _send(self, messages: list[t.Message]) -> None:
-        by_peer: dict[int, list[bytes]] = {}
+        if self.audit is not None:
+            self.audit.check_send(messages)
+        # (peer, bulk) -> frames; bulk: entries and snapshots, on their own connection.
+        by_peer: dict[tuple[int, bool], list[bytes]] = {}
         encode, frame = wire.encode_message, wire.frame
         for msg in messages:
-            by_peer.setdefault(msg.dst, []).append(frame(encode(msg)))
-        for peer, frames in by_peer.items():
+            bulk = isinstance(msg, t.InstallSnapshot) or (isinstance(msg, t.AppendEntries) and bool(msg.entries))
+            by_peer.setdefault((msg.dst, bulk), []).append(frame(encode(msg)))
+        for (peer, bulk), frames in by_peer.items():
             link = self._link(peer)
             if link is not None:
-                link.send(frames)
+                link.send(frames, bulk)
 
     def _install(self, snap: t.Snapshot) -> None:
         self.machine = self._new_machine(snap.data)
