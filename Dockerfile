@@ -1,6 +1,8 @@
 # The logqueue image: the `logqueue` node/CLI and the experiments runner (one image, two uses).
 #   docker build -t logqueue .
-#   docker run logqueue logqueue node --id 1 --listen 0.0.0.0:7001 --peers ... --data-dir /data
+#   docker run -v "$PWD/secret:/secret:ro" logqueue \
+#     logqueue node --id 1 --listen 0.0.0.0:7001 --peers ... --data-dir /data --secret-file /secret
+#   (a node refuses a non-loopback --listen without --secret-file unless given --insecure)
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -41,7 +41,8 @@ import nats.errors
 import nats.js.errors
 from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
-from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
+from baselines.base import (AckError, Backend, BackendError, BackendUnavailable, Consumer, Delivery, new_job_id,
+                            split_address, unavailable)
 from baselines.servers import NATS
 
 DURABLE = "workers"
@@ -88,17 +89,30 @@ class NatsJetStreamBackend(Backend):
     def call(self, coro, timeout: float = 10.0):
         return self._loop.run(coro, timeout)
 
+    def server_addresses(self) -> list[str]:
+        """The servers the client may use (one here; a cluster overrides it)."""
+        return [self.config.addresses["nats"]]
+
+    def unreachable(self, reason: object) -> BackendUnavailable:
+        return unavailable(self.name, NATS, self.config.addresses["nats"], reason)
+
+    def _probe(self) -> None:
+        """nats-py retries a refused first connect until its own timeouts; probe once instead."""
+        error: OSError | None = None
+        for address in self.server_addresses():
+            try:
+                socket.create_connection(split_address(address), timeout=2).close()
+                return
+            except OSError as exc:
+                error = exc
+        raise self.unreachable(error or "no servers")
+
     def connect(self) -> None:
-        address = self.config.addresses["nats"]
-        # nats-py retries a refused first connect until its own timeouts; probe once instead
-        try:
-            socket.create_connection(split_address(address), timeout=2).close()
-        except OSError as exc:
-            raise unavailable(self.name, NATS, address, exc) from None
+        self._probe()
         self._loop = _LoopThread(f"nats-{self.stream}")
         try:
             self.nc = self.call(nats.connect(
-                servers=[f"nats://{address}"],
+                servers=[f"nats://{address}" for address in self.server_addresses()],
                 connect_timeout=2,
                 allow_reconnect=True,
                 max_reconnect_attempts=-1,
@@ -109,15 +123,16 @@ class NatsJetStreamBackend(Backend):
         except (nats.errors.Error, OSError, asyncio.TimeoutError) as exc:
             self._loop.stop()
             self._loop = None
-            raise unavailable(self.name, NATS, address, exc or "connection refused") from None
+            raise self.unreachable(exc or "connection refused") from None
         self.js = self.nc.jetstream()
         self.call(self._declare())
 
     async def _declare(self) -> None:
         js = self.js
         await js.add_stream(name=self.stream, subjects=[self.subject], retention=RetentionPolicy.WORK_QUEUE,
-                            storage=StorageType.FILE)
-        await js.add_stream(name=self.dead_stream, subjects=[self.advisory, self.dead_subject], storage=StorageType.FILE)
+                            storage=StorageType.FILE, num_replicas=self.replicas)
+        await js.add_stream(name=self.dead_stream, subjects=[self.advisory, self.dead_subject], storage=StorageType.FILE,
+                            num_replicas=self.replicas)
         await js.add_consumer(self.stream, ConsumerConfig(
             durable_name=DURABLE,
             ack_policy=AckPolicy.EXPLICIT,
@@ -127,7 +142,8 @@ class NatsJetStreamBackend(Backend):
 
     async def _blob_store(self):
         if self._blobs is None:
-            self._blobs = await self.js.create_object_store(self.blob_bucket, storage=StorageType.FILE)
+            self._blobs = await self.js.create_object_store(self.blob_bucket, storage=StorageType.FILE,
+                                                            replicas=self.replicas)
         return self._blobs
 
     async def _publish(self, payload: bytes, job_id: str) -> None:

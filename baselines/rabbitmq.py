@@ -54,7 +54,8 @@ from concurrent.futures import Future
 import pika
 import pika.exceptions
 
-from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id, split_address, unavailable
+from baselines.base import (AckError, Backend, BackendError, BackendUnavailable, Consumer, Delivery, new_job_id,
+                            split_address, unavailable)
 from baselines.servers import RABBITMQ
 
 log = logging.getLogger(__name__)
@@ -67,8 +68,8 @@ IO_SLICE_S = 0.1
 ACK_WAIT_S = 10.0
 
 
-def connection_parameters(backend: "RabbitMQBackend") -> pika.ConnectionParameters:
-    host, port = split_address(backend.config.addresses["rabbitmq"])
+def _parameters(backend: "RabbitMQBackend", address: str) -> pika.ConnectionParameters:
+    host, port = split_address(address)
     return pika.ConnectionParameters(
         host=host,
         port=port,
@@ -79,6 +80,11 @@ def connection_parameters(backend: "RabbitMQBackend") -> pika.ConnectionParamete
         stack_timeout=10,
         blocked_connection_timeout=30,
     )
+
+
+def connection_parameters(backend: "RabbitMQBackend") -> pika.ConnectionParameters:
+    """The first node's parameters of ``backend`` (for a ``SelectConnection``, which takes one)."""
+    return backend.connection_parameters()[0]
 
 
 def _set_server_consumer_timeout(address: str, timeout_s: float) -> bool:
@@ -140,11 +146,25 @@ class RabbitMQBackend(Backend):
     def queue_arguments(self) -> dict:
         return {"x-dead-letter-exchange": self.dlx}
 
+    def node_addresses(self) -> list[str]:
+        """The nodes a connection may go to, tried in this order (one broker here; a cluster overrides it)."""
+        return [self.config.addresses["rabbitmq"]]
+
+    def connection_parameters(self) -> list[pika.ConnectionParameters]:
+        return [_parameters(self, address) for address in self.node_addresses()]
+
+    def unreachable(self, reason: str) -> BackendUnavailable:
+        return unavailable(self.name, RABBITMQ, self.config.addresses["rabbitmq"], reason)
+
+    def consumer_timeout(self):
+        """The block in which a consumer opens its channel (see ``server_consumer_timeout``)."""
+        return server_consumer_timeout(self.name, self.config.addresses["rabbitmq"], self.config.timeout_s)
+
     def open_connection(self) -> pika.BlockingConnection:
         try:
-            return pika.BlockingConnection(connection_parameters(self))
+            return pika.BlockingConnection(self.connection_parameters())
         except pika.exceptions.AMQPError as exc:
-            raise unavailable(self.name, RABBITMQ, self.config.addresses["rabbitmq"], _describe(exc) or "connection refused") from None
+            raise self.unreachable(_describe(exc) or "connection refused") from None
 
     def declare(self, ch) -> None:
         ch.exchange_declare(self.dlx, exchange_type="direct", durable=True)
@@ -289,8 +309,7 @@ class _PipelinedPublisher:
         conn.channel(on_open_callback=self._on_channel)
 
     def _on_open_error(self, _conn, exc) -> None:
-        address = self.backend.config.addresses["rabbitmq"]
-        self._opened.set_exception(unavailable(self.backend.name, RABBITMQ, address, _describe(exc)))
+        self._opened.set_exception(self.backend.unreachable(_describe(exc)))
         self._conn.ioloop.stop()
 
     def _on_channel(self, ch) -> None:
@@ -459,7 +478,7 @@ class RabbitMQConsumer(Consumer):
 
     def _open(self) -> None:
         b = self.backend
-        with server_consumer_timeout(b.name, b.config.addresses["rabbitmq"], b.config.timeout_s):
+        with b.consumer_timeout():
             self._conn = b.open_connection()
             self._ch = self._conn.channel()
         self._ch.basic_qos(prefetch_count=b.config.prefetch)

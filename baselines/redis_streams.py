@@ -36,12 +36,13 @@ import uuid
 import redis
 
 from baselines import _redis
-from baselines.base import AckError, Backend, Consumer, Delivery, new_job_id
+from baselines.base import AckError, Backend, BackendError, Consumer, Delivery, new_job_id
 from baselines.servers import REDIS
 
 GROUP = "workers"
 # Idle time given to a nacked entry so that any consumer's XAUTOCLAIM takes it (~11 days).
 _NACK_IDLE_MS = 10**9
+WAIT_MS = 2000  # how long a confirm waits for ``replicas_to_wait`` replicas
 
 # KEYS: stream, dead. ARGV: group, consumer, entry id, action, job id, max_attempts, nack idle ms, attempt.
 # action: ack | extend | requeue (arg: dead-letter if the delivery counter >= arg) | kill.
@@ -96,6 +97,9 @@ class RedisStreamsBackend(Backend):
     servers = (REDIS,)
     durability = "XADD reply; on disk only as far as the server's appendonly/appendfsync settings"
 
+    # A confirm waits for this many replicas to have the write (``WAIT``); 0: the primary's reply.
+    replicas_to_wait = 0
+
     def __init__(self, config) -> None:
         super().__init__(config)
         self.prefix = f"lqs:{config.queue}:"
@@ -103,9 +107,16 @@ class RedisStreamsBackend(Backend):
         self.dead = self.prefix + "dead"
         self._r: redis.Redis | None = None
 
+    def client(self) -> redis.Redis:
+        """A new client for the queue's Redis (one server here; Sentinel's primary for ``redis-sentinel``)."""
+        return _redis.client(self.config)
+
+    def ping(self, r: redis.Redis) -> None:
+        _redis.ping(self.name, self.config, r)
+
     def connect(self) -> None:
-        self._r = _redis.client(self.config)
-        _redis.ping(self.name, self.config, self._r)
+        self._r = self.client()
+        self.ping(self._r)
         try:
             self._r.xgroup_create(self.stream, GROUP, id="0", mkstream=True)
         except redis.ResponseError as exc:
@@ -114,18 +125,27 @@ class RedisStreamsBackend(Backend):
         self.settle_script = self._r.register_script(_SETTLE)
         self.ack_many_script = self._r.register_script(_ACK_MANY)
 
+    def add_jobs(self, jobs: list[tuple[str, bytes]]) -> None:
+        """XADD ``jobs`` in one round trip; with ``replicas_to_wait``, then ``WAIT`` on the same connection."""
+        pipe = self._r.pipeline(transaction=False)
+        for job_id, payload in jobs:
+            pipe.xadd(self.stream, {"job": job_id, "payload": payload})
+        if self.replicas_to_wait:
+            pipe.wait(self.replicas_to_wait, WAIT_MS)
+        replies = pipe.execute()
+        if self.replicas_to_wait and replies[-1] < self.replicas_to_wait:
+            raise BackendError(f"{self.name}: {len(jobs)} job(s) answered by the primary but received by "
+                               f"{replies[-1]} replica(s) within {WAIT_MS} ms (WAIT {self.replicas_to_wait})")
+
     def enqueue(self, payload: bytes, job_id: str | None = None) -> str:
         job_id = job_id or new_job_id()
-        self._r.xadd(self.stream, {"job": job_id, "payload": payload})
+        self.add_jobs([(job_id, payload)])
         return job_id
 
     def _enqueue_batch(self, jobs: list[tuple[str, bytes]], window: int) -> None:
         """Pipelined: ``window`` XADDs per round trip."""
         for start in range(0, len(jobs), window):
-            pipe = self._r.pipeline(transaction=False)
-            for job_id, payload in jobs[start:start + window]:
-                pipe.xadd(self.stream, {"job": job_id, "payload": payload})
-            pipe.execute()
+            self.add_jobs(jobs[start:start + window])
 
     def consumer(self, worker_id: str) -> "RedisStreamsConsumer":
         return RedisStreamsConsumer(self, f"{worker_id}:{uuid.uuid4().hex[:8]}")
@@ -150,6 +170,12 @@ class RedisStreamsBackend(Backend):
         return self.settle_script(keys=[self.stream, self.dead], args=args)
 
 
+def _refused(backend: RedisStreamsBackend, action: str, job_id: str, exc: Exception) -> str:
+    """Why an ack/nack/heartbeat did not reach Redis: the entry stays pending, claimed again after ``timeout_s``."""
+    return (f"{backend.name}: cannot {action} job {job_id}: {type(exc).__name__}: {' '.join(str(exc).split())} "
+            f"(it stays pending and is redelivered after {backend.config.timeout_s:g}s)")
+
+
 class RedisStreamsDelivery(Delivery):
     """``attempt`` is the pending list's exact delivery counter, and so the fencing ``token``."""
 
@@ -165,7 +191,10 @@ class RedisStreamsDelivery(Delivery):
                         f"after {self._c.backend.config.timeout_s:g}s idle (redelivered)")
 
     def _settle(self, action: str) -> int:
-        done = self._c.backend.settle(self._c.name, self.entry_id, action, self.job_id, self.attempt)
+        try:
+            done = self._c.backend.settle(self._c.name, self.entry_id, action, self.job_id, self.attempt)
+        except redis.RedisError as exc:  # e.g. the primary is gone or refuses writes (NOREPLICAS)
+            raise AckError(_refused(self._c.backend, action, self.job_id, exc)) from None
         if not done:
             raise self.refused(action)
         return done
@@ -186,7 +215,7 @@ class RedisStreamsConsumer(Consumer):
     def __init__(self, backend: RedisStreamsBackend, name: str) -> None:
         self.backend = backend
         self.name = name
-        self._r = _redis.client(backend.config)
+        self._r = backend.client()
         self._buffer: collections.deque[RedisStreamsDelivery] = collections.deque()
         self._next_claim = 0.0  # monotonic time of the next XAUTOCLAIM look
 
@@ -256,7 +285,11 @@ class RedisStreamsConsumer(Consumer):
         for start in range(0, len(deliveries), ACK_CHUNK):
             chunk = deliveries[start:start + ACK_CHUNK]
             args = [GROUP, self.name] + [x for d in chunk for x in (d.entry_id, d.attempt)]
-            done = b.ack_many_script(keys=[b.stream], args=args, client=self._r)
+            try:
+                done = b.ack_many_script(keys=[b.stream], args=args, client=self._r)
+            except redis.RedisError as exc:  # e.g. the primary is gone or refuses writes (NOREPLICAS)
+                out.extend(AckError(_refused(b, "ack", d.job_id, exc)) for d in chunk)
+                continue
             out.extend(None if ok else d.refused("ack") for d, ok in zip(chunk, done))
         return out
 

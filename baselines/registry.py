@@ -22,6 +22,9 @@ BACKENDS = {
     "celery-rabbitmq": "baselines.celery_backend:CeleryRabbitMQBackend",
     "celery-redis": "baselines.celery_backend:CeleryRedisBackend",
     "nats-jetstream": "baselines.nats_jetstream:NatsJetStreamBackend",
+    "rabbitmq-quorum-cluster": "baselines.rabbitmq_quorum_cluster:RabbitMQQuorumClusterBackend",
+    "nats-jetstream-cluster": "baselines.nats_jetstream_cluster:NatsJetStreamClusterBackend",
+    "redis-sentinel": "baselines.redis_sentinel:RedisSentinelBackend",
     "stub": "baselines.stub:StubBackend",
 }
 

@@ -201,6 +201,8 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         topology.ready()
         ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress, work)
         ctx.note(f"parameters: {params}")
+        if getattr(topology, "start_seconds", None) is not None:
+            ctx.note(f"the {topology.everything} started in {topology.start_seconds:.1f} s")
         scenario.run(ctx)
     except Exception as exc:  # one broken run must not stop the matrix; its history says why
         if ctx is None:

@@ -8,7 +8,8 @@ and the tests all do::
         use(cluster.spec)                            # "127.0.0.1:p1,127.0.0.1:p2,..."
 
 Node *i* (ids 1..N) keeps its data in ``ROOT/node-<i>`` and, unless told otherwise, writes
-its output to ``ROOT/node-<i>.log``. Stopping sends SIGTERM, waits up to ``grace_s`` and
+its output to ``ROOT/node-<i>.log``. The nodes die with the process that started them,
+even when it is SIGKILLed (``logqueue.lifetime``). Stopping sends SIGTERM, waits up to ``grace_s`` and
 then SIGKILLs what is left; a node paused with SIGSTOP is continued first, so it can die.
 """
 from __future__ import annotations
@@ -23,6 +24,8 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+
+from logqueue.lifetime import child_env
 
 
 def free_ports(n: int) -> list[int]:
@@ -132,11 +135,11 @@ class LocalCluster:
         """Start node ``i`` (again, on the same data); returns its PID."""
         log = self.log_path(i)
         if log is None:
-            self.procs[i] = subprocess.Popen(self.argv(i, join), start_new_session=self.own_session)
+            self.procs[i] = subprocess.Popen(self.argv(i, join), env=child_env(), start_new_session=self.own_session)
         else:
             with open(log, "ab") as out:
                 self.procs[i] = subprocess.Popen(self.argv(i, join), stdout=out, stderr=subprocess.STDOUT,
-                                                 start_new_session=self.own_session)
+                                                 env=child_env(), start_new_session=self.own_session)
         return self.procs[i].pid
 
     def start_all(self) -> "LocalCluster":

@@ -1,16 +1,18 @@
 """Shared test helpers.
 
 Tests that need a local server call ``require_server``: locally they skip with a clear
-reason when it is down; under ``CI=true`` they fail instead, so CI never passes by skipping.
+reason when it is down; with ``CI`` set to ``true``, ``1`` or ``yes`` they fail instead, so CI
+never passes by skipping.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 
 import pytest
 
-IN_CI = os.environ.get("CI", "").lower() == "true"
+IN_CI = os.environ.get("CI", "").strip().lower() in {"true", "1", "yes"}
 
 SERVERS = {
     "rabbitmq": ("127.0.0.1", 5672, "rabbitmq-server -detached"),
@@ -29,7 +31,7 @@ def server_up(host: str, port: int, timeout: float = 1.0) -> bool:
 
 
 def require_server(name: str) -> None:
-    """Skip (locally) or fail (CI=true) when the named server is not reachable."""
+    """Skip (locally) or fail (in CI) when the named server is not reachable."""
     host, port, start = SERVERS[name]
     if server_up(host, port):
         return
@@ -40,26 +42,76 @@ def require_server(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def logqueue_cluster(tmp_path_factory):
-    """A real 3-node logqueue cluster on free loopback ports for the whole session; its
-    addresses are exported as ``LOGQUEUE_CLUSTER`` (the logqueue backend's default, also
-    inherited by worker processes). Yields the ``cluster_util.Cluster``."""
+def logqueue_session_cluster(tmp_path_factory):
+    """A real 3-node logqueue cluster on free loopback ports, shared by the whole session."""
     from cluster_util import Cluster
 
     cluster = Cluster(tmp_path_factory.mktemp("logqueue-cluster"), 3)
     cluster.root.mkdir(parents=True, exist_ok=True)
-    previous = os.environ.get("LOGQUEUE_CLUSTER")
     try:
         cluster.start_all()
         cluster.leader(timeout=20)
-        os.environ["LOGQUEUE_CLUSTER"] = ",".join(cluster.addresses.values())
         yield cluster
     finally:
-        if previous is None:
-            os.environ.pop("LOGQUEUE_CLUSTER", None)
-        else:
-            os.environ["LOGQUEUE_CLUSTER"] = previous
         cluster.stop()
+
+
+@contextlib.contextmanager
+def private_cluster(cluster, client_env):
+    """Start ``cluster`` (a ``baselines.servers`` cluster) and export ``client_env(cluster)`` while it runs.
+
+    Skips locally, fails under ``CI=true``, when a server binary is not installed."""
+    from baselines.servers.nodes import ClusterUnavailable
+    from baselines.servers.replicated import exported
+
+    try:
+        cluster.start()
+    except ClusterUnavailable as exc:
+        if IN_CI:
+            pytest.fail(str(exc))
+        pytest.skip(str(exc))
+    try:
+        with exported(client_env(cluster)):
+            yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def rabbitmq_quorum_cluster(tmp_path_factory):
+    """A private 3-node RabbitMQ cluster for the session, exported for ``rabbitmq-quorum-cluster`` clients."""
+    from baselines.rabbitmq_quorum_cluster import client_env
+    from baselines.servers.rabbitmq_cluster import RabbitMQCluster
+
+    with private_cluster(RabbitMQCluster(tmp_path_factory.mktemp("rabbitmq-cluster")), client_env) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def nats_cluster(tmp_path_factory):
+    """A private 3-node NATS JetStream cluster for the session, exported for ``nats-jetstream-cluster`` clients."""
+    from baselines.nats_jetstream_cluster import client_env
+    from baselines.servers.nats_cluster import NatsCluster
+
+    with private_cluster(NatsCluster(tmp_path_factory.mktemp("nats-cluster")), client_env) as cluster:
+        yield cluster
+
+
+@pytest.fixture(scope="session")
+def redis_sentinel_cluster(tmp_path_factory):
+    """A private Redis primary + 2 replicas + 3 Sentinels for the session, exported for ``redis-sentinel`` clients."""
+    from baselines.redis_sentinel import client_env
+    from baselines.servers.redis_sentinel import RedisSentinelCluster
+
+    with private_cluster(RedisSentinelCluster(tmp_path_factory.mktemp("redis-sentinel")), client_env) as cluster:
+        yield cluster
+@pytest.fixture
+def logqueue_cluster(logqueue_session_cluster, monkeypatch):
+    """The session's cluster, with its addresses exported as ``LOGQUEUE_CLUSTER`` (the logqueue
+    backend's default, also inherited by worker processes) for this test only, so no test
+    sees what another left in the environment. Yields the ``cluster_util.Cluster``."""
+    monkeypatch.setenv("LOGQUEUE_CLUSTER", ",".join(logqueue_session_cluster.addresses.values()))
+    return logqueue_session_cluster
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

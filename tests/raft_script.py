@@ -19,7 +19,7 @@ error, never an expected output.
 Commands (node ids are integers; ``*`` in a link means any node):
 
   new N [pre-vote] [check-quorum] [election=E|LOW-HIGH] [heartbeat=H] [max-inflight=K]
-        [max-entries=K] [max-bytes=K] [max-learner-lag=K]
+        [max-entries=K] [max-bytes=K] [max-inflight-bytes=K] [max-learner-lag=K]
                                            a fresh cluster of voters 1..N
   add ID...                                fresh nodes outside the configuration
   set-log ID T,T,... [term=T] [vote=V] [commit=C]
@@ -423,7 +423,7 @@ def _new(c: Cluster, args: list[str]) -> None:
     election = (_int(low, "election"), _int(high or low, "election"))
     keys = {"heartbeat": "heartbeat_ticks", "max-inflight": "max_inflight",
             "max-entries": "max_entries_per_msg", "max-bytes": "max_bytes_per_msg",
-            "max-learner-lag": "max_learner_lag"}
+            "max-inflight-bytes": "max_inflight_bytes", "max-learner-lag": "max_learner_lag"}
     cfg = {keys[k]: _int(v, k) for k, v in named.items() if k in keys}
     unknown = set(named) - set(keys) | set(plain[1:]) - {"pre-vote", "check-quorum"}
     if unknown:

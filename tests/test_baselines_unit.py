@@ -68,7 +68,7 @@ def test_addresses_come_from_environment(monkeypatch):
 def test_parse_backends():
     assert registry.parse_backends("redis-list, stub,redis-list") == ["redis-list", "stub"]
     everything = registry.parse_backends("all")
-    assert "logqueue" in everything and "stub" not in everything and len(everything) == 8
+    assert "logqueue" in everything and "stub" not in everything and len(everything) == 11
     with pytest.raises(registry.UnknownBackend, match="unknown backend 'kafka'; known: logqueue"):
         registry.parse_backends("redis-list,kafka")
     with pytest.raises(registry.UnknownBackend):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -41,7 +42,10 @@ def test_bad_input_is_one_line_without_a_traceback(argv, message):
     r = run_cli(*argv)
     assert r.returncode in (1, 2)
     assert message in r.stderr and "Traceback" not in r.stderr
-    assert r.stderr.strip().splitlines()[-1].startswith(("logqueue: error:", "usage:")) or "error:" in r.stderr
+    # One line, or argparse's usage block followed by one error line.
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 or lines[0].startswith("usage: logqueue"), r.stderr
+    assert re.match(r"logqueue( [a-z]+)*: error: ", lines[-1]) and message in lines[-1], r.stderr
 
 
 def test_an_unreachable_cluster_is_a_one_line_error():
@@ -51,6 +55,61 @@ def test_an_unreachable_cluster_is_a_one_line_error():
     assert r.stderr.count("\n") == 1 and "no leader answered" in r.stderr
 
 
+def test_status_exits_1_when_no_node_answers():
+    (port,) = free_ports(1)
+    for args in ((), ("--json",)):
+        r = run_cli("status", "--cluster", f"127.0.0.1:{port}", "--timeout", "1", *args)
+        assert r.returncode == 1 and "unreachable" in r.stdout, r
+
+
+def test_status_exits_1_when_the_nodes_answer_but_none_leads(make_cluster):
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    follower = next(i for i in (1, 2, 3) if i != leader)
+    r = run_cli("status", "--cluster", cluster.addresses[follower])
+    assert r.returncode == 1 and "follower" in r.stdout
+    assert run_cli("status", "--cluster", cluster.addresses[leader]).returncode == 0
+
+
+def test_a_node_refuses_a_public_listen_without_a_secret_in_one_line(tmp_path):
+    (port,) = free_ports(1)
+    args = ("node", "--id", "1", "--listen", f"0.0.0.0:{port}", "--peers", f"1=0.0.0.0:{port}",
+            "--data-dir", str(tmp_path / "d"))
+    r = run_cli(*args)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1, r.stderr
+    assert f"refusing to listen on 0.0.0.0:{port} without --secret-file" in r.stderr and "--insecure" in r.stderr
+    # --insecure says the operator knows: the node starts and serves.
+    p = subprocess.Popen([sys.executable, "-m", "logqueue", *args, "--insecure"], stderr=subprocess.DEVNULL)
+    try:
+        with Client(f"127.0.0.1:{port}", timeout=20) as c:
+            assert c.status()["role"] == "leader"
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_sigkill_of_cluster_up_leaves_no_node_running(tmp_path):
+    (base,) = free_ports(1)
+    if base > 65000:
+        base = 20000 + base % 20000
+    p = subprocess.Popen([sys.executable, "-m", "logqueue", "cluster", "up", "--nodes", "3", "--base-port", str(base),
+                          "--data-dir", str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        lines = [p.stdout.readline() for _ in range(4)]
+        assert lines[3].startswith("cluster: "), lines
+        pids = [int(line.split(" pid ")[1].split()[0]) for line in lines[:3]]
+        with Client(lines[3].split(": ", 1)[1].strip(), timeout=20) as c:
+            c.status()  # the nodes run and elected a leader
+        p.kill()
+        p.wait()
+        for pid in pids:
+            wait_for(lambda: not _pid_alive(pid), 10, f"node process {pid} to die with its launcher")
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+
+
 def test_every_form_against_a_real_cluster(make_cluster, tmp_path):
     cluster = make_cluster(3)
     cluster.leader()
@@ -58,6 +117,7 @@ def test_every_form_against_a_real_cluster(make_cluster, tmp_path):
 
     r = run_cli("status", "--cluster", spec, "--json")
     rows = json.loads(r.stdout)
+    assert r.returncode == 0  # a leader was found
     assert {row["role"] for row in rows} == {"leader", "follower"}
     for row in rows:
         assert {"id", "address", "role", "term", "leader_id", "commit_index", "last_index", "applied_index",

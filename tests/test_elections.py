@@ -98,7 +98,8 @@ def test_real_nodes_small_run_measures_from_the_logs_and_plots_beside_the_simula
     assert result["settings"]["tick_ms"] == 1
     for t in result["ranges"][0]["trials"]:
         assert t["by"] == "log"  # the precise measurement, not the poll's
-        assert t["ms"] is not None and t["ms"] < 1000
+        # Detection within the highest timeout, up to two split-vote rounds, plus 2 s for a loaded machine.
+        assert t["ms"] is not None and t["ms"] < 3 * 300 + 2000
     assert plot.read_bytes().startswith(b"\x89PNG")
     assert simulated["ranges"][0]["summary"]["timed_out"] == 0
 

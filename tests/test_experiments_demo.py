@@ -19,8 +19,9 @@ def test_demo_on_one_broker_writes_a_report(tmp_path):
     text = " ".join(proc.stdout.split())
     assert "report written" in text and "report.md" in text
     report = (out / "report.md").read_text()
-    # Until its backend exists, logqueue is reported as unavailable, never a crash.
-    assert "logqueue is unavailable" in text or "| logqueue | consumer-crash |" in report
+    assert "logqueue is unavailable" not in text
+    assert "| logqueue | consumer-crash | ok |" in report
+    assert "| logqueue | leader-crash | ok |" in report
     assert "| redis-list | consumer-crash | ok |" in report
     assert "| redis-list | leader-crash | n/a |" in report
     assert (out / "anomalies.png").exists() and (out / "latency-consumer-crash.png").exists()

@@ -120,21 +120,47 @@ def test_blackhole_holds_bytes_both_ways_until_heal(hub, echo_server):
     late.close()
 
 
-def test_blackhole_stops_the_upstream_side_too(hub, echo_server):
-    """Bytes from the server are held as well: stall after the request is through."""
-    addr = hub.add("link", echo_server)
+@pytest.fixture
+def gated_server():
+    """A server that answers each request only when told: yields (address, received, release).
+    ``received`` is set once the request's bytes reached the server; the reply (the same
+    bytes) is sent when the test sets ``release``."""
+    srv = socket.create_server(("127.0.0.1", 0))
+    received, release = threading.Event(), threading.Event()
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            conn, _ = srv.accept()
+            with conn:
+                data = conn.recv(100)
+                received.set()
+                release.wait(10)
+                conn.sendall(data)
+                conn.recv(100)  # hold the connection until the client closes it
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    yield srv.getsockname(), received, release
+    release.set()
+    srv.close()
+    thread.join(2)
+
+
+def test_blackhole_stops_the_upstream_side_too(hub, gated_server):
+    """Bytes from the server are held as well: the request is through, the reply is not."""
+    server, received, release = gated_server
+    addr = hub.add("link", server)
     sock = dial(addr)
     sock.sendall(b"x" * 10)
+    assert received.wait(5), "the request never reached the server"
     hub.set("link", "blackhole")
-    sock.settimeout(0.3)
-    got = b""
-    try:
-        while len(got) < 10:
-            got += sock.recv(100)
-    except TimeoutError:
-        pass
+    release.set()  # the server replies now, into the blackhole
+    sock.settimeout(0.5)
+    with pytest.raises(TimeoutError):
+        sock.recv(100)
     hub.set("link", "pass")
-    sock.settimeout(2)
+    sock.settimeout(5)
+    got = b""
     while len(got) < 10:
         got += sock.recv(100)
     assert got == b"x" * 10
@@ -162,12 +188,13 @@ def test_reset_aborts_open_connections_and_refuses_new_ones(hub, echo_server):
 
 def test_delay_adds_latency_each_way_without_serialising(hub, echo_server):
     addr = hub.add("link", echo_server)
-    hub.set("link", "delay", 150)
+    delay_s = 0.15
+    hub.set("link", "delay", delay_s * 1000)
     sock = dial(addr)
     t0 = time.monotonic()
     assert roundtrip(sock, b"ping") == b"ping"
     rtt = time.monotonic() - t0
-    assert rtt >= 0.29  # 150 ms there, 150 ms back
+    assert rtt >= 2 * delay_s - 0.01  # one delay there, one back
     # Ten messages sent back to back arrive after about one delay, not ten.
     t0 = time.monotonic()
     for i in range(10):
@@ -178,11 +205,12 @@ def test_delay_adds_latency_each_way_without_serialising(hub, echo_server):
     while len(got) < len(want):
         got += sock.recv(100)
     assert got == want
-    assert time.monotonic() - t0 < 0.29 + 0.1 + 0.5
+    # Serialised, they would take ten delayed round trips; allow one, the sends, and half the rest.
+    assert time.monotonic() - t0 < 2 * delay_s + 0.1 + 5 * 2 * delay_s
     hub.set("link", "heal")
     t0 = time.monotonic()
     assert roundtrip(sock, b"fast") == b"fast"
-    assert time.monotonic() - t0 < 0.1
+    assert time.monotonic() - t0 < 2 * delay_s - 0.01  # below the delayed round trip: the delay is gone
     sock.close()
 
 

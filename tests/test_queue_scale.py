@@ -29,9 +29,9 @@ def test_memory_stays_bounded_and_batches_stay_cheap_over_100k_jobs():
     for _ in range(JOBS // BATCH):
         jobs = apply([c.claim(Q, G, f"w{i}", 10, 60_000) for i in range(BATCH // 10)])
         completes = [c.complete(Q, G, off, tok, payload) for a in jobs for off, tok, payload, _ in a["jobs"]]
-        started = time.perf_counter()
+        started = time.process_time()
         answers = apply(completes)
-        slowest = max(slowest, time.perf_counter() - started)
+        slowest = max(slowest, time.process_time() - started)
         assert answers == [{"ok": True}] * BATCH
         footprint = m.footprint()
         peak = max(peak, footprint["records"] + footprint["slots"])
@@ -43,7 +43,8 @@ def test_memory_stays_bounded_and_batches_stay_cheap_over_100k_jobs():
     assert peak <= RETENTION + m._chunk + BATCH
     assert sum(m.footprint().values()) <= 3 * (RETENTION + m._chunk), m.footprint()
     assert m.footprint()["slots"] == 0
-    # a batch of 1,000 completions costs milliseconds; 0.25 s leaves room for a busy machine
+    # a batch of 1,000 completions costs milliseconds of CPU (process time: other processes on
+    # a busy machine do not count); 0.25 s leaves room for a slow one
     assert slowest < 0.25, f"applying {BATCH} completions took {slowest:.3f}s"
     results = m.results(Q, G)
     assert results[-1] == {"offset": JOBS - 1, "attempts": 1, "token": index - 1, "result": b"%d" % (JOBS - 1)}

@@ -184,6 +184,7 @@ def test_every_ready_persists_what_its_messages_depend_on(actions, pre_vote: boo
         (dict(max_inflight=0), "max_inflight"),
         (dict(max_entries_per_msg=0), "max_entries_per_msg"),
         (dict(max_bytes_per_msg=0), "max_bytes_per_msg"),
+        (dict(max_inflight_bytes=0), "max_inflight_bytes"),
     ],
 )
 def test_config_refuses_unworkable_values_with_a_one_line_error(kw, words) -> None:
@@ -319,6 +320,17 @@ def test_the_in_flight_window_bounds_unanswered_appends() -> None:
     assert len(apps_to(c, 2)) == 2  # the window is full: the rest waits for answers
     execute(c, "stabilize")
     assert c.node(2).raft.last_index == leader.last_index == leader.commit_index
+
+
+def test_the_in_flight_window_bounds_unanswered_bytes_but_lets_one_large_append_go() -> None:
+    c = elected(2, "max-bytes=100 max-inflight-bytes=150")
+    leader = c.node(1).raft
+    for data in (b"a" * 100, b"b" * 100, b"c" * 400, b"d" * 10):
+        leader.propose(data)
+    c.process()
+    assert [sum(len(e.data) for e in m.entries) for m in apps_to(c, 2)] == [100, 100]  # 200 >= 150: paused
+    execute(c, "stabilize")
+    assert c.node(2).raft.last_index == leader.last_index == leader.commit_index  # the 400 went alone
 
 
 def test_lost_appends_do_not_stall_a_full_window() -> None:

@@ -310,29 +310,27 @@ def test_a_cut_off_follower_catches_up_by_install_snapshot():
 
 def test_restart_on_the_same_data_recovers_the_log(tmp_path):
     async def main():
-        async with cluster() as env:
-            ports = free_ports(1)
-            cfg = NodeConfig(1, f"127.0.0.1:{ports[0]}", {}, data_dir=str(tmp_path / "solo"), **FAST)
-            node = Node(cfg)
-            await node.start()
-            solo = AsyncClient([cfg.listen], timeout=10)
-            try:
-                idx = await solo.append([b"a", b"b", b"c"])
-            finally:
-                await node.stop()
-            node = Node(cfg)
-            await node.start()
-            try:
-                await poll(lambda: node.raft.applied_index >= idx[-1], 5, "replay")
-                assert [d for _, d in records(node)] == [b"a", b"b", b"c"]
-                # The session survived: the same request gets the same indexes.
-                again = await solo.call(cfg.listen, "append",
-                                        {"c": solo.client_id, "low": 1, "recs": [[1, b"a"], [2, b"b"], [3, b"c"]]})
-                assert again["indexes"] == idx
-            finally:
-                await solo.close()
-                await node.stop()
-            assert env  # the shared cluster is unused here
+        ports = free_ports(1)
+        cfg = NodeConfig(1, f"127.0.0.1:{ports[0]}", {}, data_dir=str(tmp_path / "solo"), **FAST)
+        node = Node(cfg)
+        await node.start()
+        solo = AsyncClient([cfg.listen], timeout=10)
+        try:
+            idx = await solo.append([b"a", b"b", b"c"])
+        finally:
+            await node.stop()
+        node = Node(cfg)
+        await node.start()
+        try:
+            await poll(lambda: node.raft.applied_index >= idx[-1], 5, "replay")
+            assert [d for _, d in records(node)] == [b"a", b"b", b"c"]
+            # The session survived: the same request gets the same indexes.
+            again = await solo.call(cfg.listen, "append",
+                                    {"c": solo.client_id, "low": 1, "recs": [[1, b"a"], [2, b"b"], [3, b"c"]]})
+            assert again["indexes"] == idx
+        finally:
+            await solo.close()
+            await node.stop()
 
     run(main())
 

@@ -20,13 +20,11 @@ def test_smoke_reports_each_backend_as_json():
     done = run("experiments", "smoke", "--backends", "redis-streams,celery-redis,stub,logqueue", "--jobs", "30", "--json")
     rows = {r["backend"]: r for r in json.loads(done.stdout)}
     assert list(rows) == ["redis-streams", "celery-redis", "stub", "logqueue"]
-    for name in ("redis-streams", "celery-redis"):
+    for name in ("redis-streams", "celery-redis", "logqueue"):  # smoke runs its own local logqueue cluster
         assert rows[name]["status"] == "ok", rows[name]
         assert (rows[name]["produced"], rows[name]["completed"], rows[name]["duplicates"]) == (30, 30, 0)
     assert rows["stub"]["status"] == "unavailable" and "in-process" in rows["stub"]["reason"]
-    if rows["logqueue"]["status"] == "unavailable":
-        assert rows["logqueue"]["reason"].startswith("logqueue:")
-    assert done.returncode == (1 if any(r["status"] == "failed" for r in rows.values()) else 0)
+    assert done.returncode == 0, done.stderr
 
 
 def test_smoke_prints_a_table():

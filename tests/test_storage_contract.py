@@ -186,3 +186,31 @@ def test_snapshot_and_compaction_misuse(h):
     for s in both_lives(h):
         assert s.load().snapshot.data == b"again"
         assert s.load().entries == ents(7, 11)
+
+
+def test_prepend_fills_in_history_behind_an_installed_snapshot(h):
+    s = h.s
+    s.save_snapshot(snap(20, 2))  # a snapshot from a leader: this storage holds none of 1..20
+    s.append(ents(21, 24, term=2))
+    for bad in (ents(10, 20, term=2), ents(15, 22, term=2)):  # a gap before 21, or past the snapshot
+        with pytest.raises(ValueError, match="prepend must end at index 20"):
+            s.prepend(bad)
+    s.prepend(ents(12, 21, term=2))
+    s.prepend(ents(5, 12, term=2))
+    s.sync()
+    for s in both_lives(h):
+        assert (s.first_index(), s.last_index()) == (5, 23)
+        assert s.entries(1, 30) == ents(5, 24, term=2)
+        assert s.load().entries == ents(21, 24, term=2)  # load still starts after the snapshot
+    h.s.compact(9)
+    assert h.s.first_index() == 10
+
+
+def test_prepend_into_an_empty_log_then_append_after_it(h):
+    s = h.s
+    s.save_snapshot(snap(30, 3))
+    s.prepend(ents(25, 31, term=3))
+    s.append(ents(31, 33, term=3))
+    s.sync()
+    for s in both_lives(h):
+        assert s.entries(1, 40) == ents(25, 33, term=3)

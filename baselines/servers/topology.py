@@ -146,6 +146,12 @@ class Topology:
         self.kill(node)
         return self.spawn(node)
 
+    def isolate(self, node) -> None:
+        """What cutting ``node``'s links (``peer_links`` and the clients') leaves to do to cut it off (nothing here)."""
+
+    def rejoin(self, node) -> None:
+        """Undo :meth:`isolate` (before the links are healed)."""
+
     def _signal(self, node, sig: signal.Signals) -> None:
         proc = self.process(node)
         if proc.poll() is None:

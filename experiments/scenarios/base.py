@@ -325,6 +325,20 @@ class RunContext:
         """Every link that isolates topology node ``node``: to its peers and from every client."""
         return self.topology.peer_links(node) + self.link_names(servers=[self.topology.server_of(node)])
 
+    def isolate(self, node) -> list[str]:
+        """Cut topology node ``node`` off its peers and every client; returns the links cut (for :meth:`rejoin`)."""
+        links = self.node_links(node)
+        self.cut(links)
+        self.topology.isolate(node)
+        if getattr(self.topology, "isolation", ""):
+            self.note(f"{self.topology.node_name(node)} isolated: {self.topology.isolation}")
+        return links
+
+    def rejoin(self, node, links: list[str]) -> None:
+        """Heal what :meth:`isolate` did."""
+        self.topology.rejoin(node)
+        self.heal(links)
+
     def kill_worker(self, worker_id: str) -> None:
         procfaults.kill(self.workers[worker_id].pid)
         self.workers[worker_id].proc.wait()

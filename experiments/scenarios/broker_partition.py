@@ -22,15 +22,21 @@ class BrokerPartition(Scenario):
     def inject(self, ctx: RunContext) -> None:
         self.busy_worker(ctx)
         topology = ctx.topology
+        self.leader = None
         if topology.nodes and topology.node_faults is None:
-            leader = topology.wait_leader(10.0)
-            self.target, self.links = topology.node_name(leader), ctx.node_links(leader)
+            self.leader = topology.wait_leader(10.0)
+            self.target = topology.node_name(self.leader)
+            ctx.fault_start("partition", self.target)
+            self.links = ctx.isolate(self.leader)
         else:  # no node of its own to cut off: "the broker" is every client's every link
             self.target, self.links = topology.everything, ctx.link_names()
-        ctx.fault_start("partition", self.target)
-        ctx.cut(self.links)
+            ctx.fault_start("partition", self.target)
+            ctx.cut(self.links)
 
     def heal(self, ctx: RunContext) -> None:
         ctx.sleep(ctx.params.fault_s)
-        ctx.heal(self.links)
+        if self.leader is not None:
+            ctx.rejoin(self.leader, self.links)
+        else:
+            ctx.heal(self.links)
         ctx.fault_end("partition", self.target)

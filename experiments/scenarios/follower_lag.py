@@ -25,19 +25,19 @@ class FollowerLag(Scenario):
         topology = ctx.topology
         leader = topology.wait_leader(10.0)
         self.follower = next(n for n in topology.nodes if n != leader)
-        self.links = ctx.node_links(self.follower)
         ctx.fault_start("partition", topology.node_name(self.follower))
-        ctx.cut(self.links)
+        self.links = ctx.isolate(self.follower)
 
     def heal(self, ctx: RunContext) -> None:
         topology = ctx.topology
         name = topology.node_name(self.follower)
         ctx.sleep(ctx.params.fault_s)
         behind, caught_up = topology.catching_up(self.follower)
-        ctx.heal(self.links)
+        ctx.rejoin(self.follower, self.links)
         ctx.fault_end("partition", name)
         t0 = time.monotonic()
         if ctx.wait_until(caught_up, ctx.params.drain_s / 2):
-            ctx.note(f"{name} caught up {behind} entries in {(time.monotonic() - t0) * 1000:.0f} ms after the heal")
+            entries = "" if behind is None else f" {behind} entries"
+            ctx.note(f"{name} caught up{entries} in {(time.monotonic() - t0) * 1000:.0f} ms after the heal")
         else:
             ctx.note(f"{name} had not caught up {ctx.params.drain_s / 2:g} s after the heal")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import logging
 import sys
 
@@ -20,10 +21,20 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--snapshot-every", type=positive, default=10_000, metavar="N",
                    help="take a snapshot every N applied entries (default 10000)")
     p.add_argument("--retain-entries", type=non_negative, default=100_000, metavar="N",
-                   help="entries kept on disk behind the latest snapshot, for `log read` and slow "
-                        "followers (default 100000)")
+                   help="entries kept on disk behind the latest snapshot, for `log read` (more when retained "
+                        "jobs still need them: the log is the queue's store) (default 100000)")
+    p.add_argument("--retention-jobs", type=positive, default=1_000_000, metavar="N",
+                   help="jobs of history each queue keeps (payloads, results, dedup; and the WAL segments "
+                        "holding them) once every group has settled them; give every node the same value "
+                        "(default 1000000)")
+    p.add_argument("--segment-bytes", type=positive, default=64 << 20, metavar="N",
+                   help="size of one WAL segment file; retention deletes whole segments (default 64 MiB)")
+    p.add_argument("--max-payload-bytes", type=positive, default=32 << 20, metavar="B",
+                   help="largest record or job payload accepted; larger ones are refused at once "
+                        "(default 33554432, 32 MiB; at most the frame limit of 64 MiB minus 64 KiB)")
     p.add_argument("--test-hooks", action="store_true",
-                   help="accept test-only requests (cutting this node off its peers)")
+                   help="tests only: accept test requests (cutting this node off its peers), record what is "
+                        "durable and check that nothing is sent before it is (DATA_DIR/test-hooks/)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     secret_arg(p)
 
@@ -40,6 +51,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--data-dir", required=True, metavar="DIR")
     p.add_argument("--join", action="store_true",
                    help="start empty and wait to be added with `logqueue member add` (do not bootstrap)")
+    p.add_argument("--insecure", action="store_true",
+                   help="allow a non-loopback --listen without --secret-file (anyone who reaches the port "
+                        "can then join the cluster and write to it); refused otherwise")
     node_args(p)
     p.set_defaults(run=cmd_node)
 
@@ -52,20 +66,39 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
         raise UsageError(f"--heartbeat-ms {args.heartbeat_ms} must be below the election timeout ({low} ms)")
     if args.tick_ms > args.heartbeat_ms:
         raise UsageError("--tick-ms must not exceed --heartbeat-ms")
+    from logqueue.client.client import MAX_PAYLOAD
+
+    if args.max_payload_bytes > MAX_PAYLOAD:
+        raise UsageError(f"--max-payload-bytes {args.max_payload_bytes} is above {MAX_PAYLOAD}, the most a frame can carry")
     return NodeConfig(node_id=node_id, listen=listen, peers=peer_map, data_dir=data_dir, fsync=args.fsync,
                       election_timeout_ms=(low, high), heartbeat_ms=args.heartbeat_ms, tick_ms=args.tick_ms,
                       secret=secret(args), join=join, snapshot_every=args.snapshot_every,
-                      retain_entries=args.retain_entries, test_hooks=args.test_hooks)
+                      retain_entries=args.retain_entries, retention_jobs=args.retention_jobs,
+                      segment_bytes=args.segment_bytes, test_hooks=args.test_hooks,
+                      max_payload=args.max_payload_bytes)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:  # a host name other than localhost may resolve to anything
+        return False
 
 
 def cmd_node(args) -> int:
+    from logqueue.lifetime import die_with_parent
     from logqueue.runtime.serve import serve
 
+    die_with_parent()  # when a launcher (cluster up, LocalCluster) started us
     logging.basicConfig(level=args.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s node{args.id} %(levelname)s %(name)s: %(message)s")
     peer_map = dict(args.peers)
     if args.id in peer_map and peer_map[args.id] != args.listen:
         raise UsageError(f"--peers gives node {args.id} the address {peer_map[args.id]}, but --listen is {args.listen}")
     peer_map.pop(args.id, None)
+    host = args.listen.rpartition(":")[0]
+    if not args.secret_file and not args.insecure and not _loopback(host):
+        raise UsageError(f"refusing to listen on {args.listen} without --secret-file: anyone who can reach it "
+                         "could join the cluster or write to it (give --secret-file F, or --insecure)")
     cfg = node_config(args, args.id, args.listen, peer_map, args.data_dir, join=args.join)
     return serve(cfg)

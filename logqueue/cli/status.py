@@ -11,9 +11,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     """Add ``status`` to the ``logqueue`` parser."""
     p = sub.add_parser("status", help="one row per node: role, membership, term, indexes",
                        description="Ask every listed node for its own view. Unreachable nodes are listed as such. "
-                                   "`member` is voter, learner (receives the log, does not vote) or none.")
+                                   "`member` is voter, learner (receives the log, does not vote) or none. "
+                                   "Exits 0 when some node answers as the leader, 1 otherwise (no node "
+                                   "answered, or none leads), so scripts can wait on it.")
     cluster_arg(p)
-    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--json", action="store_true", help="print a JSON list of every node's full status (also memory, WAL use, retained offsets, snapshot, longest loop stall) instead of a table")
     p.set_defaults(run=cmd_status)
 
 
@@ -33,9 +35,10 @@ def membership(row: dict) -> str | None:
 def cmd_status(args) -> int:
     with open_client(args) as c:
         rows = c.cluster_status()
+    code = 0 if any(row.get("role") == "leader" for row in rows) else 1
     if args.json:
         print(json.dumps(rows))
-        return 0
+        return code
     from rich.table import Table
 
     table = Table(box=None)
@@ -45,4 +48,4 @@ def cmd_status(args) -> int:
         row = {**row, "member": membership(row)}
         table.add_row(*("-" if row.get(f) is None else str(row.get(f)) for f in STATUS_FIELDS))
     print_table(table)
-    return 0
+    return code

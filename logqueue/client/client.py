@@ -8,7 +8,8 @@ Retries never duplicate: every write carries this client's id and a sequence num
 (a client session, Ongaro §6.3); a retry after a timeout or a leader change reuses
 them, and the cluster applies each (client id, seq) once and answers a retry with the
 first answer. Appends are pipelined: up to ``window`` records are in flight at once,
-in frames of up to ``chunk`` records. Without failures their order in the log is the
+in frames of up to ``chunk`` records and ``CHUNK_BYTES`` of payload (one record may be
+larger, up to ``MAX_PAYLOAD``: a larger one is refused before anything is sent). Without failures their order in the log is the
 order given; a retry across a leader change may place a retried frame after frames
 sent later.
 
@@ -33,6 +34,44 @@ from logqueue.runtime.transport import Dialed, HandshakeError, dial, split_addre
 __all__ = ["AsyncClient", "Client", "ClientError", "Unavailable", "parse_cluster"]
 
 RETRY_PAUSE = 0.05  # between rounds when no node knows a leader (an election is running)
+# Payload bytes per frame: requests stay far below the node's frame limit, and one frame
+# never holds the node's loop (and its heartbeats) for long.
+CHUNK_BYTES = 8 << 20
+# Payload bytes of appends in flight at once (at least one frame): a node is never sent
+# more than it can persist and replicate before the attempt timeout ends.
+WINDOW_BYTES = 32 << 20
+# An attempt waits ``attempt_timeout`` plus this long per byte of payload: a large frame
+# takes the node longer to persist and replicate than a small one.
+SECONDS_PER_BYTE = 1 / (4 << 20)
+# The largest payload a frame can carry (room for the request around it); a node may
+# refuse smaller ones (its --max-payload-bytes).
+MAX_PAYLOAD = wire.DEFAULT_MAX_FRAME - (64 << 10)
+
+
+def byte_chunks(items: list, size, max_count: int, max_bytes: int = CHUNK_BYTES) -> list[list]:
+    """``items`` in order, cut into runs of at most ``max_count`` items and ``max_bytes`` of
+    ``size(item)`` (a single larger item makes a run of its own)."""
+    runs: list[list] = []
+    run: list = []
+    total = 0
+    for item in items:
+        n = size(item)
+        if run and (len(run) >= max_count or total + n > max_bytes):
+            runs.append(run)
+            run, total = [], 0
+        run.append(item)
+        total += n
+    if run:
+        runs.append(run)
+    return runs
+
+
+def check_payload(payload: bytes) -> None:
+    """ClientError ``payload_too_large`` (one line, both sizes) for a payload no frame can carry."""
+    if len(payload) > MAX_PAYLOAD:
+        raise ClientError("payload_too_large",
+                          f"a payload of {len(payload)} bytes exceeds the maximum of {MAX_PAYLOAD} bytes a request "
+                          f"can carry (the node's frame limit is {wire.DEFAULT_MAX_FRAME} bytes)")
 
 
 class ClientError(Exception):
@@ -171,8 +210,9 @@ class AsyncClient:
             raise ClientError(body.get("code", "error"), body.get("message", str(body)))
         return body
 
-    async def _call_leader(self, op: str, args: dict, refresh=None) -> Any:
+    async def _call_leader(self, op: str, args: dict, refresh=None, payload_bytes: int = 0) -> Any:
         """Send to the leader, following redirects and retrying until the timeout."""
+        attempt_s = self.attempt_timeout + payload_bytes * SECONDS_PER_BYTE
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
         order = list(self.addresses)
@@ -185,7 +225,7 @@ class AsyncClient:
                 args = refresh(args)
             try:
                 conn = await self._conn(address)
-                ok, body = await conn.call(op, args, min(self.attempt_timeout, max(0.05, deadline - loop.time())))
+                ok, body = await conn.call(op, args, min(attempt_s, max(0.05, deadline - loop.time())))
             except HandshakeError as exc:
                 raise ClientError("auth", f"{address}: {exc}") from None
             except (OSError, asyncio.TimeoutError) as exc:
@@ -252,19 +292,33 @@ class AsyncClient:
         for d in datas:
             if not isinstance(d, (bytes, bytearray)):
                 raise TypeError("records must be bytes")
+            check_payload(d)
         if self._slots is None:
             self._slots = asyncio.Semaphore(max(1, self.window // self.chunk))
-        chunks = [datas[i : i + self.chunk] for i in range(0, len(datas), self.chunk)]
+        chunks = byte_chunks(datas, len, self.chunk)
         # Sequence numbers are taken in order, before any frame is sent.
         numbered = [(self._take_seqs(len(ch)), ch) for ch in chunks]
-        results = await asyncio.gather(*(self._append_chunk(seqs, ch) for seqs, ch in numbered))
+        tasks: list[asyncio.Future] = []
+        inflight: list[tuple[asyncio.Future, int]] = []  # oldest first
+        in_bytes = 0
+        for seqs, ch in numbered:
+            size = sum(len(d) for d in ch)
+            while inflight and in_bytes + size > WINDOW_BYTES:
+                task, done_size = inflight.pop(0)
+                await asyncio.wait([task])
+                in_bytes -= done_size
+            task = asyncio.ensure_future(self._append_chunk(seqs, ch, size))  # started in order: sent in order
+            tasks.append(task)
+            inflight.append((task, size))
+            in_bytes += size
+        results = await asyncio.gather(*tasks)
         return [i for part in results for i in part]
 
-    async def _append_chunk(self, seqs: range, datas: list[bytes]) -> list[int]:
+    async def _append_chunk(self, seqs: range, datas: list[bytes], size: int) -> list[int]:
         async with self._slots:
             args = {"c": self.client_id, "low": self._low, "recs": [[s, bytes(d)] for s, d in zip(seqs, datas)]}
             try:
-                body = await self._call_leader("append", args, refresh=self._with_low)
+                body = await self._call_leader("append", args, refresh=self._with_low, payload_bytes=size)
             finally:
                 self._answered(seqs)  # answered or given up: never retried after this
         return body["indexes"]
@@ -275,7 +329,8 @@ class AsyncClient:
         (seq,) = self._take_seqs(1)
         args = {"c": self.client_id, "seq": seq, "low": self._low, "cmds": list(commands)}
         try:
-            body = await self._call_leader("submit", args, refresh=self._with_low)
+            size = sum(len(c["payload"]) for c in commands if isinstance(c.get("payload"), (bytes, bytearray)))
+            body = await self._call_leader("submit", args, refresh=self._with_low, payload_bytes=size)
         finally:
             self._answered((seq,))
         return body["results"]

@@ -4,7 +4,8 @@ Every job a producer sends carries ``(producer_id, seq)``: the queue answers a r
 with the offset of the first copy, so a retry -- by the client session after a leader
 change, or by a new process that reuses the producer id and its seqs -- never
 duplicates a job. Jobs go out in batches of ``batch`` enqueue commands (one log entry
-may carry many), with up to ``window`` batches in flight at once.
+may carry many) and at most ``client.CHUNK_BYTES`` of payload, with up to ``window``
+batches in flight at once.
 
 Example::
 
@@ -17,7 +18,7 @@ import asyncio
 import uuid
 from typing import Iterable
 
-from logqueue.client.client import AsyncClient, Client, ClientError
+from logqueue.client.client import AsyncClient, Client, ClientError, byte_chunks, check_payload
 from logqueue.queue import commands
 
 __all__ = ["AsyncProducer", "Producer"]
@@ -67,8 +68,10 @@ class AsyncProducer:
         payloads = [bytes(p) for p in payloads]
         first = self.next_seq
         self.next_seq += len(payloads)
+        for p in payloads:
+            check_payload(p)
         cmds = [commands.enqueue(self.queue, p, self.producer_id, first + i) for i, p in enumerate(payloads)]
-        batches = [cmds[i:i + self.batch] for i in range(0, len(cmds), self.batch)]
+        batches = byte_chunks(cmds, lambda cmd: len(cmd["payload"]), self.batch)
         slots = asyncio.Semaphore(self.window)
 
         async def send(batch: list[dict]) -> list[int]:

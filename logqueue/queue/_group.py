@@ -13,16 +13,22 @@ module. An offset of a group moves through
   offset claimable: a late completion that nobody has overtaken still counts.
 * Settled offsets below the low-water mark ``lwm`` need no bookkeeping; their records
   (result or dead-letter reason) are kept only up to the queue's retention.
+* A record is the locator of the command that settled the offset (see ``_log``): the
+  result, reason and token are read back from the log, so a record costs two machine
+  words, and nothing more unless it took several attempts or expired.
 """
 from __future__ import annotations
 
 import heapq
+from array import array
 from collections import OrderedDict
 
 from .commands import ALREADY_DONE, COMPACTED, DEAD_LETTERED, FENCED, NOT_FOUND, error
 
 LEASED, EXPIRED, RELEASED = 0, 1, 2  # Slot.state
 DONE, DEAD = 0, 1  # kind of a settled record: (kind, attempts, token, result bytes | reason str)
+_EXPIRED = -1  # record index of an offset dead-lettered by lease expiry (no command settled it)
+LEASE_EXPIRED = "lease expired"
 
 
 class Slot:
@@ -45,14 +51,20 @@ class Slot:
 class Group:
     """Claim bookkeeping of one consumer group; see the module docstring for the rules."""
 
-    def __init__(self, start: int, claiming: bool = False):
+    def __init__(self, start: int, claiming: bool = False, log=None):
         # invariant: start <= rbase <= lwm <= fresh <= queue.end (once claiming)
         self.start = start  # first offset this group can see (the queue's base when it began)
         self.lwm = start  # every offset < lwm is settled
         self.fresh = start  # offsets >= fresh were never claimed by this group
         self.slots: dict[int, Slot] = {}  # keys in [lwm, fresh): claimed, not settled
-        self.rbase = start  # records[i] is the record of offset rbase + i
-        self.records: list[tuple | None] = []  # None: not settled
+        self.log = log
+        # The record of offset rbase + i: rindex[i] == 0 not settled; _EXPIRED dead by
+        # lease expiry; else settled by the command (rindex[i], rpos[i]) of the log, a
+        # complete (DONE) when rpos[i] >= 0, a fail at position -rpos[i] - 1 (DEAD).
+        self.rbase = start
+        self.rindex, self.rpos = array("q"), array("q")
+        self.expired_tokens: dict[int, int] = {}  # offset -> token, for _EXPIRED records
+        self.tries: dict[int, int] = {}  # offset -> attempts of a record, when not 1
         self.expiry: list[tuple[int, int, int]] = []  # heap of (expires, offset, token); may hold stale entries
         self.released: list[int] = []  # heap of claimable offsets < fresh; may hold stale entries
         self.claiming = claiming  # a group only used in log mode holds nothing back
@@ -74,11 +86,18 @@ class Group:
                 continue  # settled, released or extended since this entry was pushed
             self.expired += 1
             if slot.max_attempts and slot.attempts >= slot.max_attempts:
-                self._settle(offset, (DEAD, slot.attempts, token, "lease expired"))
+                self._settle(offset, slot, None)
+                self.expired_tokens[offset] = token
                 self.dead_lettered += 1
             else:
                 slot.state = EXPIRED
                 heapq.heappush(self.released, offset)
+        if len(heap) > 4 * len(self.slots) + 4096:
+            # Settled and extended leases leave stale entries until their time comes:
+            # rebuild, so the heap follows what is in flight, not the claim rate x lease.
+            # Pop order depends only on the (total) tuple order, so nothing observable changes.
+            self.expiry = [(s.expires, o, s.token) for o, s in self.slots.items() if s.state == LEASED]
+            heapq.heapify(self.expiry)
 
     # --- commands ------------------------------------------------------------------------
 
@@ -154,18 +173,20 @@ class Group:
             extended.append(offset)
         return {"extended": extended, "lost": lost}
 
-    def complete(self, offset: int, token: int, result: bytes, end: int) -> dict:
+    def complete(self, at: tuple[int, int], offset: int, token: int, result: bytes, end: int) -> dict:
         refused = self._check_settled(offset, token, end)
         if refused is not None:
             return refused
         slot = self.slots.get(offset)
         if slot is None or slot.token != token or slot.state == RELEASED:
             return self._fence(offset, token, slot)
-        self._settle(offset, (DONE, slot.attempts, token, result))
+        self._settle(offset, slot, at)
+        if self.log.pins:
+            self.log.pin(at, (token, result))
         self.completed += 1
         return {"ok": True}
 
-    def fail(self, offset: int, token: int, reason: str, end: int, dead_letter: bool = False) -> dict:
+    def fail(self, at: tuple[int, int], offset: int, token: int, reason: str, end: int, dead_letter: bool = False) -> dict:
         record = self.record(offset)
         if record is not None and record[0] == DEAD and record[2] == token:
             return {"ok": True, "dead_lettered": True, "attempts": record[1]}  # a retried fail
@@ -180,7 +201,9 @@ class Group:
         self.failed += 1
         if dead_letter or (slot.max_attempts and slot.attempts >= slot.max_attempts):
             attempts = slot.attempts
-            self._settle(offset, (DEAD, attempts, token, reason))
+            self._settle(offset, slot, (at[0], -at[1] - 1))
+            if self.log.pins:
+                self.log.pin(at, (token, reason))
             self.dead_lettered += 1
             return {"ok": True, "dead_lettered": True, "attempts": attempts}
         slot.state = RELEASED
@@ -190,8 +213,26 @@ class Group:
     # --- queries -------------------------------------------------------------------------
 
     def record(self, offset: int) -> tuple | None:
+        """(kind, attempts, token, result | reason) of a settled retained offset, else None."""
         i = offset - self.rbase
-        return self.records[i] if 0 <= i < len(self.records) else None
+        if not 0 <= i < len(self.rindex) or self.rindex[i] == 0:
+            return None
+        return self._record(offset, i)
+
+    def _record(self, offset: int, i: int) -> tuple:
+        index, pos = self.rindex[i], self.rpos[i]
+        attempts = self.tries.get(offset, 1)
+        if index == _EXPIRED:
+            return (DEAD, attempts, self.expired_tokens[offset], LEASE_EXPIRED)
+        if pos >= 0:
+            return (DONE, attempts, *self.log.settlement((index, pos)))
+        return (DEAD, attempts, *self.log.settlement((index, -pos - 1)))
+
+    def _kind(self, i: int) -> int | None:
+        index = self.rindex[i]
+        if index == 0:
+            return None
+        return DONE if index != _EXPIRED and self.rpos[i] >= 0 else DEAD
 
     def in_flight(self) -> int:
         return sum(1 for slot in self.slots.values() if slot.state == LEASED)
@@ -205,22 +246,31 @@ class Group:
     def settled(self, kind: int, from_offset: int, max_count: int | None):
         """Yield (offset, record) of retained records of ``kind`` from ``from_offset`` on."""
         count = 0
-        for i in range(max(0, from_offset - self.rbase), len(self.records)):
+        for i in range(max(0, from_offset - self.rbase), len(self.rindex)):
             if max_count is not None and count >= max_count:
                 return
-            record = self.records[i]
-            if record is not None and record[0] == kind:
+            if self._kind(i) == kind:
                 count += 1
-                yield self.rbase + i, record
+                offset = self.rbase + i
+                yield offset, self._record(offset, i)
 
     # --- retention -----------------------------------------------------------------------
 
     def trim(self, bound: int, chunk: int) -> None:
         """Forget records below min(bound, lwm), in steps of at least ``chunk`` offsets."""
         drop = min(bound, self.lwm) - self.rbase
-        if drop >= chunk:
-            del self.records[:drop]
-            self.rbase += drop
+        if drop < chunk:
+            return
+        if self.log.pins:
+            for i in range(drop):
+                if self.rindex[i] > 0:
+                    pos = self.rpos[i]
+                    self.log.unpin((self.rindex[i], pos if pos >= 0 else -pos - 1))
+        del self.rindex[:drop], self.rpos[:drop]
+        self.rbase += drop
+        for table in (self.expired_tokens, self.tries):
+            for offset in [o for o in table if o < self.rbase]:
+                del table[offset]
 
     # --- snapshot ------------------------------------------------------------------------
 
@@ -231,7 +281,7 @@ class Group:
             self.lwm,
             self.fresh,
             self.rbase,
-            [None if r is None else list(r) for r in self.records],
+            [self.rindex.tobytes(), self.rpos.tobytes(), sorted(self.expired_tokens.items()), sorted(self.tries.items())],
             [slot.dump(offset) for offset, slot in sorted(self.slots.items())],
             self.claiming,
             self.committed,
@@ -240,11 +290,14 @@ class Group:
         ]
 
     @classmethod
-    def load(cls, image: list) -> "Group":
+    def load(cls, image: list, log) -> "Group":
         start, lwm, fresh, rbase, records, slots, claiming, committed, workers, counters = image
-        group = cls(start, claiming)
+        group = cls(start, claiming, log)
         group.lwm, group.fresh, group.rbase, group.committed = lwm, fresh, rbase, committed
-        group.records = [None if r is None else tuple(r) for r in records]
+        rindex, rpos, expired, tries = records
+        group.rindex.frombytes(rindex)
+        group.rpos.frombytes(rpos)
+        group.expired_tokens, group.tries = dict(expired), dict(tries)
         for offset, *fields in slots:
             group.slots[offset] = slot = Slot(*fields)
             if slot.state == LEASED:
@@ -299,16 +352,24 @@ class Group:
             return error(FENCED, f"offset {offset} is held under token {slot.token}, not {token}")
         return error(FENCED, f"the claim of offset {offset} under token {token} was released by fail")
 
-    def _settle(self, offset: int, record: tuple) -> None:
+    def _settle(self, offset: int, slot: Slot, at: tuple[int, int] | None) -> None:
+        """Record ``offset`` as settled by the command at ``at`` (None: lease expiry)."""
         del self.slots[offset]
         i = offset - self.rbase
-        gap = i + 1 - len(self.records)
+        gap = i + 1 - len(self.rindex)
         if gap > 0:
-            self.records.extend([None] * gap)
-        self.records[i] = record
+            zeros = bytes(8 * gap)
+            self.rindex.frombytes(zeros)
+            self.rpos.frombytes(zeros)
+        if at is None:
+            self.rindex[i] = _EXPIRED
+        else:
+            self.rindex[i], self.rpos[i] = at
+        if slot.attempts != 1:
+            self.tries[offset] = slot.attempts
         if offset == self.lwm:
-            records, rbase = self.records, self.rbase
-            lwm, top = self.lwm, self.rbase + len(self.records)
-            while lwm < top and records[lwm - rbase] is not None:
+            rindex, rbase = self.rindex, self.rbase
+            lwm, top = self.lwm, self.rbase + len(rindex)
+            while lwm < top and rindex[lwm - rbase] != 0:
                 lwm += 1
             self.lwm = lwm

@@ -5,6 +5,12 @@ I/O, no clock, no randomness in here. Time is the leader's stamp on each entry, 
 monotonic (``now = max(stamp, last now)``). The token of a claim is the Raft index of
 the entry that carried it.
 
+The log is the store: payloads, results and dead-letter reasons stay in the commands
+that carried them; the machine keeps their locators (``_log``) and reads the values from
+its log when a claim, a query or a replay needs them. Its snapshot holds only that
+metadata (plus, for a ``MemoryLog``, the pinned values); ``needed_from`` says from which
+log index on the log must be kept.
+
 Retention and compaction (per queue, ``retention_jobs`` offsets):
 
 * each group keeps per-offset bookkeeping only above its low-water mark (every offset
@@ -26,10 +32,11 @@ import msgpack
 from . import _fields as f
 from ._fields import BadRequest
 from ._group import DEAD, DONE, Group
+from ._log import MemoryLog
 from ._queue import Queue
 from .commands import BAD_REQUEST, STALE_SEQ, error
 
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 
 
 class QueueMachine:
@@ -40,15 +47,19 @@ class QueueMachine:
         request_window: claim request ids remembered per worker, for replays.
         max_workers: workers per group whose request ids are remembered (least recently
             claiming forgotten first).
+        log: where payloads and results are read back from (see ``_log``); by default a
+            ``MemoryLog`` that keeps them in memory and in the snapshot.
     """
 
-    def __init__(self, *, retention_jobs: int = 1_000_000, request_window: int = 16, max_workers: int = 1024):
+    def __init__(self, *, retention_jobs: int = 1_000_000, request_window: int = 16, max_workers: int = 1024,
+                 log=None):
         for name, value in (("retention_jobs", retention_jobs), ("request_window", request_window), ("max_workers", max_workers)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
         self.retention_jobs = retention_jobs
         self.request_window = request_window
         self.max_workers = max_workers
+        self.log = MemoryLog() if log is None else log
         # trim in steps so that dropping a prefix of a list is amortised
         self._chunk = max(1, min(retention_jobs // 8, 65536))
         self.applied = 0  # index of the last applied entry
@@ -57,8 +68,11 @@ class QueueMachine:
 
     # --- the log ---------------------------------------------------------------------------
 
-    def apply(self, index: int, now_ms: int, commands: list[dict]) -> list[dict]:
+    def apply(self, index: int, now_ms: int, commands: list[dict], positions: list[int] | None = None) -> list[dict]:
         """Apply one committed entry carrying ``commands``; one result dict per command.
+
+        ``positions[i]`` is where ``commands[i]`` is among the entry's commands, as the
+        log reads them back (default: ``i``).
 
         Bad client input never raises: it answers ``{"error": code, "message": ...}``.
 
@@ -75,12 +89,14 @@ class QueueMachine:
         for queue in self.queues.values():
             for group in queue.groups.values():
                 group.expire(now)
-        results = [self._apply_one(index, now, command) for command in commands]
+        if positions is None:
+            positions = range(len(commands))
+        results = [self._apply_one((index, pos), now, command) for pos, command in zip(positions, commands)]
         for queue in self.queues.values():
             queue.trim(self.retention_jobs, self._chunk)
         return results
 
-    def _apply_one(self, index: int, now: int, command) -> dict:
+    def _apply_one(self, at: tuple[int, int], now: int, command) -> dict:
         if not isinstance(command, dict):
             return error(BAD_REQUEST, "a command must be a map with an 'op'")
         op = command.get("op")
@@ -88,7 +104,7 @@ class QueueMachine:
         if handler is None:
             return error(BAD_REQUEST, f"unknown op {op!r}; expected one of {', '.join(self._HANDLERS)}")
         try:
-            return handler(self, index, now, command)
+            return handler(self, at, now, command)
         except BadRequest as exc:
             return error(BAD_REQUEST, f"{op}: {exc}")
 
@@ -96,30 +112,31 @@ class QueueMachine:
         name = f.text(command, "queue")
         queue = self.queues.get(name)
         if queue is None:
-            queue = self.queues[name] = Queue()
+            queue = self.queues[name] = Queue(self.log)
         return queue
 
     def _existing(self, command: dict) -> tuple[Queue, Group]:
         """The queue and group a command names; stand-ins (not stored) when they do not
         exist, so that a command about nothing creates nothing."""
-        queue = self.queues.get(f.text(command, "queue")) or Queue()
+        queue = self.queues.get(f.text(command, "queue")) or Queue(self.log)
         group = queue.groups.get(f.text(command, "group"))
-        return queue, group if group is not None else Group(queue.base)
+        return queue, group if group is not None else Group(queue.base, log=self.log)
 
-    def _enqueue(self, index, now, command):
+    def _enqueue(self, at, now, command):
         payload = f.blob(command, "payload")
         producer_id = f.ident(command, "producer_id", optional=True)
         if producer_id is None and command.get("seq") is not None:
             raise BadRequest("'seq' needs a 'producer_id'")
         seq = None if producer_id is None else f.integer(command, "seq")
         queue = self._queue(command)
-        outcome = queue.enqueue(payload, producer_id, seq)
+        outcome = queue.enqueue(at, payload, producer_id, seq)
         if outcome is None:
             return error(STALE_SEQ, f"seq {seq} of producer {producer_id!r} is older than the retained dedup window")
         offset, duplicate = outcome
         return {"offset": offset, "duplicate": True} if duplicate else {"offset": offset}
 
-    def _claim(self, index, now, command):
+    def _claim(self, at, now, command):
+        index = at[0]
         worker = f.ident(command, "worker")
         max_jobs = f.integer(command, "max_jobs")
         lease_ms = f.integer(command, "lease_ms", minimum=1)
@@ -146,21 +163,21 @@ class QueueMachine:
             for offset, token, attempt in granted
         ]
 
-    def _heartbeat(self, index, now, command):
+    def _heartbeat(self, at, now, command):
         worker = f.ident(command, "worker")
         offsets = f.integers(command, "offsets")
         token = f.integer(command, "token")
         lease_ms = f.integer(command, "lease_ms", minimum=1)
         return self._existing(command)[1].heartbeat(now, worker, offsets, token, lease_ms)
 
-    def _complete(self, index, now, command):
+    def _complete(self, at, now, command):
         offset = f.integer(command, "offset")
         token = f.integer(command, "token")
         result = f.blob(command, "result")
         queue, group = self._existing(command)
-        return group.complete(offset, token, result, queue.end)
+        return group.complete(at, offset, token, result, queue.end)
 
-    def _fail(self, index, now, command):
+    def _fail(self, at, now, command):
         offset = f.integer(command, "offset")
         token = f.integer(command, "token")
         reason = f.reason(command, "reason")
@@ -168,9 +185,9 @@ class QueueMachine:
         if not isinstance(dead_letter, bool):
             raise BadRequest("'dead_letter' must be a boolean")
         queue, group = self._existing(command)
-        return group.fail(offset, token, reason, queue.end, dead_letter)
+        return group.fail(at, offset, token, reason, queue.end, dead_letter)
 
-    def _commit_offset(self, index, now, command):
+    def _commit_offset(self, at, now, command):
         offset = f.integer(command, "offset")
         group_name = f.text(command, "group")
         queue = self._queue(command)
@@ -201,7 +218,7 @@ class QueueMachine:
             return []
         start = max(from_offset, q.base)
         stop = min(q.end, start + max_count)
-        return [(offset, q.jobs[offset - q.base]) for offset in range(start, stop)]
+        return [(offset, q.payload(offset)) for offset in range(start, stop)]
 
     def stats(self, queue: str, group: str) -> dict:
         """Counters of one group on one queue (zeros for a group that does not exist).
@@ -209,10 +226,10 @@ class QueueMachine:
         ``enqueued`` counts the queue's jobs ever; ``in_flight`` live leases; ``backlog``
         jobs waiting to be claimed; ``redelivered`` claims beyond a job's first;
         ``fenced`` refused completions/fails with a stale token."""
-        q = self.queues.get(queue) or Queue()
+        q = self.queues.get(queue) or Queue(self.log)
         g = q.groups.get(group)
         if g is None:
-            g = Group(q.base)
+            g = Group(q.base, log=self.log)
         return {
             "enqueued": q.end,
             "completed": g.completed,
@@ -264,11 +281,21 @@ class QueueMachine:
         settled records, unsettled claim slots, producer dedup entries."""
         groups = [g for q in self.queues.values() for g in q.groups.values()]
         return {
-            "jobs": sum(len(q.jobs) for q in self.queues.values()),
-            "records": sum(len(g.records) for g in groups),
+            "jobs": sum(q.end - q.base for q in self.queues.values()),
+            "records": sum(len(g.rindex) for g in groups),
             "slots": sum(len(g.slots) for g in groups),
-            "dedup": sum(len(s) for q in self.queues.values() for s in q.producers.values()),
+            "dedup": sum(q.retained_dedup() for q in self.queues.values()),
         }
+
+    def needed_from(self) -> int | None:
+        """The lowest log index whose commands a retained job or record still needs
+        (None: none); the log may drop everything below it."""
+        needed = [i for i in (q.first_needed_index() for q in self.queues.values()) if i is not None]
+        return min(needed, default=None)
+
+    def retained_offsets(self) -> int:
+        """Offsets of jobs retained over all queues (for monitoring)."""
+        return sum(q.end - q.base for q in self.queues.values())
 
     def _group_or_none(self, queue: str, group: str):
         q = self.queues.get(queue)
@@ -277,19 +304,22 @@ class QueueMachine:
     # --- snapshots -------------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
-        """The whole state as msgpack; equal states give equal bytes."""
+        """The whole state as msgpack; equal states give equal bytes. Payloads and results
+        are in it only when the log is a ``MemoryLog``."""
         image = {
             "version": SNAPSHOT_VERSION,
             "config": [self.retention_jobs, self.request_window, self.max_workers],
             "applied": self.applied,
             "now": self.now,
             "queues": [[name, self.queues[name].dump()] for name in sorted(self.queues)],
+            "log": self.log.dump(),
         }
         return msgpack.packb(image, use_bin_type=True)
 
     @classmethod
-    def restore(cls, data: bytes) -> "QueueMachine":
-        """Rebuild a machine from ``snapshot()`` bytes.
+    def restore(cls, data: bytes, log=None) -> "QueueMachine":
+        """Rebuild a machine from ``snapshot()`` bytes; ``log`` is where a snapshot taken
+        without a ``MemoryLog`` reads its payloads from (the log it was taken on).
 
         Raises:
             ValueError: the bytes are not a queue snapshot of a supported version.
@@ -299,9 +329,14 @@ class QueueMachine:
             if not isinstance(image, dict) or image.get("version") != SNAPSHOT_VERSION:
                 raise ValueError(f"expected version {SNAPSHOT_VERSION}")
             retention, window, max_workers = image["config"]
-            machine = cls(retention_jobs=retention, request_window=window, max_workers=max_workers)
+            inline = image["log"]
+            if inline is not None:
+                log = MemoryLog.load(inline)
+            elif log is None:
+                raise ValueError("it keeps its payloads in a log, and none was given")
+            machine = cls(retention_jobs=retention, request_window=window, max_workers=max_workers, log=log)
             machine.applied, machine.now = image["applied"], image["now"]
-            machine.queues = {name: Queue.load(q) for name, q in image["queues"]}
+            machine.queues = {name: Queue.load(q, log) for name, q in image["queues"]}
         except (ValueError, TypeError, KeyError, IndexError, AttributeError, msgpack.UnpackException) as exc:
             raise ValueError(f"not a queue snapshot: {exc}") from None
         return machine

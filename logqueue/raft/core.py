@@ -57,6 +57,7 @@ class Config:
     max_inflight: int = 256  # unanswered appends per follower (pipelining window)
     max_entries_per_msg: int = 1024
     max_bytes_per_msg: int = 1 << 20
+    max_inflight_bytes: int = 8 << 20  # unanswered append payload bytes per follower (one append always may go)
     pre_vote: bool = True
     check_quorum: bool = True
     # A learner may become a voter once it holds all but at most this many committed
@@ -70,7 +71,7 @@ class Config:
         if not 0 < self.heartbeat_ticks <= low:
             raise ValueError("heartbeat_ticks must be positive and at most the election timeout")
         # Zero would stall replication for good (or, for max_inflight, break the window).
-        for name in ("max_inflight", "max_entries_per_msg", "max_bytes_per_msg"):
+        for name in ("max_inflight", "max_entries_per_msg", "max_bytes_per_msg", "max_inflight_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_learner_lag < 0:
@@ -583,7 +584,7 @@ class Raft:
             self._handle_append_response(msg, pr)
         elif isinstance(msg, HeartbeatResponse):
             if pr.state is State.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
-                pr.inflight.popleft()  # a lost append must not stall the pipeline forever
+                pr.free_oldest()  # a lost append must not stall the pipeline forever
             pr.probe_sent = False
             if pr.match < self.log.last_index:
                 self._maybe_send_append(msg.src, send_empty=True)
@@ -708,7 +709,7 @@ class Raft:
 
     def _maybe_send_append(self, peer: int, send_empty: bool = False) -> None:
         pr = self.progress[peer]
-        if pr.paused(self.cfg.max_inflight):
+        if pr.paused(self.cfg.max_inflight, self.cfg.max_inflight_bytes):
             return
         log = self.log
         prev = pr.next - 1
@@ -730,7 +731,7 @@ class Raft:
         if not entries and not send_empty:
             return
         self._send(AppendEntries(self.term, self.id, peer, prev, prev_term, tuple(entries), log.committed))
-        pr.sent(prev + len(entries), bool(entries), log.committed)
+        pr.sent(prev + len(entries), bool(entries), log.committed, sum(len(e.data) for e in entries))
 
     def _send_commit(self) -> None:
         """Tell every follower the commit index in the Ready that advanced it, not at the
@@ -756,7 +757,8 @@ class Raft:
             pr.sent_commit = max(pr.sent_commit, commit)
 
     def _commit_unsent(self, pr: Progress) -> bool:
-        return pr.can_bump_commit(self.log.committed) and not pr.paused(self.cfg.max_inflight)
+        cfg = self.cfg
+        return pr.can_bump_commit(self.log.committed) and not pr.paused(cfg.max_inflight, cfg.max_inflight_bytes)
 
     def _send_snapshot(self, peer: int, pr: Progress) -> None:
         snap = self.log.snapshot

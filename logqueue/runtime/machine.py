@@ -16,6 +16,8 @@ from typing import Any
 
 import msgpack
 
+from logqueue.runtime.entry_log import commands_of
+
 
 MAX_SESSIONS = 10_000
 SNAPSHOT_VERSION = 1
@@ -42,17 +44,25 @@ class _Session:
             results.pop(order.popleft(), None)
 
 
-def _new_queue_machine():
+def _queue_machine_class():
     # Imported lazily: the queue package is optional for a pure log service.
     from logqueue.queue import QueueMachine
 
-    return QueueMachine()
+    return QueueMachine
 
 
 class ServiceMachine:
-    """Applies committed application entries; see ``logqueue.runtime.envelope``."""
+    """Applies committed application entries; see ``logqueue.runtime.envelope``.
 
-    def __init__(self) -> None:
+    ``entry_log``: where the queue machine reads payloads and results back from (a node's
+    ``EntryLog`` over its WAL; None: the queue keeps them in memory and in snapshots).
+    ``retention_jobs``: the queue machine's retention (None: its default); a machine
+    restored from a snapshot keeps the snapshot's.
+    """
+
+    def __init__(self, entry_log=None, retention_jobs: int | None = None) -> None:
+        self.entry_log = entry_log
+        self.retention_jobs = retention_jobs
         self.sessions: OrderedDict[int, _Session] = OrderedDict()
         self.addresses: dict[int, str] = {}
         self.duplicates: set[int] = set()  # indexes of RECORD entries that repeated a request
@@ -63,8 +73,17 @@ class ServiceMachine:
     def queue(self):
         """The work-queue state machine (created on first use)."""
         if self._queue is None:
-            self._queue = _new_queue_machine()
+            options = {} if self.retention_jobs is None else {"retention_jobs": self.retention_jobs}
+            self._queue = _queue_machine_class()(log=self.entry_log, **options)
         return self._queue
+
+    def needed_from(self) -> int | None:
+        """The lowest log index the queue machine still reads values from (None: none)."""
+        return None if self._queue is None else self._queue.needed_from()
+
+    def retained_offsets(self) -> int:
+        """Jobs the queue machine retains, over all queues."""
+        return 0 if self._queue is None else self._queue.retained_offsets()
 
     # --- sessions ------------------------------------------------------------------------
     def _session(self, client_id: int) -> _Session:
@@ -103,12 +122,17 @@ class ServiceMachine:
         s.order.append(seq)
         return client_id, seq, index
 
-    def apply_queue(self, index: int, env: list) -> list[tuple[int, int, Any]]:
-        """Apply a QUEUE entry; returns (client_id, seq, answers) per command group."""
+    def apply_queue(self, index: int, env: list, size: int = 0) -> list[tuple[int, int, Any]]:
+        """Apply a QUEUE entry (``size``: bytes of its data, for the entry cache);
+        returns (client_id, seq, answers) per command group."""
         _, now_ms, groups = env
         self.stamp = max(self.stamp, now_ms)
+        if self.entry_log is not None:
+            self.entry_log.applied(index, commands_of(env), size)
         keys: list[tuple[int, int, _Session]] = []
         fresh: list[tuple[_Session, int, list]] = []
+        positions: list[int] = []  # of the fresh commands among all the entry's commands
+        pos = 0
         for client_id, seq, low, commands in groups:
             s = self._session(client_id)
             s.forget_below(low)
@@ -117,12 +141,18 @@ class ServiceMachine:
                 s.results[seq] = None  # claimed now: a repeat later in this batch is a duplicate
                 s.order.append(seq)
                 fresh.append((s, seq, commands))
+                positions.extend(range(pos, pos + len(commands)))
+            pos += len(commands)
         if fresh:
-            results = self.queue.apply(index, self.stamp, [c for _, _, commands in fresh for c in commands])
+            results = self.queue.apply(index, self.stamp, [c for _, _, commands in fresh for c in commands], positions)
             pos = 0
+            answers = {}
             for s, seq, commands in fresh:
-                s.results[seq] = results[pos : pos + len(commands)]
+                answer = answers[id(s), seq] = results[pos : pos + len(commands)]
                 pos += len(commands)
+                if seq in s.results:  # not when a later group of this entry acknowledged it (low)
+                    s.results[seq] = answer
+            return [(client_id, seq, answers.get((id(s), seq), s.results.get(seq))) for client_id, seq, s in keys]
         return [(client_id, seq, s.results.get(seq)) for client_id, seq, s in keys]
 
     def apply_address(self, env: list) -> None:
@@ -146,8 +176,8 @@ class ServiceMachine:
         })
 
     @classmethod
-    def restore(cls, data: bytes) -> "ServiceMachine":
-        m = cls()
+    def restore(cls, data: bytes, entry_log=None, retention_jobs: int | None = None) -> "ServiceMachine":
+        m = cls(entry_log, retention_jobs)
         if not data:
             return m
         state = msgpack.unpackb(data, raw=False, strict_map_key=False)
@@ -163,9 +193,7 @@ class ServiceMachine:
         m.duplicates = set(state["duplicates"])
         m.stamp = state["stamp"]
         if state["queue"] is not None:
-            from logqueue.queue import QueueMachine
-
-            m._queue = QueueMachine.restore(state["queue"])
+            m._queue = _queue_machine_class().restore(state["queue"], log=entry_log)
         return m
 
     def forget_duplicates_below(self, index: int) -> None:

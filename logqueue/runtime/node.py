@@ -19,17 +19,26 @@ import logging
 import os
 import random
 import time
+from collections import deque
 from dataclasses import dataclass, field
 
-from logqueue.raft import Config, Raft
+from logqueue.raft import Config, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
+from logqueue.runtime.audit import AuditedStorage
+from logqueue.runtime.backfill import Backfill
+from logqueue.runtime.entry_log import EntryLog
 from logqueue.runtime.machine import ServiceMachine
+from logqueue.runtime.stall import StallMeter, memory_usage
 from logqueue.runtime.service import Service
 from logqueue.runtime.transport import Inbound, PeerLink, split_address
-from logqueue.storage import DiskStorage, MemoryStorage
+from logqueue.storage import DEFAULT_SEGMENT_BYTES, DiskStorage, MemoryStorage
 
 log = logging.getLogger("logqueue.node")
+
+# Like NATS's max_payload or RabbitMQ's max_message_size: far below the frame limit, so a
+# request with one such payload always fits in a frame.
+DEFAULT_MAX_PAYLOAD = 32 << 20
 
 # Messages a leader or candidate sends; refused from anything that is not a member.
 _FROM_MEMBERS_ONLY = (t.RequestVote, t.AppendEntries, t.Heartbeat, t.InstallSnapshot, t.TimeoutNow)
@@ -49,10 +58,16 @@ class NodeConfig:
     tick_ms: int = 10
     secret: bytes | None = None
     join: bool = False  # start empty and wait to be added by `member add`
-    snapshot_every: int = 10_000  # applied entries between snapshots
-    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot
+    snapshot_every: int = 10_000  # applied entries between snapshots (at most)
+    snapshot_bytes: int = 32 << 20  # ... or this many bytes of applied entries, whichever first
+    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
+    memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
+    memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
+    retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
+    segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
     max_frame: int = wire.DEFAULT_MAX_FRAME
-    test_hooks: bool = False  # allow the `isolate` request (cut this node off its peers)
+    max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one record or job payload; larger ones are refused
+    test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
     seed: int | None = None
 
     def raft_config(self) -> Config:
@@ -67,7 +82,7 @@ def open_storage(cfg: NodeConfig):
     if cfg.data_dir is None:
         return MemoryStorage()
     os.makedirs(cfg.data_dir, exist_ok=True)
-    return DiskStorage(cfg.data_dir, fsync=cfg.fsync)
+    return DiskStorage(cfg.data_dir, fsync=cfg.fsync, segment_bytes=cfg.segment_bytes)
 
 
 class Node:
@@ -80,8 +95,10 @@ class Node:
         self.secret = cfg.secret
         self.max_frame = cfg.max_frame
         self.storage = None
+        self.audit: AuditedStorage | None = None  # with --test-hooks and a data dir
         self.raft: Raft | None = None
-        self.machine = ServiceMachine()
+        self.entry_log = EntryLog(self._stored_entries)
+        self.machine = self._new_machine()
         self.service = Service(self)
         self.links: dict[int, PeerLink] = {}
         self.isolated = False  # test hook: drop all peer traffic
@@ -92,22 +109,42 @@ class Node:
         self._tasks: list[asyncio.Task] = []
         self.leading_term: int | None = None  # the term in which the service last took over as leader
         self._snap_index = 0  # index of the latest snapshot taken or installed
+        self._snap_size = 0  # bytes of its data
+        self._applied_bytes = 0  # of entries applied since that snapshot
+        self._recent_sizes: deque[int] = deque(maxlen=max(1, cfg.memory_entries))  # data bytes of the last applied
+        self.stalls = StallMeter()
+        # While the jobs of an installed snapshot read entries this node lacks, committed
+        # entries wait here (in order) until the backfill has fetched them.
+        self._held: list[t.Entry] | None = None
+        self._backfill: Backfill | None = None
+        self._replayed_at_start = 0
         self._refused: dict[int, float] = {}  # non-member id -> last time we logged it
         self._watchers: list[tuple[object, asyncio.Future]] = []
         self.stopped = asyncio.Event()
+
+    def _new_machine(self, data: bytes | None = None) -> ServiceMachine:
+        if data is None:
+            return ServiceMachine(self.entry_log, self.cfg.retention_jobs)
+        return ServiceMachine.restore(data, self.entry_log, self.cfg.retention_jobs)
+
+    def _stored_entries(self, lo: int, hi: int) -> list[t.Entry]:
+        return self.storage.entries(lo, hi)
 
     # --- life cycle ------------------------------------------------------------------------
     async def start(self) -> None:
         """Load state from storage, start listening and ticking."""
         cfg = self.cfg
         self.storage = open_storage(cfg)
+        if cfg.test_hooks and cfg.data_dir is not None:
+            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir)
         state = self.storage.load()
         hard_state, snapshot, entries = state.hard_state, state.snapshot, state.entries
         if snapshot is not None and snapshot.meta.index:
-            self.machine = ServiceMachine.restore(snapshot.data)
-            self._snap_index = snapshot.meta.index
+            self.machine = self._new_machine(snapshot.data)
+            self._snap_index, self._snap_size = snapshot.meta.index, len(snapshot.data)
         else:
             snapshot = None
+        self._replayed_at_start = len(entries)  # stored entries after the snapshot: re-applied once committed
         bootstrap = None
         if not cfg.join:
             bootstrap = t.ConfState(frozenset(cfg.peers) | {cfg.node_id})
@@ -118,10 +155,13 @@ class Node:
         host, port = split_address(cfg.listen)
         self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
         self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._loop())]
+        self._maybe_backfill()
         log.info("node %d listening on %s (term %d, last index %d, members %s)", cfg.node_id, cfg.listen,
                  self.raft.term, self.raft.last_index, sorted(self.raft.conf.members()))
 
     async def stop(self) -> None:
+        if self._backfill is not None:
+            await self._backfill.stop()
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -223,6 +263,7 @@ class Node:
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             now = loop.time()
             if now - deadline > interval:
+                self.stalls.late(now - deadline)
                 deadline = now  # we were paused (SIGSTOP, long fsync): tick once, not a burst
             self._guarded(self.raft.tick)
             self._wake.set()
@@ -231,7 +272,10 @@ class Node:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            started = time.perf_counter()
             self._guarded(self._process)
+            self.stalls.turn(time.perf_counter() - started)
+            await asyncio.sleep(0)  # ticks and sockets get their turn between two loop turns
 
     def _guarded(self, step) -> None:
         try:
@@ -261,7 +305,10 @@ class Node:
             if rd.snapshot is not None:
                 self._install(rd.snapshot)
             if rd.committed:
-                self._apply(rd.committed)
+                if self._held is not None:
+                    self._held.extend(rd.committed)
+                else:
+                    self._apply(rd.committed)
             if rd.read_states:
                 self.service.on_read_states(rd.read_states)
             raft.advance(rd)
@@ -272,24 +319,53 @@ class Node:
             self._check_watchers()
 
     def _send(self, messages: list[t.Message]) -> None:
-        by_peer: dict[int, list[bytes]] = {}
+        if self.audit is not None:
+            self.audit.check_send(messages)
+        # (peer, bulk) -> frames; bulk: entries and snapshots, on their own connection.
+        by_peer: dict[tuple[int, bool], list[bytes]] = {}
         encode, frame = wire.encode_message, wire.frame
         for msg in messages:
-            by_peer.setdefault(msg.dst, []).append(frame(encode(msg)))
-        for peer, frames in by_peer.items():
+            bulk = isinstance(msg, t.InstallSnapshot) or (isinstance(msg, t.AppendEntries) and bool(msg.entries))
+            by_peer.setdefault((msg.dst, bulk), []).append(frame(encode(msg)))
+        for (peer, bulk), frames in by_peer.items():
             link = self._link(peer)
             if link is not None:
-                link.send(frames)
+                link.send(frames, bulk)
 
     def _install(self, snap: t.Snapshot) -> None:
-        self.machine = ServiceMachine.restore(snap.data)
-        self._snap_index = snap.meta.index
+        self.machine = self._new_machine(snap.data)
+        self._snap_index, self._snap_size = snap.meta.index, len(snap.data)
+        self._applied_bytes = 0
+        self._held = None
         log.info("node %d installed a snapshot at index %d from the leader", self.node_id, snap.meta.index)
+        self._maybe_backfill()
+
+    def _maybe_backfill(self) -> None:
+        """Fetch, from the leader, the entries behind the snapshot that retained jobs read
+        and this node lacks (a follower that installed a snapshot, or restarted after a
+        backfill was cut short); committed entries are held until they are stored."""
+        needed = self.machine.needed_from()
+        if needed is None or needed >= self.storage.first_index():
+            return
+        if self._held is None:
+            self._held = []
+        if self._backfill is None or self._backfill.done():
+            self._backfill = Backfill(self, needed)
+            self._backfill.start()
+
+    def backfill_done(self) -> None:
+        """Called by the backfill once the storage holds everything from needed_from on."""
+        held, self._held = self._held or [], None
+        if held:
+            self._guarded(lambda: self._apply(held))
+        self._wake.set()
 
     def _apply(self, entries: list[t.Entry]) -> None:
         machine, service = self.machine, self.service
         decode = envelope.decode
         for e in entries:
+            self._applied_bytes += len(e.data)
+            self._recent_sizes.append(len(e.data))
             if e.kind is not t.EntryKind.NORMAL:
                 if e.kind is t.EntryKind.CONFIG:
                     service.on_config_applied(e)
@@ -301,7 +377,7 @@ class Node:
             if kind == envelope.RECORD:
                 service.on_record_applied(*machine.apply_record(e.index, env))
             elif kind == envelope.QUEUE:
-                service.on_queue_applied(machine.apply_queue(e.index, env))
+                service.on_queue_applied(machine.apply_queue(e.index, env, len(e.data)))
             else:
                 machine.apply_address(env)
                 link = self.links.pop(env[1], None)
@@ -328,24 +404,47 @@ class Node:
     def _maybe_snapshot(self) -> None:
         raft = self.raft
         applied = raft.applied_index
-        if applied - self._snap_index < self.cfg.snapshot_every:
+        if applied - self._snap_index < self.cfg.snapshot_every and self._applied_bytes < self.cfg.snapshot_bytes:
             return
-        self.take_snapshot()
+        if self._held is None:
+            self.take_snapshot()
 
     def take_snapshot(self) -> int:
-        """Snapshot the state machine at the applied index and compact the log behind it."""
+        """Snapshot the state machine at the applied index and compact the log behind it:
+        the core keeps ``memory_entries`` (within ``memory_bytes``) in memory, the disk
+        ``retain_entries`` and
+        whatever retained jobs still read (whole segments are deleted).
+
+        Raises SafetyError while a backfill holds entries back (the machine is behind)."""
         raft = self.raft
         applied = raft.applied_index
         if applied <= self._snap_index:
             return self._snap_index
-        snap = raft.compact(applied, self.machine.snapshot(), retain=self.cfg.retain_entries)
+        if self._held is not None:
+            raise SafetyError("a backfill is under way: the state machine is behind the applied index")
+        data = self.machine.snapshot()
+        snap = raft.compact(applied, data, retain=min(self._memory_retain(), self.cfg.retain_entries))
         self.storage.save_snapshot(snap)
-        self._snap_index = applied
+        self._snap_index, self._snap_size = applied, len(data)
+        self._applied_bytes = 0
         keep_from = applied - self.cfg.retain_entries
+        needed = self.machine.needed_from()
+        if needed is not None:
+            keep_from = min(keep_from, needed - 1)
         if keep_from > 0:
             self.storage.compact(keep_from)
             self.machine.forget_duplicates_below(keep_from)
         return applied
+
+    def _memory_retain(self) -> int:
+        """How many of the last applied entries fit ``memory_entries`` and ``memory_bytes``."""
+        total = count = 0
+        for size in reversed(self._recent_sizes):
+            total += size
+            if total > self.cfg.memory_bytes:
+                break
+            count += 1
+        return min(count, self.cfg.memory_entries)
 
     # --- waiting for conditions (membership changes, transfers) ------------------------
     def watch(self, predicate) -> asyncio.Future:
@@ -372,6 +471,7 @@ class Node:
     def status(self) -> dict:
         raft = self.raft
         role = raft.role
+        wal_bytes, wal_segments = self.storage.usage()
         return {
             "id": self.node_id,
             "address": self.cfg.listen,
@@ -384,6 +484,15 @@ class Node:
             "applied_index": raft.applied_index,
             "first_index": self.storage.first_index(),
             "snapshot_index": self._snap_index,
+            "snapshot_bytes": self._snap_size,
+            "wal_bytes": wal_bytes,
+            "wal_segments": wal_segments,
+            "retained_offsets": self.machine.retained_offsets(),
+            "backfilling": self._held is not None,
+            "replayed_at_start": self._replayed_at_start,
+            "longest_stall_ms": self.stalls.longest_ms(),
+            "longest_turn_ms": self.stalls.longest_turn_ms(),
+            **memory_usage(),
             "voters": sorted(raft.conf.voters),
             "outgoing": sorted(raft.conf.outgoing),
             "learners": sorted(raft.conf.learners),

@@ -13,6 +13,7 @@ read_log        from, max, all (bool), consistency                     {"entries
 member          op ("add"|"learner"|"promote"|"remove"), id, address   {"voters", "learners"}
 transfer        to                                                     {"leader": id}
 snapshot        --                                                     {"index": I}
+fetch_entries   from, to, max_bytes                                    {"entries": [[i, term, kind, data]]}
 isolate         on (bool) -- only with --test-hooks                    {"isolated": bool}
 ==============  =====================================================  ==========================
 
@@ -33,6 +34,7 @@ from typing import TYPE_CHECKING, Any, Callable, Protocol
 from logqueue.raft import NotLeader, ProposalDropped, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
+from logqueue.runtime.backfill import CHUNK_BYTES, entry_rows
 from logqueue.runtime.machine import ServiceMachine, StaleRequest
 from logqueue.storage.base import Storage
 
@@ -42,6 +44,23 @@ if TYPE_CHECKING:
 log = logging.getLogger("logqueue.service")
 
 MAX_GROUPS_PER_ENTRY = 1024
+# Payload bytes proposed per loop turn (at least one request): the fsync of one turn stays
+# short, so the loop keeps sending heartbeats while large payloads stream in.
+PROPOSAL_BYTES_PER_TURN = 8 << 20
+
+
+def _take(items: list, size, budget: int) -> tuple[list, list]:
+    """(the longest prefix of ``items`` within ``budget`` bytes, at least one item; the rest)."""
+    total = 0
+    for k, item in enumerate(items):
+        total += size(item)
+        if total > budget and k > 0:
+            return items[:k], items[k:]
+    return items, []
+
+
+def _group_bytes(group: list) -> int:
+    return sum(len(cmd["payload"]) for cmd in group[3] if isinstance(cmd, dict) and isinstance(cmd.get("payload"), bytes))
 READ_LOG_MAX = 10_000
 # A linearizable log read waits at most this long for its read index (one heartbeat round
 # to a quorum, via the leader for a follower); then it is answered "timeout" to be retried.
@@ -51,6 +70,16 @@ QUEUE_QUERIES = ("read", "stats", "results", "dead_letters", "queue_names")
 
 class BadRequest(ValueError):
     """A request with missing or mistyped arguments; answered with code bad_request."""
+
+
+class PayloadTooLarge(BadRequest):
+    """A record or job payload above the node's --max-payload-bytes; code payload_too_large."""
+
+
+def check_payload(size: int, limit: int) -> None:
+    if size > limit:
+        raise PayloadTooLarge(f"a payload of {size} bytes exceeds this node's maximum of {limit} bytes "
+                              "(--max-payload-bytes)")
 
 
 def error(code: str, message: str, **extra) -> dict:
@@ -144,6 +173,7 @@ class Service:
             "member": self.op_member,
             "transfer": self.op_transfer,
             "snapshot": self.op_snapshot,
+            "fetch_entries": self.op_fetch_entries,
             "isolate": self.op_isolate,
         }
 
@@ -156,6 +186,8 @@ class Service:
                 if handler is None:
                     raise BadRequest(f"unknown operation {op!r}")
                 handler(conn, rid, args)
+            except PayloadTooLarge as exc:
+                conn.send(wire.response(rid, False, error("payload_too_large", str(exc))))
             except BadRequest as exc:
                 conn.send(wire.response(rid, False, error("bad_request", str(exc))))
             except NotLeader:
@@ -189,6 +221,7 @@ class Service:
         for k, rec in enumerate(recs):
             if type(rec) is not list or len(rec) != 2 or type(rec[0]) is not int or type(rec[1]) is not bytes:
                 raise BadRequest("each record must be [seq, bytes]")
+            check_payload(len(rec[1]), self.node.cfg.max_payload)
         if not recs:
             pending.done = True
             conn.send(wire.response(rid, True, {"indexes": []}))
@@ -214,6 +247,9 @@ class Service:
         seq = _arg(args, "seq", int)
         low = _arg(args, "low", int, 0)
         cmds = _arg(args, "cmds", list)
+        for cmd in cmds:
+            if isinstance(cmd, dict) and isinstance(cmd.get("payload"), bytes):
+                check_payload(len(cmd["payload"]), self.node.cfg.max_payload)
         key = (c, seq)
         pending = _Pending(conn, rid, 1, "results")
         try:
@@ -230,12 +266,18 @@ class Service:
             self.buf_groups.append([c, seq, low, cmds])
 
     def flush_proposals(self) -> None:
-        """Propose everything buffered since the last loop turn, as few entries as possible."""
+        """Propose what was buffered since the last loop turn, as few entries as possible, up to
+        ``PROPOSAL_BYTES_PER_TURN`` of payload; the rest waits for the next turns."""
         if not (self.buf_records or self.buf_groups):
             return
         node = self.node
-        records, self.buf_records = self.buf_records, []
-        groups, self.buf_groups = self.buf_groups, []
+        records, self.buf_records = _take(self.buf_records, lambda r: len(r[1]), PROPOSAL_BYTES_PER_TURN)
+        budget = PROPOSAL_BYTES_PER_TURN - sum(len(data) for _, data in records)
+        groups: list = []
+        if budget > 0 or not records:
+            groups, self.buf_groups = _take(self.buf_groups, _group_bytes, budget)
+        if self.buf_records or self.buf_groups:
+            node.wake()  # the rest goes in the next turns
         try:
             if records:
                 node.raft.propose_batch([data for _, data in records])
@@ -423,6 +465,29 @@ class Service:
                 out.append(row)
         conn.send(wire.response(rid, True, {"entries": out, "first_index": first, "applied_index": applied,
                                             "next": hi}))
+
+    def op_fetch_entries(self, conn, rid, args) -> None:
+        """Applied entries ending just before `to`, back to `from` at most, up to about
+        `max_bytes` of data (at least one): a backfilling follower's chunk (``backfill``)."""
+        node = self.node
+        storage = node.storage
+        lo = max(_arg(args, "from", int), storage.first_index())
+        top = min(_arg(args, "to", int), node.raft.applied_index + 1)
+        limit = min(_arg(args, "max_bytes", int, CHUNK_BYTES), CHUNK_BYTES)
+        chunk: list[t.Entry] = []
+        size = 0
+        while top > lo and size < limit:
+            block = storage.entries(max(lo, top - 8), top)  # entries may be large: a few at a time
+            if not block:
+                break
+            for e in reversed(block):
+                chunk.append(e)
+                size += len(e.data)
+                top = e.index
+                if size >= limit:
+                    break
+        chunk.reverse()
+        conn.send(wire.response(rid, True, {"entries": entry_rows(chunk)}))
 
     # --- administration ---------------------------------------------------------------------
     def op_member(self, conn, rid, args) -> None:

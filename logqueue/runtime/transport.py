@@ -8,8 +8,9 @@ batches of bytes to the frame decoder, which keeps the per-message cost low.
   connection only, with the reason logged.
 - ``dial``: open a connection, run the caller's side of the handshake, return a
   ``Dialed`` connection whose frames go to a callback (used by clients and peer links).
-- ``PeerLink``: the node's outbound connection to one peer, redialed with back-off.
-  Messages to an unreachable or slow peer are dropped: Raft retransmits.
+- ``PeerLink``: the node's outbound connections to one peer (bulk data apart from the
+  rest), redialed with back-off. Messages to an unreachable or slow peer are dropped:
+  Raft retransmits.
 """
 from __future__ import annotations
 
@@ -199,8 +200,8 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class PeerLink:
-    """The outbound connection from this node to one peer, redialed in the background."""
+class _Outbound:
+    """One connection from this node to a peer, redialed in the background."""
 
     def __init__(self, node_id: int, peer_id: int, address: str, secret: bytes | None, listen: str,
                  on_unreachable: Callable[[int], None] = lambda peer: None) -> None:
@@ -208,7 +209,6 @@ class PeerLink:
         self.secret, self.listen = secret, listen
         self.on_unreachable = on_unreachable  # called with peer_id when a connection is lost or a dial fails
         self.conn: Dialed | None = None
-        self.blocked = False  # test hook: drop everything (a cut-off link)
         self._task: asyncio.Task | None = None
         self._closing = False
         self.dropped = 0
@@ -218,10 +218,7 @@ class PeerLink:
 
     def send(self, frames: list[bytes]) -> None:
         conn = self.conn
-        if conn is None or conn.closed or self.blocked:
-            self.dropped += len(frames)
-            return
-        if conn.buffered() > PEER_BUFFER_LIMIT:
+        if conn is None or conn.closed or conn.buffered() > PEER_BUFFER_LIMIT:
             self.dropped += len(frames)
             return
         conn.write(b"".join(frames) if len(frames) > 1 else frames[0])
@@ -255,3 +252,36 @@ class PeerLink:
                 await self._task
             except (asyncio.CancelledError, Exception):
                 pass
+
+
+class PeerLink:
+    """This node's outbound connections to one peer: one for bulk data (appends that carry
+    entries, snapshots), one for everything else, so a heartbeat, a vote or an answer
+    never waits behind megabytes of entries in a socket buffer. Messages to an
+    unreachable or slow peer are dropped: Raft retransmits."""
+
+    def __init__(self, node_id: int, peer_id: int, address: str, secret: bytes | None, listen: str,
+                 on_unreachable: Callable[[int], None] = lambda peer: None) -> None:
+        self.peer_id, self.address = peer_id, address
+        self.control = _Outbound(node_id, peer_id, address, secret, listen, on_unreachable)
+        self.bulk = _Outbound(node_id, peer_id, address, secret, listen, on_unreachable)
+        self.blocked = False  # test hook: drop everything (a cut-off link)
+
+    @property
+    def dropped(self) -> int:
+        return self.control.dropped + self.bulk.dropped
+
+    def start(self) -> None:
+        self.control.start()
+        self.bulk.start()
+
+    def send(self, frames: list[bytes], bulk: bool = False) -> None:
+        channel = self.bulk if bulk else self.control
+        if self.blocked:
+            channel.dropped += len(frames)
+            return
+        channel.send(frames)
+
+    async def close(self) -> None:
+        await self.control.close()
+        await self.bulk.close()

@@ -83,6 +83,17 @@ class Storage(Protocol):
         Raises ValueError if ``index`` is beyond the snapshot: those entries would be lost.
         """
 
+    def prepend(self, entries: list[Entry]) -> None:
+        """Store contiguous committed ``entries`` that end at ``first_index() - 1`` and at
+        or below the snapshot (filling in history the state machine still reads, fetched
+        from another node); durable on return unless the fsync policy is ``off``.
+
+        Raises ValueError if they do not end just before the first stored entry.
+        """
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes of stored log records, number of log segment files)."""
+
     def sync(self) -> None:
         """Make every write so far durable (per policy). Call before sending messages
         or replies that depend on them."""
@@ -127,6 +138,17 @@ def check_snapshot_order(snap: Snapshot, current: Snapshot | None) -> None:
 def check_compact(index: int, snapshot_index: int) -> None:
     if index > snapshot_index:
         raise ValueError(f"cannot compact through index {index}: the snapshot only covers up to {snapshot_index}")
+
+
+def check_prepend(entries: list[Entry], first_index: int, snapshot_index: int) -> None:
+    for expected, e in enumerate(entries, entries[0].index):
+        if e.index != expected:
+            raise ValueError(f"prepend: entry index {e.index} follows {expected - 1}; indexes must be contiguous")
+    if entries[-1].index != first_index - 1 or entries[-1].index > snapshot_index:
+        raise ValueError(
+            f"prepend must end at index {first_index - 1} (just before the first stored entry), within the "
+            f"snapshot ({snapshot_index}); got {entries[0].index}..{entries[-1].index}"
+        )
 
 
 def check_fsync_policy(policy: str) -> FsyncPolicy:

@@ -21,6 +21,7 @@ from logqueue.storage.base import (
     StorageError,
     check_compact,
     check_fsync_policy,
+    check_prepend,
     check_snapshot_order,
     entries_to_store,
 )
@@ -180,6 +181,21 @@ class DiskStorage:
         self._hs_unsynced = True  # the compaction point rides in the hard state file
         if self._policy == "always":
             self._write_hard_state()
+
+    def prepend(self, entries: list[Entry]) -> None:
+        self._check_open()
+        if not entries:
+            return
+        check_prepend(entries, self.first_index(), self._snapshot_index())
+        self._wal.prepend(entries)
+        if self._compacted >= entries[0].index:
+            self._compacted = entries[0].index - 1
+            self._hs_unsynced = True
+            self._write_hard_state()
+
+    def usage(self) -> tuple[int, int]:
+        self._check_open()
+        return self._wal.usage()
 
     def sync(self) -> None:
         self._check_open()

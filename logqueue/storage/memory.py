@@ -3,7 +3,7 @@ and tests. Nothing survives the process."""
 from __future__ import annotations
 
 from logqueue.raft.types import Entry, HardState, Snapshot
-from logqueue.storage.base import LoadedState, check_compact, check_snapshot_order, entries_to_store
+from logqueue.storage.base import LoadedState, check_compact, check_prepend, check_snapshot_order, entries_to_store
 
 
 class MemoryStorage:
@@ -56,6 +56,15 @@ class MemoryStorage:
         check_compact(index, self._snapshot_index())
         del self._entries[: index + 1 - self._first]
         self._first = index + 1
+
+    def prepend(self, entries: list[Entry]) -> None:
+        if entries:
+            check_prepend(entries, self._first, self._snapshot_index())
+            self._entries[:0] = entries
+            self._first = entries[0].index
+
+    def usage(self) -> tuple[int, int]:
+        return 0, 0
 
     def sync(self) -> None:
         pass

@@ -29,7 +29,7 @@ from pathlib import Path
 
 from logqueue.raft.types import Entry
 from logqueue.storage.base import CorruptLogError, FsyncPolicy
-from logqueue.storage.files import fsync_dir, write_all
+from logqueue.storage.files import fsync_dir, replace_atomically, write_all
 from logqueue.storage.records import BadRecord, encode_records, iter_records
 
 log = logging.getLogger(__name__)
@@ -250,6 +250,30 @@ class Wal:
         self._unsynced = False
         del seg.offsets[index - seg.first :]
         seg.size = offset
+
+    def prepend(self, entries: list[Entry]) -> None:
+        """Store contiguous entries that end just before the first record (a node filling
+        in, behind its snapshot, what its state machine still reads) as a new first
+        segment, written whole under a temporary name then renamed: a crash leaves it
+        either absent or complete, so the torn-tail invariant holds."""
+        if not self.empty() and entries[-1].index != self.first() - 1:
+            raise ValueError(f"WAL prepend must end at index {self.first() - 1}, not {entries[-1].index}")
+        buf, ends = encode_records(entries)
+        seg = _Segment(self.directory / segment_name(entries[0].index), entries[0].index, array(self._offset_type))
+        replace_atomically(seg.path, bytes(buf), self._policy != "off")
+        seg.offsets.append(0)
+        seg.offsets.extend(ends[:-1])
+        seg.size = len(buf)
+        if self.empty():
+            self.drop_all()
+            self._segments.append(seg)
+            self._open_last()
+        else:
+            self._segments.insert(0, seg)
+
+    def usage(self) -> tuple[int, int]:
+        """(bytes of records, number of segments)."""
+        return sum(s.size for s in self._segments), len(self._segments)
 
     def drop_before(self, index: int) -> None:
         """Delete whole segments whose records are all below ``index``; the last

@@ -1,0 +1,89 @@
+"""A private 3-node NATS cluster with JetStream on loopback, for R3 streams that can fail over.
+
+Node *i* is ``nats-server -a 127.0.0.1 -p P_i -js -sd DIR_i -n NAME_i --cluster_name C
+--cluster nats://127.0.0.1:R_i --routes ROUTES_i``. ``ROUTES_i`` are the other nodes'
+route addresses, or -- with ``route_via`` -- whatever address node *i* is to use for node
+*j*, so that a fault proxy can sit on every route. The cluster serves once JetStream's
+meta group has a leader (``$JS.API.INFO`` answers); a stream's leader is what the
+JetStream API's stream info says (``cluster.leader``).
+"""
+from __future__ import annotations
+
+import asyncio
+import secrets
+from collections.abc import Callable
+
+from baselines.servers.nodes import Node, PrivateCluster, require_binary, wait_for
+from logqueue.local_cluster import free_ports
+
+META_READY_S = 60.0
+
+
+async def _ask(servers: list[str], call):
+    import nats
+
+    nc = await nats.connect(servers=[f"nats://{s}" for s in servers], connect_timeout=2, allow_reconnect=False,
+                            max_reconnect_attempts=0)
+    try:
+        return await call(nc.jetstream(timeout=3))
+    finally:
+        await nc.close()
+
+
+class NatsCluster(PrivateCluster):
+    system = "nats-cluster"
+
+    def __init__(self, run_dir, nodes: int = 3, route_via: Callable[[int, int, str], str] | None = None) -> None:
+        """``route_via(i, j, address)``: the address node ``i`` dials for node ``j``'s route port ``address``."""
+        super().__init__(run_dir, nodes)
+        self.route_via = route_via or (lambda i, j, address: address)
+
+    def prepare(self) -> None:
+        binary = require_binary(self.system, "nats-server", "nats-server")
+        token = secrets.token_hex(3)
+        ports = free_ports(2 * self.size)
+        self.route_ports = {i: ports[2 * i - 1] for i in range(1, self.size + 1)}
+        for i in range(1, self.size + 1):
+            client = ports[2 * i - 2]
+            data = self.run_dir / f"node-{i}"
+            data.mkdir(parents=True, exist_ok=True)
+            routes = ",".join(f"nats://{self.route_via(i, j, f'127.0.0.1:{self.route_ports[j]}')}"
+                              for j in range(1, self.size + 1) if j != i)
+            name = f"lq{token}-{i}"
+            argv = [binary, "-a", "127.0.0.1", "-p", str(client), "-js", "-sd", str(data), "-n", name,
+                    "--cluster_name", f"lq{token}", "--cluster", f"nats://127.0.0.1:{self.route_ports[i]}",
+                    "--routes", routes]
+            self.nodes[name] = Node(name, client, argv, self.run_dir / f"node-{i}.log")
+
+    def ask(self, call, timeout_s: float = 10.0):
+        """Run ``await call(jetstream_context)`` on a fresh connection to the live nodes."""
+        servers = [n.address for n in self.live_nodes()]
+        return asyncio.run(asyncio.wait_for(_ask(servers, call), timeout_s))
+
+    def _meta_ready(self) -> bool:
+        try:
+            self.ask(lambda js: js.account_info(), timeout_s=5.0)
+            return True
+        except Exception:  # no meta leader yet: JetStream answers 503 or times out
+            return False
+
+    def form(self) -> None:
+        wait_for(self._meta_ready, META_READY_S, f"{self.system}: JetStream has no meta leader", poll_s=0.2)
+
+    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
+        """The node that leads stream ``queue`` (a name, or a test of names: the first stream that passes),
+        per the JetStream API."""
+        if queue is None:
+            raise ValueError("a NATS cluster has a leader per stream: name the stream")
+
+        async def info(js):
+            if not callable(queue):
+                return await js.stream_info(queue)
+            return next((s for s in await js.streams_info() if queue(s.config.name)), None)
+
+        try:
+            found = self.ask(info, timeout_s=5.0)
+        except Exception:  # no stream leader right now (election), or no node answers
+            return None
+        leader = found.cluster.leader if found is not None and found.cluster else None
+        return leader if leader in self.nodes and self.nodes[leader].alive() else None

@@ -1,0 +1,291 @@
+"""What every private cluster shares: node processes, a reaper, node faults, timing.
+
+A :class:`PrivateCluster` starts N server processes of one system on free loopback
+ports, with every file under its run directory, and never touches the machine's shared
+servers. Each node runs in a process group of its own (``start_new_session``), so a
+Ctrl-C at the terminal does not reach it and ``stop`` kills the whole group. A
+:class:`Reaper` -- a small watchdog process told the group of every node -- SIGKILLs
+those groups when its launcher's end of the pipe closes, which is also what happens when
+the launcher is SIGKILLed: no broker process outlives the run that started it.
+
+Node faults are by node name: ``kill`` (SIGKILL, waits until the process is gone),
+``restart`` (start again on the same data and ports), ``pause`` / ``resume``
+(SIGSTOP / SIGCONT). ``leader()`` asks the system itself which node leads.
+"""
+from __future__ import annotations
+
+import abc
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+POLL_S = 0.05
+
+# The reaper: reads "+PGID" / "-PGID" lines; at end of input SIGKILLs every group still listed.
+_REAPER = r"""
+import os, signal, sys
+groups = set()
+for line in sys.stdin:
+    sign, pgid = line[0], int(line[1:])
+    (groups.add if sign == "+" else groups.discard)(pgid)
+for pgid in groups:
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except OSError:
+        pass
+"""
+
+
+class ClusterUnavailable(RuntimeError):
+    """A cluster cannot be started here; ``str()`` is one line (e.g. the Debian package to install)."""
+
+
+class ClusterError(RuntimeError):
+    """A started cluster did not do what it should (no leader in time, a node that did not come up)."""
+
+
+def require_binary(system: str, binary: str, package: str, path: str | None = None) -> str:
+    """The path of ``binary`` (or ``path`` when it exists), else ``ClusterUnavailable`` naming ``package``."""
+    found = path if path and os.access(path, os.X_OK) else shutil.which(binary)
+    if not found:
+        raise ClusterUnavailable(f"{system}: {binary} is not installed (install the Debian package: apt-get install {package})")
+    return found
+
+
+def process_state(pid: int) -> bytes:
+    """The state letter of ``pid`` in /proc (``R``, ``S``, ``T`` stopped, ``Z``...), ``b""`` when it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return b""
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for(condition: Callable[[], object], timeout_s: float, what: str, poll_s: float = POLL_S):
+    """Poll ``condition()`` until it returns something truthy (returned); ``ClusterError`` naming ``what`` after ``timeout_s``."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise ClusterError(f"{what} within {timeout_s:g} s")
+        time.sleep(poll_s)
+
+
+class Reaper:
+    """A watchdog process that SIGKILLs the process groups it was told about once its launcher is gone."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-c", _REAPER], stdin=subprocess.PIPE, text=True,
+                                     start_new_session=True)
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.proc.stdin.write(line + "\n")
+            self.proc.stdin.flush()
+
+    def watch(self, pgid: int) -> None:
+        self._send(f"+{pgid}")
+
+    def forget(self, pgid: int) -> None:
+        self._send(f"-{pgid}")
+
+    def close(self) -> None:
+        """Close the pipe: the reaper kills what is still listed and exits."""
+        with contextlib.suppress(BrokenPipeError, ValueError):
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+class Node:
+    """One server process: how to start it and the process while it runs."""
+
+    def __init__(self, name: str, port: int, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
+        self.name, self.port, self.argv, self.log_path, self.env = name, port, argv, log_path, env
+        self.proc: subprocess.Popen | None = None
+        self.paused = False
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def up(self) -> bool:
+        """Running, not paused, and accepting connections."""
+        return self.alive() and not self.paused and port_open(self.port)
+
+
+class PrivateCluster(abc.ABC):
+    """N nodes of one system, started under ``run_dir``; subclasses say how to start and ask them.
+
+    ``start_seconds`` is how long ``start`` took (also written to ``run_dir/start.txt``).
+    """
+
+    system: str = ""
+    # Longest a single node may take to accept connections after it is started.
+    node_start_s: float = 60.0
+
+    def __init__(self, run_dir: str | os.PathLike, nodes: int = 3) -> None:
+        if nodes < 1:
+            raise ValueError(f"nodes must be >= 1, got {nodes}")
+        self.run_dir = Path(run_dir)
+        self.size = nodes
+        self.nodes: dict[str, Node] = {}
+        self.start_seconds: float | None = None
+        self._reaper: Reaper | None = None
+
+    # --- what subclasses provide ----------------------------------------------------------
+
+    @abc.abstractmethod
+    def prepare(self) -> None:
+        """Check the binaries (``ClusterUnavailable``), write the files, fill ``self.nodes``."""
+
+    @abc.abstractmethod
+    def form(self) -> None:
+        """After every node process was started: make them one cluster and wait until it serves."""
+
+    @abc.abstractmethod
+    def leader(self, queue: str | None = None) -> str | None:
+        """The name of the node that leads (``queue``'s replica group where that matters), as the system says."""
+
+    def await_node(self, node: Node) -> None:
+        """Return once a (re)started ``node`` serves; the default waits for its client port."""
+        wait_for(lambda: node.up() or self._died(node), self.node_start_s, f"{self.system}: {node.name} did not come up")
+        self._died(node, fail=True)
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> "PrivateCluster":
+        t0 = time.monotonic()
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.prepare()
+        self._reaper = Reaper()
+        try:
+            for node in self.nodes.values():
+                self.spawn(node)
+            for node in self.nodes.values():
+                self.await_node(node)
+            self.form()
+        except BaseException:
+            self.stop()
+            raise
+        self.start_seconds = time.monotonic() - t0
+        (self.run_dir / "start.txt").write_text(f"{self.system}: {self.size} nodes up in {self.start_seconds:.1f} s\n")
+        return self
+
+    def spawn(self, node: Node) -> None:
+        """Start ``node``'s process in a process group of its own, watched by the reaper."""
+        with open(node.log_path, "ab") as log:
+            env = None if node.env is None else {**os.environ, **node.env}
+            node.proc = subprocess.Popen(node.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True)
+        node.paused = False
+        self._reaper.watch(node.proc.pid)
+
+    def _died(self, node: Node, fail: bool = False) -> bool:
+        if node.proc is not None and node.proc.poll() is not None:
+            if fail:
+                raise ClusterError(f"{self.system}: {node.name} exited with status {node.proc.returncode} "
+                                   f"(see {node.log_path})")
+            return True
+        return False
+
+    def stop(self) -> None:
+        """SIGKILL every node's process group and wait for them; safe to call twice."""
+        for node in self.nodes.values():
+            self._kill_group(node)
+        if self._reaper is not None:
+            self._reaper.close()
+            self._reaper = None
+
+    def _kill_group(self, node: Node) -> None:
+        if node.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(node.proc.pid, signal.SIGKILL)
+        node.proc.wait()
+        if self._reaper is not None:
+            self._reaper.forget(node.proc.pid)
+        node.paused = False
+
+    def __enter__(self) -> "PrivateCluster":
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # --- what clients use -----------------------------------------------------------------
+
+    @property
+    def addresses(self) -> list[str]:
+        """Every node's client address, ``host:port``, in node order."""
+        return [n.address for n in self.nodes.values()]
+
+    @property
+    def spec(self) -> str:
+        return ",".join(self.addresses)
+
+    def node_of(self, address: str) -> str | None:
+        """The name of the node whose client address is ``address``."""
+        return next((n.name for n in self.nodes.values() if n.address == address), None)
+
+    def live_nodes(self) -> list[Node]:
+        return [n for n in self.nodes.values() if n.alive() and not n.paused]
+
+    def wait_leader(self, timeout_s: float, queue: str | None = None, exclude: str | None = None) -> str:
+        """The leader's name once there is one (other than ``exclude``); ``ClusterError`` after ``timeout_s``."""
+        def found() -> str | None:
+            leader = self.leader(queue)
+            return leader if leader is not None and leader != exclude else None
+
+        other = "" if exclude is None else f" other than {exclude}"
+        return wait_for(found, timeout_s, f"{self.system}: no leader{other}", poll_s=0.2)
+
+    # --- node faults ----------------------------------------------------------------------
+
+    def kill(self, name: str) -> None:
+        """SIGKILL node ``name`` (its whole process group) and return once it is gone."""
+        self._kill_group(self.nodes[name])
+
+    def restart(self, name: str) -> int:
+        """Start node ``name`` again on its data (SIGKILLing it first if it runs); returns once it serves."""
+        node = self.nodes[name]
+        if node.alive():
+            self.kill(name)
+        self.spawn(node)
+        self.await_node(node)
+        return node.proc.pid
+
+    def pause(self, name: str) -> None:
+        """SIGSTOP node ``name``'s group and return once it is stopped: its sockets stay open, it answers nothing."""
+        node = self.nodes[name]
+        os.killpg(node.proc.pid, signal.SIGSTOP)
+        node.paused = True
+        wait_for(lambda: process_state(node.proc.pid) in (b"T", b"t"), 5.0, f"{self.system}: {name} did not stop")
+
+    def resume(self, name: str) -> None:
+        node = self.nodes[name]
+        os.killpg(node.proc.pid, signal.SIGCONT)
+        node.paused = False

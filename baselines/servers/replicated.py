@@ -1,0 +1,183 @@
+"""The topology of a replicated baseline for one run: its private cluster, behind the run's proxies.
+
+A :class:`ReplicatedTopology` starts a ``baselines.servers`` cluster in the run directory
+and gives the run's clients one proxy link per node (``node-1..3``; for Redis also one
+per Sentinel). Node ids are 1..3; events name a node as the system itself names it
+(``lq1a2b3c-1@localhost``, ``lq1a2b3c-2``, ``redis-3``), so a fault event says which node
+the system reported as the leader.
+
+Leader: the node that leads the run's queue -- the only work queue / stream in the
+cluster, since every run has a cluster of its own -- as the system says (see each
+cluster's ``leader``). ``spawn`` starts a node again without waiting (RabbitMQ nodes
+restarted together wait for each other's tables); ``catching_up`` waits until it serves.
+
+Isolation (``broker-partition``, ``follower-lag``) cuts the node's client links and, per
+system, its peer links (``isolation`` says how, and the scenarios note it): NATS routes
+go through per-link proxies (node *i* dials node *j*'s route port through the link
+``<i>-><j>``); RabbitMQ's Erlang distribution and Redis's replication and Sentinel links
+are not routed through proxies here, so the node is also paused (SIGSTOP) until the heal.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from baselines.servers.nodes import ClusterError, ClusterUnavailable, PrivateCluster, require_binary
+from baselines.servers.topology import ServerStartError, Topology
+
+
+class ReplicatedTopology(Topology):
+    """A private cluster for one run. Subclasses (one per backend, in its adapter module) say
+    how to make the cluster, which queue is the run's, how clients are pointed at their links,
+    and how a node is isolated.
+
+    Class attributes: ``isolation`` -- one line, how ``broker-partition``/``follower-lag`` cut
+    a node off; ``pause_to_isolate`` -- the node is also SIGSTOPped while it is cut off.
+    """
+
+    everything = "cluster"
+    isolation = ""
+    pause_to_isolate = False
+
+    def __init__(self) -> None:
+        super().__init__(node_faults=None)
+        self.node_faults = None
+        self.cluster: PrivateCluster | None = None
+        self.start_seconds: float | None = None  # how long the cluster took to start (noted in the run)
+        self.nodes = []
+        self.routes: dict[tuple[int, int], str] = {}  # (i, j) -> the hub link node i dials node j through
+
+    def make_cluster(self, run_dir: Path, route: Callable[[int, int, str], str]) -> PrivateCluster:
+        """An unstarted cluster in ``run_dir`` whose node *i* dials node *j*'s peer port ``address`` at
+        ``route(i, j, address)`` where the system allows it (a proxy link of the run's hub)."""
+        raise NotImplementedError
+
+    def is_queue(self, name: str) -> bool:
+        """Whether the cluster's queue (stream) ``name`` is the run's work queue, whose leader ``leader`` names."""
+        raise NotImplementedError
+
+    # --- lifecycle ----------------------------------------------------------------------
+
+    def start(self, run_dir: Path, links=None) -> None:
+        super().start(run_dir, links)
+        self.cluster = self.make_cluster(run_dir / "cluster", self._route)
+        try:
+            self.cluster.start()
+        except (ClusterUnavailable, ClusterError) as exc:
+            raise ServerStartError(str(exc)) from None
+        self.start_seconds = self.cluster.start_seconds
+        self.names = list(self.cluster.nodes)
+        self.nodes = list(range(1, len(self.names) + 1))
+
+    def close(self) -> None:
+        if self.cluster is not None:
+            self.cluster.stop()
+
+    # --- what clients see ---------------------------------------------------------------
+
+    def node(self, node: int):
+        return self.cluster.nodes[self.names[node - 1]]
+
+    def node_name(self, node) -> str:
+        return self.names[node - 1] if self.cluster is not None else f"node-{node}"
+
+    def server_of(self, node) -> str:
+        return f"node-{node}"
+
+    def servers(self) -> dict[str, str]:
+        return {f"node-{i}": self.node(i).address for i in self.nodes}
+
+    def node_links(self, links: dict[str, str]) -> str:
+        """A client's links to every node, ``h:p,h:p,h:p``."""
+        return ",".join(links[f"node-{i}"] for i in self.nodes)
+
+    def _route(self, i: int, j: int, address: str) -> str:
+        name = self.routes[(i, j)] = f"node-{i}->node-{j}"
+        self.links.add(name, address)
+        return self.links.address(name)
+
+    def peer_links(self, node) -> list[str]:
+        return [name for (i, j), name in self.routes.items() if node in (i, j)]
+
+    # --- state --------------------------------------------------------------------------
+
+    def leader(self):
+        name = self.cluster.leader(self.is_queue)
+        return self.names.index(name) + 1 if name in self.names else None
+
+    def catching_up(self, node):
+        return None, lambda: self.node(node).up()
+
+    # --- node faults --------------------------------------------------------------------
+
+    def process(self, node):
+        return self.node(node).proc
+
+    def kill(self, node) -> None:
+        self.cluster.kill(self.node_name(node))
+
+    def spawn(self, node) -> int:
+        n = self.node(node)
+        if n.alive():
+            self.cluster.kill(n.name)
+        self.cluster.spawn(n)
+        return n.pid
+
+    def pause(self, node) -> None:
+        self.cluster.pause(self.node_name(node))
+
+    def resume(self, node) -> None:
+        self.cluster.resume(self.node_name(node))
+
+    def isolate(self, node) -> None:
+        """What cutting ``node``'s links leaves to do: pause it where its peer links are not proxied."""
+        if self.pause_to_isolate:
+            self.pause(node)
+
+    def rejoin(self, node) -> None:
+        if self.pause_to_isolate and self.node(node).paused:
+            self.resume(node)
+
+
+def probe_binaries(backend: str, binaries) -> str | None:
+    """``None`` when every ``(binary, Debian package, path or None)`` is installed, else the one line naming it."""
+    try:
+        for binary, package, path in binaries:
+            require_binary(backend, binary, package, path)
+    except ClusterUnavailable as exc:
+        return str(exc)
+    return None
+
+
+@contextlib.contextmanager
+def local_cluster(make_cluster: Callable[[str], PrivateCluster], client_env: Callable[[PrivateCluster], dict],
+                  addresses: Callable[[PrivateCluster], dict], configured: str, fresh: bool):
+    """``Backend.local_servers`` of a backend on a private cluster: one in a temporary directory, exported to
+    this process and its children while the block runs; yields ``addresses(cluster)``. With ``fresh`` False
+    and the variable ``configured`` set (the user's cluster, e.g. docker-compose's), yields ``{}``."""
+    if not fresh and os.environ.get(configured):
+        yield {}
+        return
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="lq-cluster-") as root:
+        cluster = make_cluster(root)
+        with cluster, exported(client_env(cluster)):
+            yield addresses(cluster)
+
+
+@contextlib.contextmanager
+def exported(env: dict[str, str]):
+    """Set ``env`` in this process's environment (inherited by worker processes) while the block runs."""
+    previous = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        yield
+    finally:
+        for k, v in previous.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

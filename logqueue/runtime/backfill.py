@@ -1,0 +1,90 @@
+"""Backfill: fetch the log entries behind an installed snapshot that retained jobs read.
+
+A follower that installs a snapshot gets only the queue's metadata; the payloads and
+results of the jobs it retains stay in the entries that carried them, which this node
+lacks. The backfill asks the leader (``fetch_entries``) for them newest chunk first, in
+chunks of at most ``CHUNK_BYTES``, and prepends each to its storage, so neither side holds
+more than a chunk in memory. Meanwhile the node holds committed entries back (``Node``).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING
+
+from logqueue.raft import types as t
+
+if TYPE_CHECKING:
+    from logqueue.runtime.node import Node
+
+log = logging.getLogger("logqueue.node")
+
+CHUNK_BYTES = 4 << 20
+RETRY_S = 0.2
+
+
+def entry_rows(entries: list[t.Entry]) -> list[list]:
+    """Entries as ``fetch_entries`` sends them."""
+    return [[e.index, e.term, int(e.kind), e.data] for e in entries]
+
+
+def entries_of(rows: list[list]) -> list[t.Entry]:
+    return [t.Entry(term, index, data, t.EntryKind(kind)) for index, term, kind, data in rows]
+
+
+class Backfill:
+    """One backfill task of ``node``, from ``needed`` up to the storage's first index."""
+
+    def __init__(self, node: "Node", needed: int) -> None:
+        self.node = node
+        self.needed = needed
+        self._task: asyncio.Task | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def done(self) -> bool:
+        return self._task is not None and self._task.done()
+
+    async def stop(self) -> None:
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+
+    async def _run(self) -> None:
+        from logqueue.client import AsyncClient, ClientError  # the node's own client of its peers
+
+        node = self.node
+        storage = node.storage
+        client = AsyncClient([node.cfg.listen], secret=node.secret)
+        fetched = 0
+        log.info("node %d fetching log entries %d..%d that its retained jobs read", node.node_id, self.needed,
+                 storage.first_index() - 1)
+        try:
+            while self.needed < storage.first_index():
+                leader = node.raft.leader_id
+                address = node.address_of(leader) if leader not in (None, node.node_id) else None
+                if address is None:
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                try:
+                    body = await client.call(address, "fetch_entries", {
+                        "from": self.needed, "to": storage.first_index(), "max_bytes": CHUNK_BYTES}, timeout=10)
+                except ClientError as exc:
+                    log.warning("node %d: fetching entries from node %s failed (%s); retrying", node.node_id,
+                                leader, exc)
+                    await asyncio.sleep(RETRY_S)
+                    continue
+                entries = entries_of(body["entries"])
+                if entries and entries[-1].index == storage.first_index() - 1:
+                    storage.prepend(entries)
+                    fetched += len(entries)
+                else:
+                    await asyncio.sleep(RETRY_S)
+        finally:
+            await client.close()
+        log.info("node %d fetched %d log entries behind its snapshot", node.node_id, fetched)
+        node.backfill_done()
