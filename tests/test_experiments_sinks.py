@@ -29,7 +29,7 @@ def rows_per_job(table: str) -> dict[str, int]:
 
 
 @pytest.fixture(scope="module")
-def sink_runs(tmp_path_factory, logqueue_cluster):
+def sink_runs(tmp_path_factory):
     require_server("redis")
     require_server("postgres")
     runs = {}
