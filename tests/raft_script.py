@@ -202,7 +202,9 @@ class Cluster:
         if any(b < a for a, b in zip(terms, terms[1:])):
             raise ScriptError(f"terms must not decrease along a log: {terms}")
         term = max(terms, default=0) if term is None else term
-        disk = Disk(HardState(term, vote, commit), None, entries)
+        disk = Disk()
+        disk.set_hard_state(HardState(term, vote, commit))
+        disk.append(entries)
         # Made-up history must obey Log Matching too: record it as persisted.
         prev = 0
         for e in entries:
@@ -211,15 +213,7 @@ class Cluster:
         self._boot(node_id, disk, node.bootstrap)
 
     def _boot(self, node_id: int, disk: Disk, bootstrap: ConfState | None) -> None:
-        raft = self.raft_cls(
-            node_id,
-            self.cfg,
-            random.Random(node_id),
-            hard_state=disk.hard_state,
-            entries=list(disk.entries),
-            snapshot=disk.snapshot,
-            bootstrap=bootstrap,
-        )
+        raft = disk.boot(self.raft_cls, node_id, self.cfg, random.Random(node_id), bootstrap)
         node = Node(node_id, raft, disk, bootstrap)
         # The state machine restarts from the snapshot (or empty) and re-applies from there.
         if disk.snapshot is not None:
@@ -265,11 +259,7 @@ class Cluster:
         raft = node.raft
         rd = raft.ready()
         # 1. persist: snapshot, entries, hard state -- before anything is sent.
-        if rd.snapshot is not None:
-            node.disk.save_snapshot(rd.snapshot)
-        node.disk.append(rd.entries)
-        if rd.hard_state is not None:
-            node.disk.hard_state = rd.hard_state
+        node.disk.persist(rd)
         self.inv.on_persist(raft, rd.entries, rd.term if rd.role is Role.LEADER else None)
         # 2. send.
         self.queue.extend(rd.messages)
@@ -365,7 +355,7 @@ class Cluster:
             if not node.alive:
                 disk = node.disk
                 snap = f"(snap {disk.snapshot.meta.term}/{disk.snapshot.meta.index}) " if disk.snapshot else ""
-                lines.append(f"{node.id}: down, on disk: {snap}{' '.join(str(e.term) for e in disk.entries)}".rstrip())
+                lines.append(f"{node.id}: down, on disk: {snap}{' '.join(str(e.term) for e in disk.load().entries)}".rstrip())
                 continue
             log = node.raft.log
             parts = [f"(snap {log.snap_term}/{log.snap_index})"] if log.snap_index else []

@@ -140,8 +140,8 @@ def test_every_ready_persists_what_its_messages_depend_on(actions, pre_vote: boo
 
     def check(node, rd) -> None:
         disk = node.disk
-        hs = disk.hard_state
-        last = disk.entries[-1].index if disk.entries else (disk.snapshot.meta.index if disk.snapshot else 0)
+        hs = disk.load().hard_state
+        last = disk.last_index()  # the snapshot's index when no entry follows it
         for m in rd.messages:
             pre = getattr(m, "pre_vote", False)
             if not pre:

@@ -9,9 +9,9 @@ from __future__ import annotations
 import enum
 import hashlib
 import random
-from dataclasses import dataclass, field
 
-from logqueue.raft import Config, ConfState, Entry, HardState, Raft, Ready, RequestVoteResponse, Snapshot
+from logqueue.raft import Config, ConfState, Entry, Raft, Ready, RequestVoteResponse, Snapshot
+from logqueue.storage.memory import MemoryStorage
 
 
 class CrashPoint(enum.Enum):
@@ -20,31 +20,32 @@ class CrashPoint(enum.Enum):
     AFTER_SEND = "after-send"  # persisted and sent, nothing applied
 
 
-@dataclass
-class Disk:
-    """What survives a crash: hard state, snapshot, and entries after it."""
-
-    hard_state: HardState = field(default_factory=HardState)
-    snapshot: Snapshot | None = None
-    entries: list[Entry] = field(default_factory=list)
-
-    def append(self, entries: list[Entry]) -> None:
-        if not entries:
-            return
-        first = entries[0].index
-        base = self.snapshot.meta.index if self.snapshot else 0
-        del self.entries[max(0, first - base - 1) :]
-        self.entries.extend(entries)
+class Disk(MemoryStorage):
+    """What survives a crash: the storage contract's reference implementation, holding the
+    hard state, the snapshot and the entries after it (a snapshot drops the entries it covers,
+    as a node's compaction does)."""
 
     def save_snapshot(self, snap: Snapshot) -> None:
-        base = self.snapshot.meta.index if self.snapshot else 0
-        if snap.meta.index <= base:
-            return
-        keep = [e for e in self.entries if e.index > snap.meta.index]
-        # Entries after the snapshot survive only if they continue it (same term at its index).
-        at = [e for e in self.entries if e.index == snap.meta.index]
-        self.entries = keep if at and at[0].term == snap.meta.term else []
-        self.snapshot = snap
+        super().save_snapshot(snap)
+        self.compact(snap.meta.index)
+
+    def persist(self, rd: Ready) -> None:
+        """Persist what ``rd`` says must be durable before its messages are sent."""
+        if rd.snapshot is not None:
+            self.save_snapshot(rd.snapshot)
+        self.append(rd.entries)
+        if rd.hard_state is not None:
+            self.set_hard_state(rd.hard_state)
+
+    def boot(self, raft_cls, node_id: int, cfg: Config, rng: random.Random, bootstrap: ConfState | None) -> Raft:
+        """A core restarted from what is on this disk."""
+        state = self.load()
+        return raft_cls(node_id, cfg, rng, hard_state=state.hard_state, entries=state.entries,
+                        snapshot=state.snapshot, bootstrap=bootstrap)
+
+    @property
+    def snapshot(self) -> Snapshot | None:
+        return self._snapshot
 
 
 def chain(prev: bytes, entry: Entry) -> bytes:
@@ -65,18 +66,9 @@ class SimNode:
         self._boot()
 
     def _boot(self) -> None:
-        d = self.disk
-        self.raft = self.raft_cls(
-            self.id,
-            self.cfg,
-            random.Random(self.rng.random()),
-            hard_state=d.hard_state,
-            entries=list(d.entries),
-            snapshot=d.snapshot,
-            bootstrap=self.bootstrap,
-        )
+        self.raft = self.disk.boot(self.raft_cls, self.id, self.cfg, random.Random(self.rng.random()), self.bootstrap)
         # The state machine restarts from the snapshot (or empty) and re-applies from there.
-        snap = d.snapshot
+        snap = self.disk.snapshot
         self.applied_index = snap.meta.index if snap else 0
         self.state = snap.data if snap else b""
 
@@ -103,12 +95,7 @@ class SimNode:
         if point is CrashPoint.BEFORE_PERSIST:
             self.crash()
             return rd, False
-        d = self.disk
-        if rd.snapshot is not None:
-            d.save_snapshot(rd.snapshot)
-        d.append(rd.entries)
-        if rd.hard_state is not None:
-            d.hard_state = rd.hard_state
+        self.disk.persist(rd)
         if point is CrashPoint.AFTER_PERSIST:
             self.crash()
             return rd, False
