@@ -5,7 +5,6 @@ from baselines import registry
 from experiments.checker import check, check_dir
 from experiments.faults.proxy import ProxyHub
 from experiments.recorder import read_jsonl
-from experiments.scenarios import jobs
 from experiments.scenarios.base import Params, RunContext
 from tests.conftest import require_server
 from tests.test_checker import ev, happy
@@ -68,7 +67,7 @@ def test_the_producer_records_an_enqueue_it_could_not_confirm(tmp_path):
     topology.start(tmp_path, hub)
     ctx = RunContext("redis-list", "accounting", params, tmp_path, topology, hub)
     try:
-        ctx.start_load(lambda seq: jobs.payload(seq, 0.0))
+        ctx.start_load(ctx.payload)
         assert ctx.wait_until(lambda: len(ctx.history.produced) >= 5, 10.0)
         ctx.cut(ctx.link_names(clients=["producer"]), mode="reset")
         # The client retries a reset on its own for a while; keep resetting until the enqueue has failed

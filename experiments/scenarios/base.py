@@ -227,7 +227,7 @@ class RunContext:
                 due = self.t_load + p.load_s * seq / p.jobs
                 if self._stop_producer.wait(max(0.0, due - time.monotonic())):
                     return
-                job_id = f"j{seq:05d}"
+                job_id, payload = f"j{seq:05d}", payload_of(seq)  # outside the retries: not a client error
                 # A confirm lost to a fault is retried with the same id until the drain deadline;
                 # a retry that the broker had in fact accepted shows up as a duplicate execution.
                 while True:
@@ -237,7 +237,7 @@ class RunContext:
                             backend = self.backend_cls(self.config("producer"))
                             backend.connect()
                         sent = True  # from here on the broker may have the job, whatever we hear back
-                        confirmed = backend.enqueue(payload_of(seq), job_id=job_id)
+                        confirmed = backend.enqueue(payload, job_id=job_id)
                         self.log.produce(confirmed, seq=seq)
                         break
                     except Exception as exc:  # any client error: reconnect and retry (bounded below)
