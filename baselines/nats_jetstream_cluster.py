@@ -56,6 +56,7 @@ class NatsJetStreamClusterBackend(NatsJetStreamBackend):
     name = "nats-jetstream-cluster"
     durability = "publish ack: committed by the stream's Raft group, stored on a majority (2 of 3) of its replicas"
     replicas = 3
+    confirmed_on = 2  # a majority of the stream's replicas
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> NatsClusterTopology:

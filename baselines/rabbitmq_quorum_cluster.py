@@ -74,6 +74,7 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
     name = "rabbitmq-quorum-cluster"
     durability = "publisher confirm: on the Raft logs of a majority (2 of 3) of the quorum queue's members, fsynced"
     replicas = MEMBERS
+    confirmed_on = MEMBERS // 2 + 1  # a majority of the members
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> RabbitMQClusterTopology:

@@ -104,8 +104,9 @@ class RedisSentinelBackend(RedisStreamsBackend):
     name = "redis-sentinel"
     durability = ("XADD answered by the primary and WAIT 1: received (in memory) by at least one of 2 replicas; "
                   "AOF everysec; failover may still promote a replica without it")
-    replicas = 2
+    replicas = 3  # the primary and its 2 replicas
     replicas_to_wait = 1
+    confirmed_on = 1 + replicas_to_wait  # the primary and the replica WAIT heard from
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> RedisSentinelTopology:
