@@ -66,6 +66,22 @@ class RabbitMQClusterTopology(ReplicatedTopology):
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
         return {**client_env(self.cluster), CLUSTER_ENV: self.node_links(links)}
 
+    def catching_up(self, node):
+        """The Raft entries ``node``'s member of the queue lacks (``None`` while it does not answer), and
+        whether it is a follower again whose log reaches the highest commit index of now
+        (``rabbitmq-queues quorum_status``)."""
+        name = self.node_name(node)
+        members = self.cluster.members(self.is_queue)
+        target = max((m["commit_index"] or 0 for m in members.values()), default=0)
+        own = members.get(name, {}).get("log_index")
+
+        def caught_up() -> bool:
+            member = self.cluster.members(self.is_queue).get(name, {})
+            index = member.get("log_index")
+            return member.get("state") in ("follower", "leader") and index is not None and index >= target
+
+        return (None if own is None else max(0, target - own)), caught_up
+
     def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
         return {ADDRESS_KEY: self.node_links(links)}
 
