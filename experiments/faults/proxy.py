@@ -396,6 +396,10 @@ class ProxyHub:
         async def stop() -> None:
             for link in self._links.values():
                 await link.close()
+            # Let the cancelled relays finish, so none is destroyed pending when the loop stops.
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
 
         if self._loop.is_running():
             self._call(stop())
