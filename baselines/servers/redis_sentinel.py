@@ -58,6 +58,8 @@ class RedisSentinelCluster(PrivateCluster):
             self.announced[f"{ann_host}:{ann_port}"] = name
             lines = [f"port {port}", "bind 127.0.0.1", f"dir {data}", "appendonly yes", "appendfsync everysec",
                      'save ""', "min-replicas-to-write 1", "min-replicas-max-lag 10", f"bind-source-addr {source_host(i)}",
+                     # Listening on 127.0.0.1 only; protected mode would refuse the replicas' 127.0.0.1x sources.
+                     "protected-mode no",
                      f"replica-announce-ip {ann_host}", f"replica-announce-port {ann_port}"]
             if first is None:
                 first = (ann_host, ann_port)
