@@ -90,6 +90,10 @@ def test_leader_sigkill_fails_over_and_stop_leaves_nothing(system, tmp_path):
         declare(cluster)
         leader = cluster.wait_leader(30.0, queue)
         assert leader in cluster.nodes
+        if system == "rabbitmq":  # every member's Raft state and log, as follower-lag's catch-up reads them
+            members = cluster.members(queue)
+            assert sorted(members) == sorted(cluster.nodes)
+            assert members[leader]["state"] == "leader" and all(m["log_index"] > 0 for m in members.values())
         cluster.kill(leader)
         assert not cluster.nodes[leader].alive()
         successor = cluster.wait_leader(60.0, queue, exclude=leader)

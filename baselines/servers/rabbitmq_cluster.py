@@ -91,8 +91,8 @@ class RabbitMQCluster(PrivateCluster):
     def node_names(self) -> list[str]:
         return list(self.nodes)
 
-    def ctl(self, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
-        return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s)
+    def ctl(self, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S, tool: str = CTL) -> str:
+        return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s, tool=tool)
 
     def form(self) -> None:
         # One node at a time: two nodes joining at once can race in mnesia (seen: start_app
