@@ -52,7 +52,9 @@ def client_env(cluster) -> dict[str, str]:
 
 class RabbitMQClusterTopology(ReplicatedTopology):
     isolation = ("the node's client links are blackholed and the node is paused (SIGSTOP): its Erlang "
-                 "distribution links are not routed through the run's proxies")
+                 "distribution links cannot be routed through the run's proxies (a node learns its peers' "
+                 "distribution ports from epmd and dials them directly; cutting them would take a network "
+                 "namespace per node, not done here), so a paused node stands for a cut-off one")
     pause_to_isolate = True
 
     def make_cluster(self, run_dir, route):
