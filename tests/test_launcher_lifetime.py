@@ -1,9 +1,11 @@
 """Launchers' children die with them, even when the launcher is SIGKILLed (issue 17 part 3):
-an experiment's worker processes (PR_SET_PDEATHSIG) and a run's private server (the Reaper)."""
+an experiment's worker processes (PR_SET_PDEATHSIG), a run's private server and a private
+cluster (the Reaper)."""
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -53,6 +55,11 @@ def wait_gone(pids: list[int]) -> list[int]:
     return alive
 
 
+def require_redis_server() -> None:
+    if not shutil.which("redis-server"):
+        (pytest.fail if IN_CI else pytest.skip)("redis-server is not installed (apt-get install redis-server)")
+
+
 def test_experiment_worker_dies_with_its_sigkilled_launcher(tmp_path):
     require_server("redis")
     events = tmp_path / "events.jsonl"
@@ -72,10 +79,7 @@ def test_experiment_worker_dies_with_its_sigkilled_launcher(tmp_path):
 
 
 def test_private_server_dies_with_its_sigkilled_launcher(tmp_path):
-    import shutil
-
-    if not shutil.which("redis-server"):
-        (pytest.fail if IN_CI else pytest.skip)("redis-server is not installed (apt-get install redis-server)")
+    require_redis_server()
     script = (
         "import time\n"
         "from pathlib import Path\n"
@@ -87,5 +91,20 @@ def test_private_server_dies_with_its_sigkilled_launcher(tmp_path):
         "time.sleep(600)\n"
     )
     pids = run_launcher(script)
+    assert wait_gone(pids) == []
+    assert processes_under(tmp_path) == []
+
+
+def test_private_cluster_dies_with_its_sigkilled_launcher(tmp_path):
+    require_redis_server()
+    script = (
+        "import time\n"
+        "from baselines.servers.redis_sentinel import RedisSentinelCluster\n"
+        f"c = RedisSentinelCluster({str(tmp_path)!r}).start()\n"
+        "print(*[n.pid for n in [*c.nodes.values(), *c.sentinels.values()]], flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    pids = run_launcher(script)
+    assert len(pids) == 6  # 3 data nodes + 3 Sentinels
     assert wait_gone(pids) == []
     assert processes_under(tmp_path) == []
