@@ -87,6 +87,8 @@ def test_leader_sigkill_fails_over_and_stop_leaves_nothing(system, tmp_path):
         assert cluster.start_seconds > 0
         assert "up in" in (tmp_path / "start.txt").read_text()
         assert len({n.pid for n in cluster.nodes.values()}) == 3 and all(n.up() for n in cluster.nodes.values())
+        # Whatever a node writes to its working directory (an Erlang crash dump) stays in the run directory.
+        assert all(os.readlink(f"/proc/{n.pid}/cwd").startswith(str(tmp_path)) for n in cluster.nodes.values())
         declare(cluster)
         leader = cluster.wait_leader(30.0, queue)
         assert leader in cluster.nodes

@@ -3,30 +3,11 @@ the queue really is replicated, and redis-sentinel's confirm waits for a replica
 from __future__ import annotations
 
 import json
-import uuid
 
 import pytest
 
-from baselines import registry
-from baselines.base import AckError, BackendConfig, BackendError
-
-
-@pytest.fixture
-def make():
-    made = []
-
-    def factory(name: str, **knobs):
-        backend = registry.get(name)(BackendConfig(queue=f"t-{name}-{uuid.uuid4().hex[:10]}", **knobs))
-        backend.connect()
-        made.append(backend)
-        return backend
-
-    yield factory
-    for backend in made:
-        try:
-            backend.delete()
-        finally:
-            backend.close()
+from baselines.base import AckError, BackendError
+from test_baselines_contract import _closed_port, make  # noqa: F401 (make: the contract suite's fixture)
 
 
 def test_quorum_queue_has_a_member_on_every_node(rabbitmq_quorum_cluster, make):
@@ -77,8 +58,6 @@ def test_redis_clients_dial_the_primary_through_their_routes(monkeypatch):
 def test_redis_ack_that_cannot_reach_the_primary_is_an_ack_error(redis_sentinel_cluster, make):
     """A settle Redis refuses (primary gone, NOREPLICAS while replicas resync) must not kill the worker loop."""
     import redis
-
-    from test_baselines_contract import _closed_port
 
     b = make("redis-sentinel")
     b.enqueue(b"job")

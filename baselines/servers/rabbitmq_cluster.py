@@ -92,12 +92,18 @@ class RabbitMQCluster(PrivateCluster):
 
     def form(self) -> None:
         # One node at a time: two nodes joining at once can race in mnesia (seen: start_app
-        # failing with {badmatch, {error, {normal, {mnesia_app, start, ...}}}}).
+        # failing with {badmatch, {error, {normal, {mnesia_app, start, ...}}}}). What
+        # rabbitmqctl's stop_app, join_cluster and start_app call, in one eval on the first
+        # node: one Erlang VM for rabbitmqctl instead of one per command (each takes seconds).
         first, *others = self.node_names
-        for node in others:
-            self.ctl(node, "stop_app")
-            self.ctl(node, "join_cluster", first)
-            self.ctl(node, "start_app")
+        joining = ", ".join(f"'{n}'" for n in others)  # atoms: the names are lq<hex>-<i>@localhost
+        join = ("Join = fun(N) -> "
+                "ok = rpc:call(N, rabbit, stop, []), "
+                f"case rpc:call(N, rabbit_mnesia, join_cluster, ['{first}', disc]) of "
+                "ok -> ok; {ok, already_member} -> ok end, "
+                "ok = rpc:call(N, rabbit, start, []) end, "
+                f"[Join(N) || N <- [{joining}]], ok.")
+        self.ctl(first, "eval", join, timeout_s=CTL_TIMEOUT_S * len(others))
         running = json.loads(self.ctl(first, "cluster_status", "--formatter", "json"))["running_nodes"]
         if sorted(running) != sorted(self.node_names):
             raise ClusterError(f"{self.system}: running nodes {running} after forming, expected {self.node_names}")
