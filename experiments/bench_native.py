@@ -2,7 +2,8 @@
 
 They measure what the broker itself does on this machine, so the bench can say how far
 each adapter is from it ("x native"). A reference uses the adapter's own configuration
-(addresses, queue type / stream declaration, durability), a queue of its own next to the
+(its servers -- a cluster's nodes, Sentinel's primary --, queue type / stream declaration
+with its replicas, durability), a queue of its own next to the
 adapter's, the same payloads, publish window, consumers, prefetch and ack batch, and
 the same confirm semantics (every publish confirmed by the broker; every ack one the
 broker can refuse where the adapter's can be refused):
@@ -10,7 +11,8 @@ broker can refuse where the adapter's can be refused):
 - RabbitMQ (pika): publish on a ``SelectConnection`` in confirm mode with ``window``
   messages unconfirmed; each consumer a ``BlockingConnection`` with
   ``basic_qos(prefetch)``, acking ``ack_batch`` deliveries with one ``multiple=True`` ack.
-- Redis Streams (redis-py): pipelined ``XADD``, ``window`` per round trip; each consumer
+- Redis Streams (redis-py): pipelined ``XADD``, ``window`` per round trip (then ``WAIT`` as
+  the adapter's confirm does, for ``redis-sentinel``); each consumer
   ``XREADGROUP COUNT prefetch`` and one ``XACK`` per batch.
 - NATS JetStream (nats-py): ``window`` publishes awaiting their ack at once; one asyncio
   loop with a task per consumer, each a pull ``fetch(batch=prefetch)`` with the batch's
@@ -25,10 +27,10 @@ import asyncio
 import threading
 import time
 
-from baselines.base import Backend, split_address
+from baselines.base import Backend
 from baselines.nats_jetstream import NatsJetStreamBackend
 from baselines.rabbitmq import RabbitMQBackend, connection_parameters
-from baselines.redis_streams import RedisStreamsBackend
+from baselines.redis_streams import WAIT_MS, RedisStreamsBackend
 
 RECEIVE_S = 0.2  # one blocking read waits at most this long (bounds how late a consumer sees the end)
 
@@ -185,20 +187,23 @@ class RedisStreamsReference(Reference):
 
     def __init__(self, backend: RedisStreamsBackend) -> None:
         super().__init__(backend)
-        import redis
-
-        host, port = split_address(backend.config.addresses["redis"])
-        self._client = lambda: redis.Redis(host=host, port=port)
+        self._client = backend.client  # the adapter's server: one Redis, or Sentinel's primary
         self.stream = f"lqs:{self.queue}:stream"
         self._r = self._client()
         self._r.xgroup_create(self.stream, self.GROUP, id="0", mkstream=True)
 
     def publish(self, payloads: list[bytes], window: int) -> None:
+        """``window`` XADDs per pipeline; with the adapter's ``replicas_to_wait``, its ``WAIT`` ends each."""
+        wait = self.backend.replicas_to_wait
         for start in range(0, len(payloads), window):
             pipe = self._r.pipeline(transaction=False)
             for i, p in enumerate(payloads[start:start + window], start):
                 pipe.xadd(self.stream, {"job": str(i), "payload": p})
-            pipe.execute()
+            if wait:
+                pipe.wait(wait, WAIT_MS)
+            replies = pipe.execute()
+            if wait and replies[-1] < wait:
+                raise RuntimeError(f"native publish: WAIT {wait} answered {replies[-1]}")
 
     @_guarded
     def _consume_one(self, counter: _Counter, prefetch: int, ack_batch: int) -> None:
@@ -227,7 +232,7 @@ class JetStreamReference(Reference):
     async def _with_js(self, work, *args):
         import nats
 
-        nc = await nats.connect(servers=[f"nats://{self.backend.config.addresses['nats']}"], connect_timeout=2)
+        nc = await nats.connect(servers=[f"nats://{a}" for a in self.backend.server_addresses()], connect_timeout=2)
         try:
             return await work(nc.jetstream(), *args)
         finally:
@@ -237,7 +242,7 @@ class JetStreamReference(Reference):
         from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
         await js.add_stream(name=self.stream, subjects=[self.subject], retention=RetentionPolicy.WORK_QUEUE,
-                            storage=StorageType.FILE)
+                            storage=StorageType.FILE, num_replicas=self.backend.replicas)
         await js.add_consumer(self.stream, ConsumerConfig(durable_name="native", ack_policy=AckPolicy.EXPLICIT,
                                                           ack_wait=self.backend.config.timeout_s))
 
