@@ -212,7 +212,9 @@ class Backend(abc.ABC):
         fencing_token: ``True`` where every delivery carries a ``token`` that grows with
             each redelivery of the job (an exact delivery counter, logqueue's claim token).
         durability: one line, what "confirmed" means here (copied into the bench's results).
-        replicas: on how many nodes a confirmed job is (1: not replicated).
+        replicas: how many nodes hold the queue's data (its replica group; 1: a single node).
+        confirmed_on: how many of them hold a job when its confirm reaches the producer
+            (1: the confirm is not replicated; ``durability`` says whether on disk or in memory).
         keeps_history: ``True`` where a new reader can read every job again from the
             start (a log); then :meth:`replay` returns them.
         servers: the servers it needs (``baselines.servers.Server``): where they are, how
@@ -228,6 +230,7 @@ class Backend(abc.ABC):
     multiprocess: ClassVar[bool] = True
     durability: ClassVar[str] = "see the adapter's docstring"
     replicas: ClassVar[int] = 1
+    confirmed_on: ClassVar[int] = 1
     keeps_history: ClassVar[bool] = False
     servers: ClassVar[tuple[Server, ...]] = ()
 
@@ -235,6 +238,11 @@ class Backend(abc.ABC):
         self.config = config
 
     # --- what the harness asks the class ----------------------------------------------
+
+    @classmethod
+    def confirms(cls) -> dict:
+        """What a confirm promises, as a run records it: ``replicas``, ``confirmed_on``, ``durability``."""
+        return {"replicas": cls.replicas, "confirmed_on": cls.confirmed_on, "durability": cls.durability}
 
     @classmethod
     def topology(cls, private: bool = False, external: Mapping[str, str] | None = None) -> Topology:
