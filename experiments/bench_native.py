@@ -18,6 +18,9 @@ broker can refuse where the adapter's can be refused):
   loop with a task per consumer, each a pull ``fetch(batch=prefetch)`` with the batch's
   ``ack_sync`` gathered.
 
+A consume is timed as the adapter's is: from the moment every consumer is connected and
+subscribed to the last ack (connecting is setup, not consuming).
+
 A reference is found by the adapter's class (``reference_for``); backends without one
 (the list and Celery adapters, logqueue, the stub) get no native figures.
 """
@@ -45,14 +48,23 @@ class Reference:
     def publish(self, payloads: list[bytes], window: int) -> None:
         raise NotImplementedError
 
-    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> None:
-        """Return when ``n`` messages are acked by ``consumers`` threads."""
-        counter = _Counter(n)
+    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> float:
+        """Seconds from the moment all ``consumers`` threads are connected to the last of ``n`` acks.
+
+        As for the adapter (the bench's consumer pool), connecting is not timed: each
+        thread connects and subscribes, then waits for the others.
+        """
+        counter = _Counter(n, consumers + 1)
         threads = [threading.Thread(target=self._consume_one, args=(counter, prefetch, ack_batch), daemon=True)
                    for _ in range(consumers)]
         for t in threads:
             t.start()
-        finished = counter.done.wait(timeout_s)
+        try:
+            counter.ready.wait(timeout_s)
+        except threading.BrokenBarrierError:
+            pass  # a thread failed (counter.error) or did not connect in time
+        t0 = time.perf_counter()
+        finished = not counter.ready.broken and counter.done.wait(timeout_s)
         counter.done.set()
         for t in threads:
             t.join(timeout=10)
@@ -60,6 +72,7 @@ class Reference:
             raise RuntimeError(counter.error)
         if not finished:
             raise TimeoutError(f"native consume: {counter.count} of {n} acked within {timeout_s:g} s")
+        return counter.tally.last_ack - t0
 
     def _consume_one(self, counter: "_Counter", prefetch: int, ack_batch: int) -> None:
         raise NotImplementedError
@@ -72,11 +85,12 @@ class _Counter:
     """The bench's ``Tally`` (each acked message's header read and recorded, the per-message
     work the bench's consumers do for an adapter too), plus the first error."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, parties: int = 1) -> None:
         from experiments.bench import PUBLISH, Tally  # bench imports this module on first use
 
         self.tally = Tally(PUBLISH, n)
         self.done = self.tally.done
+        self.ready = threading.Barrier(parties)  # the consumers, connected, and the timer
         self.error = ""
 
     @property
@@ -90,6 +104,7 @@ class _Counter:
 
     def fail(self, exc: BaseException) -> None:
         self.error = self.error or f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        self.ready.abort()
         self.done.set()
 
 
@@ -168,6 +183,7 @@ class RabbitMQReference(Reference):
                 unacked = []
 
         ch.basic_consume(self.queue, on_message)
+        counter.ready.wait()
         while not counter.done.is_set():
             conn.process_data_events(time_limit=0.05)
             if unacked:  # what arrived and was not yet acked: the ack batch was not reached
@@ -208,7 +224,9 @@ class RedisStreamsReference(Reference):
     @_guarded
     def _consume_one(self, counter: _Counter, prefetch: int, ack_batch: int) -> None:
         r = self._client()
+        r.ping()  # connected before the timer starts
         name = f"c{threading.get_ident()}"
+        counter.ready.wait()
         while not counter.done.is_set():
             reply = r.xreadgroup(self.GROUP, name, {self.stream: ">"}, count=prefetch, block=int(RECEIVE_S * 1000))
             entries = [entry for _s, batch in reply or () for entry in batch]
@@ -258,8 +276,9 @@ class JetStreamReference(Reference):
 
         asyncio.run(self._with_js(run))
 
-    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> None:
-        """One asyncio loop (as nats-py is meant to be used) with ``consumers`` pull subscriptions as tasks."""
+    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> float:
+        """One asyncio loop (as nats-py is meant to be used) with ``consumers`` pull subscriptions as tasks;
+        timed from when all are subscribed."""
         counter = _Counter(n)
 
         async def one(sub) -> None:
@@ -271,11 +290,13 @@ class JetStreamReference(Reference):
                 await asyncio.gather(*(m.ack_sync(timeout=5) for m in msgs))
                 counter.add([m.data for m in msgs])
 
-        async def run(js) -> None:
+        async def run(js) -> float:
             subs = [await js.pull_subscribe_bind(durable="native", stream=self.stream) for _ in range(consumers)]
+            t0 = time.perf_counter()
             await asyncio.wait_for(asyncio.gather(*(one(sub) for sub in subs)), timeout_s)
+            return counter.tally.last_ack - t0
 
-        asyncio.run(self._with_js(run))
+        return asyncio.run(self._with_js(run))
 
     def delete(self) -> None:
         asyncio.run(self._with_js(lambda js: js.delete_stream(self.stream)))
@@ -304,9 +325,7 @@ def measure(backend: Backend, payloads: list[bytes], window: int, consumers: int
         t0 = time.perf_counter()
         ref.publish(payloads, window)
         publish_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref.consume(len(payloads), consumers, prefetch, ack_batch, timeout_s)
-        consume_s = time.perf_counter() - t0
+        consume_s = ref.consume(len(payloads), consumers, prefetch, ack_batch, timeout_s)
     finally:
         ref.delete()
     return {"publish_per_s": round(len(payloads) / publish_s, 1), "consume_per_s": round(len(payloads) / consume_s, 1)}

@@ -142,8 +142,13 @@ def test_help_explains_the_phases():
     proc = subprocess.run([sys.executable, "-m", "experiments", "bench", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0
-    for word in ("publish", "consume", "mixed", "latency", "--window", "--consumers", "--cluster"):
+    for word in ("publish", "consume", "mixed", "latency", "--window", "--consumers", "--cluster", "--native-rounds"):
         assert word in proc.stdout
+    # each fairness rule is stated in --help
+    for rule in ("the same payloads", "the same publish window W, prefetch, ack batch and number of consumers",
+                 "no auto-ack", "own measured maximum", "warm-up is excluded for all",
+                 "alternating with the adapter round by round", "replicated and single-node rows are told apart"):
+        assert rule in " ".join(proc.stdout.split()), rule
 
 
 def test_payloads_are_the_same_for_every_backend_and_carry_phase_and_index():
@@ -211,8 +216,9 @@ class StubReference:
         self.calls.append("reference")
         self.payloads = list(payloads)
 
-    def consume(self, n, consumers, prefetch, ack_batch, timeout_s) -> None:
+    def consume(self, n, consumers, prefetch, ack_batch, timeout_s) -> float:
         assert n == len(self.payloads)
+        return 0.01  # seconds, as a reference measures them
 
     def delete(self) -> None:
         pass
