@@ -13,7 +13,9 @@ different lengths so some candidates cannot win; ``--setup logqueue`` runs the c
 every log caught up. The
 output is the experiment's format (``experiments.election_results``), the same as
 ``python -m experiments elections`` on real nodes, so ``--compare`` plots both side by
-side. Exit status: 0 done, 1 when the output cannot be written, 2 for bad arguments.
+side. Exit status: 0 done, 1 when a cluster finds no stable leader to crash (the paper's
+setup with a fixed timeout, 150-150, can keep its candidates in step for good) or the
+output cannot be written, 2 for bad arguments.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ import argparse
 import sys
 
 from experiments.election_results import EXPERIMENT, add_output_args, parse_output_args, finish, parse_range, range_result
-from logqueue.sim.elections import SETUPS, simulate
+from logqueue.sim.elections import SETUPS, NoStableLeader, simulate
 
 DEFAULT_DELAY = "1-14"
 
@@ -50,8 +52,13 @@ def main(argv: list[str] | None = None) -> int:
         if sys.stderr.isatty():
             print(f"\r{range_text} ms: {done}/{total} trials", end="" if done < total else "\n", file=sys.stderr)
 
-    measured = simulate(ranges, nodes=args.nodes, trials=args.trials, delay_ms=delay, heartbeat_ms=args.heartbeat_ms,
-                        max_ms=args.max_ms, seed=seed, setup=SETUPS[args.setup], progress=progress)
+    try:
+        measured = simulate(ranges, nodes=args.nodes, trials=args.trials, delay_ms=delay,
+                            heartbeat_ms=args.heartbeat_ms, max_ms=args.max_ms, seed=seed, setup=SETUPS[args.setup],
+                            progress=progress)
+    except NoStableLeader as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     setup = SETUPS[args.setup]
     result = {
         "experiment": EXPERIMENT,

@@ -100,6 +100,14 @@ def test_simulator_bad_arguments_are_one_line_errors(tmp_path, args, message):
     assert message in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_a_cluster_whose_candidates_stay_in_step_is_a_one_line_error(tmp_path):
+    # The paper's setup with a fixed timeout: no candidate ever gets ahead of the others.
+    proc = subprocess.run([sys.executable, "-m", "experiments", "sim-elections", "--ranges", "150-150", "--trials", "1",
+                           "--seed", "1", "--out", str(tmp_path / "x.json")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    assert "no stable leader" in proc.stderr and "Traceback" not in proc.stderr
+
+
 def test_compare_rejects_a_file_that_is_not_an_election_result(tmp_path):
     other = tmp_path / "other.json"
     other.write_text("{}")

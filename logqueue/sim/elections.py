@@ -27,6 +27,10 @@ from .node import SimNode
 # --- the simulation --------------------------------------------------------------------------
 
 
+class NoStableLeader(RuntimeError):
+    """A cluster found no leader every node follows within the limit (one-line reason)."""
+
+
 class _Links:
     """Every message arrives after a delay drawn uniformly from [low, high] ticks.
 
@@ -125,13 +129,14 @@ class ElectionCluster:
         return lead
 
     def settle(self, limit_ticks: int) -> SimNode:
-        """Run until every node follows one leader in its term; ``RuntimeError`` after ``limit_ticks``."""
+        """Run until every node follows one leader in its term; ``NoStableLeader`` after ``limit_ticks``."""
         for _ in range(limit_ticks):
             lead = self._stable_leader()
             if lead is not None:
                 return lead
             self.step()
-        raise RuntimeError(f"no stable leader within {limit_ticks} simulated ms")
+        raise NoStableLeader(f"{self.election_ms[0]}-{self.election_ms[1]} ms: no stable leader within {limit_ticks} "
+                             "simulated ms (the candidates stay in step)")
 
     def _stagger_logs(self, lead: SimNode) -> None:
         """Leave the followers with logs of different lengths (a random order; the paper's
@@ -146,7 +151,7 @@ class ElectionCluster:
             deadline = self.now + 100 * self.election_ms[1]
             while any(self.members[f].raft.last_index < index for f in followers[:j]):
                 if self.now >= deadline:
-                    raise RuntimeError(f"entry {index} did not reach {followers[:j]} within {deadline} simulated ms")
+                    raise NoStableLeader(f"entry {index} did not reach followers {followers[:j]} by {deadline} simulated ms")
                 self.step()
 
     def trial(self) -> dict:
