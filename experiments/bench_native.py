@@ -9,8 +9,9 @@ the same confirm semantics (every publish confirmed by the broker; every ack one
 broker can refuse where the adapter's can be refused):
 
 - RabbitMQ (pika): publish on a ``SelectConnection`` in confirm mode with ``window``
-  messages unconfirmed; each consumer a ``BlockingConnection`` with
-  ``basic_qos(prefetch)``, acking ``ack_batch`` deliveries with one ``multiple=True`` ack.
+  messages unconfirmed; each consumer a ``SelectConnection`` of its own with
+  ``basic_qos(prefetch)``, acking from its I/O loop with one ``multiple=True`` ack per
+  ``ack_batch`` deliveries or per read, whichever comes first.
 - Redis Streams (redis-py): pipelined ``XADD``, ``window`` per round trip (then ``WAIT`` as
   the adapter's confirm does, for ``redis-sentinel``); each consumer
   ``XREADGROUP COUNT prefetch`` and one ``XACK`` per batch.
@@ -167,30 +168,69 @@ class RabbitMQReference(Reference):
 
     @_guarded
     def _consume_one(self, counter: _Counter, prefetch: int, ack_batch: int) -> None:
-        conn = self.backend.open_connection()
-        ch = conn.channel()
-        ch.basic_qos(prefetch_count=prefetch)
+        """A ``SelectConnection`` (pika's own I/O loop, no thread hand-off) with ``basic_qos(prefetch)``.
+
+        One ``multiple=True`` ack per ``ack_batch`` deliveries, or for what has arrived once
+        a read is dispatched (a zero-delay timer runs after the loop's I/O): the adapter
+        pool's rule, "what has already arrived, up to the ack batch".
+        """
+        import pika
+
         unacked: list[bytes] = []
         last_tag = 0
+        error: list[str] = []
 
-        def on_message(_ch, method, _props, body) -> None:
-            nonlocal unacked, last_tag
+        def ack(ch) -> None:
+            nonlocal unacked
+            if unacked and ch.is_open:
+                ch.basic_ack(last_tag, multiple=True)
+                counter.add(unacked)
+                unacked = []
+            if counter.done.is_set() and conn.is_open:
+                conn.close()
+
+        def on_message(ch, method, _props, body) -> None:
+            nonlocal last_tag
+            if not unacked:  # the first of a read: settle the read once it is dispatched
+                conn.ioloop.call_later(0, lambda: ack(ch))
             unacked.append(body)
             last_tag = method.delivery_tag
             if len(unacked) >= ack_batch:
-                ch.basic_ack(last_tag, multiple=True)
-                counter.add(unacked)
-                unacked = []
+                ack(ch)
 
-        ch.basic_consume(self.queue, on_message)
-        counter.ready.wait()
-        while not counter.done.is_set():
-            conn.process_data_events(time_limit=0.05)
-            if unacked:  # what arrived and was not yet acked: the ack batch was not reached
-                ch.basic_ack(last_tag, multiple=True)
-                counter.add(unacked)
-                unacked = []
-        conn.close()
+        def watch() -> None:  # a consumer that gets nothing still sees the end
+            if counter.done.is_set() and conn.is_open:
+                conn.close()
+            elif conn.is_open:
+                conn.ioloop.call_later(RECEIVE_S, watch)
+
+        def on_subscribed() -> None:
+            counter.ready.wait()  # as the adapter's pool: connected and subscribed when the timer starts
+            watch()
+
+        def on_channel_closed(_ch, reason) -> None:
+            if not counter.done.is_set():
+                error.append(str(reason))
+            if conn.is_open:
+                conn.close()
+
+        def on_channel(ch) -> None:
+            ch.add_on_close_callback(on_channel_closed)
+            ch.basic_qos(prefetch_count=prefetch,
+                         callback=lambda _f: ch.basic_consume(self.queue, on_message, callback=lambda _f: on_subscribed()))
+
+        conn = pika.SelectConnection(connection_parameters(self.backend),
+                                     on_open_callback=lambda c: c.channel(on_open_callback=on_channel),
+                                     on_open_error_callback=lambda _c, exc: (error.append(str(exc)), conn.ioloop.stop()),
+                                     on_close_callback=lambda _c, _reason: conn.ioloop.stop())
+        try:
+            conn.ioloop.start()
+        finally:
+            if conn.is_open:
+                conn.close()
+                conn.ioloop.start()  # runs until the close completes
+        if error and not counter.done.is_set():
+            raise RuntimeError(f"native consume: {'; '.join(error)}")
 
     def delete(self) -> None:
         conn = self.backend.open_connection()
