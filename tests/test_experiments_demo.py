@@ -1,10 +1,20 @@
-"""`python -m experiments demo`: runs what is available, says what is not, writes the report."""
+"""`python -m experiments demo`: runs what is available side by side, says what is not and how to start it,
+writes the report."""
 from __future__ import annotations
 
+import os
+import socket
 import subprocess
 import sys
 
+from experiments.demo import cell_order
+from experiments.recorder import read_jsonl
 from tests.conftest import require_server
+
+
+def span(run_dir) -> tuple[float, float]:
+    times = [e["t"] for e in read_jsonl(run_dir / "events.jsonl")]
+    return min(times), max(times)
 
 
 def test_demo_on_one_broker_writes_a_report(tmp_path):
@@ -17,7 +27,7 @@ def test_demo_on_one_broker_writes_a_report(tmp_path):
     )
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     text = " ".join(proc.stdout.split())
-    assert "report written" in text and "report.md" in text
+    assert "report written" in text and "report.md" in text and "4 cells" in text
     report = (out / "report.md").read_text()
     assert "logqueue is unavailable" not in text
     assert "| logqueue | consumer-crash | ok |" in report
@@ -25,9 +35,32 @@ def test_demo_on_one_broker_writes_a_report(tmp_path):
     assert "| redis-list | consumer-crash | ok |" in report
     assert "| redis-list | leader-crash | n/a |" in report
     assert (out / "anomalies.png").exists() and (out / "latency-consumer-crash.png").exists()
+    # Side by side: the two backends' consumer-crash runs overlap in time.
+    (a0, a1), (b0, b1) = span(out / "logqueue" / "consumer-crash"), span(out / "redis-list" / "consumer-crash")
+    assert a0 < b1 and b0 < a1
+
+
+def test_the_cells_that_start_clusters_go_first():
+    assert cell_order(["redis-list", "logqueue", "rabbitmq-quorum-cluster"], ["a", "b"]) == [
+        ("logqueue", "a"), ("rabbitmq-quorum-cluster", "a"), ("logqueue", "b"), ("rabbitmq-quorum-cluster", "b"),
+        ("redis-list", "a"), ("redis-list", "b")]
+
+
+def test_a_broker_it_cannot_reach_is_named_with_how_to_start_it(tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the socket is
+    env = {**os.environ, "LOGQUEUE_REDIS_URL": f"127.0.0.1:{port}"}
+    proc = subprocess.run([sys.executable, "-m", "experiments", "demo", "--backends", "redis-list",
+                           "--out", str(tmp_path)], capture_output=True, text=True, timeout=60, env=env)
+    text = " ".join(proc.stdout.split())
+    assert proc.returncode == 3, text
+    assert f"redis-list is unavailable: redis-list: cannot reach redis at 127.0.0.1:{port}" in text
+    assert "start it with: redis-server" in text
 
 
 def test_demo_rejects_unknown_names_in_one_line(tmp_path):
-    proc = subprocess.run([sys.executable, "-m", "experiments", "demo", "--scenarios", "nope", "--out", str(tmp_path)],
-                          capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+    for bad in (["--scenarios", "nope"], ["--parallel", "0"]):
+        proc = subprocess.run([sys.executable, "-m", "experiments", "demo", *bad, "--out", str(tmp_path)],
+                              capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
