@@ -99,6 +99,7 @@ class Cell:
 def run_cells(cells: list[tuple[str, str]], out: Path, parallel: int, console: Console) -> list[dict]:
     """Run ``cells``, ``parallel`` at a time, printing each as it ends; their summaries in ``cells``' order."""
     pending, running, summaries = list(cells), [], {}
+    started = time.monotonic()
     try:
         while pending or running:
             while pending and len(running) < parallel:
@@ -109,8 +110,9 @@ def run_cells(cells: list[tuple[str, str]], out: Path, parallel: int, console: C
                 s = summaries[(cell.backend, cell.scenario)] = cell.summary()
                 figures = "" if s["status"] == "n/a" else \
                     f": lost {s['lost']}, dup. executions {s['duplicate_executions']}, dup. effects {s['duplicate_effects']}"
+                now = time.monotonic()
                 console.print(f"[{len(summaries)}/{len(cells)}] {cell.backend} / {cell.scenario} {s['status']}"
-                              f"{figures} ({time.monotonic() - cell.started:.0f} s)")
+                              f"{figures} ({now - cell.started:.0f} s; {now - started:.0f} s in)")
     finally:  # Ctrl-C or SIGTERM: each runner stops its workers and servers on SIGTERM
         for cell in running:
             cell.stop()
