@@ -5,9 +5,9 @@ as clusters the runs start themselves; the shared brokers must already be runnin
 how to start the missing ones, runs every (backend, scenario) cell of the quick matrix
 on the rest and writes the report. The cells are independent -- each has its own queue,
 its own proxies and, where it needs them, its own servers on free ports -- so up to
-``--parallel`` of them run side by side, each as ``experiments run --quick`` of its own
-in a forked child; the cells that start a cluster per run go first, since they take
-longest. ``--parallel 1`` runs them one after the other. Exit status: 0 when the report
+``--parallel`` of them run side by side (two of one backend at most), each as
+``experiments run --quick`` of its own in a forked child; the cells that start a cluster
+per run go first, since they take longest. ``--parallel 1`` runs them one after the other. Exit status: 0 when the report
 was written, 1 when a run failed, 2 for bad arguments, 3 when no backend was usable.
 """
 from __future__ import annotations
@@ -32,6 +32,9 @@ from experiments.checker import SUMMARY_FILE, write_summary
 # The seed's four cases and the leader's crash; `--scenarios all` adds the log's own questions.
 DEMO_SCENARIOS = "consumer-crash,slow-consumer,consumer-partition,broker-partition,leader-crash"
 PARALLEL = 6  # cells at once: they mostly wait on timeouts, so more than the cores
+# Cells of one backend at once: a backend with a cluster per run starts no more than this many
+# together (five RabbitMQ clusters starting at once on 2 loaded cores timed out in rabbitmqctl).
+PER_BACKEND = 2
 LOG_DIR = ".demo-logs"  # each cell's runner output, beside the cells (not a cell: no events)
 POLL_S = 0.2
 
@@ -96,23 +99,34 @@ class Cell:
             return write_summary(run_dir, self.backend, self.scenario)
 
 
+def outcome(s: dict) -> str:
+    """A finished cell in a few words: its status and figures, or why it did not run."""
+    if s["status"] == "ok":
+        return f"ok: lost {s['lost']}, dup. executions {s['duplicate_executions']}, dup. effects {s['duplicate_effects']}"
+    return s["status"] if s["status"] == "n/a" else f"{s['status']}: {s.get('reason', '')}"
+
+
 def run_cells(cells: list[tuple[str, str]], out: Path, parallel: int, console: Console) -> list[dict]:
-    """Run ``cells``, ``parallel`` at a time, printing each as it ends; their summaries in ``cells``' order."""
+    """Run ``cells``, ``parallel`` at a time (at most :data:`PER_BACKEND` of one backend), in their order
+    but for that cap, printing each as it ends; their summaries in ``cells``' order."""
     pending, running, summaries = list(cells), [], {}
     started = time.monotonic()
     try:
         while pending or running:
-            while pending and len(running) < parallel:
-                running.append(Cell(*pending.pop(0), out))
+            while len(running) < parallel:
+                busy = [c.backend for c in running]
+                ready = [cell for cell in pending if busy.count(cell[0]) < PER_BACKEND]
+                if not ready:
+                    break
+                pending.remove(ready[0])
+                running.append(Cell(*ready[0], out))
             time.sleep(POLL_S)
             for cell in [c for c in running if c.poll() is not None]:
                 running.remove(cell)
                 s = summaries[(cell.backend, cell.scenario)] = cell.summary()
-                figures = "" if s["status"] == "n/a" else \
-                    f": lost {s['lost']}, dup. executions {s['duplicate_executions']}, dup. effects {s['duplicate_effects']}"
                 now = time.monotonic()
-                console.print(f"[{len(summaries)}/{len(cells)}] {cell.backend} / {cell.scenario} {s['status']}"
-                              f"{figures} ({now - cell.started:.0f} s; {now - started:.0f} s in)")
+                console.print(f"[{len(summaries)}/{len(cells)}] {cell.backend} / {cell.scenario} {outcome(s)} "
+                              f"({now - cell.started:.0f} s; {now - started:.0f} s in)")
     finally:  # Ctrl-C or SIGTERM: each runner stops its workers and servers on SIGTERM
         for cell in running:
             cell.stop()

@@ -2,6 +2,7 @@
 writes the report."""
 from __future__ import annotations
 
+import io
 import os
 import socket
 import subprocess
@@ -64,3 +65,38 @@ def test_demo_rejects_unknown_names_in_one_line(tmp_path):
         proc = subprocess.run([sys.executable, "-m", "experiments", "demo", *bad, "--out", str(tmp_path)],
                               capture_output=True, text=True, timeout=60)
         assert proc.returncode == 2 and proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1
+
+
+def test_no_more_than_two_cells_of_one_backend_run_at_once(tmp_path, monkeypatch):
+    """run_cells' schedule, with cells that only sleep: the third cell of a backend waits for a slot."""
+    import time
+
+    from rich.console import Console
+
+    from experiments import demo
+
+    log = []
+
+    class Sleeper:
+        def __init__(self, backend, scenario, out):
+            self.backend, self.scenario, self.started, self.returncode = backend, scenario, time.monotonic(), None
+            log.append(("start", backend, scenario))
+
+        def poll(self):
+            if self.returncode is None and time.monotonic() - self.started > 0.3:
+                self.returncode = 0
+                log.append(("end", self.backend, self.scenario))
+            return self.returncode
+
+        def summary(self):
+            return {"status": "n/a", "backend": self.backend, "scenario": self.scenario}
+
+    monkeypatch.setattr(demo, "Cell", Sleeper)
+    cells = [("a", "1"), ("a", "2"), ("a", "3"), ("b", "1")]
+    summaries = demo.run_cells(cells, tmp_path, parallel=3, console=Console(file=io.StringIO()))
+    assert [(s["backend"], s["scenario"]) for s in summaries] == cells
+    assert log[:3] == [("start", "a", "1"), ("start", "a", "2"), ("start", "b", "1")]  # a/3 waits for an a
+    running = 0
+    for kind, backend, _ in log:
+        running += (1 if kind == "start" else -1) if backend == "a" else 0
+        assert running <= demo.PER_BACKEND
