@@ -106,10 +106,17 @@ def outcome(s: dict) -> str:
     return s["status"] if s["status"] == "n/a" else f"{s['status']}: {s.get('reason', '')}"
 
 
+def not_started(s: dict) -> bool:
+    """The cell's own servers did not start (e.g. a free port taken before the server bound it):
+    nothing ran, so running it again changes no answer."""
+    return s["status"] == "error" and str(s.get("reason", "")).startswith("ServerStartError")
+
+
 def run_cells(cells: list[tuple[str, str]], out: Path, parallel: int, console: Console) -> list[dict]:
     """Run ``cells``, ``parallel`` at a time (at most :data:`PER_BACKEND` of one backend), in their order
-    but for that cap, printing each as it ends; their summaries in ``cells``' order."""
-    pending, running, summaries = list(cells), [], {}
+    but for that cap, printing each as it ends; a cell whose servers did not start runs once more.
+    Returns their summaries in ``cells``' order."""
+    pending, running, summaries, retried = list(cells), [], {}, set()
     started = time.monotonic()
     try:
         while pending or running:
@@ -123,8 +130,15 @@ def run_cells(cells: list[tuple[str, str]], out: Path, parallel: int, console: C
             time.sleep(POLL_S)
             for cell in [c for c in running if c.poll() is not None]:
                 running.remove(cell)
-                s = summaries[(cell.backend, cell.scenario)] = cell.summary()
+                s = cell.summary()
                 now = time.monotonic()
+                key = (cell.backend, cell.scenario)
+                if not_started(s) and key not in retried:  # no result to lose: run it again, once
+                    retried.add(key)
+                    pending.insert(0, key)
+                    console.print(f"{cell.backend} / {cell.scenario}: {s['reason']}; running it once more")
+                    continue
+                summaries[key] = s
                 console.print(f"[{len(summaries)}/{len(cells)}] {cell.backend} / {cell.scenario} {outcome(s)} "
                               f"({now - cell.started:.0f} s; {now - started:.0f} s in)")
     finally:  # Ctrl-C or SIGTERM: each runner stops its workers and servers on SIGTERM

@@ -100,3 +100,31 @@ def test_no_more_than_two_cells_of_one_backend_run_at_once(tmp_path, monkeypatch
     for kind, backend, _ in log:
         running += (1 if kind == "start" else -1) if backend == "a" else 0
         assert running <= demo.PER_BACKEND
+
+
+def test_a_cell_whose_servers_did_not_start_runs_once_more(tmp_path, monkeypatch):
+    from rich.console import Console
+
+    from experiments import demo
+
+    starts = []
+
+    class Failing:
+        """a/1's servers fail to start every time; b/1 runs."""
+
+        def __init__(self, backend, scenario, out):
+            self.backend, self.scenario, self.started = backend, scenario, 0.0
+            starts.append((backend, scenario))
+
+        def poll(self):
+            return 0
+
+        def summary(self):
+            if self.backend == "a":
+                return {"status": "error", "reason": "ServerStartError: port taken", "backend": "a", "scenario": "1"}
+            return {"status": "n/a", "backend": "b", "scenario": "1"}
+
+    monkeypatch.setattr(demo, "Cell", Failing)
+    summaries = demo.run_cells([("a", "1"), ("b", "1")], tmp_path, parallel=1, console=Console(file=io.StringIO()))
+    assert starts == [("a", "1"), ("a", "1"), ("b", "1")]  # once more, and no more than that
+    assert [s["status"] for s in summaries] == ["error", "n/a"]  # the second failure is reported
