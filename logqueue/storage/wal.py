@@ -29,7 +29,8 @@ from pathlib import Path
 
 from logqueue.raft.types import Entry
 from logqueue.storage.base import CorruptLogError, FsyncPolicy
-from logqueue.storage.files import fsync_dir, replace_atomically, write_all
+from logqueue.packing import byte_range
+from logqueue.storage.files import fsync_dir, replace_atomically, writev_all
 from logqueue.storage.records import BadRecord, encode_records, iter_records
 
 log = logging.getLogger(__name__)
@@ -175,8 +176,7 @@ class Wal:
         log holds no segment)."""
         if self._segments and entries[0].index != self._segments[-1].last + 1:
             raise ValueError(f"WAL append at index {entries[0].index}, expected {self._segments[-1].last + 1}")
-        buf, ends = encode_records(entries)
-        view = memoryview(buf)
+        parts, ends = encode_records(entries)
         i = start = 0
         while i < len(entries):
             seg = self._segments[-1] if self._segments else None
@@ -185,7 +185,7 @@ class Wal:
             # Records i..k-1 fit in what remains of the segment; at least one goes in.
             k = max(bisect.bisect_right(ends, start + self._segment_bytes - seg.size, i), i + 1)
             stop = ends[k - 1]
-            self._write(seg, view[start:stop])
+            self._write(seg, byte_range(parts, start, stop))
             self._unsynced = True
             shift = seg.size - start
             seg.offsets.append(seg.size)
@@ -195,10 +195,10 @@ class Wal:
         if self._policy == "always":
             self.sync()
 
-    def _write(self, seg: _Segment, data: memoryview) -> None:
+    def _write(self, seg: _Segment, views: list[memoryview]) -> None:
         assert self._fd is not None
         try:
-            write_all(self._fd, data)
+            writev_all(self._fd, views)
         except OSError:
             # A short write (disk full...) must not leave half a record before the next.
             os.ftruncate(self._fd, seg.size)
@@ -258,9 +258,10 @@ class Wal:
         either absent or complete, so the torn-tail invariant holds."""
         if not self.empty() and entries[-1].index != self.first() - 1:
             raise ValueError(f"WAL prepend must end at index {self.first() - 1}, not {entries[-1].index}")
-        buf, ends = encode_records(entries)
+        parts, ends = encode_records(entries)
+        buf = b"".join(parts)
         seg = _Segment(self.directory / segment_name(entries[0].index), entries[0].index, array(self._offset_type))
-        replace_atomically(seg.path, bytes(buf), self._policy != "off")
+        replace_atomically(seg.path, buf, self._policy != "off")
         seg.offsets.append(0)
         seg.offsets.extend(ends[:-1])
         seg.size = len(buf)
