@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import struct
 
+import msgpack
+
 # Data at least this long is referenced as its own part; shorter data is packed inline.
 LARGE = 64 << 10
 
@@ -33,6 +35,27 @@ def array_header(n: int) -> bytes:
     if n < 1 << 16:
         return struct.pack(">BH", 0xDC, n)
     return struct.pack(">BI", 0xDD, n)
+
+
+def pack_parts(value) -> list:
+    """``value`` (lists, tuples and what msgpack packs) packed as parts: each bin of at
+    least ``LARGE`` bytes is a part of its own, the object itself."""
+    parts: list = []
+    pack = msgpack.Packer().pack
+
+    def walk(v) -> None:
+        if type(v) in (list, tuple):
+            parts.append(array_header(len(v)))
+            for item in v:
+                walk(item)
+        elif type(v) is bytes and len(v) >= LARGE:
+            parts.append(bin_header(len(v)))
+            parts.append(v)
+        else:
+            parts.append(pack(v))
+
+    walk(value)
+    return parts
 
 
 def byte_range(parts: list, start: int, stop: int) -> list[memoryview]:

@@ -18,6 +18,7 @@ import asyncio
 import logging
 from typing import Callable, Protocol
 
+from logqueue.packing import coalesce
 from logqueue.runtime import auth, wire
 
 log = logging.getLogger("logqueue.transport")
@@ -216,12 +217,15 @@ class _Outbound:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._keep_connected())
 
-    def send(self, frames: list[bytes]) -> None:
+    def send(self, frames: list[list]) -> None:
+        """Write frames, each given as parts (``wire.message_frame``): small parts are
+        joined, large ones written as they are (one copy, into the transport's buffer)."""
         conn = self.conn
         if conn is None or conn.closed or conn.buffered() > PEER_BUFFER_LIMIT:
             self.dropped += len(frames)
             return
-        conn.write(b"".join(frames) if len(frames) > 1 else frames[0])
+        for part in coalesce([part for parts in frames for part in parts]):
+            conn.write(part)
 
     async def _keep_connected(self) -> None:
         delay = 0.02
@@ -275,7 +279,7 @@ class PeerLink:
         self.control.start()
         self.bulk.start()
 
-    def send(self, frames: list[bytes], bulk: bool = False) -> None:
+    def send(self, frames: list[list], bulk: bool = False) -> None:
         channel = self.bulk if bulk else self.control
         if self.blocked:
             channel.dropped += len(frames)
