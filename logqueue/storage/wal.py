@@ -43,12 +43,13 @@ def segment_name(first: int) -> str:
 
 
 class _Segment:
-    __slots__ = ("path", "first", "offsets", "size")
+    __slots__ = ("path", "first", "offsets", "terms", "size")
 
     def __init__(self, path: Path, first: int, offsets: array) -> None:
         self.path = path
         self.first = first  # index of its first record, also its file name
         self.offsets = offsets  # offsets[k]: byte offset of the record of index first + k
+        self.terms = array("Q")  # terms[k]: its term (a term lookup reads no record)
         self.size = 0  # bytes of whole records; the file holds exactly these
 
     @property
@@ -103,6 +104,7 @@ class Wal:
                 if entry.index != expected:
                     raise CorruptLogError(seg.path, offset, f"record has index {entry.index}, expected {expected}")
                 seg.offsets.append(offset)
+                seg.terms.append(entry.term)
                 expected += 1
         except BadRecord as bad:
             if not (is_last and bad.torn):
@@ -139,6 +141,11 @@ class Wal:
     def _locate(self, index: int) -> int:
         """Position in self._segments of the segment holding ``index``."""
         return bisect.bisect_right([s.first for s in self._segments], index) - 1
+
+    def term(self, index: int) -> int:
+        """The term of the stored record ``index`` (from memory: no read)."""
+        seg = self._segments[self._locate(index)]
+        return seg.terms[index - seg.first]
 
     def read(self, lo: int, hi: int) -> list[Entry]:
         """Entries ``lo <= index < hi``; the range must be stored. Checksums are
@@ -190,6 +197,7 @@ class Wal:
             shift = seg.size - start
             seg.offsets.append(seg.size)
             seg.offsets.extend(end + shift for end in ends[i : k - 1])
+            seg.terms.extend(e.term for e in entries[i:k])
             seg.size += stop - start
             i, start = k, stop
         if self._policy == "always":
@@ -249,6 +257,7 @@ class Wal:
             os.fsync(self._fd)
         self._unsynced = False
         del seg.offsets[index - seg.first :]
+        del seg.terms[index - seg.first :]
         seg.size = offset
 
     def prepend(self, entries: list[Entry]) -> None:
@@ -264,6 +273,7 @@ class Wal:
         replace_atomically(seg.path, buf, self._policy != "off")
         seg.offsets.append(0)
         seg.offsets.extend(ends[:-1])
+        seg.terms.extend(e.term for e in entries)
         seg.size = len(buf)
         if self.empty():
             self.drop_all()
