@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import itertools
 import os
 import uuid
 from collections.abc import Iterator, Mapping
@@ -72,8 +73,25 @@ def unavailable(backend: str, server: Server, address: str, reason: object) -> B
                               f"start it with: {server.start}")
 
 
-def new_job_id() -> str:
-    return uuid.uuid4().hex
+class _JobIds:
+    """32 hex digits: 64 random bits drawn per process (again in a forked child), then a counter.
+
+    Unique across processes as uuid4 is, without a system call per id (bulk enqueues make many).
+    """
+
+    def __init__(self) -> None:
+        self.reset()
+        os.register_at_fork(after_in_child=self.reset)
+
+    def reset(self) -> None:
+        self.prefix = os.urandom(8).hex()
+        self.counter = itertools.count()
+
+    def __call__(self) -> str:
+        return f"{self.prefix}{next(self.counter):016x}"
+
+
+new_job_id = _JobIds()
 
 
 @dataclass
@@ -194,7 +212,9 @@ class Backend(abc.ABC):
         fencing_token: ``True`` where every delivery carries a ``token`` that grows with
             each redelivery of the job (an exact delivery counter, logqueue's claim token).
         durability: one line, what "confirmed" means here (copied into the bench's results).
-        replicas: on how many nodes a confirmed job is (1: not replicated).
+        replicas: how many nodes hold the queue's data (its replica group; 1: a single node).
+        confirmed_on: how many of them hold a job when its confirm reaches the producer
+            (1: the confirm is not replicated; ``durability`` says whether on disk or in memory).
         keeps_history: ``True`` where a new reader can read every job again from the
             start (a log); then :meth:`replay` returns them.
         servers: the servers it needs (``baselines.servers.Server``): where they are, how
@@ -210,6 +230,7 @@ class Backend(abc.ABC):
     multiprocess: ClassVar[bool] = True
     durability: ClassVar[str] = "see the adapter's docstring"
     replicas: ClassVar[int] = 1
+    confirmed_on: ClassVar[int] = 1
     keeps_history: ClassVar[bool] = False
     servers: ClassVar[tuple[Server, ...]] = ()
 
@@ -217,6 +238,11 @@ class Backend(abc.ABC):
         self.config = config
 
     # --- what the harness asks the class ----------------------------------------------
+
+    @classmethod
+    def confirms(cls) -> dict:
+        """What a confirm promises, as a run records it: ``replicas``, ``confirmed_on``, ``durability``."""
+        return {"replicas": cls.replicas, "confirmed_on": cls.confirmed_on, "durability": cls.durability}
 
     @classmethod
     def topology(cls, private: bool = False, external: Mapping[str, str] | None = None) -> Topology:

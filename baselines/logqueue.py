@@ -115,6 +115,7 @@ class LogqueueBackend(Backend):
     fencing_token = True  # the claim's token
     durability = "committed: appended and fsynced (group commit) on a majority of 3 nodes before the answer"
     replicas = 3
+    confirmed_on = 2  # a majority
     keeps_history = True
     servers = (CLUSTER,)
 

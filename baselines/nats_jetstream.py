@@ -50,6 +50,9 @@ JOB_HEADER = "Lq-Job"
 BLOB_HEADER = "Lq-Blob"  # present when the payload is in the object store
 HEADER_ROOM = 512  # bytes kept for headers below the server's max_payload
 CALL_SLACK_S = 10.0  # a loop call may take this much longer than its own timeout
+# A cluster without a JetStream meta leader (an election after a node fault) answers 503 for a
+# while: declaring goes on trying this long, as a worker restarted during a fault must.
+DECLARE_RETRY_S = 60.0
 
 
 class _LoopThread:
@@ -125,7 +128,16 @@ class NatsJetStreamBackend(Backend):
             self._loop = None
             raise self.unreachable(exc or "connection refused") from None
         self.js = self.nc.jetstream()
-        self.call(self._declare())
+        deadline = time.monotonic() + DECLARE_RETRY_S
+        while True:
+            try:
+                self.call(self._declare())
+                return
+            except (nats.js.errors.ServiceUnavailableError, nats.errors.TimeoutError, asyncio.TimeoutError) as exc:
+                if time.monotonic() > deadline:
+                    raise BackendError(f"{self.name}: JetStream did not take the stream and consumer within "
+                                       f"{DECLARE_RETRY_S:g} s ({type(exc).__name__}: {exc})") from None
+                time.sleep(0.5)
 
     async def _declare(self) -> None:
         js = self.js

@@ -48,6 +48,13 @@ class NatsClusterTopology(ReplicatedTopology):
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
         return {CLUSTER_ENV: self.node_links(links)}
 
+    def catching_up(self, node):
+        """The entries ``node``'s replica of the stream lacks, and whether the stream's leader reports it
+        current with no lag (the JetStream API's stream info)."""
+        name = self.node_name(node)
+        state = self.cluster.replica(self.is_queue, name)
+        return (None if state is None else state[1]), lambda: self.cluster.replica(self.is_queue, name) == (True, 0)
+
     def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
         return {ADDRESS_KEY: self.node_links(links)}
 
@@ -56,6 +63,7 @@ class NatsJetStreamClusterBackend(NatsJetStreamBackend):
     name = "nats-jetstream-cluster"
     durability = "publish ack: committed by the stream's Raft group, stored on a majority (2 of 3) of its replicas"
     replicas = 3
+    confirmed_on = 2  # a majority of the stream's replicas
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> NatsClusterTopology:

@@ -347,7 +347,7 @@ class _PipelinedPublisher:
         # invariant: delivery tags of a confirm-mode channel count its publishes from 1
         while b["sent"] < len(payloads) and self._unconfirmed(b) < b["window"]:
             k = b["sent"]
-            props = pika.BasicProperties(delivery_mode=2, message_id=ids[k], headers={"x-attempt": 1})
+            props = pika.BasicProperties(delivery_mode=2, message_id=ids[k])  # no x-attempt: a first attempt
             ch.basic_publish("", queue_name, payloads[k], properties=props, mandatory=True)
             b["sent"] += 1
             self._tag += 1

@@ -52,7 +52,9 @@ def client_env(cluster) -> dict[str, str]:
 
 class RabbitMQClusterTopology(ReplicatedTopology):
     isolation = ("the node's client links are blackholed and the node is paused (SIGSTOP): its Erlang "
-                 "distribution links are not routed through the run's proxies")
+                 "distribution links cannot be routed through the run's proxies (a node learns its peers' "
+                 "distribution ports from epmd and dials them directly; cutting them would take a network "
+                 "namespace per node, not done here), so a paused node stands for a cut-off one")
     pause_to_isolate = True
 
     def make_cluster(self, run_dir, route):
@@ -66,6 +68,22 @@ class RabbitMQClusterTopology(ReplicatedTopology):
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
         return {**client_env(self.cluster), CLUSTER_ENV: self.node_links(links)}
 
+    def catching_up(self, node):
+        """The Raft entries ``node``'s member of the queue lacks (``None`` while it does not answer), and
+        whether it is a follower again whose log reaches the highest commit index of now
+        (``rabbitmq-queues quorum_status``)."""
+        name = self.node_name(node)
+        members = self.cluster.members(self.is_queue)
+        target = max((m["commit_index"] or 0 for m in members.values()), default=0)
+        own = members.get(name, {}).get("log_index")
+
+        def caught_up() -> bool:
+            member = self.cluster.members(self.is_queue).get(name, {})
+            index = member.get("log_index")
+            return member.get("state") in ("follower", "leader") and index is not None and index >= target
+
+        return (None if own is None else max(0, target - own)), caught_up
+
     def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
         return {ADDRESS_KEY: self.node_links(links)}
 
@@ -74,6 +92,7 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
     name = "rabbitmq-quorum-cluster"
     durability = "publisher confirm: on the Raft logs of a majority (2 of 3) of the quorum queue's members, fsynced"
     replicas = MEMBERS
+    confirmed_on = MEMBERS // 2 + 1  # a majority of the members
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> RabbitMQClusterTopology:

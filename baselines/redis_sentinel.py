@@ -70,14 +70,54 @@ class RoutedSentinel(redis.sentinel.Sentinel):
 
 
 class RedisSentinelTopology(ReplicatedTopology):
-    isolation = ("the node's client links are blackholed and the node is paused (SIGSTOP): its replication and "
-                 "Sentinel links are not routed through the run's proxies")
-    pause_to_isolate = True
+    """Every connection to data node *j* goes through the run's hub: node *j* announces the link
+    ``sentinels-><node-j>`` (so Sentinel hands that address out), whose connections from node *i*'s
+    source address (its replication link) are the link ``node-<i>->node-<j>``. Failover keeps
+    working through them: Sentinel's ``REPLICAOF`` names the new primary's announced address."""
+
+    isolation = ("the node's client links, the Sentinels' links to it and every replication link to and from it "
+                 "are blackholed (per-link proxies: each node announces a proxy and dials out from a loopback "
+                 "address of its own)")
+    lag_unit = "bytes of replication stream"
 
     def make_cluster(self, run_dir, route):
-        from baselines.servers.redis_sentinel import RedisSentinelCluster
+        from baselines.servers.redis_sentinel import RedisSentinelCluster, source_host
 
-        return RedisSentinelCluster(run_dir)
+        self.ingress: dict[int, str] = {}
+        size = 3
+
+        def announce(j: int, address: str) -> str:
+            self.ingress[j] = f"sentinels->node-{j}"
+            self.links.add(self.ingress[j], address)
+            for i in range(1, size + 1):
+                if i != j:
+                    self.routes[(i, j)] = f"node-{i}->node-{j}"
+                    self.links.add_source(self.routes[(i, j)], self.ingress[j], source_host(i))
+            return self.links.address(self.ingress[j])
+
+        return RedisSentinelCluster(run_dir, nodes=size, announce=announce)
+
+    def peer_links(self, node) -> list[str]:
+        return super().peer_links(node) + [self.ingress[node]]
+
+    def catching_up(self, node):
+        """How many bytes of the primary's replication stream ``node`` lacks (as the primary last heard
+        from it), and whether ``node`` itself reports having processed the stream up to the primary's
+        offset of now (``slave_repl_offset``, its link to the primary up)."""
+        primary = self.cluster.leader()
+        if primary is None or primary == self.node_name(node):
+            return super().catching_up(node)
+        info = self.cluster.replication(primary)
+        target = info.get("master_repl_offset", 0)
+        host, _, port = self.cluster.announced_address(self.node_name(node)).rpartition(":")
+        heard = next((v.get("offset") for k, v in info.items() if k.startswith("slave") and isinstance(v, dict)
+                      and str(v.get("ip")) == host and str(v.get("port")) == port), None)
+
+        def caught_up() -> bool:
+            own = self.cluster.replication(self.node_name(node))
+            return own.get("master_link_status") == "up" and own.get("slave_repl_offset", -1) >= target
+
+        return (None if heard is None else max(0, target - heard)), caught_up
 
     def is_queue(self, name: str) -> bool:
         return True  # one primary for every key
@@ -88,7 +128,7 @@ class RedisSentinelTopology(ReplicatedTopology):
 
     def _links(self, links: dict[str, str]) -> tuple[str, str]:
         sentinels = ",".join(links[f"sentinel-{i}"] for i in self.nodes)
-        routes = ",".join(f"{self.node(i).address}={links[f'node-{i}']}" for i in self.nodes)
+        routes = ",".join(f"{self.cluster.announced_address(self.names[i - 1])}={links[f'node-{i}']}" for i in self.nodes)
         return sentinels, routes
 
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
@@ -104,8 +144,9 @@ class RedisSentinelBackend(RedisStreamsBackend):
     name = "redis-sentinel"
     durability = ("XADD answered by the primary and WAIT 1: received (in memory) by at least one of 2 replicas; "
                   "AOF everysec; failover may still promote a replica without it")
-    replicas = 2
+    replicas = 3  # the primary and its 2 replicas
     replicas_to_wait = 1
+    confirmed_on = 1 + replicas_to_wait  # the primary and the replica WAIT heard from
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> RedisSentinelTopology:

@@ -33,8 +33,13 @@ For each backend, on a fresh queue, four phases:
 6. curves: each further ``--consumers`` count and ``--payload-bytes`` size adds a publish
    then consume of N messages (fresh consumers) -> ``consume_vs_consumers``,
    ``throughput_vs_payload``.
-7. ``--native``: the broker's reference client (``experiments/bench_native.py``) publishes
-   and consumes the same N payloads -> ``native``, and the table's "x native" column.
+7. ``--native``: ``--native-rounds`` rounds (default 3), each the adapter's publish then
+   consume of N messages (fresh consumers) and right before or after it (alternately) the
+   broker's reference client (``experiments/bench_native.py``) doing the same with the same
+   N payloads -> ``native``
+   (the reference's median rates and every round), ``x_native`` (the median of the rounds'
+   adapter / reference ratios: both sides of a ratio saw the same machine load) and the
+   table's "x native" column.
 
 Percentiles: every figure is the nearest-rank percentile (``logqueue.stats.nearest_rank``,
 the project's one definition) over all measured samples. Each latency phase also stores
@@ -54,8 +59,12 @@ this process):
 - loads are relative: each rate is a percent of the backend's own measured maximum, so
   every backend is compared at the same fraction of its capacity;
 - latency is measured from intended send times, and the warm-up is excluded for all;
-- the native reference uses the adapter's queue declaration, payloads, window,
-  consumers, prefetch and ack batch, right after the adapter, on the same machine.
+- the native reference uses the adapter's servers, queue declaration (replicas
+  included), confirm (e.g. ``WAIT`` for redis-sentinel), payloads, window, consumers,
+  prefetch and ack batch, alternating with the adapter round by round;
+- replicated and single-node rows are told apart: each row carries its class's
+  ``replicas`` (nodes a confirmed message is on) and ``durability`` (what its confirm
+  promises), the table prints both.
 
 A backend with servers of its own (``Backend.local_servers``; logqueue: a local 3-node
 cluster in a temporary directory, free loopback ports, ``--fsync batch``) has them
@@ -75,6 +84,7 @@ import contextlib
 import json
 import random
 import shlex
+import statistics
 import struct
 import sys
 import threading
@@ -286,16 +296,53 @@ def _paced_publish(backend, payloads: list[bytes], rate: float, window: int, tim
     return due
 
 
-def _native(backend, args: argparse.Namespace) -> dict:
-    """``{"native": {publish_per_s, consume_per_s}}`` from the broker's reference client, or why not."""
+def _native(backend, args: argparse.Namespace, phase_id: int, report) -> dict:
+    """The adapter and its broker's reference client in alternation, ``--native-rounds`` times.
+
+    Each round publishes and consumes N messages through the adapter (fresh consumers, as a
+    curve point) and through the reference, one right after the other (the adapter first
+    in odd rounds, the reference first in even ones): a round's two figures see
+    the same machine load, so the ratio is the median of the rounds' ratios. Returns
+    ``{"native": {publish_per_s, consume_per_s (medians), rounds}, "x_native": {publish,
+    consume}}``, ``{}`` for a backend without a reference, or why the reference failed.
+    """
     from experiments import bench_native
 
+    if bench_native.reference_for(backend) is None:
+        return {}
+    n, rounds = args.messages, []
     try:
-        native = bench_native.measure(backend, make_payloads(PUBLISH, args.messages, args.payload_bytes), args.window,
-                                      args.consumers, args.prefetch, args.ack_batch, args.phase_timeout_s)
+        for r in range(args.native_rounds):
+            def adapter() -> dict:
+                return _drain(backend, args, phase_id + r, args.consumers, args.payload_bytes, report,
+                              f"x native {r + 1}: adapter")
+
+            def reference() -> dict:
+                report(f"x native {r + 1}: reference", 0, n)
+                ref = bench_native.measure(backend, make_payloads(PUBLISH, n, args.payload_bytes), args.window,
+                                           args.consumers, args.prefetch, args.ack_batch, args.phase_timeout_s)
+                report(f"x native {r + 1}: reference", n, n)
+                return ref
+
+            # who goes first alternates, so neither side always meets the other's leftovers (caches, GC, disk)
+            if r % 2 == 0:
+                mine, ref = adapter(), reference()
+            else:
+                ref, mine = reference(), adapter()
+            rounds.append({"adapter_publish_per_s": mine["publish_per_s"], "adapter_consume_per_s": mine["consume_per_s"],
+                           **ref})
     except Exception as exc:  # the reference's failure is reported beside the adapter's figures
         return {"native_reason": f"{type(exc).__name__}: {' '.join(str(exc).split())}"}
-    return {} if native is None else {"native": native}
+
+    def median(key: str) -> float:
+        return round(statistics.median(r[key] for r in rounds), 1)
+
+    def ratio(what: str) -> float:
+        return round(statistics.median(r[f"adapter_{what}_per_s"] / r[f"{what}_per_s"] for r in rounds), 2)
+
+    return {"native": {"publish_per_s": median("publish_per_s"), "consume_per_s": median("consume_per_s"),
+                       "rounds": rounds},
+            "x_native": {"publish": ratio("publish"), "consume": ratio("consume")}}
 
 
 def latency_summary(latencies_ms: list[float]) -> dict:
@@ -408,7 +455,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
                  "func": args.func}
     try:
         cls = registry.get(name)
-        row["durability"] = cls.durability
+        row["durability"], row["replicas"] = cls.durability, cls.replicas
         config = BackendConfig(queue=f"bench-{uuid.uuid4().hex[:10]}", prefetch=args.prefetch,
                                heartbeat_s=10.0, timeout_s=600.0, addresses=addresses)
         backend = cls(config)
@@ -482,7 +529,7 @@ def bench_backend(name: str, args: argparse.Namespace, addresses: dict[str, str]
                                                                               "consume_per_s", "duplicates")})
             phase_id += 1
         if args.native:
-            row.update(_native(backend, args))
+            row.update(_native(backend, args, phase_id, curve_report))
         row["status"] = "ok"
     except (BackendError, OSError) as exc:
         row["reason"] = " ".join(str(exc).split())
@@ -515,21 +562,29 @@ def _fmt(value, digits: int = 0) -> str:
 
 def results_table(results: dict) -> Table:
     table = Table(title="bench: messages/s (durable, confirmed) and end-to-end latency at half the maximum load")
-    for col in ("backend", "status", "publish/s", "consume/s", "x native", "end-to-end/s", "p50 ms", "p99 ms", "note"):
+    for col in ("backend", "replicas", "status", "publish/s", "consume/s", "x native", "end-to-end/s", "p50 ms",
+                "p99 ms", "note"):
         table.add_column(col, justify="left" if col in ("backend", "status", "note") else "right")
     for name, r in results.items():
-        table.add_row(name, r["status"], _fmt(r.get("publish_per_s")), _fmt(r.get("consume_per_s")), _x_native(r),
+        table.add_row(name, _fmt(r.get("replicas")), r["status"], _fmt(r.get("publish_per_s")),
+                      _fmt(r.get("consume_per_s")), _x_native(r),
                       _fmt(r.get("end_to_end_per_s")), _fmt(r.get("p50_ms"), 1), _fmt(r.get("p99_ms"), 1),
                       (r.get("reason") or r.get("native_reason") or "")[:100])
     return table
 
 
+def confirm_lines(results: dict) -> list[str]:
+    """What a confirm promises, per backend (its class's ``durability``), and on how many nodes it is."""
+    return [f"{name} ({r['replicas']} node{'s' if r['replicas'] != 1 else ''}): {r['durability']}"
+            for name, r in results.items() if "replicas" in r]
+
+
 def native_ratios(row: dict) -> tuple[float, float] | None:
-    """(publish, consume) of the adapter divided by its native reference's, when both were measured."""
-    native = row.get("native")
-    if not native or row.get("status") != "ok":
+    """(publish, consume) of the adapter divided by its native reference's (the rounds' medians), when measured."""
+    ratios = row.get("x_native")
+    if not ratios or row.get("status") != "ok":
         return None
-    return row["publish_per_s"] / native["publish_per_s"], row["consume_per_s"] / native["consume_per_s"]
+    return ratios["publish"], ratios["consume"]
 
 
 def _x_native(row: dict) -> str:
@@ -625,8 +680,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--native", action="store_true",
                    help="also run each broker's reference client (experiments/bench_native.py: the raw library used "
                         "the best known way) on the same payloads with the same window, consumers, prefetch and ack "
-                        "batch, right after the adapter; JSON 'native', table 'x native' = adapter / reference "
-                        "(publish / consume)")
+                        "batch, alternating with the adapter (--native-rounds); JSON 'native' and 'x_native', table "
+                        "'x native' = median of the rounds' adapter / reference ratios (publish / consume)")
+    p.add_argument("--native-rounds", type=int, default=3, metavar="R",
+                   help="with --native: adapter-then-reference rounds per backend (default 3)")
     p.add_argument("--quiet", action="store_true", help="no progress display")
     return p
 
@@ -648,7 +705,7 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
             args.fn = load_function(args.func)
         except WorkerLoadError as exc:
             p.error(f"--func: {exc}")
-    for opt in ("messages", "window", "prefetch", "ack_batch"):
+    for opt in ("messages", "window", "prefetch", "ack_batch", "native_rounds"):
         if getattr(args, opt) < 1:
             p.error(f"--{opt.replace('_', '-')} must be at least 1")
     if min(args.consumers_curve) < 1:
@@ -659,8 +716,9 @@ def parse_args(argv: list[str]) -> tuple[argparse.Namespace, list[str]]:
         p.error("--latency-seconds and --phase-timeout-s must be positive")
     if not min(args.rates) > 0 or args.clients < 0 or args.warmup_seconds < 0:
         p.error("--rates must be positive percents, --clients and --warmup-seconds at least 0")
-    if CURVE + len(args.rates) + len(args.consumers_curve) + len(args.payload_sizes) > 255:
-        p.error("too many --rates, --consumers and --payload-bytes values (a message header has room for 255 phases)")
+    if CURVE + len(args.rates) + len(args.consumers_curve) + len(args.payload_sizes) + args.native_rounds > 255:
+        p.error("too many --rates, --consumers, --payload-bytes values and --native-rounds (a message header has room "
+                "for 255 phases)")
     if args.cluster:
         from logqueue.client import parse_cluster
 
@@ -725,7 +783,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     out = Console(width=None if sys.stdout.isatty() else 160)  # a file or pipe gets whole rows
     out.print(results_table(results))
-    for line in ratio_lines(results):
+    for line in confirm_lines(results) + ratio_lines(results):
         out.print(line)
     out.print(f"wrote {args.out}" + (f" and {args.plot}" if args.plot else ""))
     return 1 if any(r["status"] == "failed" for r in results.values()) else 0

@@ -2,7 +2,8 @@
 
 They measure what the broker itself does on this machine, so the bench can say how far
 each adapter is from it ("x native"). A reference uses the adapter's own configuration
-(addresses, queue type / stream declaration, durability), a queue of its own next to the
+(its servers -- a cluster's nodes, Sentinel's primary --, queue type / stream declaration
+with its replicas, durability), a queue of its own next to the
 adapter's, the same payloads, publish window, consumers, prefetch and ack batch, and
 the same confirm semantics (every publish confirmed by the broker; every ack one the
 broker can refuse where the adapter's can be refused):
@@ -10,11 +11,15 @@ broker can refuse where the adapter's can be refused):
 - RabbitMQ (pika): publish on a ``SelectConnection`` in confirm mode with ``window``
   messages unconfirmed; each consumer a ``BlockingConnection`` with
   ``basic_qos(prefetch)``, acking ``ack_batch`` deliveries with one ``multiple=True`` ack.
-- Redis Streams (redis-py): pipelined ``XADD``, ``window`` per round trip; each consumer
+- Redis Streams (redis-py): pipelined ``XADD``, ``window`` per round trip (then ``WAIT`` as
+  the adapter's confirm does, for ``redis-sentinel``); each consumer
   ``XREADGROUP COUNT prefetch`` and one ``XACK`` per batch.
 - NATS JetStream (nats-py): ``window`` publishes awaiting their ack at once; one asyncio
   loop with a task per consumer, each a pull ``fetch(batch=prefetch)`` with the batch's
   ``ack_sync`` gathered.
+
+A consume is timed as the adapter's is: from the moment every consumer is connected and
+subscribed to the last ack (connecting is setup, not consuming).
 
 A reference is found by the adapter's class (``reference_for``); backends without one
 (the list and Celery adapters, logqueue, the stub) get no native figures.
@@ -25,10 +30,10 @@ import asyncio
 import threading
 import time
 
-from baselines.base import Backend, split_address
+from baselines.base import Backend
 from baselines.nats_jetstream import NatsJetStreamBackend
 from baselines.rabbitmq import RabbitMQBackend, connection_parameters
-from baselines.redis_streams import RedisStreamsBackend
+from baselines.redis_streams import WAIT_MS, RedisStreamsBackend
 
 RECEIVE_S = 0.2  # one blocking read waits at most this long (bounds how late a consumer sees the end)
 
@@ -43,14 +48,23 @@ class Reference:
     def publish(self, payloads: list[bytes], window: int) -> None:
         raise NotImplementedError
 
-    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> None:
-        """Return when ``n`` messages are acked by ``consumers`` threads."""
-        counter = _Counter(n)
+    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> float:
+        """Seconds from the moment all ``consumers`` threads are connected to the last of ``n`` acks.
+
+        As for the adapter (the bench's consumer pool), connecting is not timed: each
+        thread connects and subscribes, then waits for the others.
+        """
+        counter = _Counter(n, consumers + 1)
         threads = [threading.Thread(target=self._consume_one, args=(counter, prefetch, ack_batch), daemon=True)
                    for _ in range(consumers)]
         for t in threads:
             t.start()
-        finished = counter.done.wait(timeout_s)
+        try:
+            counter.ready.wait(timeout_s)
+        except threading.BrokenBarrierError:
+            pass  # a thread failed (counter.error) or did not connect in time
+        t0 = time.perf_counter()
+        finished = not counter.ready.broken and counter.done.wait(timeout_s)
         counter.done.set()
         for t in threads:
             t.join(timeout=10)
@@ -58,6 +72,7 @@ class Reference:
             raise RuntimeError(counter.error)
         if not finished:
             raise TimeoutError(f"native consume: {counter.count} of {n} acked within {timeout_s:g} s")
+        return counter.tally.last_ack - t0
 
     def _consume_one(self, counter: "_Counter", prefetch: int, ack_batch: int) -> None:
         raise NotImplementedError
@@ -70,11 +85,12 @@ class _Counter:
     """The bench's ``Tally`` (each acked message's header read and recorded, the per-message
     work the bench's consumers do for an adapter too), plus the first error."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, parties: int = 1) -> None:
         from experiments.bench import PUBLISH, Tally  # bench imports this module on first use
 
         self.tally = Tally(PUBLISH, n)
         self.done = self.tally.done
+        self.ready = threading.Barrier(parties)  # the consumers, connected, and the timer
         self.error = ""
 
     @property
@@ -88,6 +104,7 @@ class _Counter:
 
     def fail(self, exc: BaseException) -> None:
         self.error = self.error or f"{type(exc).__name__}: {' '.join(str(exc).split())}"
+        self.ready.abort()
         self.done.set()
 
 
@@ -166,6 +183,7 @@ class RabbitMQReference(Reference):
                 unacked = []
 
         ch.basic_consume(self.queue, on_message)
+        counter.ready.wait()
         while not counter.done.is_set():
             conn.process_data_events(time_limit=0.05)
             if unacked:  # what arrived and was not yet acked: the ack batch was not reached
@@ -185,25 +203,30 @@ class RedisStreamsReference(Reference):
 
     def __init__(self, backend: RedisStreamsBackend) -> None:
         super().__init__(backend)
-        import redis
-
-        host, port = split_address(backend.config.addresses["redis"])
-        self._client = lambda: redis.Redis(host=host, port=port)
+        self._client = backend.client  # the adapter's server: one Redis, or Sentinel's primary
         self.stream = f"lqs:{self.queue}:stream"
         self._r = self._client()
         self._r.xgroup_create(self.stream, self.GROUP, id="0", mkstream=True)
 
     def publish(self, payloads: list[bytes], window: int) -> None:
+        """``window`` XADDs per pipeline; with the adapter's ``replicas_to_wait``, its ``WAIT`` ends each."""
+        wait = self.backend.replicas_to_wait
         for start in range(0, len(payloads), window):
             pipe = self._r.pipeline(transaction=False)
             for i, p in enumerate(payloads[start:start + window], start):
                 pipe.xadd(self.stream, {"job": str(i), "payload": p})
-            pipe.execute()
+            if wait:
+                pipe.wait(wait, WAIT_MS)
+            replies = pipe.execute()
+            if wait and replies[-1] < wait:
+                raise RuntimeError(f"native publish: WAIT {wait} answered {replies[-1]}")
 
     @_guarded
     def _consume_one(self, counter: _Counter, prefetch: int, ack_batch: int) -> None:
         r = self._client()
+        r.ping()  # connected before the timer starts
         name = f"c{threading.get_ident()}"
+        counter.ready.wait()
         while not counter.done.is_set():
             reply = r.xreadgroup(self.GROUP, name, {self.stream: ">"}, count=prefetch, block=int(RECEIVE_S * 1000))
             entries = [entry for _s, batch in reply or () for entry in batch]
@@ -227,7 +250,7 @@ class JetStreamReference(Reference):
     async def _with_js(self, work, *args):
         import nats
 
-        nc = await nats.connect(servers=[f"nats://{self.backend.config.addresses['nats']}"], connect_timeout=2)
+        nc = await nats.connect(servers=[f"nats://{a}" for a in self.backend.server_addresses()], connect_timeout=2)
         try:
             return await work(nc.jetstream(), *args)
         finally:
@@ -237,7 +260,7 @@ class JetStreamReference(Reference):
         from nats.js.api import AckPolicy, ConsumerConfig, RetentionPolicy, StorageType
 
         await js.add_stream(name=self.stream, subjects=[self.subject], retention=RetentionPolicy.WORK_QUEUE,
-                            storage=StorageType.FILE)
+                            storage=StorageType.FILE, num_replicas=self.backend.replicas)
         await js.add_consumer(self.stream, ConsumerConfig(durable_name="native", ack_policy=AckPolicy.EXPLICIT,
                                                           ack_wait=self.backend.config.timeout_s))
 
@@ -253,8 +276,9 @@ class JetStreamReference(Reference):
 
         asyncio.run(self._with_js(run))
 
-    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> None:
-        """One asyncio loop (as nats-py is meant to be used) with ``consumers`` pull subscriptions as tasks."""
+    def consume(self, n: int, consumers: int, prefetch: int, ack_batch: int, timeout_s: float) -> float:
+        """One asyncio loop (as nats-py is meant to be used) with ``consumers`` pull subscriptions as tasks;
+        timed from when all are subscribed."""
         counter = _Counter(n)
 
         async def one(sub) -> None:
@@ -266,11 +290,13 @@ class JetStreamReference(Reference):
                 await asyncio.gather(*(m.ack_sync(timeout=5) for m in msgs))
                 counter.add([m.data for m in msgs])
 
-        async def run(js) -> None:
+        async def run(js) -> float:
             subs = [await js.pull_subscribe_bind(durable="native", stream=self.stream) for _ in range(consumers)]
+            t0 = time.perf_counter()
             await asyncio.wait_for(asyncio.gather(*(one(sub) for sub in subs)), timeout_s)
+            return counter.tally.last_ack - t0
 
-        asyncio.run(self._with_js(run))
+        return asyncio.run(self._with_js(run))
 
     def delete(self) -> None:
         asyncio.run(self._with_js(lambda js: js.delete_stream(self.stream)))
@@ -299,9 +325,7 @@ def measure(backend: Backend, payloads: list[bytes], window: int, consumers: int
         t0 = time.perf_counter()
         ref.publish(payloads, window)
         publish_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        ref.consume(len(payloads), consumers, prefetch, ack_batch, timeout_s)
-        consume_s = time.perf_counter() - t0
+        consume_s = ref.consume(len(payloads), consumers, prefetch, ack_batch, timeout_s)
     finally:
         ref.delete()
     return {"publish_per_s": round(len(payloads) / publish_s, 1), "consume_per_s": round(len(payloads) / consume_s, 1)}

@@ -14,9 +14,11 @@ runner writes so that *every* field of ``summary.json`` comes from the history:
   raised by ``enqueue`` itself, after the request may have left). Jepsen's ``:info``
   enqueue. The producer retries with the same job id, so a later ``produce`` of the job
   may follow; an error while connecting (nothing was sent) records nothing.
-- ``{"ev": "setup", "func": ..., "sink": {"kind", "database", "table"}}``: what the workers
-  ran and where effects went, copied into the summary (``sink`` defaults to the file
-  sink). With a PostgreSQL sink the ``effect`` events are the table's rows, read back at
+- ``{"ev": "setup", "func": ..., "sink": {"kind", "database", "table"}, "confirms":
+  {"replicas", "confirmed_on", "durability"}}``: what the workers ran, where effects went
+  and what the backend's confirm promises (its class's declaration: on how many of its
+  nodes a confirmed job is), copied into the summary (``sink`` defaults to the file
+  sink, ``confirms`` to ``null``). With a PostgreSQL sink the ``effect`` events are the table's rows, read back at
   the end of the run, so effect counts are what the table holds.
 
 Definitions (events are ordered by ``t``; a "job" is a ``job`` value that was produced):
@@ -127,7 +129,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
     deliveries: dict[str, list[dict]] = defaultdict(list)
     workers: set[str] = set()
     status, reason, notes = "ok", None, []
-    setup = {"func": None, "sink": {"kind": "file", "database": None, "table": None}}
+    setup = {"func": None, "sink": {"kind": "file", "database": None, "table": None}, "confirms": None}
     late_acks, ack_errors, dead, replayed = set(), set(), set(), set()
 
     for e in history:
@@ -232,6 +234,7 @@ def check(events: Iterable[dict], backend: str, scenario: str) -> dict:
         "status": status,
         "func": setup["func"],
         "sink": setup["sink"],
+        "confirms": setup["confirms"],
         "jobs": len(jobs),
         "completed": len(completed),
         "lost": len(lost),

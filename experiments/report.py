@@ -54,18 +54,19 @@ def render_markdown(runs: pd.DataFrame, plots: dict[str, str]) -> str:
         "Each cell is one run: `OUT/<backend>/<scenario>/events.jsonl` checked into `summary.json` "
         "(definitions in `experiments/checker.py`). Latency is produce -> first effect; recovery is "
         "fault start -> every job the fault interrupted took effect; replayed is how many jobs a new "
-        "reader got back from the start of the history.",
+        "reader got back from the start of the history. Confirms: on how many nodes a job is when the "
+        "producer's confirm arrives (the backend's declaration, recorded in the run's history).",
         "",
-        "| backend | scenario | status | jobs | lost | dup. executions | dup. effects | p99 ms | recovery ms | replayed | recomputed |",
-        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+        "| backend | confirms | scenario | status | jobs | lost | dup. executions | dup. effects | p99 ms | recovery ms | replayed | recomputed |",
+        "| --- | --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for r in runs.itertuples():
         recomputed = "equal" if r.rechecked else "**differs**"
         if r.status == "n/a":
-            cells = [r.backend, r.scenario, "n/a", "", "", "", "", "", "", "", recomputed]
+            cells = [r.backend, r.confirms, r.scenario, "n/a", "", "", "", "", "", "", "", recomputed]
         else:
             cells = [
-                r.backend, r.scenario, r.status, _count(r.jobs), _count(r.lost), _count(r.duplicate_executions),
+                r.backend, r.confirms, r.scenario, r.status, _count(r.jobs), _count(r.lost), _count(r.duplicate_executions),
                 _count(r.duplicate_effects), _fmt(r.latency_p99_ms), _fmt(r.recovery_ms),
                 _count(r.replayed) if r.scenario == "replay" else "", recomputed,
             ]

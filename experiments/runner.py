@@ -150,10 +150,10 @@ def fresh_run_dir(run_dir: Path) -> None:
     run_dir.mkdir(parents=True)
 
 
-def record_status(run_dir: Path, status: str, reason: str, work: Work = Work()) -> None:
-    """A run that did not happen: its history is its ``setup`` and one ``status`` event."""
+def record_status(run_dir: Path, status: str, reason: str, work: Work = Work(), cls: type[Backend] | None = None) -> None:
+    """A run that did not happen: its history is its ``setup`` (with ``cls``'s confirms) and one ``status`` event."""
     with EventLog(run_dir / "events.jsonl") as log:
-        log.record("setup", **work.setup())
+        log.record("setup", **work.setup(), **({} if cls is None else {"confirms": cls.confirms()}))
         log.record("status", status=status, reason=reason)
 
 
@@ -182,7 +182,7 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     if reason is None and work.sink == "fenced" and not cls.fencing_token:
         reason = f"the fenced sink needs a fencing token, and {backend}'s deliveries carry none (no exact delivery counter)"
     if reason is not None:
-        record_status(run_dir, "n/a", reason, work)
+        record_status(run_dir, "n/a", reason, work, cls)
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
     ctx = None
@@ -206,7 +206,7 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         scenario.run(ctx)
     except Exception as exc:  # one broken run must not stop the matrix; its history says why
         if ctx is None:
-            record_status(run_dir, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())}", work)
+            record_status(run_dir, "error", f"{type(exc).__name__}: {' '.join(str(exc).split())}", work, cls)
         else:
             ctx.log.record("status", status="error", reason=f"{type(exc).__name__}: {' '.join(str(exc).split())}")
     finally:

@@ -8,7 +8,8 @@ signals reach the process that runs the job.
 
 Exit status: 0 after a clean stop, 2 for bad arguments, 3 when the backend (or the PostgreSQL sink) is unavailable.
 :func:`spawn` starts one such process and :class:`WorkerProcess` stops it: the one way
-the smoke test and the scenarios run workers.
+the smoke test and the scenarios run workers. A worker dies with the process that spawned
+it, even when that one is SIGKILLed (``logqueue.lifetime``): no worker outlives its run.
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ from baselines.hooks import WorkerHooks
 from experiments.recorder import EventLog, RecordingHooks, ResultSink
 from experiments.scenarios.jobs import Harness
 from experiments.sinks import KINDS, PostgresSink, SinkError
+from logqueue.lifetime import child_env, die_with_parent
 from logqueue.workers import WorkerLoadError, load_function
 
 
@@ -62,7 +64,8 @@ def spawn(worker_id: str, backend: str, queue: str, func: str, log_path: Path, *
           sink_table: str | None = None, harness: bool = False) -> WorkerProcess:
     """Start a worker process in its own session (so faults and Ctrl-C reach only what they aim at),
     its output appended to ``log_path``; ``sink``, ``sink_table`` and ``harness`` are the options
-    of the same names."""
+    of the same names. It dies with the calling thread (``PR_SET_PDEATHSIG``): call from one that
+    lives as long as the worker."""
     argv = [sys.executable, "-m", "experiments.worker", "--backend", backend, "--queue", queue, "--func", func,
             "--worker-id", worker_id, "--heartbeat-s", str(heartbeat_s), "--timeout-s", str(timeout_s),
             "--max-attempts", str(max_attempts), "--prefetch", str(prefetch)]
@@ -71,7 +74,8 @@ def spawn(worker_id: str, backend: str, queue: str, func: str, log_path: Path, *
     argv += ["--sink", sink] + (["--sink-table", sink_table] if sink_table else [])
     argv += ["--harness"] if harness else []
     with open(log_path, "ab") as log_file:
-        proc = subprocess.Popen(argv, env=env, stdout=log_file, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(argv, env=child_env(env), stdout=log_file, stderr=subprocess.STDOUT,
+                                start_new_session=True)
     return WorkerProcess(worker_id, proc, Path(log_path))
 
 
@@ -109,6 +113,7 @@ def open_sink(kind: str, results: str | None, table: str | None):
 
 
 def main(argv: list[str] | None = None) -> int:
+    die_with_parent()  # when spawn() started us
     args = build_parser().parse_args(argv)
     try:
         cls = registry.get(args.backend)

@@ -57,12 +57,11 @@ def logqueue_session_cluster(tmp_path_factory):
 
 
 @contextlib.contextmanager
-def private_cluster(cluster, client_env):
-    """Start ``cluster`` (a ``baselines.servers`` cluster) and export ``client_env(cluster)`` while it runs.
+def private_cluster(cluster):
+    """Start ``cluster`` (a ``baselines.servers`` cluster) for the block and stop it after.
 
     Skips locally, fails under ``CI=true``, when a server binary is not installed."""
     from baselines.servers.nodes import ClusterUnavailable
-    from baselines.servers.replicated import exported
 
     try:
         cluster.start()
@@ -71,46 +70,87 @@ def private_cluster(cluster, client_env):
             pytest.fail(str(exc))
         pytest.skip(str(exc))
     try:
-        with exported(client_env(cluster)):
-            yield cluster
+        yield cluster
     finally:
         cluster.stop()
 
 
+def export(env: dict[str, str], monkeypatch) -> None:
+    """Set ``env`` (a cluster's client addresses; worker processes inherit it) for this test only,
+    so that no test sees what another left in the environment."""
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+
+
+def for_this_test(cluster, env: dict[str, str], monkeypatch):
+    """A session's private ``cluster`` with every node serving again (a node an earlier test killed
+    or paused is restarted or resumed) and ``env`` exported for this test only."""
+    for name, node in cluster.nodes.items():
+        if node.paused:
+            cluster.resume(name)
+        if not node.alive():
+            cluster.restart(name)
+    export(env, monkeypatch)
+    return cluster
+
+
 @pytest.fixture(scope="session")
-def rabbitmq_quorum_cluster(tmp_path_factory):
-    """A private 3-node RabbitMQ cluster for the session, exported for ``rabbitmq-quorum-cluster`` clients."""
-    from baselines.rabbitmq_quorum_cluster import client_env
+def rabbitmq_session_cluster(tmp_path_factory):
+    """A private 3-node RabbitMQ cluster, started once for the session."""
     from baselines.servers.rabbitmq_cluster import RabbitMQCluster
 
-    with private_cluster(RabbitMQCluster(tmp_path_factory.mktemp("rabbitmq-cluster")), client_env) as cluster:
+    with private_cluster(RabbitMQCluster(tmp_path_factory.mktemp("rabbitmq-cluster"))) as cluster:
         yield cluster
 
 
+@pytest.fixture
+def rabbitmq_quorum_cluster(rabbitmq_session_cluster, monkeypatch):
+    """The session's RabbitMQ cluster, exported for ``rabbitmq-quorum-cluster`` clients for this test."""
+    from baselines.rabbitmq_quorum_cluster import client_env
+
+    return for_this_test(rabbitmq_session_cluster, client_env(rabbitmq_session_cluster), monkeypatch)
+
+
 @pytest.fixture(scope="session")
-def nats_cluster(tmp_path_factory):
-    """A private 3-node NATS JetStream cluster for the session, exported for ``nats-jetstream-cluster`` clients."""
-    from baselines.nats_jetstream_cluster import client_env
+def nats_session_cluster(tmp_path_factory):
+    """A private 3-node NATS JetStream cluster, started once for the session."""
     from baselines.servers.nats_cluster import NatsCluster
 
-    with private_cluster(NatsCluster(tmp_path_factory.mktemp("nats-cluster")), client_env) as cluster:
+    with private_cluster(NatsCluster(tmp_path_factory.mktemp("nats-cluster"))) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def nats_cluster(nats_session_cluster, monkeypatch):
+    """The session's NATS cluster, exported for ``nats-jetstream-cluster`` clients for this test."""
+    from baselines.nats_jetstream_cluster import client_env
+
+    return for_this_test(nats_session_cluster, client_env(nats_session_cluster), monkeypatch)
 
 
 @pytest.fixture(scope="session")
-def redis_sentinel_cluster(tmp_path_factory):
-    """A private Redis primary + 2 replicas + 3 Sentinels for the session, exported for ``redis-sentinel`` clients."""
-    from baselines.redis_sentinel import client_env
+def redis_sentinel_session_cluster(tmp_path_factory):
+    """A private Redis primary + 2 replicas + 3 Sentinels, started once for the session."""
     from baselines.servers.redis_sentinel import RedisSentinelCluster
 
-    with private_cluster(RedisSentinelCluster(tmp_path_factory.mktemp("redis-sentinel")), client_env) as cluster:
+    with private_cluster(RedisSentinelCluster(tmp_path_factory.mktemp("redis-sentinel"))) as cluster:
         yield cluster
+
+
+@pytest.fixture
+def redis_sentinel_cluster(redis_sentinel_session_cluster, monkeypatch):
+    """The session's Redis Sentinel cluster, exported for ``redis-sentinel`` clients for this test."""
+    from baselines.redis_sentinel import client_env
+
+    return for_this_test(redis_sentinel_session_cluster, client_env(redis_sentinel_session_cluster), monkeypatch)
+
+
 @pytest.fixture
 def logqueue_cluster(logqueue_session_cluster, monkeypatch):
     """The session's cluster, with its addresses exported as ``LOGQUEUE_CLUSTER`` (the logqueue
-    backend's default, also inherited by worker processes) for this test only, so no test
-    sees what another left in the environment. Yields the ``cluster_util.Cluster``."""
-    monkeypatch.setenv("LOGQUEUE_CLUSTER", ",".join(logqueue_session_cluster.addresses.values()))
+    backend's default, also inherited by worker processes) for this test only. Yields the
+    ``cluster_util.Cluster``."""
+    export({"LOGQUEUE_CLUSTER": ",".join(logqueue_session_cluster.addresses.values())}, monkeypatch)
     return logqueue_session_cluster
 
 

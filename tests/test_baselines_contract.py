@@ -61,8 +61,11 @@ def _available(name: str, request) -> None:
 
 
 @pytest.fixture
-def make(request):
-    """``make(name, **knobs)`` -> a connected backend on a fresh queue, deleted after the test."""
+def make(request, monkeypatch):
+    """``make(name, **knobs)`` -> a connected backend on a fresh queue, deleted after the test.
+
+    (``monkeypatch`` first: the cluster fixtures export their addresses through it, and those
+    must outlive the backends' deletion here.)"""
     made = []
 
     def factory(name: str, queue: str | None = None, **knobs):

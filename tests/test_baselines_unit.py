@@ -203,3 +203,22 @@ def test_run_worker_with_threads_until_stopped(stub):
         t.join(5)
     assert not t.is_alive()
     assert {s[1] for s in hooks.steps if s[0] == "ack"} == ids
+
+
+def test_job_ids_are_unique_in_a_process_and_across_a_fork():
+    import os
+
+    from baselines.base import new_job_id
+
+    ids = {new_job_id() for _ in range(1000)}
+    assert len(ids) == 1000 and all(len(i) == 32 for i in ids)
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child's next ids must not repeat the parent's
+        os.write(write, "".join(new_job_id() for _ in range(3)).encode())
+        os._exit(0)
+    os.waitpid(pid, 0)
+    child = os.read(read, 200).decode()
+    os.close(read), os.close(write)
+    parent = [new_job_id() for _ in range(3)]
+    assert not {child[i:i + 32] for i in range(0, 96, 32)} & set(parent)

@@ -142,8 +142,13 @@ def test_help_explains_the_phases():
     proc = subprocess.run([sys.executable, "-m", "experiments", "bench", "--help"], capture_output=True, text=True,
                           timeout=60)
     assert proc.returncode == 0
-    for word in ("publish", "consume", "mixed", "latency", "--window", "--consumers", "--cluster"):
+    for word in ("publish", "consume", "mixed", "latency", "--window", "--consumers", "--cluster", "--native-rounds"):
         assert word in proc.stdout
+    # each fairness rule is stated in --help
+    for rule in ("the same payloads", "the same publish window W, prefetch, ack batch and number of consumers",
+                 "no auto-ack", "own measured maximum", "warm-up is excluded for all",
+                 "alternating with the adapter round by round", "replicated and single-node rows are told apart"):
+        assert rule in " ".join(proc.stdout.split()), rule
 
 
 def test_payloads_are_the_same_for_every_backend_and_carry_phase_and_index():
@@ -197,3 +202,59 @@ def test_real_backends_and_a_local_logqueue_cluster(tmp_path):
     for name in names:
         check_ok_row(results[name], 300)
     assert "logqueue / rabbitmq-quorum: publish" in proc.stdout  # the ratio lines
+
+
+class StubReference:
+    """A reference client for the stub (the stub's own calls), so ``--native`` runs end to end in-process."""
+
+    def __init__(self, backend) -> None:
+        self.backend = backend
+
+    calls: list[str] = []  # the test's record of who ran when
+
+    def publish(self, payloads, window) -> None:
+        self.calls.append("reference")
+        self.payloads = list(payloads)
+
+    def consume(self, n, consumers, prefetch, ack_batch, timeout_s) -> float:
+        assert n == len(self.payloads)
+        return 0.01  # seconds, as a reference measures them
+
+    def delete(self) -> None:
+        pass
+
+
+def test_native_rounds_alternate_and_the_ratio_is_the_median_of_the_rounds(tmp_path, monkeypatch):
+    from experiments import bench_native
+
+    monkeypatch.setattr(bench_native, "REFERENCES", [(StubBackend, StubReference)])
+    order = StubReference.calls
+    real_drain = bench._drain
+    monkeypatch.setattr(bench, "_drain", lambda *a: order.append("adapter") or real_drain(*a))
+    code, results = run_bench(tmp_path, "--backends", "stub", "--messages", "200", "--payload-bytes", "16",
+                              "--latency-seconds", "0.2", "--warmup-seconds", "0", "--native", "--native-rounds", "3")
+    assert code == 0
+    row = results["stub"]
+    assert order == ["adapter", "reference", "reference", "adapter", "adapter", "reference"]
+    rounds = row["native"]["rounds"]
+    assert len(rounds) == 3
+    for what in ("publish", "consume"):
+        ratios = sorted(r[f"adapter_{what}_per_s"] / r[f"{what}_per_s"] for r in rounds)
+        assert row["x_native"][what] == round(ratios[1], 2)
+        assert row["native"][f"{what}_per_s"] == round(sorted(r[f"{what}_per_s"] for r in rounds)[1], 1)
+    assert bench.native_ratios(row) == (row["x_native"]["publish"], row["x_native"]["consume"])
+    from experiments import analysis
+
+    table = analysis.native_table(analysis.bench_frame(results))
+    assert table.loc["stub", "publish x native"] == row["x_native"]["publish"] and table.loc["stub", "rounds"] == 3
+    assert row["replicas"] == StubBackend.replicas
+
+
+def test_replicated_rows_are_labelled_and_their_confirm_is_printed():
+    from experiments import analysis
+
+    results = {"logqueue": {"status": "ok", "replicas": 3, "durability": "majority fsync"},
+               "redis-list": {"status": "ok", "replicas": 1, "durability": "XADD reply"}}
+    assert bench.confirm_lines(results) == ["logqueue (3 nodes): majority fsync", "redis-list (1 node): XADD reply"]
+    frame = analysis.bench_frame(results)
+    assert [analysis.backend_label(b, row) for b, row in frame.iterrows()] == ["logqueue (3 nodes)", "redis-list"]

@@ -228,6 +228,32 @@ def test_links_are_independent(hub, echo_server):
     sb.close()
 
 
+def test_a_source_link_cuts_one_client_hosts_connections_to_a_shared_port(hub, echo_server):
+    address = hub.add("to-server", echo_server)
+    assert hub.add_source("from-11", "to-server", "127.0.0.11") == address
+    host, port = parse_hostport(address)
+
+    def dial_from(source: str) -> socket.socket:
+        return socket.create_connection((host, port), timeout=2, source_address=(source, 0))
+
+    other, own = dial_from("127.0.0.1"), dial_from("127.0.0.11")
+    assert roundtrip(own, b"own") == b"own" and roundtrip(other, b"other") == b"other"
+    wait_for(lambda: hub.connections("from-11") == 1 and hub.connections("to-server") == 1)
+    hub.set("from-11", "blackhole")
+    own.sendall(b"during")
+    own.settimeout(0.4)
+    with pytest.raises(TimeoutError):
+        own.recv(100)
+    assert roundtrip(other, b"still") == b"still"  # the port's other connections are not cut
+    hub.set("from-11", "heal")
+    own.settimeout(2)
+    assert own.recv(100) == b"during"
+    hub.set("to-server", "blackhole")  # and the parent's mode is not the source link's
+    assert roundtrip(own, b"own-ok") == b"own-ok"
+    other.close()
+    own.close()
+
+
 def test_upstream_down_resets_the_client(hub):
     closed = socket.socket()
     closed.bind(("127.0.0.1", 0))

@@ -99,6 +99,21 @@ def test_a_wiped_follower_catches_up_by_snapshot_and_segments_then_serves_the_jo
     assert [(r["offset"], r["result"]) for r in results] == [(i, b"r%d" % i) for i in range(2990, 3000)]
 
 
+def test_an_idle_leader_repairs_a_follower_wiped_after_it_had_acknowledged_everything(make_cluster):
+    cluster = make_cluster(3, extra_args=SMALL)
+    leader = cluster.leader()
+    enqueue(cluster, 0, 1000)
+    lagger = next(i for i in (1, 2, 3) if i != leader)
+    cluster.wait_applied([lagger], cluster.status(leader)["commit_index"])
+    cluster.kill(lagger)
+    shutil.rmtree(cluster.data_dir(lagger))
+    cluster.restart(lagger)
+    # nothing is proposed any more: the leader learns from the heartbeat answers
+    caught_up(cluster, lagger)
+    wait_for(lambda: not cluster.status(lagger)["backfilling"], 20, "the backfill")
+    assert read_all(cluster, lagger, 1000) == [payload(i) for i in range(1000)]
+
+
 def test_retention_keeps_the_wal_bounded_while_jobs_flow(make_cluster):
     cluster = make_cluster(3, extra_args=SMALL + ("--retention-jobs", "200"))
     cluster.leader()

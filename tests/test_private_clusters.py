@@ -6,7 +6,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -87,9 +86,15 @@ def test_leader_sigkill_fails_over_and_stop_leaves_nothing(system, tmp_path):
         assert cluster.start_seconds > 0
         assert "up in" in (tmp_path / "start.txt").read_text()
         assert len({n.pid for n in cluster.nodes.values()}) == 3 and all(n.up() for n in cluster.nodes.values())
+        # Whatever a node writes to its working directory (an Erlang crash dump) stays in the run directory.
+        assert all(os.readlink(f"/proc/{n.pid}/cwd").startswith(str(tmp_path)) for n in cluster.nodes.values())
         declare(cluster)
         leader = cluster.wait_leader(30.0, queue)
         assert leader in cluster.nodes
+        if system == "rabbitmq":  # every member's Raft state and log, as follower-lag's catch-up reads them
+            members = cluster.members(queue)
+            assert sorted(members) == sorted(cluster.nodes)
+            assert members[leader]["state"] == "leader" and all(m["log_index"] > 0 for m in members.values())
         cluster.kill(leader)
         assert not cluster.nodes[leader].alive()
         successor = cluster.wait_leader(60.0, queue, exclude=leader)
@@ -103,33 +108,6 @@ def test_leader_sigkill_fails_over_and_stop_leaves_nothing(system, tmp_path):
         assert process_state(cluster.nodes[other].pid) != b"T" and cluster.nodes[other].up()
     finally:
         cluster.stop()
-    assert processes_under(tmp_path) == []
-
-
-def test_launcher_sigkilled_leaves_no_server(tmp_path):
-    script = (
-        "import sys, time\n"
-        "from baselines.servers.redis_sentinel import RedisSentinelCluster\n"
-        f"RedisSentinelCluster({str(tmp_path)!r}).start()\n"
-        "print('up', flush=True)\n"
-        "time.sleep(600)\n"
-    )
-    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        line = launcher.stdout.readline()
-        if line.strip() != "up":
-            pytest.skip("redis-server is not installed") if not IN_CI else pytest.fail("the cluster did not start")
-        assert len(processes_under(tmp_path)) >= 6  # 3 data nodes + 3 Sentinels (+ the launcher)
-        launcher.send_signal(signal.SIGKILL)
-        launcher.wait(10)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        launcher.stdout.close()
-    deadline = time.monotonic() + 10
-    while processes_under(tmp_path) and time.monotonic() < deadline:
-        time.sleep(0.05)
     assert processes_under(tmp_path) == []
 
 

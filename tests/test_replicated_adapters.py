@@ -3,30 +3,14 @@ the queue really is replicated, and redis-sentinel's confirm waits for a replica
 from __future__ import annotations
 
 import json
+import time
 import uuid
 
 import pytest
 
 from baselines import registry
 from baselines.base import AckError, BackendConfig, BackendError
-
-
-@pytest.fixture
-def make():
-    made = []
-
-    def factory(name: str, **knobs):
-        backend = registry.get(name)(BackendConfig(queue=f"t-{name}-{uuid.uuid4().hex[:10]}", **knobs))
-        backend.connect()
-        made.append(backend)
-        return backend
-
-    yield factory
-    for backend in made:
-        try:
-            backend.delete()
-        finally:
-            backend.close()
+from test_baselines_contract import _closed_port, make  # noqa: F401 (make: the contract suite's fixture)
 
 
 def test_quorum_queue_has_a_member_on_every_node(rabbitmq_quorum_cluster, make):
@@ -78,8 +62,6 @@ def test_redis_ack_that_cannot_reach_the_primary_is_an_ack_error(redis_sentinel_
     """A settle Redis refuses (primary gone, NOREPLICAS while replicas resync) must not kill the worker loop."""
     import redis
 
-    from test_baselines_contract import _closed_port
-
     b = make("redis-sentinel")
     b.enqueue(b"job")
     c = b.consumer("w")
@@ -94,3 +76,45 @@ def test_redis_ack_that_cannot_reach_the_primary_is_an_ack_error(redis_sentinel_
     finally:
         c._r, b.settle_script.registered_client = live, b._r
         c.close()
+
+
+def test_a_jetstream_worker_started_while_the_cluster_has_no_meta_leader_waits_for_one(tmp_path):
+    """A worker restarted during a node fault (the nemesis does that) declares once JetStream can take it,
+    instead of dying on the 503 of a cluster without a meta leader."""
+    import threading
+
+    from baselines.servers.nats_cluster import NatsCluster
+    from baselines.servers.nodes import wait_for
+
+    cluster = NatsCluster(tmp_path)
+    try:
+        cluster.start()
+        names = list(cluster.nodes)
+        for name in names[1:]:  # one of three: no majority, no meta leader
+            cluster.kill(name)
+        backend = registry.get("nats-jetstream-cluster")(BackendConfig(
+            queue=f"t-meta-{uuid.uuid4().hex[:8]}", addresses={"nats-cluster": cluster.spec}))
+        errors: list[BaseException] = []
+
+        def connect() -> None:
+            try:
+                backend.connect()
+            except BaseException as exc:  # reported below
+                errors.append(exc)
+
+        thread = threading.Thread(target=connect)
+        thread.start()
+        try:
+            # It has asked JetStream (and been told 503) before the majority is back.
+            wait_for(lambda: not thread.is_alive() or backend.js is not None, 30.0, "the worker did not connect")
+            time.sleep(2.0)
+            assert thread.is_alive() and not errors
+            cluster.restart(names[1])
+            thread.join(90.0)
+            assert not thread.is_alive() and not errors, errors
+            assert backend.enqueue(b"after the election")
+        finally:
+            thread.join(90.0)
+            backend.close()
+    finally:
+        cluster.stop()

@@ -56,6 +56,7 @@ def test_leader_crash_kills_the_reported_leader_and_fails_over(leader_crash, bac
     assert killed == fault["target"] and successor != killed
     assert any(re.fullmatch(r"the cluster started in \d+\.\d s", n) for n in summary["notes"])
     assert summary["completed"] == summary["jobs"] - summary["lost"]
+    assert summary["confirms"]["replicas"] == 3 and summary["confirms"]["confirmed_on"] == 2
     if backend in NO_LOSS:
         assert summary["lost"] == 0
 

@@ -5,17 +5,22 @@ import json
 import subprocess
 import sys
 
+from baselines import registry
 from experiments.checker import write_summary
 from experiments.analysis import latency_series
 from experiments.report import main
+from experiments.runner import run_one
+from experiments.scenarios.base import QUICK
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
 def write_run(root, backend, scenario, events):
+    """A run of ``backend`` with ``events``, after the setup event the runner writes (the class's confirms)."""
     run = root / backend / scenario
     run.mkdir(parents=True)
-    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in events))
+    setup = {"t": 0.0, "ev": "setup", "confirms": registry.get(backend).confirms()}
+    (run / "events.jsonl").write_text("".join(json.dumps(e) + "\n" for e in [setup, *events]))
     write_summary(run)
     return run
 
@@ -46,9 +51,9 @@ def test_report_on_synthetic_results(tmp_path, capsys):
     assert main([str(tmp_path)]) == 0
     assert str(tmp_path / "report.md") in capsys.readouterr().out
     md = (tmp_path / "report.md").read_text()
-    assert "| redis-list | consumer-partition | ok | 20 | 0 | 1 | 1 |" in md
-    assert "| logqueue | consumer-partition | ok | 20 | 0 | 0 | 0 |" in md
-    assert "| redis-list | leader-crash | n/a |" in md
+    assert "| redis-list | not replicated (1 node) | consumer-partition | ok | 20 | 0 | 1 | 1 |" in md
+    assert "| logqueue | replicated: 2 of 3 nodes | consumer-partition | ok | 20 | 0 | 0 | 0 |" in md
+    assert "| redis-list | not replicated (1 node) | leader-crash | n/a |" in md
     assert "n/a: redis runs a single node here" in md
     assert "duplicate-effect x1" in md
     assert "**differs**" not in md
@@ -82,3 +87,17 @@ def test_report_errors_are_one_line(tmp_path):
                              capture_output=True, text=True, timeout=60)
         assert out.returncode == 2
         assert out.stderr.startswith("error: ") and out.stderr.strip().count("\n") == 0
+
+
+def test_a_run_records_what_its_backends_class_declares_a_confirm_promises(tmp_path, monkeypatch):
+    """The runner takes the confirms from the class, never from the name: redis-list declaring
+    other numbers gets them in its history, its summary and the report."""
+    cls = registry.get("redis-list")
+    monkeypatch.setattr(cls, "replicas", 4)
+    monkeypatch.setattr(cls, "confirmed_on", 3)
+    # n/a (the shared Redis takes no node faults), so no server is needed; the setup is recorded all the same.
+    summary = run_one("redis-list", "leader-crash", QUICK, set(), tmp_path, lambda done, total: None)
+    assert summary["status"] == "n/a"
+    assert summary["confirms"] == {"replicas": 4, "confirmed_on": 3, "durability": cls.durability}
+    assert main([str(tmp_path)]) == 0
+    assert "| redis-list | replicated: 3 of 4 nodes | leader-crash | n/a |" in (tmp_path / "report.md").read_text()

@@ -22,6 +22,7 @@ MESSAGES = [
     t.AppendEntriesResponse(4, 3, 1, False, 7, conflict_index=5, conflict_term=2),
     t.Heartbeat(4, 1, 2, 9, context=17),
     t.HeartbeatResponse(4, 2, 1, context=17),
+    t.HeartbeatResponse(4, 2, 1, context=17, last_index=12),
     t.InstallSnapshot(4, 1, 2, t.Snapshot(t.SnapshotMeta(100, 3, t.ConfState(frozenset({1, 2}), frozenset({3}), frozenset({5}))), b"img")),
     t.TimeoutNow(4, 1, 2),
     t.ReadIndex(4, 2, 1, 33),

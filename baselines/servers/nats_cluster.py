@@ -5,7 +5,8 @@ Node *i* is ``nats-server -a 127.0.0.1 -p P_i -js -sd DIR_i -n NAME_i --cluster_
 route addresses, or -- with ``route_via`` -- whatever address node *i* is to use for node
 *j*, so that a fault proxy can sit on every route. The cluster serves once JetStream's
 meta group has a leader (``$JS.API.INFO`` answers); a stream's leader is what the
-JetStream API's stream info says (``cluster.leader``).
+JetStream API's stream info says (``cluster.leader``), and so is how far each of its
+other replicas is behind (``cluster.replicas``: ``current`` and ``lag``, in entries).
 """
 from __future__ import annotations
 
@@ -70,9 +71,9 @@ class NatsCluster(PrivateCluster):
     def form(self) -> None:
         wait_for(self._meta_ready, META_READY_S, f"{self.system}: JetStream has no meta leader", poll_s=0.2)
 
-    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
-        """The node that leads stream ``queue`` (a name, or a test of names: the first stream that passes),
-        per the JetStream API."""
+    def stream_cluster(self, queue: str | Callable[[str], bool] | None):
+        """The ``cluster`` part of stream ``queue``'s info (a name, or a test of names: the first stream that
+        passes), per the JetStream API; ``None`` when no stream leader answers (an election, no node up)."""
         if queue is None:
             raise ValueError("a NATS cluster has a leader per stream: name the stream")
 
@@ -85,5 +86,21 @@ class NatsCluster(PrivateCluster):
             found = self.ask(info, timeout_s=5.0)
         except Exception:  # no stream leader right now (election), or no node answers
             return None
-        leader = found.cluster.leader if found is not None and found.cluster else None
+        return found.cluster if found is not None else None
+
+    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
+        """The node that leads stream ``queue`` (see :meth:`stream_cluster`)."""
+        cluster = self.stream_cluster(queue)
+        leader = cluster.leader if cluster is not None else None
         return leader if leader in self.nodes and self.nodes[leader].alive() else None
+
+    def replica(self, queue: str | Callable[[str], bool] | None, name: str) -> tuple[bool, int] | None:
+        """``(current, lag in entries)`` of node ``name``'s replica of stream ``queue``, as the stream's
+        leader reports it (the leader itself: ``(True, 0)``); ``None`` when no leader reports on it."""
+        cluster = self.stream_cluster(queue)
+        if cluster is None:
+            return None
+        if cluster.leader == name:
+            return True, 0
+        peer = next((p for p in (cluster.replicas or []) if p.name == name), None)
+        return None if peer is None else (bool(peer.current), peer.lag or 0)

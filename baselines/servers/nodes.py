@@ -196,11 +196,13 @@ class PrivateCluster(abc.ABC):
         return self
 
     def spawn(self, node: Node) -> None:
-        """Start ``node``'s process in a process group of its own, watched by the reaper."""
+        """Start ``node``'s process in a process group of its own, watched by the reaper, in the run
+        directory (where whatever a server writes to its working directory -- an Erlang crash dump,
+        ``MnesiaCore.*`` -- lands)."""
         with open(node.log_path, "ab") as log:
             env = None if node.env is None else {**os.environ, **node.env}
             node.proc = subprocess.Popen(node.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.run_dir)
         node.paused = False
         self._reaper.watch(node.proc.pid)
 

@@ -5,32 +5,21 @@ The brokers on this machine are shared (other tests use them), so a scenario tha
 ``Server.private_argv`` on a free loopback port, with its data in the run directory
 (Redis with ``appendonly yes`` / ``appendfsync everysec``, NATS with JetStream file
 storage). A server without ``private_argv`` (RabbitMQ here) gives a topology whose
-``node_faults`` says why.
+``node_faults`` says why. The server runs in a session of its own watched by a
+:class:`~baselines.servers.nodes.Reaper`, so it dies with the run even when the runner is
+SIGKILLed.
 """
 from __future__ import annotations
 
 import shutil
-import socket
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
+from baselines.servers.nodes import Reaper, port_open
 from baselines.servers.topology import ServerStartError, Topology
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-            return True
-    except OSError:
-        return False
+from logqueue.local_cluster import free_ports
 
 
 def private_topology(backend: str, servers: Sequence) -> Topology:
@@ -49,13 +38,15 @@ class PrivateServerTopology(Topology):
         self.server = server
         self.nodes = [server.name]
         self.node_faults = None
-        self.port = free_port()
+        self.port = free_ports(1)[0]
         self.proc: subprocess.Popen | None = None
         self.run_dir: Path | None = None
+        self._reaper: Reaper | None = None
 
     def start(self, run_dir: Path, links=None) -> None:
         super().start(run_dir, links)
         self.run_dir = run_dir
+        self._reaper = Reaper()
         data = run_dir / f"{self.server.name}-data"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
@@ -68,6 +59,7 @@ class PrivateServerTopology(Topology):
         with open(self.run_dir / f"{name}.log", "ab") as log:
             self.proc = subprocess.Popen(self.server.private_argv(self.port, self.run_dir / f"{name}-data"),
                                          stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self._reaper.watch(self.proc.pid)
         deadline = time.monotonic() + timeout_s
         while not port_open(self.port):
             if self.proc.poll() is not None or time.monotonic() > deadline:
@@ -96,3 +88,6 @@ class PrivateServerTopology(Topology):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+        if self._reaper is not None:
+            self._reaper.close()  # nothing of ours is left for it to kill
+            self._reaper = None

@@ -14,7 +14,8 @@ reach the shared node. ``+S 1:1`` keeps three nodes within two cores.
 
 Forming: nodes 2 and 3, one after the other, ``stop_app``, ``join_cluster`` node 1, ``start_app``. A restarted
 node rejoins by itself (its data remembers the cluster). The leader of a quorum queue is
-what ``rabbitmqctl list_queues name leader`` says on a live node.
+what ``rabbitmqctl list_queues name leader`` says on a live node; each member's Raft
+state and log index is what ``rabbitmq-queues quorum_status`` says.
 """
 from __future__ import annotations
 
@@ -29,12 +30,15 @@ from logqueue.local_cluster import free_ports
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
+QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
 CTL_TIMEOUT_S = 60.0
 
 
-def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
-    """Run ``rabbitmqctl -n node ARGS`` with the Erlang cookie in ``home``; its stdout, or ``ClusterError``."""
-    ctl = require_binary("rabbitmq-cluster", "rabbitmqctl", "rabbitmq-server", CTL)
+def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S,
+                tool: str = CTL) -> str:
+    """Run ``rabbitmqctl -n node ARGS`` (or another of the CLI ``tool``s) with the Erlang cookie in ``home``;
+    its stdout, or ``ClusterError``."""
+    ctl = require_binary("rabbitmq-cluster", os.path.basename(tool), "rabbitmq-server", tool)
     try:
         done = subprocess.run([ctl, "-n", node, *args], capture_output=True, text=True, timeout=timeout_s,
                               env={**os.environ, "HOME": str(home)})
@@ -87,24 +91,30 @@ class RabbitMQCluster(PrivateCluster):
     def node_names(self) -> list[str]:
         return list(self.nodes)
 
-    def ctl(self, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
-        return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s)
+    def ctl(self, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S, tool: str = CTL) -> str:
+        return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s, tool=tool)
 
     def form(self) -> None:
         # One node at a time: two nodes joining at once can race in mnesia (seen: start_app
-        # failing with {badmatch, {error, {normal, {mnesia_app, start, ...}}}}).
+        # failing with {badmatch, {error, {normal, {mnesia_app, start, ...}}}}). What
+        # rabbitmqctl's stop_app, join_cluster and start_app call, in one eval on the first
+        # node: one Erlang VM for rabbitmqctl instead of one per command (each takes seconds).
         first, *others = self.node_names
-        for node in others:
-            self.ctl(node, "stop_app")
-            self.ctl(node, "join_cluster", first)
-            self.ctl(node, "start_app")
+        joining = ", ".join(f"'{n}'" for n in others)  # atoms: the names are lq<hex>-<i>@localhost
+        join = ("Join = fun(N) -> "
+                "ok = rpc:call(N, rabbit, stop, []), "
+                f"case rpc:call(N, rabbit_mnesia, join_cluster, ['{first}', disc]) of "
+                "ok -> ok; {ok, already_member} -> ok end, "
+                "ok = rpc:call(N, rabbit, start, []) end, "
+                f"[Join(N) || N <- [{joining}]], ok.")
+        self.ctl(first, "eval", join, timeout_s=CTL_TIMEOUT_S * len(others))
         running = json.loads(self.ctl(first, "cluster_status", "--formatter", "json"))["running_nodes"]
         if sorted(running) != sorted(self.node_names):
             raise ClusterError(f"{self.system}: running nodes {running} after forming, expected {self.node_names}")
 
-    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
-        """The node that leads quorum queue ``queue``'s Raft group (a name, or a test of names: the first
-        queue that passes), asked of the first live node that answers."""
+    def _queue_row(self, queue: str | Callable[[str], bool] | None) -> tuple[str, dict] | None:
+        """``(live node asked, list_queues row)`` of quorum queue ``queue`` (a name, or a test of names: the
+        first queue that passes), asked of the first live node that answers."""
         if queue is None:
             raise ValueError("a RabbitMQ cluster has a leader per quorum queue: name the queue")
         matches = queue if callable(queue) else (lambda name: name == queue)
@@ -114,9 +124,31 @@ class RabbitMQCluster(PrivateCluster):
                                timeout_s=15.0)
             except ClusterError:
                 continue
-            for row in json.loads(out or "[]"):
-                if matches(row.get("name", "")):
-                    leader = row.get("leader")
-                    return leader if leader in self.nodes and self.nodes[leader].alive() else None
-            return None
+            return next(((node.name, row) for row in json.loads(out or "[]") if matches(row.get("name", ""))), None)
         return None
+
+    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
+        """The node that leads quorum queue ``queue``'s Raft group (see :meth:`_queue_row`)."""
+        found = self._queue_row(queue)
+        leader = found[1].get("leader") if found else None
+        return leader if leader in self.nodes and self.nodes[leader].alive() else None
+
+    def members(self, queue: str | Callable[[str], bool] | None) -> dict[str, dict]:
+        """``{node: {"state", "log_index", "commit_index"}}`` of quorum queue ``queue``'s members (see
+        :meth:`_queue_row`), per ``rabbitmq-queues quorum_status``; an index is ``None`` where the member
+        did not answer (its state is then ``timeout``); ``{}`` when no node answers."""
+        found = self._queue_row(queue)
+        if found is None:
+            return {}
+        asked, row = found
+        try:
+            out = self.ctl(asked, "quorum_status", "-p", "/", row["name"], "--formatter", "json", "-q",
+                           timeout_s=30.0, tool=QUEUES)
+        except ClusterError:
+            return {}
+
+        def index(value):
+            return value if isinstance(value, int) else None
+
+        return {m["Node Name"]: {"state": m.get("Raft State"), "log_index": index(m.get("Log Index")),
+                                 "commit_index": index(m.get("Commit Index"))} for m in json.loads(out or "[]")}

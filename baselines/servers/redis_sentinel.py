@@ -6,7 +6,10 @@ RDB snapshots, and ``min-replicas-to-write 1`` (a primary that has lost every re
 for 10 s refuses writes, which bounds what a cut-off primary accepts) -- how an
 experienced user runs Redis for a work queue behind Sentinel; replicas start
 with ``replicaof`` the first primary. Each node announces ``announce(i, address)`` as
-its address (default its own), so a fault proxy can sit in front of every node.
+its address (default its own), so a fault proxy can sit in front of every node, and
+dials out -- its replication link to the primary -- from a loopback address of its own,
+``source_host(i)`` (``bind-source-addr``), so that proxy can tell which replica's
+link a connection is.
 Sentinels ``sentinel-1..3`` (``redis-server CONF --sentinel``) monitor the master
 ``MASTER`` with quorum 2; failover rewrites the nodes' config files (``CONFIG
 REWRITE``), so a node restarted after a failover keeps the role Sentinel gave it.
@@ -25,6 +28,11 @@ from baselines.servers.nodes import Node, PrivateCluster, require_binary, wait_f
 from logqueue.local_cluster import free_ports
 
 MASTER = "lq"
+
+
+def source_host(i: int) -> str:
+    """The loopback address data node ``i``'s outgoing connections come from."""
+    return f"127.0.0.{10 + i}"
 
 
 class RedisSentinelCluster(PrivateCluster):
@@ -49,7 +57,10 @@ class RedisSentinelCluster(PrivateCluster):
             ann_host, _, ann_port = self.announce(i, f"127.0.0.1:{port}").rpartition(":")
             self.announced[f"{ann_host}:{ann_port}"] = name
             lines = [f"port {port}", "bind 127.0.0.1", f"dir {data}", "appendonly yes", "appendfsync everysec",
-                     'save ""', "min-replicas-to-write 1", "min-replicas-max-lag 10", f"replica-announce-ip {ann_host}", f"replica-announce-port {ann_port}"]
+                     'save ""', "min-replicas-to-write 1", "min-replicas-max-lag 10", f"bind-source-addr {source_host(i)}",
+                     # Listening on 127.0.0.1 only; protected mode would refuse the replicas' 127.0.0.1x sources.
+                     "protected-mode no",
+                     f"replica-announce-ip {ann_host}", f"replica-announce-port {ann_port}"]
             if first is None:
                 first = (ann_host, ann_port)
             else:
@@ -106,6 +117,14 @@ class RedisSentinelCluster(PrivateCluster):
         for s in self.sentinels.values():
             self._kill_group(s)
         super().stop()
+
+    def announced_address(self, name: str) -> str:
+        """The address data node ``name`` announces (the one Sentinel hands out)."""
+        return next(address for address, node in self.announced.items() if node == name)
+
+    def replication(self, name: str) -> dict:
+        """Data node ``name``'s ``INFO replication`` (empty when it does not answer)."""
+        return self._info(self.nodes[name].port, "replication")
 
     @property
     def sentinel_addresses(self) -> list[str]:

@@ -9,13 +9,15 @@ the system reported as the leader.
 Leader: the node that leads the run's queue -- the only work queue / stream in the
 cluster, since every run has a cluster of its own -- as the system says (see each
 cluster's ``leader``). ``spawn`` starts a node again without waiting (RabbitMQ nodes
-restarted together wait for each other's tables); ``catching_up`` waits until it serves.
+restarted together wait for each other's tables); each backend's ``catching_up`` waits until its data has caught up.
 
 Isolation (``broker-partition``, ``follower-lag``) cuts the node's client links and, per
 system, its peer links (``isolation`` says how, and the scenarios note it): NATS routes
 go through per-link proxies (node *i* dials node *j*'s route port through the link
-``<i>-><j>``); RabbitMQ's Erlang distribution and Redis's replication and Sentinel links
-are not routed through proxies here, so the node is also paused (SIGSTOP) until the heal.
+``<i>-><j>``); so do Redis's replication and the Sentinels' links to the nodes (see
+``baselines.redis_sentinel``); RabbitMQ's Erlang distribution is not routed through
+proxies (its nodes find each other through epmd), so that node is also paused (SIGSTOP)
+until the heal. ``catching_up`` reads the follower's data as the system reports it.
 """
 from __future__ import annotations
 
@@ -108,6 +110,7 @@ class ReplicatedTopology(Topology):
         return self.names.index(name) + 1 if name in self.names else None
 
     def catching_up(self, node):
+        """The fallback where the system reports nothing of the node's data: it serves again."""
         return None, lambda: self.node(node).up()
 
     # --- node faults --------------------------------------------------------------------

@@ -42,9 +42,11 @@ class Topology:
         nodes: the node ids a node fault may target (none for shared servers).
         node_faults: ``None`` when every node fault works, else the one line why not.
         everything: how fault events name the whole server side ("broker", "cluster").
+        lag_unit: what ``catching_up`` counts how far a node is behind in.
     """
 
     everything = "broker"
+    lag_unit = "entries"
 
     def __init__(self, servers: Sequence = (), node_faults: str | None = None) -> None:
         self.shared = tuple(servers)
@@ -114,7 +116,8 @@ class Topology:
                            f"within {timeout_s:g} s")
 
     def catching_up(self, node) -> tuple[int | None, Callable[[], bool]]:
-        """``(entries node is behind, a predicate true once it has caught up)``; ``(None, always)`` where unknown."""
+        """``(how far node is behind, in lag_unit; a predicate true once its data has caught up with the
+        leader's of now)``; ``(None, always)`` where unknown."""
         return None, lambda: True
 
     # --- node faults --------------------------------------------------------------------

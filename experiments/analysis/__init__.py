@@ -76,6 +76,7 @@ from experiments.analysis.bench import (
     latency_vs_load,
     consume_vs_consumers,
     native_table,
+    backend_label,
     plot_latency_vs_load,
     plot_consume_scaling,
 )
@@ -138,6 +139,7 @@ __all__ = [
     "load_bench",
     "bench_frame",
     "bench_table",
+    "backend_label",
     "bench_ratios",
     "plot_throughput",
     "plot_bench_latency",

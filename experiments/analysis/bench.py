@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
 from pathlib import Path
 
@@ -42,7 +43,8 @@ def bench_frame(data: object, source: str = "the bench result") -> pd.DataFrame:
 def bench_table(bench: pd.DataFrame) -> pd.DataFrame:
     """The figures that matter, rounded; what "confirmed" means per backend (``durability``);
     ``reason`` for backends that did not run."""
-    columns = ["status"] + [c for c, _ in BENCH_RATES + BENCH_LATENCIES] + ["duplicates", "durability", "reason"]
+    columns = ["status", "replicas"] + [c for c, _ in BENCH_RATES + BENCH_LATENCIES] + ["duplicates", "durability",
+                                                                                        "reason"]
     return bench.reindex(columns=columns).round(1)
 
 
@@ -77,7 +79,7 @@ def _bench_bars(ax, ok: pd.DataFrame, figures, fmt: str) -> None:
         xs = [x + (j - (len(figures) - 1) / 2) * width for x in range(len(ok))]
         bars = ax.bar(xs, ok[column], width=width, label=label)
         ax.bar_label(bars, labels=[format(v, fmt) for v in ok[column]], fontsize="x-small", padding=1)
-    ax.set_xticks(range(len(ok)), ok.index, rotation=20, ha="right")
+    ax.set_xticks(range(len(ok)), [backend_label(b, row) for b, row in ok.iterrows()], rotation=20, ha="right")
     ax.legend(fontsize="small")
 
 
@@ -156,18 +158,39 @@ def consume_vs_consumers(bench: pd.DataFrame) -> pd.DataFrame:
 
 
 def native_table(bench: pd.DataFrame) -> pd.DataFrame:
-    """Each adapter's publish and consume rates beside its broker's native reference client's, and the ratios."""
+    """Each adapter's publish and consume rates beside its broker's native reference client's, and the ratios.
+
+    With rounds (``--native-rounds``), the rates are the rounds' medians and the ratios
+    the bench's ``x_native`` (the median of each round's adapter / reference ratio).
+    """
     ok = _ok(bench)
-    rows = {backend: {"publish_per_s": row["publish_per_s"], "native_publish_per_s": row["native"]["publish_per_s"],
-                      "consume_per_s": row["consume_per_s"], "native_consume_per_s": row["native"]["consume_per_s"]}
-            for backend, row in ok.iterrows() if isinstance(row.get("native"), dict)}
+    rows = {}
+    for backend, row in ok.iterrows():
+        native = row.get("native")
+        if not isinstance(native, dict):
+            continue
+        rounds = native.get("rounds") or [{"adapter_publish_per_s": row["publish_per_s"],
+                                           "adapter_consume_per_s": row["consume_per_s"], **native}]
+        ratios = row.get("x_native") if isinstance(row.get("x_native"), dict) else None
+        rows[backend] = {
+            "publish_per_s": pd.Series([r["adapter_publish_per_s"] for r in rounds]).median(),
+            "native_publish_per_s": native["publish_per_s"],
+            "consume_per_s": pd.Series([r["adapter_consume_per_s"] for r in rounds]).median(),
+            "native_consume_per_s": native["consume_per_s"],
+            "publish x native": ratios["publish"] if ratios else row["publish_per_s"] / native["publish_per_s"],
+            "consume x native": ratios["consume"] if ratios else row["consume_per_s"] / native["consume_per_s"],
+            "rounds": len(rounds)}
     if not rows:
         raise AnalysisError("the bench result has no native references (run the bench with --native)")
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "backend"
-    table["publish x native"] = table["publish_per_s"] / table["native_publish_per_s"]
-    table["consume x native"] = table["consume_per_s"] / table["native_consume_per_s"]
     return table.round(2)
+
+
+def backend_label(backend: str, row) -> str:
+    """``name (N nodes)`` for a replicated row (its class's ``replicas`` > 1), the bare name otherwise."""
+    replicas = row.get("replicas")
+    return f"{backend} ({int(replicas)} nodes)" if isinstance(replicas, numbers.Real) and replicas > 1 else backend
 
 
 def plot_latency_vs_load(bench: pd.DataFrame):
@@ -176,7 +199,7 @@ def plot_latency_vs_load(bench: pd.DataFrame):
     fig, ax = plt.subplots(figsize=(9, 5))
     for backend, group in points.groupby("backend", sort=False):
         group = group.sort_values("rate_pct")
-        (line,) = ax.plot(group["rate_pct"], group["p50_ms"], marker="o", label=f"{backend}")
+        (line,) = ax.plot(group["rate_pct"], group["p50_ms"], marker="o", label=backend_label(backend, bench.loc[backend]))
         ax.fill_between(group["rate_pct"], group["p50_ms"], group["p99_ms"], color=line.get_color(), alpha=0.15)
         ax.plot(group["rate_pct"], group["p99_ms"], color=line.get_color(), linestyle="--", linewidth=0.8)
     ax.set_yscale("log")
@@ -195,7 +218,7 @@ def plot_consume_scaling(bench: pd.DataFrame):
     points = consume_vs_consumers(bench)
     fig, ax = plt.subplots(figsize=(9, 5))
     for backend, group in points.groupby("backend", sort=False):
-        ax.plot(group["consumers"], group["consume_per_s"], marker="o", label=backend)
+        ax.plot(group["consumers"], group["consume_per_s"], marker="o", label=backend_label(backend, bench.loc[backend]))
     counts = sorted(points["consumers"].unique())
     ax.set_xscale("log", base=2)
     ax.set_xticks(counts, [str(c) for c in counts])

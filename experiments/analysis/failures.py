@@ -16,9 +16,19 @@ from experiments.analysis.discovery import AnalysisError, backend_order, scenari
 
 # --- the failure matrix --------------------------------------------------------------------
 
-RUN_COLUMNS = ["backend", "scenario", "status", "jobs", "completed", "lost", "duplicate_executions",
+RUN_COLUMNS = ["backend", "scenario", "status", "confirms", "jobs", "completed", "lost", "duplicate_executions",
                "duplicate_effects", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "recovery_ms",
                "throughput_jobs_per_s", "replayed", "rechecked", "differences", "reason", "notes", "anomalies", "dir"]
+
+
+def confirms_label(confirms: dict | None) -> str:
+    """Whether a run's confirms are replicated, from the ``confirms`` its history recorded (the
+    backend class's declaration): ``replicated: 2 of 3 nodes``, ``not replicated (1 node)``, or
+    ``unknown`` for a history from before runs recorded it."""
+    if not confirms:
+        return "unknown"
+    on, of = confirms.get("confirmed_on", 1), confirms.get("replicas", 1)
+    return f"replicated: {on} of {of} nodes" if on > 1 else f"not replicated ({of} node{'s' if of > 1 else ''})"
 
 
 def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
@@ -49,6 +59,7 @@ def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
             "backend": summary.get("backend", run_dir.parent.name),
             "scenario": summary.get("scenario", run_dir.name),
             "status": summary.get("status", "ok"),
+            "confirms": confirms_label(summary.get("confirms")),
             **{k: summary.get(k) for k in ("jobs", "completed", "lost", "duplicate_executions", "duplicate_effects")},
             "latency_p50_ms": latency.get("p50"),
             "latency_p99_ms": latency.get("p99"),

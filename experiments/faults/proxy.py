@@ -19,7 +19,10 @@ A link (one listen port) is in exactly one mode at a time:
 
 :class:`ProxyHub` runs an asyncio loop in a daemon thread and hosts any number of named
 links (every worker->broker link, every logqueue node->node link); its methods are
-thread-safe and return once the change is in force.
+thread-safe and return once the change is in force. A link may have *source links*
+(``ProxyHub.add_source``): the connections that reach it from one client host (e.g. a
+server that dials out from a loopback address of its own, Redis's ``bind-source-addr``)
+obey the source link's mode instead, so one listen port carries several links.
 """
 from __future__ import annotations
 
@@ -224,10 +227,14 @@ class Link:
         self._server: asyncio.base_events.Server | None = None
         self._open = asyncio.Event()
         self._open.set()
+        self.parent: Link | None = None  # a source link relays its parent's listen port
+        self.by_source: dict[str, Link] = {}  # client host -> the source link its connections obey
 
     @property
     def port(self) -> int:
         """The port actually listened on (useful when started with port 0)."""
+        if self.parent is not None:
+            return self.parent.port
         assert self._server is not None, "link not started"
         return self._server.sockets[0].getsockname()[1]
 
@@ -255,12 +262,21 @@ class Link:
             for conn in list(self.connections):
                 conn.reset()
 
+    def source_link(self, name: str, host: str) -> "Link":
+        """A link for the connections from client ``host`` to this one's port (same upstream and admit)."""
+        link = Link(name, self.upstream, self.listen, self.admit)
+        link.parent = self
+        self.by_source[host] = link
+        return link
+
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if self.mode.name == "reset":
+        peer = writer.get_extra_info("peername")
+        link = self.by_source.get(peer[0], self) if peer else self
+        if link.mode.name == "reset":
             _abort_with_rst(writer)
             return
-        conn = _Connection(self, reader, writer)
-        self.connections.add(conn)
+        conn = _Connection(link, reader, writer)
+        link.connections.add(conn)
         await conn.run()
 
     async def close(self) -> None:
@@ -315,6 +331,23 @@ class ProxyHub:
         self._links[name] = link
         return link.address
 
+    def add_source(self, name: str, link: str, host: str) -> str:
+        """A link ``name`` for the connections that reach link ``link`` from client ``host`` (e.g.
+        ``127.0.0.11``); its mode is set apart from ``link``'s. Returns ``link``'s address.
+
+        Raises:
+            ProxyError: duplicate name or no link ``link``.
+        """
+        if name in self._links:
+            raise ProxyError(f"link {name!r} already exists")
+        parent = self._link(link)
+
+        async def start() -> Link:
+            return parent.source_link(name, host)
+
+        self._links[name] = self._call(start())
+        return parent.address
+
     def names(self) -> list[str]:
         """The names of the links, in the order they were added."""
         return list(self._links)
@@ -363,6 +396,10 @@ class ProxyHub:
         async def stop() -> None:
             for link in self._links.values():
                 await link.close()
+            # Let the cancelled relays finish, so none is destroyed pending when the loop stops.
+            pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+            if pending:
+                await asyncio.wait(pending, timeout=2.0)
 
         if self._loop.is_running():
             self._call(stop())

@@ -127,7 +127,7 @@ class RunContext:
         self.log = EventLog(self.events_path)
         self.history = LiveHistory(self.events_path)
         self.sink = None if work.sink == "file" else PostgresSink.create(work.sink)
-        self.log.record("setup", **work.setup(self.sink))
+        self.log.record("setup", **work.setup(self.sink), confirms=self.backend_cls.confirms())
         self.hub = hub
         self.links: dict[str, dict[str, str]] = {}  # client -> {server: link name}
         self.workers: dict[str, WorkerProcess] = {}

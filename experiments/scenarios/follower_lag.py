@@ -37,7 +37,7 @@ class FollowerLag(Scenario):
         ctx.fault_end("partition", name)
         t0 = time.monotonic()
         if ctx.wait_until(caught_up, ctx.params.drain_s / 2):
-            entries = "" if behind is None else f" {behind} entries"
+            entries = "" if behind is None else f" {behind} {topology.lag_unit}"
             ctx.note(f"{name} caught up{entries} in {(time.monotonic() - t0) * 1000:.0f} ms after the heal")
         else:
             ctx.note(f"{name} had not caught up {ctx.params.drain_s / 2:g} s after the heal")

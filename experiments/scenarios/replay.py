@@ -14,11 +14,6 @@ from experiments.scenarios.base import RunContext, Scenario
 LISTEN_S = 2.0
 
 
-def _seq(payload: bytes) -> int | None:
-    head = payload.split(b";", 1)[0]
-    return int(head[4:]) if head.startswith(b"seq=") and head[4:].isdigit() else None
-
-
 class Replay(Scenario):
     name = "replay"
     summary = "a new reader re-reads the history from offset 0"
@@ -29,22 +24,33 @@ class Replay(Scenario):
         ctx.wait_workers_connected()
         ctx.start_load(lambda seq: self.payload(ctx, seq))
         ctx.drain()
-        ids = self._produced_ids(ctx)
+        produced = self._produced(ctx)
         try:
             payloads = self._read_back(ctx)
         except Exception as exc:  # e.g. a backend whose consumers only live in worker processes
             ctx.note(f"the new reader could not read: {type(exc).__name__}: {' '.join(str(exc).split())}")
             payloads = []
-        seen = {ids[s] for s in (_seq(p) for p in payloads) if s in ids}
+        seen = set()
+        for payload in payloads:  # each job read back is one produced job with these bytes, not yet seen
+            jobs = produced.get(payload)
+            if jobs:
+                seen.add(jobs.pop(0))
         for job in sorted(seen):
             ctx.log.record("replay", job=job, worker="replay")
-        ctx.note(f"a new reader got {len(seen)} of {len(ids)} jobs back from the start of the history")
+        total = sum(len(jobs) for jobs in produced.values()) + len(seen)
+        ctx.note(f"a new reader got {len(seen)} of {total} jobs back from the start of the history")
 
-    @staticmethod
-    def _produced_ids(ctx: RunContext) -> dict[int, str]:
+    def _produced(self, ctx: RunContext) -> dict[bytes, list[str]]:
+        """``{job bytes: [job ids]}`` of the produced jobs (the user's payloads may repeat)."""
         from experiments.checker import load_events
 
-        return {e["seq"]: e["job"] for e in load_events(ctx.events_path) if e["ev"] == "produce" and "seq" in e}
+        produced: dict[bytes, list[str]] = {}
+        for e in load_events(ctx.events_path):
+            if e["ev"] == "produce" and "seq" in e:
+                jobs = produced.setdefault(self.payload(ctx, e["seq"]), [])
+                if e["job"] not in jobs:  # (a job confirmed twice is one job)
+                    jobs.append(e["job"])
+        return produced
 
     def _read_back(self, ctx: RunContext) -> list[bytes]:
         backend = ctx.backend_cls(ctx.config("replay"))

@@ -7,7 +7,8 @@ its log (an object with the methods of ``MemoryLog``) for them:
 * ``pin(at, value)``: the command at ``at`` became referenced (an enqueue's payload, or
   ``[token, result | reason]`` of the complete/fail that settled an offset);
 * ``unpin(at)``: retention dropped that reference;
-* ``payload(at)`` / ``settlement(at)``: read them back;
+* ``payload(at)`` / ``settlement(at)``: read them back; ``payloads(at, n)``: the payloads
+  of ``n`` consecutive commands of one entry from ``at`` on;
 * ``dump()``: what the snapshot must carry of the log itself (None when the log is
   durable elsewhere, as the runtime's WAL-backed log).
 
@@ -34,6 +35,10 @@ class MemoryLog:
 
     def payload(self, at: tuple[int, int]) -> bytes:
         return self._values[at]
+
+    def payloads(self, at: tuple[int, int], n: int) -> list[bytes]:
+        index, pos = at
+        return [self._values[index, p] for p in range(pos, pos + n)]
 
     def settlement(self, at: tuple[int, int]) -> tuple[int, object]:
         token, value = self._values[at]

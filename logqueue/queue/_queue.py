@@ -138,6 +138,20 @@ class Queue:
     def payload(self, offset: int) -> bytes:
         return self.log.payload(self.locator(offset))
 
+    def payloads(self, start: int, stop: int) -> list[bytes]:
+        """Payloads of the retained offsets ``start <= offset < stop``, read a run (the
+        commands of one entry) at a time."""
+        out: list[bytes] = []
+        runs, last = self.run_off, len(self.run_off) - 1
+        k = bisect_right(runs, start) - 1
+        offset = start
+        while offset < stop:
+            n = min(stop, runs[k + 1] if k < last else self.end) - offset
+            out += self.log.payloads((self.run_idx[k], self.run_pos[k] + offset - runs[k]), n)
+            offset += n
+            k += 1
+        return out
+
     def first_needed_index(self) -> int | None:
         """The lowest log index a retained job or record of this queue needs (a
         settlement always comes after its job's enqueue), None if nothing is retained."""

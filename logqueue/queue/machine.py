@@ -218,7 +218,7 @@ class QueueMachine:
             return []
         start = max(from_offset, q.base)
         stop = min(q.end, start + max_count)
-        return [(offset, q.payload(offset)) for offset in range(start, stop)]
+        return list(zip(range(start, stop), q.payloads(start, stop)))
 
     def stats(self, queue: str, group: str) -> dict:
         """Counters of one group on one queue (zeros for a group that does not exist).

@@ -498,7 +498,7 @@ class Raft:
                 self._handle_append(msg)
             elif isinstance(msg, Heartbeat):
                 self.log.commit_to(msg.commit)
-                self._send(HeartbeatResponse(self.term, self.id, msg.src, msg.context))
+                self._send(HeartbeatResponse(self.term, self.id, msg.src, msg.context, self.log.last_index))
             else:
                 self._handle_snapshot(msg)
         elif isinstance(msg, TimeoutNow):
@@ -603,6 +603,11 @@ class Raft:
             if pr.state is State.REPLICATE and len(pr.inflight) >= self.cfg.max_inflight:
                 pr.free_oldest()  # a lost append must not stall the pipeline forever
             pr.probe_sent = False
+            if msg.last_index is not None and msg.last_index < pr.match:
+                # The follower lost entries it had acknowledged (its data was wiped, or
+                # fsync was off): replicate again from its end, by snapshot if need be.
+                # Responses come in order on one link, so this is never a stale answer.
+                pr.restart_from(msg.last_index)
             if pr.match < self.log.last_index:
                 self._maybe_send_append(msg.src, send_empty=True)
             if msg.context:

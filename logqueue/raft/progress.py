@@ -68,6 +68,16 @@ class Progress:
         self.pending_snapshot = index
         self._clear_inflight()
 
+    def restart_from(self, last_index: int) -> None:
+        """The follower holds only up to ``last_index`` (< match): probe from there."""
+        self.match = last_index
+        self.sent_commit = min(self.sent_commit, last_index)
+        self.state = State.PROBE
+        self.next = last_index + 1
+        self.probe_sent = False
+        self._clear_inflight()
+        self.pending_snapshot = 0
+
     def can_bump_commit(self, committed: int) -> bool:
         """Would an append now raise the follower's commit index? It commits at most up to
         the entries it holds, which may be up to `next - 1` (etcd's CanBumpCommit)."""

@@ -146,6 +146,7 @@ class HeartbeatResponse:
     src: int
     dst: int
     context: int = 0
+    last_index: int | None = None  # the follower's last log index (None: not told)
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,6 +63,10 @@ class EntryLog:
     def payload(self, at: tuple[int, int]) -> bytes:
         return self._value(at)
 
+    def payloads(self, at: tuple[int, int], n: int) -> list[bytes]:
+        index, pos = at
+        return self._values(index)[pos : pos + n]
+
     def settlement(self, at: tuple[int, int]) -> tuple[int, object]:
         return self._value(at)
 
@@ -71,6 +75,10 @@ class EntryLog:
 
     def _value(self, at: tuple[int, int]):
         index, pos = at
+        return self._values(index)[pos]
+
+    def _values(self, index: int) -> list:
+        """``values_of`` the commands of entry ``index``, from the cache or storage."""
         hit = self._cache.get(index)
         if hit is None:
             self._fill(index)
@@ -79,7 +87,7 @@ class EntryLog:
                 raise LookupError(f"log entry {index} holds no queue commands or is not stored")
         else:
             self._cache.move_to_end(index)
-        return hit[0][pos]
+        return hit[0]
 
     def _fill(self, index: int) -> None:
         self.misses += 1

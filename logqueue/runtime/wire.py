@@ -131,7 +131,7 @@ _FIELDS: dict[type, tuple[str, ...]] = {
     t.RequestVoteResponse: (_I, _I, _I, _B, _B),
     t.AppendEntriesResponse: (_I, _I, _I, _B, _I, _I, _I),
     t.Heartbeat: (_I, _I, _I, _I, _I),
-    t.HeartbeatResponse: (_I, _I, _I, _I),
+    t.HeartbeatResponse: (_I, _I, _I, _I, _OPT_I),
     t.TimeoutNow: (_I, _I, _I),
     t.ReadIndex: (_I, _I, _I, _I),
     t.ReadIndexResponse: (_I, _I, _I, _I, _I),
@@ -140,7 +140,9 @@ _ENTRY_KINDS = {k.value: k for k in t.EntryKind}
 
 
 def _check(value: Any, kind: str) -> bool:
-    if kind == _I:
+    if kind == _OPT_I and value is None:
+        return True
+    if kind in (_I, _OPT_I):
         return type(value) is int and value >= 0
     return type(value) is bool
 
@@ -192,7 +194,7 @@ def encode_message(msg: t.Message) -> list:
     if cls is t.Heartbeat:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.commit, msg.context]
     if cls is t.HeartbeatResponse:
-        return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context]
+        return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context, msg.last_index]
     if cls is t.TimeoutNow:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst]
     if cls is t.ReadIndex:

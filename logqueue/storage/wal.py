@@ -17,6 +17,13 @@ Durability, by fsync policy:
 Invariant: only the last segment can end in a torn record -- before a new segment is
 started the previous one is fsynced (except with ``off``). Recovery therefore truncates
 a torn tail only in the last segment; damage anywhere else raises CorruptLogError.
+
+A sealed segment (one that is not the last) gets ``<first index>.idx``: its record
+offsets, byte size and a CRC. Recovery takes a sealed segment's offsets from its index
+when the index is intact and names the segment's exact size, and scans only the others
+(always the last segment), so a restart reads a few KB per sealed segment, not the
+history. The index is a hint, written without fsync: a missing, torn or stale one only
+means a scan. Records of a segment recovered from its index are checked when read.
 """
 from __future__ import annotations
 
@@ -24,6 +31,8 @@ import bisect
 import logging
 import os
 import re
+import struct
+import zlib
 from array import array
 from pathlib import Path
 
@@ -36,10 +45,16 @@ from logqueue.storage.records import BadRecord, encode_records, iter_records
 log = logging.getLogger(__name__)
 
 _NAME = re.compile(r"^(\d{20})\.wal$")
+_INDEX_HEAD = struct.Struct("<4sQQI")  # magic, record count, segment bytes, crc32 of the offsets
+_INDEX_MAGIC = b"LQX1"
 
 
 def segment_name(first: int) -> str:
     return f"{first:020d}.wal"
+
+
+def _index_path(seg_path: Path) -> Path:
+    return seg_path.with_suffix(".idx")
 
 
 class _Segment:
@@ -92,10 +107,38 @@ class Wal:
                 raise CorruptLogError(
                     path, 0, f"segment starts at index {seg.first} but {prev.path.name} ends at {prev.last}"
                 )
-            self._scan(seg, path.read_bytes(), is_last=k == len(names) - 1)
+            is_last = k == len(names) - 1
+            if is_last or not self._load_index(seg):
+                self._scan(seg, path.read_bytes(), is_last)
             self._segments.append(seg)
         if self._segments:
             self._open_last()
+
+    def _load_index(self, seg: _Segment) -> bool:
+        """Take the offsets of sealed ``seg`` from its index; False if that is not intact
+        or does not describe the segment file as it is."""
+        try:
+            raw = _index_path(seg.path).read_bytes()
+            magic, count, size, crc = _INDEX_HEAD.unpack_from(raw)
+        except (OSError, struct.error):
+            return False
+        body = raw[_INDEX_HEAD.size :]
+        if (magic != _INDEX_MAGIC or zlib.crc32(body) != crc or len(body) != count * seg.offsets.itemsize
+                or not count or size != os.path.getsize(seg.path)):
+            return False
+        seg.offsets.frombytes(body)
+        seg.size = size
+        return True
+
+    def _write_index(self, seg: _Segment) -> None:
+        body = seg.offsets.tobytes()
+        head = _INDEX_HEAD.pack(_INDEX_MAGIC, len(seg.offsets), seg.size, zlib.crc32(body))
+        replace_atomically(_index_path(seg.path), head + body, durable=False)
+
+    def _unlink(self, seg: _Segment) -> None:
+        """Delete a segment, its index first (an index never outlives its segment)."""
+        _index_path(seg.path).unlink(missing_ok=True)
+        seg.path.unlink()
 
     def _scan(self, seg: _Segment, image: bytes, is_last: bool) -> None:
         expected = seg.first
@@ -219,6 +262,8 @@ class Wal:
             self._unsynced = False
             os.close(self._fd)
             self._fd = None
+            if self._segments[-1].offsets:
+                self._write_index(self._segments[-1])
         seg = _Segment(self.directory / segment_name(first), first, array(self._offset_type))
         self._fd = os.open(seg.path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_APPEND, 0o644)
         self._segments.append(seg)
@@ -244,10 +289,11 @@ class Wal:
         k = self._locate(index)
         while len(self._segments) > k + 1:
             self._close_fd()
-            self._segments.pop().path.unlink()
+            self._unlink(self._segments.pop())
             if self._policy != "off":
                 fsync_dir(self.directory)
         seg = self._segments[k]
+        _index_path(seg.path).unlink(missing_ok=True)  # it is the open last segment again
         if self._fd is None:
             self._open_last()
         assert self._fd is not None
@@ -280,6 +326,7 @@ class Wal:
             self._segments.append(seg)
             self._open_last()
         else:
+            self._write_index(seg)
             self._segments.insert(0, seg)
 
     def usage(self) -> tuple[int, int]:
@@ -291,13 +338,13 @@ class Wal:
         segment always stays. Needs no fsync: a deleted segment that reappears after a
         crash holds valid (compacted) entries."""
         while len(self._segments) > 1 and self._segments[0].last < index:
-            self._segments.pop(0).path.unlink()
+            self._unlink(self._segments.pop(0))
 
     def drop_all(self) -> None:
         """Delete every segment, durably (the next append may start at any index)."""
         self._close_fd()
         while self._segments:
-            self._segments.pop().path.unlink()
+            self._unlink(self._segments.pop())
         self._unsynced = False
         if self._policy != "off":
             fsync_dir(self.directory)

@@ -1,0 +1,103 @@
+"""A follower cut off its replication links through the run's proxies falls behind while it still
+serves, and ``catching_up`` says so from the system's own account of its data (Redis: the replica's
+replication offset; NATS: the stream leader's report of the replica) -- not from "it serves again"
+-- until the links heal.
+
+The Redis replicas dial their primary from loopback addresses of their own, through per-link
+proxies that Sentinel hands out; NATS routes go through per-route proxies.
+"""
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from baselines import registry
+from conftest import IN_CI
+from experiments.faults.proxy import ProxyHub
+
+# Replication on loopback takes milliseconds; the bound is for a loaded machine.
+CATCH_UP_S = 30.0
+# While cut off, the follower must stay behind for at least this long (it has no way to catch up).
+HOLD_S = 2.0
+WRITES = 50
+
+
+def start_topology(backend: str, tmp_path, hub: ProxyHub):
+    cls = registry.get(backend)
+    reason = cls.probe()
+    if reason:
+        (pytest.fail if IN_CI else pytest.skip)(reason)
+    topology = cls.topology()
+    topology.start(tmp_path, hub)
+    return topology
+
+
+def write_redis(topology, leader: int) -> None:
+    import redis
+
+    with redis.Redis(port=topology.node(leader).port) as r:
+        for i in range(WRITES):
+            r.xadd("catch-up", {"i": i})
+
+
+def write_nats(topology, leader: int) -> None:
+    import nats
+
+    async def publish() -> None:
+        nc = await nats.connect(f"nats://{topology.node(leader).address}")
+        try:
+            js = nc.jetstream()
+            for i in range(WRITES):
+                await js.publish("LQ_CATCHUP", str(i).encode())
+        finally:
+            await nc.close()
+
+    asyncio.run(publish())
+
+
+def declare_nats(topology) -> None:
+    from nats.js.api import StorageType
+
+    topology.cluster.ask(lambda js: js.add_stream(name="LQ_CATCHUP", subjects=["LQ_CATCHUP"], num_replicas=3,
+                                                  storage=StorageType.FILE))
+
+
+CASES = {
+    "redis-sentinel": (lambda topology: None, write_redis),
+    "nats-jetstream-cluster": (declare_nats, write_nats),
+}
+
+
+def wait(condition, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
+
+
+@pytest.mark.parametrize("backend", list(CASES))
+def test_a_cut_off_follower_serves_but_has_not_caught_up_until_its_links_heal(backend, tmp_path):
+    declare, write = CASES[backend]
+    with ProxyHub() as hub:
+        topology = start_topology(backend, tmp_path, hub)
+        try:
+            declare(topology)
+            leader = topology.wait_leader(30.0)
+            follower = next(n for n in topology.nodes if n != leader)
+            _, caught_up = topology.catching_up(follower)
+            assert wait(caught_up, CATCH_UP_S), "the follower was not level before the cut"
+            # Only its peer links: its clients may still reach it.
+            hub.set_many(topology.peer_links(follower), "blackhole")
+            write(topology, leader)
+            behind, caught_up = topology.catching_up(follower)
+            assert topology.node(follower).up()  # it serves...
+            assert not wait(caught_up, HOLD_S)  # ...but does not have the data
+            hub.set_many(topology.peer_links(follower), "heal")
+            assert wait(caught_up, CATCH_UP_S)
+            assert topology.node(follower).up()
+        finally:
+            topology.close()
