@@ -64,7 +64,9 @@ class _Segment:
         self.path = path
         self.first = first  # index of its first record, also its file name
         self.offsets = offsets  # offsets[k]: byte offset of the record of index first + k
-        self.terms = array("Q")  # terms[k]: its term (a term lookup reads no record)
+        # terms[k]: its term (a term lookup reads no record); None for a segment recovered
+        # from its index, which holds offsets only (a lookup there reads the record)
+        self.terms: array | None = array("Q")
         self.size = 0  # bytes of whole records; the file holds exactly these
 
     @property
@@ -128,6 +130,7 @@ class Wal:
             return False
         seg.offsets.frombytes(body)
         seg.size = size
+        seg.terms = None
         return True
 
     def _write_index(self, seg: _Segment) -> None:
@@ -186,8 +189,11 @@ class Wal:
         return bisect.bisect_right([s.first for s in self._segments], index) - 1
 
     def term(self, index: int) -> int:
-        """The term of the stored record ``index`` (from memory: no read)."""
+        """The term of the stored record ``index`` (from memory, unless its segment was
+        recovered from its index)."""
         seg = self._segments[self._locate(index)]
+        if seg.terms is None:
+            return self.read(index, index + 1)[0].term
         return seg.terms[index - seg.first]
 
     def read(self, lo: int, hi: int) -> list[Entry]:
@@ -240,7 +246,8 @@ class Wal:
             shift = seg.size - start
             seg.offsets.append(seg.size)
             seg.offsets.extend(end + shift for end in ends[i : k - 1])
-            seg.terms.extend(e.term for e in entries[i:k])
+            if seg.terms is not None:
+                seg.terms.extend(e.term for e in entries[i:k])
             seg.size += stop - start
             i, start = k, stop
         if self._policy == "always":
@@ -303,7 +310,8 @@ class Wal:
             os.fsync(self._fd)
         self._unsynced = False
         del seg.offsets[index - seg.first :]
-        del seg.terms[index - seg.first :]
+        if seg.terms is not None:
+            del seg.terms[index - seg.first :]
         seg.size = offset
 
     def prepend(self, entries: list[Entry]) -> None:
