@@ -118,13 +118,13 @@ def test_heartbeats_of_a_durable_term_may_leave_while_a_ready_is_persisted() -> 
     assert r.take_heartbeats() == []  # term 1 is not durable yet
     r.advance(rd)
     rd = r.ready()
-    assert rd.messages == [HeartbeatResponse(1, 2, 1, 8)]
+    assert rd.messages == [HeartbeatResponse(1, 2, 1, 8, last_index=0)]
     r.advance(rd)
     r.step(AppendEntries(1, 1, 2, 0, 0, (Entry(1, 1, b"x"),), commit=0))
     rd = r.ready()
     r.step(Heartbeat(1, 1, 2, 0, 9))
     r.step(AppendEntries(1, 1, 2, 1, 1, (Entry(1, 2, b"y"),), commit=0))  # its answer needs entry 2 durable
-    assert r.take_heartbeats() == [HeartbeatResponse(1, 2, 1, 9)]
+    assert r.take_heartbeats() == [HeartbeatResponse(1, 2, 1, 9, last_index=1)]
     assert r.take_heartbeats() == []  # taken once
     r.advance(rd)
     assert r.ready().messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
