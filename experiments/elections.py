@@ -13,8 +13,8 @@ killed node on its data. On loopback a message takes well under a millisecond;
 ``--link-delay-ms D`` sends every node-to-node connection through a proxy that delays
 each message by D ms, for a broadcast time like the paper's (about 2D plus an fsync).
 The nodes run with PreVote and CheckQuorum, as they always do
-(the paper's servers had neither; ``python -m experiments sim-elections --plain-raft`` shows
-the difference in the simulator).
+(the paper's servers had neither; ``python -m experiments sim-elections --setup paper|logqueue``
+shows the difference in the simulator).
 
 What is measured, and how precisely: from the wall-clock time taken just before the
 ``kill`` system call to the timestamp of the new leader's own log line "node N is the

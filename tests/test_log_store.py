@@ -53,12 +53,18 @@ def caught_up(cluster, node: int, timeout: float = 20.0) -> dict:
     return cluster.status(node)
 
 
-def test_a_restart_on_its_data_rebuilds_from_the_snapshot_and_reads_payloads_from_segments(make_cluster):
-    cluster = make_cluster(3, extra_args=SMALL)
+def follower_with(cluster, n: int) -> int:
+    """A follower that has applied the enqueue of jobs 0..n-1."""
     leader = cluster.leader()
-    enqueue(cluster, 0, 3000)
+    enqueue(cluster, 0, n)
     follower = next(i for i in (1, 2, 3) if i != leader)
     cluster.wait_applied([follower], cluster.status(leader)["commit_index"])
+    return follower
+
+
+def test_a_restart_on_its_data_rebuilds_from_the_snapshot_and_reads_payloads_from_segments(make_cluster):
+    cluster = make_cluster(3, extra_args=SMALL)
+    follower = follower_with(cluster, 3000)
     before = cluster.status(follower)
     assert before["snapshot_index"] > 100 and before["wal_segments"] > 3
     assert before["retained_offsets"] == 3000
@@ -101,10 +107,7 @@ def test_a_wiped_follower_catches_up_by_snapshot_and_segments_then_serves_the_jo
 
 def test_an_idle_leader_repairs_a_follower_wiped_after_it_had_acknowledged_everything(make_cluster):
     cluster = make_cluster(3, extra_args=SMALL)
-    leader = cluster.leader()
-    enqueue(cluster, 0, 1000)
-    lagger = next(i for i in (1, 2, 3) if i != leader)
-    cluster.wait_applied([lagger], cluster.status(leader)["commit_index"])
+    lagger = follower_with(cluster, 1000)
     cluster.kill(lagger)
     shutil.rmtree(cluster.data_dir(lagger))
     cluster.restart(lagger)

@@ -48,7 +48,7 @@ def inputs(tmp_path_factory):
          "--out", str(results / "bench.json")], root, 120)
     elections = results / "elections"
     elections.mkdir()
-    run(["-m", "experiments", "sim-elections", "--nodes", "5", "--ranges", "150-150,150-155,150-200", "--trials", "20",
+    run(["-m", "experiments", "sim-elections", "--nodes", "5", "--ranges", "150-150,150-155,150-200", "--trials", "20", "--setup", "logqueue",
          "--seed", "1", "--out", str(elections / "elections-sim.json")], root, 60)
     run(["-m", "experiments", "elections", "--nodes", "3", "--ranges", "150-200", "--trials", "3", "--seed", "1",
          "--out", str(elections / "elections-real.json")], root, 120)

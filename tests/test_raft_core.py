@@ -445,3 +445,23 @@ def test_compaction_retaining_entries_lets_a_lagging_follower_catch_up_from_the_
     assert sent_snapshot is by_snapshot
     assert c.node(3).raft.last_index == leader.raft.last_index
     assert c.node(3).raft.commit_index == leader.raft.commit_index
+
+
+@pytest.mark.parametrize("restarts", [True, False])
+def test_stepping_down_restarts_the_election_timer_only_when_configured(restarts: bool) -> None:
+    """A newer term from a candidate it refuses (its log is shorter): etcd restarts the
+    timer (the default), the Raft paper's Figure 2 keeps it running."""
+    cfg = Config(election_ticks=(10, 10), heartbeat_ticks=1, pre_vote=False, check_quorum=False,
+                 step_down_restarts_timer=restarts)
+    r = Raft(2, cfg, random.Random(2), hard_state=HardState(1, None, 0), entries=[Entry(1, 1)], bootstrap=VOTERS)
+    for _ in range(6):
+        r.tick()
+    r.step(RequestVote(term=2, src=1, dst=2, last_log_index=0, last_log_term=0))
+    assert r.ready().messages == [RequestVoteResponse(2, 2, 1, granted=False)] and r.term == 2
+    for _ in range(4):
+        r.tick()
+    # Kept running: 6 + 4 ticks is the timeout. Restarted: 4 ticks into a new one.
+    assert r.role is (Role.FOLLOWER if restarts else Role.CANDIDATE)
+    for _ in range(6):
+        r.tick()
+    assert r.role is Role.CANDIDATE

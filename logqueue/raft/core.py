@@ -60,6 +60,11 @@ class Config:
     max_inflight_bytes: int = 8 << 20  # unanswered append payload bytes per follower (one append always may go)
     pre_vote: bool = True
     check_quorum: bool = True
+    # A candidate or follower that steps down (a newer term seen, or a lost candidacy)
+    # restarts its election timer, as etcd does. False: only a leader's message, a granted
+    # vote and starting an election restart it (the Raft paper's Figure 2, LogCabin).
+    # Timing only: no guarantee depends on it.
+    step_down_restarts_timer: bool = True
     # A learner may become a voter once it holds all but at most this many committed
     # entries (0: every one).
     max_learner_lag: int = 0
@@ -400,7 +405,7 @@ class Raft:
         low, high = self.cfg.election_ticks
         self.randomized_timeout = self.rng.randint(low, high)
 
-    def _reset(self, term: int) -> None:
+    def _reset(self, term: int, restart_timer: bool = True) -> None:
         if term != self.term:
             self.term = term
             self.vote = None
@@ -410,10 +415,12 @@ class Raft:
         self.transferee = None
         self.pending_reads = []
         self.reads_awaiting_commit = []
-        self._reset_election_timer()
+        if restart_timer:
+            self._reset_election_timer()
 
     def _become_follower(self, term: int, leader: int | None) -> None:
-        self._reset(term)
+        # A leader stepping down always starts a timer: it had none running.
+        self._reset(term, restart_timer=self.cfg.step_down_restarts_timer or self.role is Role.LEADER)
         self.role = Role.FOLLOWER
         self.leader_id = leader
 

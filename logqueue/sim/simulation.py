@@ -82,6 +82,7 @@ class Simulation:
             max_entries_per_msg=rng.choice([1, 2, 8, 64]),
             pre_vote=rng.random() < 0.8,
             check_quorum=rng.random() < 0.8,
+            step_down_restarts_timer=seed % 2 == 0,  # not drawn: keeps the seed's fault stream
         )
         voters = frozenset(range(1, opts.nodes + 1))
         # One spare node outside the configuration takes part in membership changes.
