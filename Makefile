@@ -3,25 +3,35 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
 
 .PHONY: venv demo test services lab clean
 
 venv: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The interpreter check and the bare venv, shared by both installs.
+$(PY):
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "logqueue needs Python 3.11 or newer; run e.g. 'make PYTHON=python3.11 $(MAKECMDGOALS)'"; exit 1; }
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || \
+	@$(PYTHON) -m venv $(VENV) || \
 		{ rm -rf $(VENV); echo "could not create .venv; on Debian/Ubuntu: sudo apt install python3-venv"; exit 1; }
-	$(PY) -m pip install --quiet --upgrade pip
+
+# Everything (make test, make lab); it covers the demo's install too.
+$(STAMP): pyproject.toml | $(PY)
 	$(PY) -m pip install --quiet -e '.[all]'
-	touch $(STAMP)
+	touch $(STAMP) $(DEMO_STAMP)
+
+# What the demo needs (the brokers' clients, the report's plots): a first look installs
+# no test or notebook tools.
+$(DEMO_STAMP): pyproject.toml | $(PY)
+	$(PY) -m pip install --quiet -e '.[brokers,experiments,fast]'
+	touch $(DEMO_STAMP)
 
 # Start the local brokers the tests talk to, if one of them has stopped.
 services:
 	scripts/ensure-services
 
-demo: venv
+demo: $(DEMO_STAMP)
 	$(PY) -m experiments demo
 
 test: venv services

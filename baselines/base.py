@@ -290,6 +290,11 @@ class Backend(abc.ABC):
         """Every job's payload from the start of the history, oldest first (``keeps_history`` backends)."""
         raise NotImplementedError(f"{self.name} keeps no history to replay")
 
+    def completions(self) -> list[tuple[str, int]]:
+        """``(job id, attempt)`` of every job the backend holds as completed (``effect_on_ack``
+        backends: their own record of the effects, read back after a run)."""
+        raise NotImplementedError(f"{self.name} keeps no record of completions: its effects are the sink's")
+
     @abc.abstractmethod
     def connect(self) -> None:
         """Open connections and declare the queue. Raises ``BackendUnavailable``."""

@@ -222,17 +222,36 @@ class LogqueueBackend(Backend):
     def consumer(self, worker_id: str) -> "LogqueueConsumer":
         return LogqueueConsumer(self, worker_id)
 
-    def dead_letters(self) -> list[str]:
-        ids = []
-        start = 0
+    def _settled(self, query: str) -> list[dict]:
+        """Every row of a settled-offsets query (``results``, ``dead_letters``), in offset order."""
+        rows, start = [], 0
         while True:
-            rows = self._query("dead_letters", queue=self.log_queue, group=GROUP, from_offset=start, max_count=PAGE)
-            for row in rows:
-                ((offset, data),) = self._query("read", queue=self.log_queue, from_offset=row["offset"], max_count=1)
-                ids.append(unwrap(bytes(data), offset)[0])
-            if len(rows) < PAGE:
-                return ids
-            start = rows[-1]["offset"] + 1
+            page = self._query(query, queue=self.log_queue, group=GROUP, from_offset=start, max_count=PAGE)
+            rows += page
+            if len(page) < PAGE:
+                return rows
+            start = page[-1]["offset"] + 1
+
+    def _job_ids(self, offsets: list[int]) -> dict[int, str]:
+        """``{offset: job id}`` for ``offsets`` (sorted), read from the log a page at a time."""
+        ids: dict[int, str] = {}
+        for offset in offsets:
+            if offset not in ids:
+                for at, data in self._query("read", queue=self.log_queue, from_offset=offset, max_count=PAGE):
+                    ids[at] = unwrap(bytes(data), at)[0]
+                ids.setdefault(offset, str(offset))  # below the retained log: known by its offset only
+        return ids
+
+    def dead_letters(self) -> list[str]:
+        offsets = [row["offset"] for row in self._settled("dead_letters")]
+        ids = self._job_ids(offsets)
+        return [ids[offset] for offset in offsets]
+
+    def completions(self) -> list[tuple[str, int]]:
+        """The group's completed offsets: the log's record of every accepted completion."""
+        rows = self._settled("results")
+        ids = self._job_ids([row["offset"] for row in rows])
+        return [(ids[row["offset"]], row["attempts"]) for row in rows]
 
     def replay(self, max_count: int) -> list[bytes]:
         """A log-mode read from offset 0: every job's payload, in log order."""

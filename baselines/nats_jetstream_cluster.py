@@ -52,7 +52,7 @@ class NatsClusterTopology(ReplicatedTopology):
         """The entries ``node``'s replica of the stream lacks, and whether the stream's leader reports it
         current with no lag (the JetStream API's stream info)."""
         name = self.node_name(node)
-        state = self.cluster.replica(self.is_queue, name)
+        state = self.cluster.replica(self.is_queue, name, ask_others=True)  # it may be cut off now
         return (None if state is None else state[1]), lambda: self.cluster.replica(self.is_queue, name) == (True, 0)
 
     def config_addresses(self, links: dict[str, str]) -> dict[str, str]:

@@ -336,8 +336,11 @@ def recheck_aggregate(cell_dir: str | os.PathLike) -> list[str]:
 
 
 def find_runs(out_dir: str | os.PathLike) -> list[Path]:
-    """Every ``<backend>/<scenario>`` directory under ``out_dir`` that has an events file."""
-    return sorted(p.parent for p in Path(out_dir).glob(f"*/*/{EVENTS_FILE}"))
+    """Every run directory of one results directory: ``<backend>/<scenario>`` with an events
+    file, or each ``<backend>/<scenario>/trial-<k>`` of a cell run with ``--trials N``."""
+    out_dir = Path(out_dir)
+    trials = [p.parent for p in out_dir.glob(f"*/*/*/{EVENTS_FILE}") if aggregate.TRIAL_DIR.fullmatch(p.parent.name)]
+    return sorted([p.parent for p in out_dir.glob(f"*/*/{EVENTS_FILE}")] + trials)
 
 
 def find_all(root: str | os.PathLike) -> tuple[list[Path], list[Path]]:

@@ -94,7 +94,8 @@ def main(argv=None) -> int:
                      "--out", args.out + ".bench.json", "--quiet"]
             out["load_before"] = os.getloadavg()
             started = time.monotonic()
-            subprocess.run(bench, check=True)
+            if subprocess.run(bench).returncode:
+                raise SystemExit(f"store_scale: the bench failed: {' '.join(bench)}")
             out["bench_seconds"] = round(time.monotonic() - started)
             out["load_after_bench"] = os.getloadavg()
             with open(args.out + ".bench.json") as f:

@@ -1,7 +1,10 @@
 """Jepsen's accounting: unexpected, recovered, indeterminate and faults, from hand-built and real histories."""
 from __future__ import annotations
 
+import uuid
+
 from baselines import registry
+from baselines.base import BackendConfig
 from experiments.checker import check, check_dir
 from experiments.faults.proxy import ProxyHub
 from experiments.recorder import read_jsonl
@@ -115,3 +118,36 @@ def test_prefetch_reaches_the_producer_and_the_workers(tmp_path):
         ctx.close()
         topology.close()
         hub.close()
+
+
+def test_completions_the_log_holds_count_and_a_missing_effect_is_still_lost(tmp_path, logqueue_cluster):
+    """logqueue's accepted completion is the effect: one whose worker died before recording it
+    is read back from the log at the end of the run; a job the log never completed stays lost."""
+    backend = registry.get("logqueue")(BackendConfig(queue=f"t-acct-{uuid.uuid4().hex[:8]}", timeout_s=30.0))
+    backend.connect()
+    ctx = RunContext("logqueue", "accounting", Params(), tmp_path, topology=None, hub=None)
+    try:
+        for job in ("recorded", "unrecorded", "missing"):
+            ctx.log.produce(backend.enqueue(b"x", job_id=job))
+        consumer = backend.consumer("w1")
+        for _ in range(3):
+            d = consumer.receive(10.0)
+            ctx.log.record("deliver", job=d.job_id, worker="w1", attempt=d.attempt)
+            ctx.log.record("finish", job=d.job_id, worker="w1", attempt=d.attempt)
+            if d.job_id != "missing":  # "missing": the worker died before its ack, nothing took effect
+                d.ack(b"result")
+            if d.job_id == "recorded":  # "unrecorded": died between the accepted ack and its effect event
+                ctx.log.record("effect", job=d.job_id, worker="w1", attempt=d.attempt)
+        consumer.close()
+        ctx.record_backend_effects(backend)
+    finally:
+        backend.close()
+        ctx.log.close()
+    s = check_dir(tmp_path, "logqueue", "accounting")
+    assert s["anomalies"]["lost"] == ["missing"]
+    assert (s["completed"], s["duplicate_effects"], s["unexpected"]) == (2, 0, 0)
+    events = read_jsonl(tmp_path / "events.jsonl")
+    (read_back,) = [e for e in events if e["ev"] == "effect" and e.get("source") == "logqueue"]
+    finish = next(e for e in events if e["ev"] == "finish" and e["job"] == "unrecorded")
+    assert (read_back["job"], read_back["worker"], read_back["t"]) == ("unrecorded", "w1", finish["t"])
+    assert any("read back as effects: unrecorded" in note for note in s["notes"])

@@ -9,6 +9,7 @@ import socket
 import time
 
 import matplotlib.figure
+from matplotlib.container import BarContainer
 import pytest
 
 from experiments import analysis, checker
@@ -432,3 +433,58 @@ def test_bench_curves_and_native_table():
                       (analysis.native_table, "--native")):
         with pytest.raises(analysis.AnalysisError, match=match):
             fn(plain)
+
+
+@pytest.fixture
+def trials(tmp_path):
+    """``rabbitmq-classic/slow-consumer`` run with 3 trials (duplicate effects 1, 1, 0) and its
+    aggregate, and an n/a cell, as ``experiments run --trials 3`` lays them out."""
+    from experiments import aggregate
+
+    out = tmp_path / "t"
+    cell = out / "rabbitmq-classic" / "slow-consumer"
+    for k, history in enumerate((partition_history(), partition_history(), crash_history()), start=1):
+        checker.write_summary(write_run(cell.parent, cell.name, f"trial-{k}", history), *cell.parts[-2:])
+    aggregate.write_aggregate(cell)
+    na = out / "rabbitmq-classic" / "leader-crash"
+    for k in (1, 2, 3):
+        checker.write_summary(write_run(na.parent, na.name, f"trial-{k}", [], status=("n/a", "single broker node")),
+                              *na.parts[-2:])
+    aggregate.write_aggregate(na)
+    return out
+
+
+def test_trials_are_runs_and_cells_show_mean_and_ci(trials):
+    runs = analysis.load_runs(trials)
+    assert list(zip(runs["scenario"], runs["trial"])) == [
+        ("slow-consumer", 1), ("slow-consumer", 2), ("slow-consumer", 3),
+        ("leader-crash", 1), ("leader-crash", 2), ("leader-crash", 3)]
+    assert runs["rechecked"].all()
+    table = analysis.matrix(runs, "duplicate_effects")
+    assert table.loc["rabbitmq-classic", "slow-consumer"] == "0.7 [0.0, 1.0]"  # the aggregate's bootstrap CI
+    assert table.loc["rabbitmq-classic", "leader-crash"] == "n/a"
+    assert analysis.overview(runs).loc["rabbitmq-classic", "slow-consumer"] == "0 / 0.7 [0.0, 1.0] / 0.7 [0.0, 1.0]"
+    recorded = json.loads((trials / "rabbitmq-classic" / "slow-consumer" / "aggregate.json").read_text())
+    (row,) = analysis.cell_estimates(runs, "duplicate_effects").itertuples()
+    assert [row.mean, [row.lo, row.hi], row.n] == [recorded["duplicate_effects"][k] for k in ("mean", "ci95", "n")]
+
+
+def test_a_cell_with_trials_is_a_bar_at_its_mean_with_an_error_bar(trials):
+    runs = analysis.load_runs(trials)
+    anomalies = analysis.plot_anomalies(runs)
+    effects = anomalies.axes[2]
+    (bar,) = effects.patches
+    assert bar.get_height() == pytest.approx(0.667, abs=1e-3)
+    (bars,) = [c for c in effects.containers if isinstance(c, BarContainer)]
+    (errorbar,) = bars.errorbar.lines[2]  # the vertical line from lo to hi
+    assert errorbar.get_segments()[0][:, 1] == pytest.approx([0.0, 1.0])
+    single = analysis.plot_anomalies(analysis.load_runs(write_run(trials.parent / "q", "rabbitmq-classic",
+                                                                  "slow-consumer", partition_history()).parents[1]))
+    assert all(c.errorbar is None for c in single.axes[2].containers)  # one run per cell: no error bar
+
+
+def test_newest_results_dir_finds_a_run_with_trials(tmp_path, trials):
+    root = trials.parent
+    old = write_run(root / "old", "logqueue", "consumer-crash", crash_history())
+    os.utime(old / "events.jsonl", (time.time() - 100, time.time() - 100))
+    assert analysis.newest_results_dir(root) == trials

@@ -11,6 +11,7 @@ their environment variables.
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ from conftest import require_server
 from nbclient import NotebookClient
 from nbclient.exceptions import CellExecutionError
 
-from experiments import analysis
+from experiments import aggregate, analysis, checker
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 ALL = ("failure-matrix", "throughput", "raft-elections", "raft-timeline")
@@ -131,3 +132,26 @@ def test_notebooks_are_stored_without_outputs(name):
     code = "\n".join(c.source for c in book.cells if c.cell_type == "code")
     assert "from experiments import analysis" in code
     assert "def " not in code and "import matplotlib" not in code  # the analysis lives in experiments.analysis
+
+
+def test_failure_matrix_shows_mean_and_ci_of_a_run_with_trials(inputs, tmp_path):
+    """Two trials of a real cell (the second with one effect taken out: a lost job), laid out as
+    ``experiments run --trials 2`` writes them: the matrix shows each figure's mean [95% CI]."""
+    cell = tmp_path / "t" / "redis-list" / "consumer-crash"
+    for k in (1, 2):
+        shutil.copytree(inputs["out"] / "redis-list" / "consumer-crash", cell / f"trial-{k}")
+    events = cell / "trial-2" / "events.jsonl"
+    lines = events.read_text().splitlines(keepends=True)
+    effect = max(i for i, line in enumerate(lines) if '"ev":"effect"' in line.replace(" ", ""))
+    events.write_text("".join(lines[:effect] + lines[effect + 1:]))
+    for k in (1, 2):
+        checker.write_summary(cell / f"trial-{k}")
+    aggregate.write_aggregate(cell)
+    book = execute("failure-matrix", inputs, {"LOGQUEUE_RESULTS": str(tmp_path / "t")})
+    printed = "".join(o.get("text", "") for c in book.cells if c.cell_type == "code" for o in c.outputs)
+    assert "2 runs in" in printed and "(2 trials per cell)" in printed
+    shown = "".join(o.get("data", {}).get("text/plain", "") for c in book.cells if c.cell_type == "code"
+                    for o in c.outputs)
+    assert "0.5 [0.0, 1.0] / 0 / 0" in shown  # lost: 0 and 1 over the two trials
+    anomalies = next(c for c in book.cells if c.source.startswith("analysis.plot_anomalies"))
+    assert [o for o in anomalies.outputs if "image/png" in o.get("data", {})]

@@ -19,6 +19,8 @@ from logqueue.raft import (
     Entry,
     EntryKind,
     HardState,
+    Heartbeat,
+    HeartbeatResponse,
     InstallSnapshot,
     NotLeader,
     ProposalDropped,
@@ -103,6 +105,29 @@ def test_a_second_ready_before_advance_is_refused_and_loses_nothing() -> None:
     nxt = r.ready()
     assert [e.index for e in nxt.entries] == [2] and [e.index for e in nxt.committed] == [2]
     assert nxt.messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
+
+
+def test_heartbeats_of_a_durable_term_may_leave_while_a_ready_is_persisted() -> None:
+    # The runtime persists a Ready in a thread; meanwhile only heartbeats (and answers) in
+    # a term already durable may be sent: nothing else, nothing of a term being persisted.
+    r = make()
+    assert r.take_heartbeats() == []  # no Ready outstanding: everything goes through ready()
+    r.step(Heartbeat(1, 1, 2, 0, 7))  # a new term: its hard state is in this Ready
+    rd = r.ready()
+    r.step(Heartbeat(1, 1, 2, 0, 8))
+    assert r.take_heartbeats() == []  # term 1 is not durable yet
+    r.advance(rd)
+    rd = r.ready()
+    assert rd.messages == [HeartbeatResponse(1, 2, 1, 8, last_index=0)]
+    r.advance(rd)
+    r.step(AppendEntries(1, 1, 2, 0, 0, (Entry(1, 1, b"x"),), commit=0))
+    rd = r.ready()
+    r.step(Heartbeat(1, 1, 2, 0, 9))
+    r.step(AppendEntries(1, 1, 2, 1, 1, (Entry(1, 2, b"y"),), commit=0))  # its answer needs entry 2 durable
+    assert r.take_heartbeats() == [HeartbeatResponse(1, 2, 1, 9, last_index=1)]
+    assert r.take_heartbeats() == []  # taken once
+    r.advance(rd)
+    assert r.ready().messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
 
 
 def test_a_ready_with_a_snapshot_continues_it() -> None:

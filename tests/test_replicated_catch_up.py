@@ -94,6 +94,7 @@ def test_a_cut_off_follower_serves_but_has_not_caught_up_until_its_links_heal(ba
             hub.set_many(topology.peer_links(follower), "blackhole")
             write(topology, leader)
             behind, caught_up = topology.catching_up(follower)
+            assert behind > 0  # the system counts what it lacks (its unit: topology.lag_unit)
             assert topology.node(follower).up()  # it serves...
             assert not wait(caught_up, HOLD_S)  # ...but does not have the data
             hub.set_many(topology.peer_links(follower), "heal")

@@ -272,7 +272,7 @@ class SyscallLog:
 
     def __init__(self, monkeypatch) -> None:
         self.calls: list[str] = []
-        for name in ("fsync", "fdatasync", "write", "ftruncate", "unlink"):
+        for name in ("fsync", "fdatasync", "write", "writev", "ftruncate", "unlink"):
             monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
 
     def _wrap(self, name, real):
@@ -299,7 +299,7 @@ def test_fsync_policies(data, monkeypatch, policy, syncs_per_append, syncs_per_s
     for lo in range(2, 102, 10):
         s.append(ents(lo, lo + 10))
     assert log.count("fdatasync") == 10 * syncs_per_append
-    assert log.count("write") == 10  # one write per append call
+    assert log.count("writev") == 10  # one write per append call
     s.sync()
     s.sync()  # nothing new: no second fsync
     assert log.count("fdatasync") == 10 * syncs_per_append + syncs_per_sync
@@ -328,7 +328,7 @@ def test_suffix_rewrite_makes_the_truncation_durable_before_writing(data, monkey
     calls = log.calls
     # later segments unlinked (each followed by a directory fsync), then truncate + fsync,
     # and only then the new records are written
-    assert calls[-3:] == ["ftruncate", "fsync", "write"]
+    assert calls[-3:] == ["ftruncate", "fsync", "writev"]
     assert calls[:-3] == ["unlink", "fsync"] * (len(calls[:-3]) // 2) and calls[:-3]
     s.close()
     with DiskStorage(data) as r:

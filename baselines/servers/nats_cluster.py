@@ -56,9 +56,9 @@ class NatsCluster(PrivateCluster):
                     "--routes", routes]
             self.nodes[name] = Node(name, client, argv, self.run_dir / f"node-{i}.log")
 
-    def ask(self, call, timeout_s: float = 10.0):
-        """Run ``await call(jetstream_context)`` on a fresh connection to the live nodes."""
-        servers = [n.address for n in self.live_nodes()]
+    def ask(self, call, timeout_s: float = 10.0, exclude: str | None = None):
+        """Run ``await call(jetstream_context)`` on a fresh connection to the live nodes (but ``exclude``)."""
+        servers = [n.address for n in self.live_nodes() if n.name != exclude]
         return asyncio.run(asyncio.wait_for(_ask(servers, call), timeout_s))
 
     def _meta_ready(self) -> bool:
@@ -71,9 +71,10 @@ class NatsCluster(PrivateCluster):
     def form(self) -> None:
         wait_for(self._meta_ready, META_READY_S, f"{self.system}: JetStream has no meta leader", poll_s=0.2)
 
-    def stream_cluster(self, queue: str | Callable[[str], bool] | None):
+    def stream_cluster(self, queue: str | Callable[[str], bool] | None, exclude: str | None = None):
         """The ``cluster`` part of stream ``queue``'s info (a name, or a test of names: the first stream that
-        passes), per the JetStream API; ``None`` when no stream leader answers (an election, no node up)."""
+        passes), per the JetStream API, asked of the live nodes but ``exclude`` (one cut off would answer
+        nothing); ``None`` when no stream leader answers (an election, no node up)."""
         if queue is None:
             raise ValueError("a NATS cluster has a leader per stream: name the stream")
 
@@ -83,7 +84,7 @@ class NatsCluster(PrivateCluster):
             return next((s for s in await js.streams_info() if queue(s.config.name)), None)
 
         try:
-            found = self.ask(info, timeout_s=5.0)
+            found = self.ask(info, timeout_s=5.0, exclude=exclude)
         except Exception:  # no stream leader right now (election), or no node answers
             return None
         return found.cluster if found is not None else None
@@ -94,10 +95,12 @@ class NatsCluster(PrivateCluster):
         leader = cluster.leader if cluster is not None else None
         return leader if leader in self.nodes and self.nodes[leader].alive() else None
 
-    def replica(self, queue: str | Callable[[str], bool] | None, name: str) -> tuple[bool, int] | None:
+    def replica(self, queue: str | Callable[[str], bool] | None, name: str,
+                ask_others: bool = False) -> tuple[bool, int] | None:
         """``(current, lag in entries)`` of node ``name``'s replica of stream ``queue``, as the stream's
-        leader reports it (the leader itself: ``(True, 0)``); ``None`` when no leader reports on it."""
-        cluster = self.stream_cluster(queue)
+        leader reports it (the leader itself: ``(True, 0)``), asked of the other nodes only with
+        ``ask_others``; ``None`` when no leader reports on it."""
+        cluster = self.stream_cluster(queue, exclude=name if ask_others else None)
         if cluster is None:
             return None
         if cluster.leader == name:

@@ -44,6 +44,7 @@ from experiments.analysis.discovery import (
 from experiments.analysis.failures import (
     RUN_COLUMNS,
     load_runs,
+    cell_estimates,
     matrix,
     overview,
     recheck_table,
@@ -118,6 +119,7 @@ __all__ = [
     "scenario_order",
     "RUN_COLUMNS",
     "load_runs",
+    "cell_estimates",
     "matrix",
     "overview",
     "recheck_table",

@@ -10,9 +10,8 @@ import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-
 from baselines.registry import BACKENDS
-from experiments import checker
+from experiments import aggregate, checker
 from experiments.clusterlog import CLUSTER_FILE
 from experiments.election_results import EXPERIMENT as ELECTION_EXPERIMENT
 from experiments.scenarios import SCENARIOS
@@ -51,11 +50,13 @@ def _newest(paths: Iterable[Path]) -> Path | None:
 
 def newest_results_dir(root: str | os.PathLike) -> Path:
     """The results directory under ``root`` (at any depth, or ``root`` itself) whose runs
-    were written last; a results directory holds ``<backend>/<scenario>/events.jsonl``."""
+    were written last; a results directory holds ``<backend>/<scenario>/events.jsonl``, or
+    ``<backend>/<scenario>/trial-<k>/events.jsonl`` for a run with trials."""
     root = Path(root)
     latest: dict[Path, float] = {}
     for events in root.rglob(checker.EVENTS_FILE):
-        out = events.parents[2]
+        run = events.parent
+        out = (run.parent if aggregate.TRIAL_DIR.fullmatch(run.name) else run).parents[1]
         if out == root or root in out.parents:
             latest[out] = max(latest.get(out, 0.0), events.stat().st_mtime)
     if not latest:
@@ -131,23 +132,23 @@ def timeline_run(env: Mapping[str, str] = os.environ) -> Path:
     """The run to draw: ``$LOGQUEUE_TIMELINE`` (a run directory with a ``cluster.jsonl``,
     or a results directory), else the newest results directory.
 
-    In a results directory the first run of :data:`TIMELINE_SCENARIOS` that has a
-    ``cluster.jsonl`` (only logqueue's runs write one) is taken, else any run that has one.
+    In a results directory the first run (or first trial) of :data:`TIMELINE_SCENARIOS` that
+    has a ``cluster.jsonl`` (only logqueue's runs write one) is taken, else any run that has one.
     """
     base = Path(env[TIMELINE_ENV]) if env.get(TIMELINE_ENV) else results_dir(env)
     if not base.is_dir():
         raise AnalysisError(f"{TIMELINE_ENV}={base} is not a directory")
     if (base / CLUSTER_FILE).is_file():
         return base
-    found = sorted(base.glob(f"*/*/{CLUSTER_FILE}"))
+    found = [run for run in checker.find_runs(base) if (run / CLUSTER_FILE).is_file()]
     for scenario in TIMELINE_SCENARIOS:
-        for path in found:
-            if path.parent.name == scenario:
-                return path.parent
+        for run in found:
+            if scenario in (run.name, run.parent.name):  # a run, or a trial of the cell
+                return run
     if not found:
         raise AnalysisError(f"no logqueue run with a {CLUSTER_FILE} in {base}; run `python -m experiments run "
                             f"--backends logqueue --scenarios leader-crash --quick --out results/timeline`")
-    return found[0].parent
+    return found[0]
 
 
 # --- ordering ---------------------------------------------------------------------------

@@ -11,13 +11,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from baselines.registry import BACKENDS
-from experiments import checker
+from experiments import aggregate, checker
 from experiments.analysis.discovery import AnalysisError, backend_order, scenario_order
 
 # --- the failure matrix --------------------------------------------------------------------
 
-RUN_COLUMNS = ["backend", "scenario", "status", "confirms", "jobs", "completed", "lost", "duplicate_executions",
-               "duplicate_effects", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "recovery_ms",
+RUN_COLUMNS = ["backend", "scenario", "trial", "status", "confirms", "jobs", "completed", "lost",
+               "duplicate_executions", "duplicate_effects", "latency_p50_ms", "latency_p99_ms", "latency_max_ms", "recovery_ms",
                "throughput_jobs_per_s", "replayed", "rechecked", "differences", "reason", "notes", "anomalies", "dir"]
 
 
@@ -34,7 +34,9 @@ def confirms_label(confirms: dict | None) -> str:
 def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per run under ``out_dir``: the summary's figures, and whether it re-checks.
 
-    ``anomalies`` is the summary's named anomalies (kind -> jobs); ``dir`` the run's directory.
+    A cell run with ``--trials N`` gives one row per trial, ``trial`` its ``k`` (``None`` for
+    a cell run once). ``anomalies`` is the summary's named anomalies (kind -> jobs); ``dir``
+    the run's directory.
 
     Every ``summary.json`` is recomputed from its ``events.jsonl`` by the project's checker
     (``experiments.checker.recheck``): ``rechecked`` is True when both agree, else
@@ -55,9 +57,12 @@ def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
         except checker.CheckerError as exc:
             raise AnalysisError(str(exc)) from None
         latency = summary.get("latency_ms") or {}
+        trial = aggregate.TRIAL_DIR.fullmatch(run_dir.name)
+        cell = run_dir.parent if trial else run_dir
         rows.append({
-            "backend": summary.get("backend", run_dir.parent.name),
-            "scenario": summary.get("scenario", run_dir.name),
+            "backend": summary.get("backend", cell.parent.name),
+            "scenario": summary.get("scenario", cell.name),
+            "trial": int(trial.group(1)) if trial else None,
             "status": summary.get("status", "ok"),
             "confirms": confirms_label(summary.get("confirms")),
             **{k: summary.get(k) for k in ("jobs", "completed", "lost", "duplicate_executions", "duplicate_effects")},
@@ -76,28 +81,73 @@ def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
         })
     if not rows:
         raise AnalysisError(f"no runs under {out_dir} (expected {out_dir}/<backend>/<scenario>/{checker.EVENTS_FILE})")
-    runs = pd.DataFrame(rows, columns=RUN_COLUMNS)
+    runs = pd.DataFrame(rows, columns=RUN_COLUMNS).astype({"trial": "Int64"})
     backends, scenarios = backend_order(runs["backend"]), scenario_order(runs["scenario"])
     key = runs["backend"].map(backends.index) * len(scenarios) + runs["scenario"].map(scenarios.index)
-    return runs.iloc[key.argsort(kind="stable")].reset_index(drop=True)
+    return runs.assign(_key=key).sort_values(["_key", "trial"], kind="stable").drop(columns="_key") \
+        .reset_index(drop=True)
 
 
-def matrix(runs: pd.DataFrame, field: str) -> pd.DataFrame:
-    """Backend x scenario table of ``field``; a run that is not ``ok`` shows its status."""
-    cells = runs.apply(lambda r: r[field] if r["status"] == "ok" else r["status"], axis=1)
-    table = pd.DataFrame({"backend": runs["backend"], "scenario": runs["scenario"], "cell": cells})
-    table = table.pivot(index="backend", columns="scenario", values="cell")
+def _figure_runs(cell: pd.DataFrame) -> pd.DataFrame:
+    """The runs of one cell whose figures count: its ``ok`` trials; a cell run once, its run
+    (unless ``n/a``: it did not run)."""
+    if len(cell) == 1:
+        return cell[cell["status"] != "n/a"]
+    return cell[cell["status"] == "ok"]
+
+
+def _estimate(runs: pd.DataFrame, field: str) -> dict:
+    return aggregate.estimate([None if pd.isna(v) else v for v in runs[field]])
+
+
+def cell_estimates(runs: pd.DataFrame, field: str) -> pd.DataFrame:
+    """Per (backend, scenario) cell that ran: ``field``'s ``mean``, ``lo``, ``hi`` (the 95% CI of
+    ``experiments.aggregate``, as in ``aggregate.json``) and ``n`` over its ``ok`` trials; a cell
+    run once has ``lo == hi == mean``."""
+    rows = []
+    for (backend, scenario), cell in runs.groupby(["backend", "scenario"], sort=False):
+        chosen = _figure_runs(cell)
+        if not chosen.empty:
+            est = _estimate(chosen, field)
+            lo, hi = est["ci95"] or (None, None)
+            rows.append({"backend": backend, "scenario": scenario, "mean": est["mean"], "lo": lo, "hi": hi,
+                         "n": est["n"]})
+    return pd.DataFrame(rows, columns=["backend", "scenario", "mean", "lo", "hi", "n"])
+
+
+def _cell_text(cell: pd.DataFrame, field: str):
+    """``field`` in one cell: the run's value, or for trials ``mean [lo, hi]`` over the ``ok`` ones."""
+    return cell[field].iloc[0] if len(cell) == 1 else aggregate.fmt(_estimate(_figure_runs(cell), field))
+
+
+def _table(runs: pd.DataFrame, name: str, text) -> pd.DataFrame:
+    """Backend x scenario, each cell ``text(its runs)``; a cell that is not ``ok`` (no run of it
+    is, or its one run is not) shows its statuses."""
+    cells = []
+    for (backend, scenario), cell in runs.groupby(["backend", "scenario"], sort=False):
+        statuses = ", ".join(dict.fromkeys(cell["status"]))
+        ok = (cell["status"] == "ok").all() if len(cell) == 1 else (cell["status"] == "ok").any()
+        cells.append({"backend": backend, "scenario": scenario, "cell": text(cell) if ok else statuses})
+    table = pd.DataFrame(cells).pivot(index="backend", columns="scenario", values="cell")
     table = table.reindex(index=backend_order(runs["backend"]), columns=scenario_order(runs["scenario"]))
-    table.columns.name = field
+    table.columns.name = name
     return table.astype(object).where(table.notna(), "")
 
 
+def matrix(runs: pd.DataFrame, field: str) -> pd.DataFrame:
+    """Backend x scenario table of ``field``; a run that is not ``ok`` shows its status, a cell
+    with trials the mean [95% CI] over its ``ok`` trials."""
+    return _table(runs, field, lambda cell: _cell_text(cell, field))
+
+
+OVERVIEW_FIELDS = ("lost", "duplicate_executions", "duplicate_effects")
+
+
 def overview(runs: pd.DataFrame) -> pd.DataFrame:
-    """Backend x scenario, each cell ``lost / duplicate executions / duplicate effects``."""
-    runs = runs.copy()
-    runs["lost / dup. exec / dup. effects"] = [
-        f"{r.lost} / {r.duplicate_executions} / {r.duplicate_effects}" for r in runs.itertuples()]
-    return matrix(runs, "lost / dup. exec / dup. effects")
+    """Backend x scenario, each cell ``lost / duplicate executions / duplicate effects`` (with
+    trials, each as mean [95% CI])."""
+    return _table(runs, "lost / dup. exec / dup. effects",
+                  lambda cell: " / ".join(str(_cell_text(cell, f)) for f in OVERVIEW_FIELDS))
 
 
 def recheck_table(runs: pd.DataFrame) -> pd.DataFrame:
@@ -129,16 +179,22 @@ def _applied(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def _grouped_bars(ax, runs: pd.DataFrame, field: str, title: str, ylabel: str) -> None:
-    """One group per scenario, one bar per backend, each bar labelled (a zero bar is the answer)."""
+    """One group per scenario, one bar per backend, each bar labelled (a zero bar is the answer);
+    a cell with trials is a bar at the mean with its 95% CI as an error bar."""
     backends, scenarios = backend_order(runs["backend"]), scenario_order(runs["scenario"])
     width = 0.8 / max(1, len(backends))
     colors = plt.get_cmap("tab10")
+    cells = cell_estimates(runs, field).dropna(subset=["mean"])
     for i, backend in enumerate(backends):
-        mine = runs[(runs["backend"] == backend) & runs[field].notna()]
+        mine = cells[cells["backend"] == backend]
         xs = [scenarios.index(s) + (i - (len(backends) - 1) / 2) * width for s in mine["scenario"]]
-        ys = [float(v) for v in mine[field]]
-        bars = ax.bar(xs, ys, width=width, label=backend, color=colors(BACKENDS_INDEX.get(backend, i) % 10))
-        ax.bar_label(bars, labels=[f"{y:,.0f}" if y >= 10 else f"{y:g}" for y in ys], fontsize="x-small", padding=1)
+        ys = [float(v) for v in mine["mean"]]
+        errors = None
+        if (mine["n"] > 1).any():
+            errors = [[y - lo for y, lo in zip(ys, mine["lo"])], [hi - y for y, hi in zip(ys, mine["hi"])]]
+        bars = ax.bar(xs, ys, width=width, label=backend, color=colors(BACKENDS_INDEX.get(backend, i) % 10),
+                      yerr=errors, capsize=2 if errors else 0)
+        ax.bar_label(bars, labels=[f"{y:,.0f}" if y >= 10 else f"{y:.3g}" for y in ys], fontsize="x-small", padding=1)
     ax.set_ylim(0, max(1.0, ax.get_ylim()[1]) * 1.15)
     ax.set_xticks(range(len(scenarios)), scenarios, rotation=20, ha="right")
     ax.set_title(title)
@@ -244,7 +300,8 @@ def plot_latency_over_time(runs: pd.DataFrame, scenario: str):
         if not points.empty:
             ax.plot(points["t_s"], points["latency_ms"], ".", markersize=4)
             ax.set_ylim(0, points["latency_ms"].max() * 1.15 + 1)
-        ax.set_title(f"{run.backend} ({run.status})", fontsize="medium")
+        trial = "" if pd.isna(run.trial) else f" trial {run.trial}"
+        ax.set_title(f"{run.backend}{trial} ({run.status})", fontsize="medium")
         ax.set_ylabel("latency ms")
         if not windows.empty:
             ax.legend(fontsize="x-small", loc="upper right")

@@ -31,7 +31,7 @@ from baselines.base import Backend, BackendConfig
 from baselines.servers import Topology
 from experiments.faults import process as procfaults
 from experiments.faults.proxy import ProxyHub
-from experiments.recorder import EventLog
+from experiments.recorder import EventLog, read_jsonl
 from experiments.scenarios import jobs
 from experiments.scenarios.history import LiveHistory
 from experiments.sinks import PostgresSink
@@ -356,6 +356,31 @@ class RunContext:
                       f"(a higher token replaced a lower one's result): {', '.join(replaced[:5])}")
         self.sink.close()
 
+    def record_backend_effects(self, backend: Backend) -> None:
+        """Completions the backend holds that no worker recorded, as ``effect`` events (``source``: the backend).
+
+        Where the accepted ack *is* the effect (``effect_on_ack``), a worker records its
+        ``effect`` just after the ack was accepted, so one killed in between leaves a job
+        that took effect with no event. The backend's record of completions is the system
+        of record: every completed job gets its effect, and a job it does not hold stays
+        lost. ``t`` is the completing attempt's ``finish`` (its ack followed), else now.
+        """
+        events = read_jsonl(self.events_path)
+        effected = {e.get("job") for e in events if e.get("ev") == "effect"}
+        finished = {(e.get("job"), e.get("attempt")): e for e in events
+                    if e.get("ev") == "finish" and "error" not in e}
+        found = []
+        for job, attempt in backend.completions():
+            if job in effected:
+                continue
+            finish = finished.get((job, attempt), {})
+            self.log.record("effect", job=job, worker=finish.get("worker"), attempt=attempt,
+                            t=finish.get("t", time.time()), source=self.backend_name)
+            found.append(job)
+        if found:
+            self.note(f"{len(found)} completion(s) held by {self.backend_name} had no effect event (the worker died "
+                      f"between the accepted ack and its record), read back as effects: {', '.join(found[:5])}")
+
     def pause_worker(self, worker_id: str) -> None:
         """SIGSTOP the worker: it holds its connections and jobs and runs nothing."""
         procfaults.pause(self.workers[worker_id].pid)
@@ -376,12 +401,20 @@ class RunContext:
         if self.sink is not None:
             self.record_sink_effects()
         p = self.params
+        backend = self.backend_cls(BackendConfig(
+            queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s, max_attempts=p.max_attempts,
+            addresses=self.topology.config_addresses(self.topology.servers())))
+        read_back = self.sink is None and self.backend_cls.effect_on_ack  # the backend holds the effects
+        try:
+            backend.connect()
+            if read_back:
+                self.record_backend_effects(backend)
+        except Exception as exc:  # the history says so; its jobs without an effect event count as lost
+            if read_back:
+                self.note(f"could not read the completions back from {self.backend_name}: {type(exc).__name__}: "
+                          f"{' '.join(str(exc).split())}")
         # Best effort: the history is complete; a leftover queue only costs broker memory.
         with contextlib.suppress(Exception):
-            backend = self.backend_cls(BackendConfig(
-                queue=self.queue, heartbeat_s=p.heartbeat_s, timeout_s=p.timeout_s, max_attempts=p.max_attempts,
-                addresses=self.topology.config_addresses(self.topology.servers())))
-            backend.connect()
             try:
                 backend.delete()
             finally:

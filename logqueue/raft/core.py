@@ -382,6 +382,23 @@ class Raft:
         del self.msgs[: len(rd.messages)]
         del self.read_states[: len(rd.read_states)]
 
+    def take_heartbeats(self) -> list[Message]:
+        """While a Ready is outstanding (being persisted): take the heartbeats and their
+        answers queued since `ready()` in a term already durable, for the runtime to send
+        at once. They depend on no entry and on no term or vote not yet persisted, so a
+        leader persisting large entries keeps its followers' election timers quiet
+        (etcd sends its heartbeats apart from the entries, too)."""
+        rd = self._outstanding
+        if rd is None:
+            return []
+        start, term = len(rd.messages), self._persisted_hs.term
+        taken, kept = [], []
+        for m in self.msgs[start:]:
+            (taken if isinstance(m, (Heartbeat, HeartbeatResponse)) and m.term == term else kept).append(m)
+        if taken:
+            self.msgs[start:] = kept
+        return taken
+
     # --- transitions -------------------------------------------------------------------
     def _reset_election_timer(self) -> None:
         self.election_elapsed = 0

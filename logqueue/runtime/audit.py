@@ -14,6 +14,7 @@ rewrite's truncation). The node passes every batch of outgoing messages to
 - a successful AppendEntriesResponse: its match index <= ``durable_last``.
 
 A violation is logged and appended to ``DATA_DIR/test-hooks/violations.jsonl``.
+``--test-slow-sync-ms`` makes each sync of new entries that much slower (a slow disk).
 
 At every durable point the wrapper rewrites ``DATA_DIR/test-hooks/durable.json``:
 ``{"wal": {"wal/<segment>": durable length}, "last_index", "term", "vote", "checked"}``
@@ -29,6 +30,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 from logqueue.raft import types as t
@@ -43,8 +45,9 @@ VIOLATIONS_FILE = "violations.jsonl"
 class AuditedStorage:
     """A storage that records what is durable and checks sends against it (see the module docstring)."""
 
-    def __init__(self, inner, data_dir: str | os.PathLike) -> None:
+    def __init__(self, inner, data_dir: str | os.PathLike, slow_sync_s: float = 0.0) -> None:
         self._inner = inner
+        self._slow_sync_s = slow_sync_s  # added to each sync of new entries (a slow disk)
         self._data = Path(data_dir)
         self._hooks = self._data / HOOKS_DIR
         self._hooks.mkdir(exist_ok=True)
@@ -84,6 +87,8 @@ class AuditedStorage:
         self._pending_hs = hs
 
     def sync(self) -> None:
+        if self._slow_sync_s and self._inner.last_index() > self.durable_last:
+            time.sleep(self._slow_sync_s)
         self._inner.sync()
         if self._pending_hs is not None:
             self.durable_hs = self._pending_hs

@@ -5,6 +5,11 @@ One loop, in the order the core's ``Ready`` requires::
     tick / step / propose  ->  ready()  ->  persist (+ one sync: group commit)
       ->  send  ->  install snapshot, apply committed entries, answer reads  ->  advance()
 
+The persist step runs in a disk thread (``persist.Persister``); while it does, the loop
+keeps ticking, decoding and stepping peer messages (as etcd's RawNode allows between
+Ready and Advance), and sends only heartbeats and their answers in a term already
+durable (``Raft.take_heartbeats``): large entries never silence a leader.
+
 Peer messages are stepped as soon as they are decoded; client requests are buffered
 and proposed together at the top of the next loop turn, so many requests share one
 Ready, one fsync and one AppendEntries per follower. Nothing is answered before the
@@ -29,6 +34,7 @@ from logqueue.runtime.audit import AuditedStorage
 from logqueue.runtime.backfill import Backfill
 from logqueue.runtime.entry_log import EntryLog
 from logqueue.runtime.machine import ServiceMachine
+from logqueue.runtime.persist import LockedStorage, Persister
 from logqueue.runtime.stall import StallMeter, memory_usage
 from logqueue.runtime.service import Service
 from logqueue.runtime.transport import Inbound, PeerLink, split_address
@@ -68,6 +74,7 @@ class NodeConfig:
     max_frame: int = wire.DEFAULT_MAX_FRAME
     max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one record or job payload; larger ones are refused
     test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
+    test_slow_sync_ms: int = 0  # with test_hooks: a sync of new entries takes this much longer (a slow disk)
     seed: int | None = None
 
     def raft_config(self) -> Config:
@@ -95,6 +102,9 @@ class Node:
         self.secret = cfg.secret
         self.max_frame = cfg.max_frame
         self.storage = None
+        self.persister: Persister | None = None
+        self._persisting = False  # a Ready is being persisted: only heartbeats may leave
+        self._turn_started = 0.0  # when the loop's current stretch on the event loop began
         self.audit: AuditedStorage | None = None  # with --test-hooks and a data dir
         self.raft: Raft | None = None
         self.entry_log = EntryLog(self._stored_entries)
@@ -136,7 +146,9 @@ class Node:
         cfg = self.cfg
         self.storage = open_storage(cfg)
         if cfg.test_hooks and cfg.data_dir is not None:
-            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir)
+            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir, cfg.test_slow_sync_ms / 1000)
+        self.storage = LockedStorage(self.storage)  # shared with the disk thread
+        self.persister = Persister(self.storage)
         state = self.storage.load()
         hard_state, snapshot, entries = state.hard_state, state.snapshot, state.entries
         if snapshot is not None and snapshot.meta.index:
@@ -178,6 +190,8 @@ class Node:
         for link in self.links.values():
             await link.close()
         self.service.fail_all("node is stopping")
+        if self.persister is not None:
+            self.persister.close()
         if self.storage is not None:
             self.storage.close()
         self.stopped.set()
@@ -219,6 +233,7 @@ class Node:
             if conn.listen and msg.src not in self.cfg.peers and msg.src not in self.machine.addresses:
                 self.cfg.peers[msg.src] = conn.listen  # learn how to answer a node added later
             raft.step(msg)
+        self._send_heartbeats()
         self._wake.set()
 
     def _log_refused(self, msg: t.Message) -> None:
@@ -266,40 +281,58 @@ class Node:
                 self.stalls.late(now - deadline)
                 deadline = now  # we were paused (SIGSTOP, long fsync): tick once, not a burst
             self._guarded(self.raft.tick)
+            self._send_heartbeats()
             self._wake.set()
+
+    def _send_heartbeats(self) -> None:
+        """While a Ready is being persisted, send the heartbeats that need nothing more durable."""
+        if self._persisting:
+            messages = self.raft.take_heartbeats()
+            if messages:
+                self._send(messages)
 
     async def _loop(self) -> None:
         while True:
             await self._wake.wait()
             self._wake.clear()
-            started = time.perf_counter()
-            self._guarded(self._process)
-            self.stalls.turn(time.perf_counter() - started)
+            self._turn_started = time.perf_counter()
+            try:
+                await self._process()
+            except Exception:
+                self._fatal()
+                raise
+            self.stalls.turn(time.perf_counter() - self._turn_started)
             await asyncio.sleep(0)  # ticks and sockets get their turn between two loop turns
 
     def _guarded(self, step) -> None:
         try:
             step()
         except Exception:
-            # Storage or core failures are fatal: going on could break durability.
-            log.exception("node %d stopping on an unexpected error", self.node_id)
-            self.stopped.set()
+            self._fatal()
             raise
 
-    def _process(self) -> None:
+    def _fatal(self) -> None:
+        # Storage or core failures are fatal: going on could break durability.
+        log.exception("node %d stopping on an unexpected error", self.node_id)
+        self.stopped.set()
+
+    async def _persist(self, rd: t.Ready) -> None:
+        """Persist ``rd`` in the disk thread; the loop's turn pauses meanwhile (no stall)."""
+        self.stalls.turn(time.perf_counter() - self._turn_started)
+        self._persisting = True
+        try:
+            await self.persister.run(rd)
+        finally:
+            self._persisting = False
+            self._turn_started = time.perf_counter()
+
+    async def _process(self) -> None:
         raft = self.raft
         self.service.flush_proposals()
-        storage = self.storage
         while raft.has_ready():
             rd = raft.ready()
-            if rd.snapshot is not None:
-                storage.save_snapshot(rd.snapshot)
-            if rd.entries:
-                storage.append(rd.entries)
-            if rd.hard_state is not None:
-                storage.set_hard_state(rd.hard_state)
-            if rd.snapshot is not None or rd.entries or rd.hard_state is not None:
-                storage.sync()  # group commit: one fsync for the whole Ready, before sending
+            if Persister.needed(rd):
+                await self._persist(rd)  # group commit: one fsync for the whole Ready, before sending
             if rd.messages:
                 self._send(rd.messages)
             if rd.snapshot is not None:
@@ -322,11 +355,10 @@ class Node:
         if self.audit is not None:
             self.audit.check_send(messages)
         # (peer, bulk) -> frames; bulk: entries and snapshots, on their own connection.
-        by_peer: dict[tuple[int, bool], list[bytes]] = {}
-        encode, frame = wire.encode_message, wire.frame
+        by_peer: dict[tuple[int, bool], list[list]] = {}
         for msg in messages:
             bulk = isinstance(msg, t.InstallSnapshot) or (isinstance(msg, t.AppendEntries) and bool(msg.entries))
-            by_peer.setdefault((msg.dst, bulk), []).append(frame(encode(msg)))
+            by_peer.setdefault((msg.dst, bulk), []).append(wire.message_frame(msg))
         for (peer, bulk), frames in by_peer.items():
             link = self._link(peer)
             if link is not None:

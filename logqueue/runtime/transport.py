@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from typing import Callable, Protocol
 
+from logqueue.packing import coalesce
 from logqueue.runtime import auth, wire
 
 log = logging.getLogger("logqueue.transport")
@@ -27,6 +29,54 @@ log = logging.getLogger("logqueue.transport")
 PEER_BUFFER_LIMIT = 8 << 20
 # A client that does not read its responses is disconnected past this many bytes.
 CLIENT_BUFFER_LIMIT = 64 << 20
+
+
+class ChunkedWriter:
+    """Feeds a transport from a queue of buffers, ``CHUNK`` bytes at a time as the socket
+    drains (the transport's flow control: ``pause``/``resume``). asyncio copies whatever
+    a write does not send at once into its own buffer; handed a 20 MB frame, that is a
+    20 MB copy on the event loop, per peer. Here the frame is only referenced until its
+    turn, and each copy is at most one chunk. Order is kept."""
+
+    CHUNK = 256 << 10
+
+    def __init__(self, transport: asyncio.WriteTransport) -> None:
+        self.transport = transport
+        transport.set_write_buffer_limits(high=self.CHUNK, low=self.CHUNK // 4)
+        self._queue: deque[memoryview] = deque()
+        self._queued = 0
+        self._paused = False
+
+    def write(self, data) -> None:
+        if not self._queue and not self._paused and len(data) <= self.CHUNK:
+            self.transport.write(data)
+            return
+        self._queue.append(memoryview(data))
+        self._queued += len(data)
+        self._pump()
+
+    def buffered(self) -> int:
+        """Bytes not sent yet: queued here and in the transport."""
+        return self._queued + self.transport.get_write_buffer_size()
+
+    def pause(self) -> None:
+        self._paused = True
+
+    def resume(self) -> None:
+        self._paused = False
+        self._pump()
+
+    def _pump(self) -> None:
+        queue = self._queue
+        while queue and not self._paused and not self.transport.is_closing():
+            head = queue[0]
+            chunk = head[: self.CHUNK]
+            if len(head) > self.CHUNK:
+                queue[0] = head[self.CHUNK :]
+            else:
+                queue.popleft()
+            self._queued -= len(chunk)
+            self.transport.write(chunk)  # may pause us at once (the transport's high-water mark)
 
 
 class Handler(Protocol):
@@ -56,9 +106,11 @@ class Inbound(asyncio.Protocol):
         self.remote = "?"
         self._nonce = auth.new_nonce()
         self.closed = False
+        self.writer: ChunkedWriter | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.writer = ChunkedWriter(transport)  # type: ignore[arg-type]
         peer = transport.get_extra_info("peername")
         self.remote = f"{peer[0]}:{peer[1]}" if peer else "?"
         transport.write(wire.frame(auth.hello(self.handler.node_id, self._nonce)))  # type: ignore[attr-defined]
@@ -90,9 +142,15 @@ class Inbound(asyncio.Protocol):
     def send_bytes(self, data: bytes) -> None:
         if self.closed:
             return
-        self.transport.write(data)
-        if self.transport.get_write_buffer_size() > CLIENT_BUFFER_LIMIT:
+        self.writer.write(data)
+        if self.writer.buffered() > CLIENT_BUFFER_LIMIT:
             self.abort("client does not read its responses")
+
+    def pause_writing(self) -> None:
+        self.writer.pause()
+
+    def resume_writing(self) -> None:
+        self.writer.resume()
 
     def abort(self, reason: str) -> None:
         """Close this connection, logging why; the node keeps serving."""
@@ -123,9 +181,17 @@ class Dialed(asyncio.Protocol):
         self.ready: asyncio.Future = asyncio.get_running_loop().create_future()
         self.node_id: int | None = None  # the id the node announced in HELLO
         self.closed = False
+        self.writer: ChunkedWriter | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
+        self.writer = ChunkedWriter(transport)  # type: ignore[arg-type]
+
+    def pause_writing(self) -> None:
+        self.writer.pause()
+
+    def resume_writing(self) -> None:
+        self.writer.resume()
 
     def data_received(self, data: bytes) -> None:
         try:
@@ -159,10 +225,10 @@ class Dialed(asyncio.Protocol):
         self.on_lost()
 
     def write(self, data: bytes) -> None:
-        self.transport.write(data)
+        self.writer.write(data)
 
     def buffered(self) -> int:
-        return self.transport.get_write_buffer_size()
+        return self.writer.buffered()
 
     def close(self) -> None:
         if not self.closed:
@@ -216,12 +282,15 @@ class _Outbound:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._keep_connected())
 
-    def send(self, frames: list[bytes]) -> None:
+    def send(self, frames: list[list]) -> None:
+        """Write frames, each given as parts (``wire.message_frame``): small parts are
+        joined, large ones written as they are (one copy, into the transport's buffer)."""
         conn = self.conn
         if conn is None or conn.closed or conn.buffered() > PEER_BUFFER_LIMIT:
             self.dropped += len(frames)
             return
-        conn.write(b"".join(frames) if len(frames) > 1 else frames[0])
+        for part in coalesce([part for parts in frames for part in parts]):
+            conn.write(part)
 
     async def _keep_connected(self) -> None:
         delay = 0.02
@@ -275,7 +344,7 @@ class PeerLink:
         self.control.start()
         self.bulk.start()
 
-    def send(self, frames: list[bytes], bulk: bool = False) -> None:
+    def send(self, frames: list[list], bulk: bool = False) -> None:
         channel = self.bulk if bulk else self.control
         if self.blocked:
             channel.dropped += len(frames)

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgpack
 
+from logqueue.packing import LARGE, coalesce, pack_parts
 from logqueue.raft import types as t
 
 PROTOCOL_VERSION = 1
@@ -45,41 +46,74 @@ def frame(body: Any) -> bytes:
     return HEADER.pack(len(data), PROTOCOL_VERSION) + data
 
 
+def frame_parts(body: Any) -> list:
+    """The frame of ``body`` as parts (``logqueue.packing``): the bytes of ``frame(body)``,
+    large bins referenced, not copied."""
+    parts = pack_parts(body)
+    return coalesce([HEADER.pack(sum(map(len, parts)), PROTOCOL_VERSION), *parts])
+
+
 class FrameDecoder:
     """Incremental decoder: ``feed(data)`` returns the bodies of every complete frame.
 
     Raises FrameError on a wrong protocol version, a length above ``max_frame`` (checked
     from the header, before any of the body is buffered) or a body that is not a msgpack
-    array with an integer type; the decoder must not be used after that.
+    array with an integer type; the decoder must not be used after that. The body of a
+    large frame is received straight into a buffer of its size and decoded in place:
+    no copy of it is made before msgpack's own.
     """
 
     def __init__(self, max_frame: int = DEFAULT_MAX_FRAME) -> None:
         self.max_frame = max_frame
-        self._buf = bytearray()
+        self._buf = bytearray()  # the start of the next frames
+        self._large: bytearray | None = None  # the body of a large frame being received ...
+        self._filled = 0  # ... and how much of it has arrived
 
     def feed(self, data: bytes) -> list[list]:
-        buf = self._buf
-        buf += data
         out: list[list] = []
-        pos = 0
-        n = len(buf)
-        while n - pos >= HEADER.size:
-            length, version = HEADER.unpack_from(buf, pos)
-            if version != PROTOCOL_VERSION:
-                raise FrameError(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
-            if length > self.max_frame:
-                raise FrameError(f"frame of {length} bytes exceeds the maximum of {self.max_frame}")
-            end = pos + HEADER.size + length
-            if end > n:
-                break
-            out.append(_unpack_body(bytes(buf[pos + HEADER.size : end])))
-            pos = end
-        if pos:
-            del buf[:pos]
+        while data:
+            data = self._fill(memoryview(data), out) if self._large is not None else self._split(data, out)
         return out
 
+    def _split(self, data, out: list[list]) -> bytes:
+        """Buffer ``data``, decode every complete frame; all of ``data`` is taken."""
+        buf = self._buf
+        buf += data
+        pos, n = 0, len(buf)
+        with memoryview(buf) as view:
+            while n - pos >= HEADER.size:
+                length, version = HEADER.unpack_from(buf, pos)
+                if version != PROTOCOL_VERSION:
+                    raise FrameError(f"protocol version {version} is not supported (this node speaks {PROTOCOL_VERSION})")
+                if length > self.max_frame:
+                    raise FrameError(f"frame of {length} bytes exceeds the maximum of {self.max_frame}")
+                start = pos + HEADER.size
+                end = start + length
+                if end <= n:
+                    out.append(_unpack_body(view[start:end]))
+                    pos = end
+                    continue
+                if length >= LARGE:  # the rest of its body goes straight into its own buffer
+                    self._large = bytearray(length)
+                    self._large[: n - start] = view[start:n]
+                    self._filled, pos = n - start, n
+                break
+        del buf[:pos]
+        return b""
 
-def _unpack_body(data: bytes) -> list:
+    def _fill(self, data: memoryview, out: list[list]) -> memoryview:
+        """Add ``data`` to the large body; decode it once complete. Returns what follows it."""
+        large = self._large
+        take = min(len(large) - self._filled, len(data))
+        large[self._filled : self._filled + take] = data[:take]
+        self._filled += take
+        if self._filled == len(large):
+            self._large = None
+            out.append(_unpack_body(large))
+        return data[take:]
+
+
+def _unpack_body(data) -> list:
     try:
         body = msgpack.unpackb(data, raw=False, strict_map_key=False, use_list=True)
     except Exception as exc:  # msgpack raises several unrelated types on garbage
@@ -168,6 +202,15 @@ def encode_message(msg: t.Message) -> list:
     if cls is t.ReadIndexResponse:
         return [_RAFT_CODE[cls], msg.term, msg.src, msg.dst, msg.context, msg.index]
     raise TypeError(f"not a Raft message: {cls.__name__}")
+
+
+def message_frame(msg: t.Message) -> list:
+    """The frame of a Raft message as parts: a message carrying large data (entries, a
+    snapshot) references it rather than copying it (``frame_parts``)."""
+    large = (isinstance(msg, t.AppendEntries) and any(len(e.data) >= LARGE for e in msg.entries)) or (
+        isinstance(msg, t.InstallSnapshot) and len(msg.snapshot.data) >= LARGE)
+    body = encode_message(msg)
+    return frame_parts(body) if large else [frame(body)]
 
 
 def is_raft(body: list) -> bool:

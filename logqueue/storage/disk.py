@@ -109,7 +109,7 @@ class DiskStorage:
         wal = self._wal
         if wal.empty():
             wal.drop_all()  # leftover empty segment files may carry a stale name
-        elif wal.last() < s or (wal.first() <= s and wal.read(s, s + 1)[0].term != self._snapshot.meta.term):
+        elif wal.last() < s or (wal.first() <= s and wal.term(s) != self._snapshot.meta.term):
             wal.drop_all()  # the log is behind or diverges from the snapshot
         elif wal.first() > s + 1:
             covered = f"the snapshot covers only up to {s}" if s else "there is no snapshot"
@@ -166,7 +166,7 @@ class DiskStorage:
 
     def _term_at(self, index: int) -> int | None:
         if not self._wal.empty() and self._wal.first() <= index <= self._wal.last():
-            return self._wal.read(index, index + 1)[0].term
+            return self._wal.term(index)
         if self._snapshot and index == self._snapshot.meta.index:
             return self._snapshot.meta.term
         return None

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 TMP_SUFFIX = ".tmp"
+_IOV_MAX = os.sysconf("SC_IOV_MAX") if hasattr(os, "sysconf") else 1024
 
 
 def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
@@ -13,6 +14,17 @@ def write_all(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[os.write(fd, view) :]
+
+
+def writev_all(fd: int, views: list[memoryview]) -> None:
+    """os.writev until every byte of ``views`` (in order) is written."""
+    views = list(views)
+    while views:
+        n = os.writev(fd, views[:_IOV_MAX])
+        while views and n >= len(views[0]):
+            n -= len(views.pop(0))
+        if n:
+            views[0] = views[0][n:]
 
 
 def fsync_dir(path: Path) -> None:

@@ -17,6 +17,7 @@ from collections.abc import Iterator
 import msgpack
 from crc32c import crc32c
 
+from logqueue.packing import LARGE, array_header, bin_header
 from logqueue.raft.types import Entry, EntryKind
 
 _PREFIX = struct.Struct("<II")
@@ -35,20 +36,36 @@ class BadRecord(Exception):
         self.torn = torn
 
 
-def encode_records(entries: list[Entry]) -> tuple[bytearray, list[int]]:
-    """Encode ``entries`` into one buffer; return it and the end offset of each record."""
+def encode_records(entries: list[Entry]) -> tuple[list, list[int]]:
+    """Encode ``entries`` as the parts of one byte string and the end offset of each
+    record. Small records are packed together; the data of a large one is a part of its
+    own, referenced, not copied (``logqueue.packing``)."""
+    parts: list = []
     buf = bytearray()
     ends: list[int] = []
+    total = 0
     pack = msgpack.Packer().pack
     prefix = _PREFIX.pack
     for e in entries:
-        body = pack((e.index, e.term, e.kind, e.data))
-        head = prefix(len(body), crc32c(body))
+        data = e.data
+        if len(data) < LARGE:
+            body, tail = pack((e.index, e.term, e.kind, data)), None
+            size, crc = len(body), crc32c(body)
+        else:  # the same bytes as packing the tuple
+            body, tail = array_header(4) + pack(e.index) + pack(e.term) + pack(e.kind) + bin_header(len(data)), data
+            size, crc = len(body) + len(data), crc32c(data, crc32c(body))
+        head = prefix(size, crc)
         buf += head
         buf += crc32c(head).to_bytes(4, "little")
         buf += body
-        ends.append(len(buf))
-    return buf, ends
+        total += HEADER.size + size
+        ends.append(total)
+        if tail is not None:
+            parts += (buf, tail)
+            buf = bytearray()
+    if buf:
+        parts.append(buf)
+    return parts, ends
 
 
 def decode_body(body: bytes | memoryview) -> Entry:

@@ -38,7 +38,8 @@ from pathlib import Path
 
 from logqueue.raft.types import Entry
 from logqueue.storage.base import CorruptLogError, FsyncPolicy
-from logqueue.storage.files import fsync_dir, replace_atomically, write_all
+from logqueue.packing import byte_range
+from logqueue.storage.files import fsync_dir, replace_atomically, writev_all
 from logqueue.storage.records import BadRecord, encode_records, iter_records
 
 log = logging.getLogger(__name__)
@@ -57,12 +58,15 @@ def _index_path(seg_path: Path) -> Path:
 
 
 class _Segment:
-    __slots__ = ("path", "first", "offsets", "size")
+    __slots__ = ("path", "first", "offsets", "terms", "size")
 
     def __init__(self, path: Path, first: int, offsets: array) -> None:
         self.path = path
         self.first = first  # index of its first record, also its file name
         self.offsets = offsets  # offsets[k]: byte offset of the record of index first + k
+        # terms[k]: its term (a term lookup reads no record); None for a segment recovered
+        # from its index, which holds offsets only (a lookup there reads the record)
+        self.terms: array | None = array("Q")
         self.size = 0  # bytes of whole records; the file holds exactly these
 
     @property
@@ -126,6 +130,7 @@ class Wal:
             return False
         seg.offsets.frombytes(body)
         seg.size = size
+        seg.terms = None
         return True
 
     def _write_index(self, seg: _Segment) -> None:
@@ -145,6 +150,7 @@ class Wal:
                 if entry.index != expected:
                     raise CorruptLogError(seg.path, offset, f"record has index {entry.index}, expected {expected}")
                 seg.offsets.append(offset)
+                seg.terms.append(entry.term)
                 expected += 1
         except BadRecord as bad:
             if not (is_last and bad.torn):
@@ -182,6 +188,14 @@ class Wal:
         """Position in self._segments of the segment holding ``index``."""
         return bisect.bisect_right([s.first for s in self._segments], index) - 1
 
+    def term(self, index: int) -> int:
+        """The term of the stored record ``index`` (from memory, unless its segment was
+        recovered from its index)."""
+        seg = self._segments[self._locate(index)]
+        if seg.terms is None:
+            return self.read(index, index + 1)[0].term
+        return seg.terms[index - seg.first]
+
     def read(self, lo: int, hi: int) -> list[Entry]:
         """Entries ``lo <= index < hi``; the range must be stored. Checksums are
         verified again: damage found now raises CorruptLogError."""
@@ -218,8 +232,7 @@ class Wal:
         log holds no segment)."""
         if self._segments and entries[0].index != self._segments[-1].last + 1:
             raise ValueError(f"WAL append at index {entries[0].index}, expected {self._segments[-1].last + 1}")
-        buf, ends = encode_records(entries)
-        view = memoryview(buf)
+        parts, ends = encode_records(entries)
         i = start = 0
         while i < len(entries):
             seg = self._segments[-1] if self._segments else None
@@ -228,20 +241,22 @@ class Wal:
             # Records i..k-1 fit in what remains of the segment; at least one goes in.
             k = max(bisect.bisect_right(ends, start + self._segment_bytes - seg.size, i), i + 1)
             stop = ends[k - 1]
-            self._write(seg, view[start:stop])
+            self._write(seg, byte_range(parts, start, stop))
             self._unsynced = True
             shift = seg.size - start
             seg.offsets.append(seg.size)
             seg.offsets.extend(end + shift for end in ends[i : k - 1])
+            if seg.terms is not None:
+                seg.terms.extend(e.term for e in entries[i:k])
             seg.size += stop - start
             i, start = k, stop
         if self._policy == "always":
             self.sync()
 
-    def _write(self, seg: _Segment, data: memoryview) -> None:
+    def _write(self, seg: _Segment, views: list[memoryview]) -> None:
         assert self._fd is not None
         try:
-            write_all(self._fd, data)
+            writev_all(self._fd, views)
         except OSError:
             # A short write (disk full...) must not leave half a record before the next.
             os.ftruncate(self._fd, seg.size)
@@ -295,6 +310,8 @@ class Wal:
             os.fsync(self._fd)
         self._unsynced = False
         del seg.offsets[index - seg.first :]
+        if seg.terms is not None:
+            del seg.terms[index - seg.first :]
         seg.size = offset
 
     def prepend(self, entries: list[Entry]) -> None:
@@ -304,11 +321,13 @@ class Wal:
         either absent or complete, so the torn-tail invariant holds."""
         if not self.empty() and entries[-1].index != self.first() - 1:
             raise ValueError(f"WAL prepend must end at index {self.first() - 1}, not {entries[-1].index}")
-        buf, ends = encode_records(entries)
+        parts, ends = encode_records(entries)
+        buf = b"".join(parts)
         seg = _Segment(self.directory / segment_name(entries[0].index), entries[0].index, array(self._offset_type))
-        replace_atomically(seg.path, bytes(buf), self._policy != "off")
+        replace_atomically(seg.path, buf, self._policy != "off")
         seg.offsets.append(0)
         seg.offsets.extend(ends[:-1])
+        seg.terms.extend(e.term for e in entries)
         seg.size = len(buf)
         if self.empty():
             self.drop_all()
