@@ -258,3 +258,25 @@ def test_replicated_rows_are_labelled_and_their_confirm_is_printed():
     assert bench.confirm_lines(results) == ["logqueue (3 nodes): majority fsync", "redis-list (1 node): XADD reply"]
     frame = analysis.bench_frame(results)
     assert [analysis.backend_label(b, row) for b, row in frame.iterrows()] == ["logqueue (3 nodes)", "redis-list"]
+
+
+@pytest.mark.parametrize("name", ["rabbitmq-quorum", "rabbitmq-classic"])
+def test_rabbitmq_reference_acks_every_message_including_a_partial_last_batch(name):
+    """The native reference settles all N (N not a multiple of the ack batch, so every consumer's
+    last acks come from the per-read flush) and leaves its queue empty."""
+    require_server("rabbitmq")
+    from baselines import registry
+    from experiments import bench_native
+
+    n, consumers, prefetch, ack_batch = 1003, 3, 100, 50
+    backend = registry.get(name)(BackendConfig(queue=f"bench-ref-{uuid.uuid4().hex[:8]}", prefetch=prefetch))
+    ref = bench_native.RabbitMQReference(backend)
+    try:
+        ref.publish(bench.make_payloads(bench.PUBLISH, n, 100), window=200)
+        assert ref.consume(n, consumers, prefetch, ack_batch, timeout_s=30) > 0
+        conn = backend.open_connection()
+        left = conn.channel().queue_declare(ref.queue, passive=True).method.message_count
+        conn.close()
+        assert left == 0
+    finally:
+        ref.delete()
