@@ -12,8 +12,8 @@ claimed it). Ack, nack and heartbeat are Lua scripts that first check that this
 consumer still owns the entry in the pending list: Redis's own ``XACK`` does not check
 the owner, so without it a worker whose job was claimed by another after a timeout
 would "successfully" ack a job that is running elsewhere. ``ack_many`` settles a whole
-batch in one script call (each entry owner-checked, then one ``XACK`` and one ``XDEL``
-for those still owned). Acked entries are deleted, so the stream holds only live jobs.
+batch in one script call (owner-checked by one ranged ``XPENDING`` of this consumer's
+entries, then one ``XACK`` and one ``XDEL`` for those still owned). Acked entries are deleted, so the stream holds only live jobs.
 
 | knob | mapping |
 | --- | --- |
@@ -67,14 +67,22 @@ redis.call('RPUSH', KEYS[2], ARGV[5])
 return 2
 """
 
-# KEYS: stream. ARGV: group, consumer, then (entry id, attempt) pairs. -> one 1 (acked) or
-# 0 (no longer owned by this delivery, as in _SETTLE) per pair; the owned ones are acked
-# and deleted together.
+# KEYS: stream. ARGV: group, consumer, the lowest and highest entry id, then (entry id, attempt)
+# pairs. -> one 1 (acked) or 0 (no longer owned by this delivery, as in _SETTLE) per pair; the
+# owned ones are acked and deleted together. The owner check is one ranged XPENDING of this
+# consumer's own pending entries over the batch's span (paged; an entry it does not list is
+# not this consumer's), not one XPENDING per entry.
 _ACK_MANY = """
+local pending, page, from = {}, (#ARGV - 4) / 2 + 1, ARGV[3]
+while true do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], from, ARGV[4], page, ARGV[2])
+  for _, e in ipairs(p) do pending[e[1]] = e[4] end
+  if #p < page then break end
+  from = '(' .. p[#p][1]
+end
 local owned, out = {}, {}
-for i = 3, #ARGV, 2 do
-  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
-  if #p == 1 and p[1][2] == ARGV[2] and p[1][4] == tonumber(ARGV[i + 1]) then
+for i = 5, #ARGV, 2 do
+  if pending[ARGV[i]] == tonumber(ARGV[i + 1]) then
     owned[#owned + 1] = ARGV[i]
     out[#out + 1] = 1
   else
@@ -89,6 +97,12 @@ return out
 """
 # Entries per _ACK_MANY call (Lua's unpack and the argument stack stay far from their limits).
 ACK_CHUNK = 1000
+
+
+def _id_order(entry_id: str | bytes) -> tuple[int, int]:
+    """A stream entry id ("<ms>-<seq>") as Redis orders it (not as a string sorts)."""
+    ms, seq = (entry_id.decode() if isinstance(entry_id, bytes) else entry_id).split("-")
+    return int(ms), int(seq)
 
 
 class RedisStreamsBackend(Backend):
@@ -279,12 +293,13 @@ class RedisStreamsConsumer(Consumer):
                 return None
 
     def ack_many(self, deliveries: list[RedisStreamsDelivery], results: list[bytes] | None = None) -> list[AckError | None]:
-        """One script call per ``ACK_CHUNK`` deliveries: each owner-checked, the owned ones acked and deleted together."""
+        """One script call per ``ACK_CHUNK`` deliveries: owner-checked by one ranged ``XPENDING``, the owned ones acked and deleted together."""
         b = self.backend
         out: list[AckError | None] = []
         for start in range(0, len(deliveries), ACK_CHUNK):
             chunk = deliveries[start:start + ACK_CHUNK]
-            args = [GROUP, self.name] + [x for d in chunk for x in (d.entry_id, d.attempt)]
+            span = sorted((d.entry_id for d in chunk), key=_id_order)
+            args = [GROUP, self.name, span[0], span[-1]] + [x for d in chunk for x in (d.entry_id, d.attempt)]
             try:
                 done = b.ack_many_script(keys=[b.stream], args=args, client=self._r)
             except redis.RedisError as exc:  # e.g. the primary is gone or refuses writes (NOREPLICAS)

@@ -428,3 +428,31 @@ def test_batched_ack_settles_only_the_deliveries_given(name, make, consumers):
     again = receive_from([consumers(b, "w2")], 15)
     assert again is not None and again.job_id == first.job_id and again.payload == b"first"
     again.ack()
+
+
+@pytest.mark.parametrize("name", ["redis-streams", "redis-sentinel"])
+def test_batched_ack_refuses_exactly_the_entries_another_consumer_claimed(name, make, consumers):
+    """One ``ack_many`` over owned and taken-over entries, out of order, with one of the
+    consumer's own entries inside the batch's span left out: the taken ones are refused, the
+    owned ones acked, the one left out still pending and its own."""
+    timeout_s = 2.0
+    b = make(name, prefetch=10, timeout_s=timeout_s, heartbeat_s=timeout_s / 4)
+    b.enqueue_many([b"job-%d" % i for i in range(6)])
+    c1, c2 = consumers(b, "w1"), consumers(b, "w2")
+    held = [receive_from([c1], 5)] + [c1.receive(5) for _ in range(5)]
+    assert None not in held
+    kept, idle = held[0::2], held[1::2]  # c1 extends the leases of ``kept`` only
+    taken = []
+    end = time.monotonic() + timeout_s * 10
+    while len(taken) < len(idle) and time.monotonic() < end:
+        for d in kept:
+            d.heartbeat()
+        d = c2.receive(0.2)
+        if d is not None:
+            taken.append(d)
+    assert sorted(d.job_id for d in taken) == sorted(d.job_id for d in idle)
+    batch = [idle[2], kept[0], idle[1], kept[2]]  # kept[1] lies inside the batch's span but is not in it
+    answers = c1.ack_many(batch)
+    assert [a is None for a in answers] == [False, True, False, True]
+    assert c1.ack_many([kept[1]]) == [None]
+    assert c2.ack_many(taken) == [None] * len(taken)
