@@ -334,7 +334,9 @@ def main(argv: list[str] | None = None) -> int:
 
                     trial_params = params if trial is None else replace(params, seed=params.seed + trial - 1)
                     try:
-                        summary = run_one(backend, name, trial_params, explicit, out, on_progress,
+                        # Absolute: a private cluster's nodes run in their own directory, and their
+                        # config paths must not be relative to the runner's.
+                        summary = run_one(backend, name, trial_params, explicit, out.absolute(), on_progress,
                                           args.logqueue_cluster, trial, work)
                     except KeyboardInterrupt:  # run_one has stopped its processes on the way out
                         progress.stop()

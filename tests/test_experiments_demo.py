@@ -7,10 +7,13 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 from experiments.demo import cell_order
 from experiments.recorder import read_jsonl
-from tests.conftest import require_server
+from tests.conftest import IN_CI, require_server
 
 
 def span(run_dir) -> tuple[float, float]:
@@ -128,3 +131,18 @@ def test_a_cell_whose_servers_did_not_start_runs_once_more(tmp_path, monkeypatch
     summaries = demo.run_cells([("a", "1"), ("b", "1")], tmp_path, parallel=1, console=Console(file=io.StringIO()))
     assert starts == [("a", "1"), ("a", "1"), ("b", "1")]  # once more, and no more than that
     assert [s["status"] for s in summaries] == ["error", "n/a"]  # the second failure is reported
+
+
+def test_a_relative_out_works_for_a_private_cluster(tmp_path):
+    """make demo's default --out is relative; a private cluster's nodes run in their own directory."""
+    from experiments import runner
+
+    reason = runner.probe("redis-sentinel")
+    if reason is not None:
+        pytest.fail(reason) if IN_CI else pytest.skip(reason)
+    proc = subprocess.run([sys.executable, "-m", "experiments", "demo", "--backends", "redis-sentinel",
+                           "--scenarios", "consumer-crash", "--out", "results/demo"],
+                          capture_output=True, text=True, timeout=240, cwd=tmp_path,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "redis-sentinel / consumer-crash ok" in " ".join(proc.stdout.split())
