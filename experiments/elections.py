@@ -1,7 +1,7 @@
 """``python -m experiments elections``: the Raft paper's election-timing experiment (§9.3, Figure 16) on real nodes.
 
     python -m experiments elections --nodes 5 --ranges 150-150,150-151,150-155,150-175,150-200,150-300 \\
-        --trials N --out real.json [--plot real.png] [--compare sim.json]
+        --trials N --out real.json [--setup paper|logqueue] [--plot real.png] [--compare sim.json]
 
 For each election-timeout range: start N ``logqueue node`` processes on loopback (fsync
 batch, ``--tick-ms 1`` so a 1 ms range is a range, heartbeat interval half the minimum
@@ -12,9 +12,12 @@ interval); SIGKILL the leader; wait for another node to become leader; restart t
 killed node on its data. On loopback a message takes well under a millisecond;
 ``--link-delay-ms D`` sends every node-to-node connection through a proxy that delays
 each message by D ms, for a broadcast time like the paper's (about 2D plus an fsync).
-The nodes run with PreVote and CheckQuorum, as they always do
-(the paper's servers had neither; ``python -m experiments sim-elections --setup paper|logqueue``
-shows the difference in the simulator).
+``--setup paper`` (the default, as for ``sim-elections``) starts every node with
+``--raft-variant paper``: no PreVote, no CheckQuorum, the election timer kept running when
+a node steps down, as the paper's servers ran; ``--setup logqueue`` runs them as ``logqueue
+node`` does by default. Unlike the simulator's paper setup, the followers' logs are all
+caught up at the crash: this harness cannot hold back a live node's appends to give them
+the paper's different log lengths.
 
 What is measured, and how precisely: from the wall-clock time taken just before the
 ``kill`` system call to the timestamp of the new leader's own log line "node N is the
@@ -51,6 +54,7 @@ from experiments.election_results import EXPERIMENT, add_output_args, parse_outp
 from experiments.faults.proxy import ProxyHub
 from logqueue.client import Client, ClientError
 from logqueue.local_cluster import LocalCluster, free_ports
+from logqueue.raft import RAFT_VARIANTS, Config
 
 POLL_S = 0.02  # status polling while waiting for a new leader (the log gives the precise time)
 SETTLE_TIMEOUT_S = 30.0  # a cluster that finds no stable leader within this is broken
@@ -71,7 +75,7 @@ class ElectionCluster:
     """N node processes for one timeout range; every process it starts is stopped by ``close``."""
 
     def __init__(self, root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int,
-                 link_delay_ms: float = 0.0) -> None:
+                 link_delay_ms: float = 0.0, setup: str = "paper") -> None:
         self.root = root
         self.ids = list(range(1, nodes + 1))
         ports = free_ports(nodes)
@@ -93,7 +97,7 @@ class ElectionCluster:
                      for i in self.ids}
         self.nodes = LocalCluster(nodes, root, ports=ports, peers=peers, own_session=True, fsync="batch",
                                   election_timeout_ms=election_ms, heartbeat_ms=heartbeat_ms, tick_ms=tick_ms,
-                                  log_level="info")
+                                  log_level="info", extra_args=["--raft-variant", setup])
         self.logs = {i: self.nodes.log_path(i) for i in self.ids}
         self.procs = self.nodes.procs
         self.client = Client(list(self.addresses.values()), timeout=2.0, attempt_timeout=0.5)
@@ -181,9 +185,10 @@ class ElectionCluster:
 
 
 def run_range(root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int,
-              trials: int, max_ms: int, rng: random.Random, on_trial, link_delay_ms: float = 0.0) -> list[dict]:
+              trials: int, max_ms: int, rng: random.Random, on_trial, link_delay_ms: float = 0.0,
+              setup: str = "paper") -> list[dict]:
     """All trials of one range on a fresh cluster (stopped afterwards, also on error)."""
-    cluster = ElectionCluster(root, nodes, election_ms, heartbeat_ms, tick_ms, link_delay_ms)
+    cluster = ElectionCluster(root, nodes, election_ms, heartbeat_ms, tick_ms, link_delay_ms, setup)
     try:
         for i in cluster.ids:
             cluster.start(i)
@@ -207,6 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--link-delay-ms", type=float, default=0.0,
                    help="delay every node-to-node message this long through a proxy (default 0: plain loopback; "
                         "7 gives about the paper's 15 ms broadcast time)")
+    p.add_argument("--setup", choices=sorted(RAFT_VARIANTS), default="paper",
+                   help="paper: the nodes run Raft as the paper's servers did (default); logqueue: as logqueue "
+                        "nodes do by default (the nodes' --raft-variant)")
     p.add_argument("--keep-dir", metavar="DIR",
                    help="keep the nodes' data and logs under DIR (default: a temporary directory, removed)")
     add_output_args(p)
@@ -239,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(range_dir, ignore_errors=True)
                 range_dir.mkdir(parents=True)
                 trials = run_range(range_dir, args.nodes, (low, high), hb, args.tick_ms, args.trials, args.max_ms,
-                                   rng, on_trial, args.link_delay_ms)
+                                   rng, on_trial, args.link_delay_ms, args.setup)
                 out.append(range_result(low, high, hb, trials))
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -249,17 +257,22 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_dir:
             shutil.rmtree(root, ignore_errors=True)
+    core = Config(**RAFT_VARIANTS[args.setup])  # what --raft-variant gives the nodes' cores
+    source = [f"{args.setup} setup"] + ([f"+{args.link_delay_ms:g} ms per message"] if args.link_delay_ms else [])
     result = {
         "experiment": EXPERIMENT,
-        "source": "real nodes" + (f" (+{args.link_delay_ms:g} ms per message)" if args.link_delay_ms else ""),
+        "source": f"real nodes ({', '.join(source)})",
         "nodes": args.nodes,
         "trials_per_range": args.trials,
         "max_ms": args.max_ms,
         "settings": {
             "tick_ms": args.tick_ms,
             "heartbeat": "half the minimum election timeout" if args.heartbeat_ms is None else f"{args.heartbeat_ms} ms",
-            "pre_vote": True,
-            "check_quorum": True,
+            "setup": args.setup,
+            "pre_vote": core.pre_vote,
+            "check_quorum": core.check_quorum,
+            "step_down_restarts_timer": core.step_down_restarts_timer,
+            "staggered_logs": False,
             "fsync": "batch",
             "network": "loopback TCP" + (f", every node-to-node message delayed {args.link_delay_ms:g} ms by a proxy"
                                          if args.link_delay_ms else ""),

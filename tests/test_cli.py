@@ -32,6 +32,8 @@ def test_help_explains_every_command(argv):
     (["node", "--id", "1", "--listen", "127.0.0.1:1", "--peers", "1=h:2", "--data-dir", "d"], "but --listen is"),
     (["node", "--id", "1", "--listen", "127.0.0.1:1", "--peers", "2=h:2", "--data-dir", "d",
       "--heartbeat-ms", "400"], "below the election timeout"),
+    (["node", "--id", "1", "--listen", "127.0.0.1:1", "--peers", "2=h:2", "--data-dir", "d",
+      "--raft-variant", "etcd"], "invalid choice: 'etcd'"),
     (["log", "append", "--cluster", "127.0.0.1:1", "--count", "1", "--secret-file", "/nonexistent"],
      "cannot read secret file"),
     (["log", "append", "--cluster", "127.0.0.1:1", "--from-file", "/nonexistent"], "cannot read /nonexistent"),
@@ -46,6 +48,32 @@ def test_bad_input_is_one_line_without_a_traceback(argv, message):
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 or lines[0].startswith("usage: logqueue"), r.stderr
     assert re.match(r"logqueue( [a-z]+)*: error: ", lines[-1]) and message in lines[-1], r.stderr
+
+
+@pytest.mark.parametrize("variant, expected", [
+    ([], dict(pre_vote=True, check_quorum=True, step_down_restarts_timer=True)),
+    (["--raft-variant", "paper"], dict(pre_vote=False, check_quorum=False, step_down_restarts_timer=False)),
+])
+def test_the_raft_variant_option_configures_the_nodes_raft_core(variant, expected):
+    from logqueue.cli import build_parser
+    from logqueue.cli.node import node_config
+
+    args = build_parser().parse_args(["node", "--id", "1", "--listen", "127.0.0.1:1", "--peers", "2=h:2",
+                                      "--data-dir", "d", "--election-timeout-ms", "150-200", "--tick-ms", "1",
+                                      "--heartbeat-ms", "75", *variant])
+    core = node_config(args, 1, args.listen, dict(args.peers), args.data_dir).raft_config()
+    assert {k: getattr(core, k) for k in expected} == expected
+    assert core.election_ticks == (150, 200) and core.heartbeat_ticks == 75  # the other options still apply
+
+
+def test_cluster_up_passes_the_raft_variant_on_to_its_nodes():
+    from logqueue.cli import build_parser
+    from logqueue.cli.cluster import node_options
+
+    args = build_parser().parse_args(["cluster", "up", "--nodes", "3", "--base-port", "7000", "--data-dir", "d",
+                                      "--raft-variant", "paper"])
+    extra = node_options(args)["extra_args"]
+    assert extra[extra.index("--raft-variant") + 1] == "paper"
 
 
 def test_an_unreachable_cluster_is_a_one_line_error():

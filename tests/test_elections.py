@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import subprocess
 import sys
 
@@ -128,12 +129,23 @@ def test_help_of_both_commands_explains_the_measurement():
 def test_real_nodes_small_run_measures_from_the_logs_and_plots_beside_the_simulator(tmp_path):
     simulated = run_sim(tmp_path, "--nodes", "3", "--ranges", "150-300", "--trials", "20", "--seed", "5")
     out, plot = tmp_path / "real.json", tmp_path / "both.png"
+    nodes_dir = tmp_path / "nodes"
     code = real.main(["--nodes", "3", "--ranges", "150-300", "--trials", "2", "--max-ms", "5000", "--out", str(out),
-                      "--compare", str(tmp_path / "sim.json"), "--plot", str(plot), "--seed", "1"])
+                      "--compare", str(tmp_path / "sim.json"), "--plot", str(plot), "--seed", "1", "--setup", "paper",
+                      "--keep-dir", str(nodes_dir)])
     assert code == 0
     result = json.loads(out.read_text())
-    check_shape(result, "real nodes", 3, ["150-300"], 2)
+    check_shape(result, "real nodes (paper setup)", 3, ["150-300"], 2)
     assert result["settings"]["tick_ms"] == 1
+    # The same fields as the simulator's paper setup, except the logs, which live nodes keep caught up.
+    assert {"setup": "paper", "pre_vote": False, "check_quorum": False, "step_down_restarts_timer": False,
+            "staggered_logs": False}.items() <= result["settings"].items()
+    # Every node, the restarted ones too, ran the paper's variant (each start logs its variant).
+    logs = sorted((nodes_dir / "range-150-300").glob("node-*.log"))
+    assert len(logs) == 3
+    for log in logs:
+        starts = re.findall(r"listening on .*raft variant (\w+)\)", log.read_text())
+        assert starts and set(starts) == {"paper"}, (log, starts)
     for t in result["ranges"][0]["trials"]:
         assert t["by"] == "log"  # the precise measurement, not the poll's
         # Detection within the highest timeout, up to two split-vote rounds, plus 2 s for a loaded machine.
@@ -146,10 +158,12 @@ def test_real_nodes_with_a_link_delay_take_the_extra_round_trips(tmp_path):
     out = tmp_path / "delayed.json"
     delay = 4
     assert real.main(["--nodes", "3", "--ranges", "100-150", "--trials", "2", "--link-delay-ms", str(delay),
-                      "--out", str(out), "--seed", "2"]) == 0
+                      "--out", str(out), "--seed", "2", "--setup", "logqueue"]) == 0
     result = json.loads(out.read_text())
-    check_shape(result, "real nodes (+4 ms", 3, ["100-150"], 2)
+    check_shape(result, "real nodes (logqueue setup, +4 ms", 3, ["100-150"], 2)
     assert result["settings"]["link_delay_ms"] == delay
+    assert {"setup": "logqueue", "pre_vote": True, "check_quorum": True,
+            "step_down_restarts_timer": True}.items() <= result["settings"].items()
     for t in result["ranges"][0]["trials"]:
         # A follower hears the last heartbeat `delay` after it was sent and times out no
         # sooner than low - heartbeat after the crash; then a pre-vote and a vote round trip.

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from logqueue.cli.common import UsageError, address, ms_range, non_negative, peers, positive, secret, secret_arg
+from logqueue.raft import RAFT_VARIANTS
 
 
 def node_args(p: argparse.ArgumentParser) -> None:
@@ -32,6 +33,11 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-payload-bytes", type=positive, default=32 << 20, metavar="B",
                    help="largest record or job payload accepted; larger ones are refused at once "
                         "(default 33554432, 32 MiB; at most the frame limit of 64 MiB minus 64 KiB)")
+    p.add_argument("--raft-variant", choices=sorted(RAFT_VARIANTS), default="logqueue",
+                   help="for experiments only: paper runs Raft as the servers of the Raft paper's election "
+                        "experiments (§9.3): no PreVote, no CheckQuorum, and stepping down keeps the election "
+                        "timer running (its Figure 2); then a node cut off and back disrupts the leader. "
+                        "logqueue: PreVote, CheckQuorum, timer restarted on stepping down (default)")
     p.add_argument("--test-hooks", action="store_true",
                    help="tests only: accept test requests (cutting this node off its peers), record what is "
                         "durable and check that nothing is sent before it is (DATA_DIR/test-hooks/)")
@@ -81,7 +87,7 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
                       retain_entries=args.retain_entries, retention_jobs=args.retention_jobs,
                       segment_bytes=args.segment_bytes, test_hooks=args.test_hooks,
                       test_slow_sync_ms=args.test_slow_sync_ms,
-                      max_payload=args.max_payload_bytes)
+                      max_payload=args.max_payload_bytes, raft_variant=args.raft_variant)
 
 
 def _loopback(host: str) -> bool:

@@ -1,6 +1,6 @@
 """Sans-I/O Raft core. See `core.Raft` for the driving protocol and `types.Ready` for the
 order in which the runtime must persist, send and apply."""
-from .core import Config, NotLeader, ProposalDropped, Raft, ReadyNotAdvanced, SafetyError
+from .core import RAFT_VARIANTS, Config, NotLeader, ProposalDropped, Raft, ReadyNotAdvanced, SafetyError
 from .types import (
     AppendEntries,
     AppendEntriesResponse,
@@ -28,6 +28,6 @@ from .types import (
 __all__ = [
     "AppendEntries", "AppendEntriesResponse", "Config", "ConfState", "Entry", "EntryKind",
     "HardState", "Heartbeat", "HeartbeatResponse", "InstallSnapshot", "MESSAGE_TYPES", "Message",
-    "NotLeader", "ProposalDropped", "Raft", "ReadIndex", "ReadIndexResponse", "ReadState", "Ready", "ReadyNotAdvanced", "RequestVote",
+    "NotLeader", "ProposalDropped", "RAFT_VARIANTS", "Raft", "ReadIndex", "ReadIndexResponse", "ReadState", "Ready", "ReadyNotAdvanced", "RequestVote",
     "RequestVoteResponse", "Role", "SafetyError", "Snapshot", "SnapshotMeta", "TimeoutNow",
 ]

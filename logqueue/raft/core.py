@@ -41,7 +41,7 @@ from .types import (
     TimeoutNow,
 )
 
-__all__ = ["Config", "NotLeader", "ProposalDropped", "Raft", "ReadyNotAdvanced", "SafetyError"]
+__all__ = ["RAFT_VARIANTS", "Config", "NotLeader", "ProposalDropped", "Raft", "ReadyNotAdvanced", "SafetyError"]
 
 
 @dataclass(frozen=True)
@@ -81,6 +81,16 @@ class Config:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.max_learner_lag < 0:
             raise ValueError(f"max_learner_lag must not be negative, got {self.max_learner_lag}")
+
+
+# Named core configurations (``logqueue node --raft-variant``): "logqueue", the defaults
+# above; "paper", the servers of the Raft paper's §9.3 election experiments (no PreVote, no
+# CheckQuorum, its Figure 2 timer rule) -- for experiments: without PreVote and CheckQuorum a
+# partitioned node's rising term disrupts the leader when it comes back.
+RAFT_VARIANTS: dict[str, dict[str, bool]] = {
+    "logqueue": {},
+    "paper": {"pre_vote": False, "check_quorum": False, "step_down_restarts_timer": False},
+}
 
 
 class NotLeader(Exception):

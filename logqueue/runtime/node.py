@@ -27,7 +27,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from logqueue.raft import Config, Raft, SafetyError
+from logqueue.raft import RAFT_VARIANTS, Config, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
 from logqueue.runtime.audit import AuditedStorage
@@ -76,12 +76,14 @@ class NodeConfig:
     test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
     test_slow_sync_ms: int = 0  # with test_hooks: a sync of new entries takes this much longer (a slow disk)
     seed: int | None = None
+    raft_variant: str = "logqueue"  # a key of RAFT_VARIANTS; "paper" for election experiments only
 
     def raft_config(self) -> Config:
         low, high = self.election_timeout_ms
         return Config(
             election_ticks=(max(1, low // self.tick_ms), max(1, high // self.tick_ms)),
             heartbeat_ticks=max(1, self.heartbeat_ms // self.tick_ms),
+            **RAFT_VARIANTS[self.raft_variant],
         )
 
 
@@ -168,8 +170,8 @@ class Node:
         self._server = await loop.create_server(self._accept, host, port, reuse_address=True)
         self._tasks = [loop.create_task(self._ticker()), loop.create_task(self._loop())]
         self._maybe_backfill()
-        log.info("node %d listening on %s (term %d, last index %d, members %s)", cfg.node_id, cfg.listen,
-                 self.raft.term, self.raft.last_index, sorted(self.raft.conf.members()))
+        log.info("node %d listening on %s (term %d, last index %d, members %s, raft variant %s)", cfg.node_id,
+                 cfg.listen, self.raft.term, self.raft.last_index, sorted(self.raft.conf.members()), cfg.raft_variant)
 
     async def stop(self) -> None:
         if self._backfill is not None:
