@@ -17,6 +17,7 @@ import math
 import random
 import sys
 
+from logqueue.raft import RAFT_VARIANTS, Config
 from logqueue.stats import nearest_rank
 
 EXPERIMENT = "raft-election-timing"
@@ -71,6 +72,13 @@ def range_result(low: int, high: int, heartbeat_ms: int, trials: list[dict], **e
     """One entry of a result's ``ranges`` list."""
     return {"range": f"{low}-{high}", "low_ms": low, "high_ms": high, "heartbeat_ms": heartbeat_ms,
             **extra, "summary": summarize(trials), "trials": trials}
+
+
+def core_settings(raft_variant: str) -> dict:
+    """The settings fields that say how a RAFT_VARIANTS entry configures the Raft core."""
+    core = Config(**RAFT_VARIANTS[raft_variant])
+    return {"pre_vote": core.pre_vote, "check_quorum": core.check_quorum,
+            "step_down_restarts_timer": core.step_down_restarts_timer}
 
 
 def format_table(result: dict) -> str:

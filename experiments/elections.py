@@ -50,11 +50,11 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments.election_results import EXPERIMENT, add_output_args, parse_output_args, finish, range_result
+from experiments.election_results import EXPERIMENT, add_output_args, core_settings, parse_output_args, finish, range_result
 from experiments.faults.proxy import ProxyHub
 from logqueue.client import Client, ClientError
 from logqueue.local_cluster import LocalCluster, free_ports
-from logqueue.raft import RAFT_VARIANTS, Config
+from logqueue.raft import RAFT_VARIANTS
 
 POLL_S = 0.02  # status polling while waiting for a new leader (the log gives the precise time)
 SETTLE_TIMEOUT_S = 30.0  # a cluster that finds no stable leader within this is broken
@@ -257,7 +257,6 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_dir:
             shutil.rmtree(root, ignore_errors=True)
-    core = Config(**RAFT_VARIANTS[args.setup])  # what --raft-variant gives the nodes' cores
     source = [f"{args.setup} setup"] + ([f"+{args.link_delay_ms:g} ms per message"] if args.link_delay_ms else [])
     result = {
         "experiment": EXPERIMENT,
@@ -269,9 +268,7 @@ def main(argv: list[str] | None = None) -> int:
             "tick_ms": args.tick_ms,
             "heartbeat": "half the minimum election timeout" if args.heartbeat_ms is None else f"{args.heartbeat_ms} ms",
             "setup": args.setup,
-            "pre_vote": core.pre_vote,
-            "check_quorum": core.check_quorum,
-            "step_down_restarts_timer": core.step_down_restarts_timer,
+            **core_settings(args.setup),  # what --raft-variant gives the nodes' cores
             "staggered_logs": False,
             "fsync": "batch",
             "network": "loopback TCP" + (f", every node-to-node message delayed {args.link_delay_ms:g} ms by a proxy"

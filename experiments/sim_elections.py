@@ -22,7 +22,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from experiments.election_results import EXPERIMENT, add_output_args, parse_output_args, finish, parse_range, range_result
+from experiments.election_results import EXPERIMENT, add_output_args, core_settings, parse_output_args, finish, parse_range, range_result
 from logqueue.sim.elections import SETUPS, NoStableLeader, simulate
 
 DEFAULT_DELAY = "1-14"
@@ -71,9 +71,7 @@ def main(argv: list[str] | None = None) -> int:
             "message_delay_ms": list(delay),
             "heartbeat": "half the minimum election timeout" if args.heartbeat_ms is None else f"{args.heartbeat_ms} ms",
             "setup": args.setup,
-            "pre_vote": setup.pre_vote,
-            "check_quorum": setup.pre_vote,
-            "step_down_restarts_timer": setup.step_down_restarts_timer,
+            **core_settings(setup.raft_variant),
             "staggered_logs": setup.staggered_logs,
             "crash": "uniformly random tick of the leader's heartbeat interval, after its heartbeat broadcast",
             "measured": "ticks from the crash to the tick in which another node became leader",

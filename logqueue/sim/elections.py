@@ -19,7 +19,7 @@ import heapq
 import random
 from dataclasses import dataclass
 
-from logqueue.raft import AppendEntries, Config, ConfState, Message, Role
+from logqueue.raft import RAFT_VARIANTS, AppendEntries, Config, ConfState, Message, Role
 
 from .node import SimNode
 
@@ -62,17 +62,16 @@ class _Links:
 class Setup:
     """What the experiment configures besides the timeouts and the network."""
 
-    pre_vote: bool  # PreVote and CheckQuorum (the paper's servers had neither)
-    step_down_restarts_timer: bool  # ``Config.step_down_restarts_timer``
+    raft_variant: str  # a key of RAFT_VARIANTS, the core's configuration (``logqueue node --raft-variant``)
     staggered_logs: bool  # the followers' logs of different lengths at the crash
 
 
 # §9.3 of the paper: Raft as in its Figure 2 (LogCabin: stepping down keeps the election
 # timer running), "the servers in each trial had different log lengths, so some candidates
 # were not eligible to become leader".
-PAPER = Setup(pre_vote=False, step_down_restarts_timer=False, staggered_logs=True)
+PAPER = Setup(raft_variant="paper", staggered_logs=True)
 # As ``logqueue node`` runs, every log caught up.
-LOGQUEUE = Setup(pre_vote=True, step_down_restarts_timer=True, staggered_logs=False)
+LOGQUEUE = Setup(raft_variant="logqueue", staggered_logs=False)
 SETUPS = {"paper": PAPER, "logqueue": LOGQUEUE}
 
 
@@ -90,8 +89,7 @@ class ElectionCluster:
 
     def __post_init__(self) -> None:
         s = self.setup
-        cfg = Config(election_ticks=self.election_ms, heartbeat_ticks=self.heartbeat_ms, pre_vote=s.pre_vote,
-                     check_quorum=s.pre_vote, step_down_restarts_timer=s.step_down_restarts_timer)
+        cfg = Config(election_ticks=self.election_ms, heartbeat_ticks=self.heartbeat_ms, **RAFT_VARIANTS[s.raft_variant])
         voters = ConfState(frozenset(range(1, self.nodes + 1)))
         self.members = {i: SimNode(i, cfg, random.Random(self.rng.random()), voters) for i in voters.voters}
         self.links = _Links(random.Random(self.rng.random()), self.delay_ms)
