@@ -36,7 +36,8 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--raft-variant", choices=sorted(RAFT_VARIANTS), default="logqueue",
                    help="for experiments only: paper runs Raft as the servers of the Raft paper's election "
                         "experiments (§9.3): no PreVote, no CheckQuorum, and stepping down keeps the election "
-                        "timer running (its Figure 2); then a node cut off and back disrupts the leader. "
+                        "timer running (its Figure 2), so a node cut off from the others disrupts the leader when it "
+                        "comes back. "
                         "logqueue: PreVote, CheckQuorum, timer restarted on stepping down (default)")
     p.add_argument("--test-hooks", action="store_true",
                    help="tests only: accept test requests (cutting this node off its peers), record what is "
