@@ -10,8 +10,11 @@ in its term with its log caught up; wait a random time (independent of the leade
 heartbeat schedule, so the crash falls at a uniformly random point of the heartbeat
 interval); SIGKILL the leader; wait for another node to become leader; restart the
 killed node on its data. On loopback a message takes well under a millisecond;
-``--link-delay-ms D`` sends every node-to-node connection through a proxy that delays
-each message by D ms, for a broadcast time like the paper's (about 2D plus an fsync).
+``--link-delay-ms D`` (or ``LOW-HIGH``) sends every node-to-node connection through a proxy
+that delays each message by D ms (or uniformly LOW to HIGH ms, in order per connection),
+for a broadcast time like the paper's (about 2D plus an fsync). The jitter matters: a
+follower's timeout starts when the last heartbeat reaches it, so with equal delays the
+followers time out in step and split the vote more often.
 ``--setup paper`` (the default, as for ``sim-elections``) starts every node with
 ``--raft-variant paper``: no PreVote, no CheckQuorum, the election timer kept running when
 a node steps down, as the paper's servers ran; ``--setup logqueue`` runs them as ``logqueue
@@ -50,8 +53,9 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from experiments.election_results import EXPERIMENT, add_output_args, core_settings, parse_output_args, finish, range_result
-from experiments.faults.proxy import ProxyHub
+from experiments.election_results import (EXPERIMENT, add_output_args, core_settings, parse_output_args, parse_range,
+                                          finish, range_result)
+from experiments.faults.proxy import Mode, ProxyHub
 from logqueue.client import Client, ClientError
 from logqueue.local_cluster import LocalCluster, free_ports
 from logqueue.raft import RAFT_VARIANTS
@@ -75,14 +79,14 @@ class ElectionCluster:
     """N node processes for one timeout range; every process it starts is stopped by ``close``."""
 
     def __init__(self, root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int,
-                 link_delay_ms: float = 0.0, setup: str = "paper") -> None:
+                 link_delay: Mode | None = None, setup: str = "paper") -> None:
         self.root = root
         self.ids = list(range(1, nodes + 1))
         ports = free_ports(nodes)
         self.addresses = {i: f"127.0.0.1:{p}" for i, p in zip(self.ids, ports)}
         self.hub: ProxyHub | None = None
         peers = None  # default: every node's real address
-        if link_delay_ms > 0:
+        if link_delay is not None:
             # Every node-to-node link through a proxy that delays each message: a longer
             # broadcast time, like the paper's ~15 ms, on loopback.
             self.hub = ProxyHub()
@@ -92,7 +96,7 @@ class ElectionCluster:
                     if i != j:
                         name = f"node-{i}->node-{j}"
                         peer_of[i, j] = self.hub.add(name, self.addresses[j])
-                        self.hub.set(name, "delay", link_delay_ms)
+                        self.hub.set(name, link_delay)
             peers = {i: ",".join(f"{j}={self.addresses[j] if j == i else peer_of[i, j]}" for j in self.ids)
                      for i in self.ids}
         self.nodes = LocalCluster(nodes, root, ports=ports, peers=peers, own_session=True, fsync="batch",
@@ -185,10 +189,10 @@ class ElectionCluster:
 
 
 def run_range(root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms: int, tick_ms: int,
-              trials: int, max_ms: int, rng: random.Random, on_trial, link_delay_ms: float = 0.0,
+              trials: int, max_ms: int, rng: random.Random, on_trial, link_delay: Mode | None = None,
               setup: str = "paper") -> list[dict]:
     """All trials of one range on a fresh cluster (stopped afterwards, also on error)."""
-    cluster = ElectionCluster(root, nodes, election_ms, heartbeat_ms, tick_ms, link_delay_ms, setup)
+    cluster = ElectionCluster(root, nodes, election_ms, heartbeat_ms, tick_ms, link_delay, setup)
     try:
         for i in cluster.ids:
             cluster.start(i)
@@ -203,15 +207,30 @@ def run_range(root: Path, nodes: int, election_ms: tuple[int, int], heartbeat_ms
         cluster.close()
 
 
+def parse_link_delay(text: str) -> Mode | None:
+    """``"0"`` -> None (plain loopback); ``"7"`` -> 7 ms; ``"1-14"`` -> uniform 1-14 ms (7.5 +- 6.5)."""
+    if "-" in text:
+        low, high = parse_range(text)
+        return Mode("delay", (low + high) / 2, (high - low) / 2)
+    try:
+        ms = float(text)
+    except ValueError:
+        raise ValueError(f"bad delay {text!r}: expected D or LOW-HIGH milliseconds") from None
+    if ms < 0:
+        raise ValueError(f"bad delay {text!r}: must be >= 0")
+    return Mode("delay", ms) if ms > 0 else None
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m experiments elections", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--trials", type=int, default=30,
                    help="leader crashes per range (default 30; the paper ran 1000, about 1-2 s each here)")
     p.add_argument("--tick-ms", type=int, default=1, help="the nodes' Raft tick (default 1 ms, the resolution of a range)")
-    p.add_argument("--link-delay-ms", type=float, default=0.0,
-                   help="delay every node-to-node message this long through a proxy (default 0: plain loopback; "
-                        "7 gives about the paper's 15 ms broadcast time)")
+    p.add_argument("--link-delay-ms", default="0", metavar="D|LOW-HIGH",
+                   help="delay every node-to-node message through a proxy: D ms, or uniformly LOW-HIGH ms, in "
+                        "order per connection (default 0: plain loopback; 1-14 is sim-elections' default, about "
+                        "the paper's 15 ms broadcast time with jitter)")
     p.add_argument("--setup", choices=sorted(RAFT_VARIANTS), default="paper",
                    help="paper: the nodes run Raft as the paper's servers did (default); logqueue: as logqueue "
                         "nodes do by default (the nodes' --raft-variant)")
@@ -226,8 +245,10 @@ def main(argv: list[str] | None = None) -> int:
     args, ranges, seed = parse_output_args(p, argv)
     if args.tick_ms < 1:
         p.error("--tick-ms must be at least 1")
-    if args.link_delay_ms < 0:
-        p.error("--link-delay-ms must be >= 0")
+    try:
+        link_delay = parse_link_delay(args.link_delay_ms)
+    except ValueError as exc:
+        p.error(f"--link-delay-ms: {exc}")
     rng = random.Random(seed)
     root = Path(args.keep_dir) if args.keep_dir else Path(tempfile.mkdtemp(prefix="logqueue-elections-"))
     console = Console(stderr=True)
@@ -247,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
                 shutil.rmtree(range_dir, ignore_errors=True)
                 range_dir.mkdir(parents=True)
                 trials = run_range(range_dir, args.nodes, (low, high), hb, args.tick_ms, args.trials, args.max_ms,
-                                   rng, on_trial, args.link_delay_ms, args.setup)
+                                   rng, on_trial, link_delay, args.setup)
                 out.append(range_result(low, high, hb, trials))
     except ClusterError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -257,7 +278,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         if not args.keep_dir:
             shutil.rmtree(root, ignore_errors=True)
-    source = [f"{args.setup} setup"] + ([f"+{args.link_delay_ms:g} ms per message"] if args.link_delay_ms else [])
+    source = [f"{args.setup} setup"] + ([f"+{args.link_delay_ms} ms per message"] if link_delay else [])
     result = {
         "experiment": EXPERIMENT,
         "source": f"real nodes ({', '.join(source)})",
@@ -271,9 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             **core_settings(args.setup),  # what --raft-variant gives the nodes' cores
             "staggered_logs": False,
             "fsync": "batch",
-            "network": "loopback TCP" + (f", every node-to-node message delayed {args.link_delay_ms:g} ms by a proxy"
-                                         if args.link_delay_ms else ""),
-            "link_delay_ms": args.link_delay_ms,
+            "network": "loopback TCP" + (f", every node-to-node message delayed {args.link_delay_ms} ms by a proxy"
+                                         if link_delay else ""),
+            "link_delay_ms": ([link_delay.delay_ms - link_delay.jitter_ms, link_delay.delay_ms + link_delay.jitter_ms]
+                              if link_delay else [0, 0]),  # LOW-HIGH, uniform
             "crash": "SIGKILL of the leader at a uniformly random point of its heartbeat interval",
             "measured": "from just before kill() to the new leader's log line (ms resolution)",
             "seed": seed,

@@ -161,7 +161,7 @@ def test_real_nodes_with_a_link_delay_take_the_extra_round_trips(tmp_path):
                       "--out", str(out), "--seed", "2", "--setup", "logqueue"]) == 0
     result = json.loads(out.read_text())
     check_shape(result, "real nodes (logqueue setup, +4 ms", 3, ["100-150"], 2)
-    assert result["settings"]["link_delay_ms"] == delay
+    assert result["settings"]["link_delay_ms"] == [delay, delay]
     assert {"setup": "logqueue", "pre_vote": True, "check_quorum": True,
             "step_down_restarts_timer": True}.items() <= result["settings"].items()
     for t in result["ranges"][0]["trials"]:
@@ -179,3 +179,14 @@ def test_the_paper_setup_puts_the_150_155_median_near_the_papers_and_the_logqueu
     ours = run_sim(tmp_path, *args, "--setup", "logqueue", "--delay-ms", "5-10", name="ours.json")["ranges"][0]["summary"]
     assert 0.7 * 287 <= paper["p50_ms"] <= 1.3 * 287, paper
     assert ours["p50_ms"] > max(paper["p50_ms"], 1.2 * 287), ours
+
+
+def test_a_link_delay_is_a_constant_or_a_uniform_range():
+    from experiments.faults.proxy import Mode
+
+    assert real.parse_link_delay("0") is None
+    assert real.parse_link_delay("7") == Mode("delay", 7.0)
+    assert real.parse_link_delay("1-14") == Mode("delay", 7.5, 6.5)
+    for bad in ("x", "-3", "14-1"):
+        with pytest.raises(ValueError):
+            real.parse_link_delay(bad)

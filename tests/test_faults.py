@@ -266,10 +266,27 @@ def test_upstream_down_resets_the_client(hub):
             sock.recv(10)
 
 
+def test_a_jittered_delay_varies_within_its_bounds_and_keeps_the_order(hub, echo_server):
+    addr = hub.add("link", echo_server)
+    hub.set("link", parse_mode(["delay", "40", "30"]))  # each way uniformly 10-70 ms
+    sock = dial(addr)
+    rtts = []
+    for i in range(30):
+        t0 = time.monotonic()
+        assert roundtrip(sock, b"%d" % i) == b"%d" % i  # in order: the answer is this message's
+        rtts.append(time.monotonic() - t0)
+    sock.close()
+    assert min(rtts) >= 2 * 0.010 - 0.002  # never below the low bound, there and back
+    # Drawn, not fixed: 30 round trips of two uniform 10-70 ms delays spread far more than 20 ms.
+    assert max(rtts) - min(rtts) > 0.020
+
+
 def test_mode_parsing_errors_are_one_line():
     assert str(parse_mode(["delay", "20"])) == "delay 20"
+    assert str(parse_mode(["delay", "7", "6"])) == "delay 7 6"
     assert parse_mode(["heal"]).name == "pass"
-    for bad in (["nope"], ["delay"], ["delay", "x"], ["delay", "-1"], ["reset", "3"], []):
+    for bad in (["nope"], ["delay"], ["delay", "x"], ["delay", "-1"], ["delay", "5", "6"], ["delay", "1", "2", "3"],
+                ["reset", "3"], []):
         with pytest.raises(ProxyError) as exc:
             parse_mode(bad)
         assert "\n" not in str(exc.value)

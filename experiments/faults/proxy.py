@@ -13,8 +13,9 @@ A link (one listen port) is in exactly one mode at a time:
                         accepted but reach the upstream only after ``heal``.
 ``reset``               every open connection is closed with a TCP RST on both sides, and
                         new connections are reset at once, until ``heal``.
-``delay MS``            every chunk is delivered MS milliseconds after it was read, in
-                        order, without limiting throughput.
+``delay MS [J]``        every chunk is delivered MS milliseconds (uniformly MS-J to MS+J
+                        with a jitter J) after it was read, in order, without limiting
+                        throughput.
 ======================  ==================================================================
 
 :class:`ProxyHub` runs an asyncio loop in a daemon thread and hosts any number of named
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import random
 import socket
 import struct
 import threading
@@ -51,16 +53,23 @@ class Mode:
 
     name: str = "pass"
     delay_ms: float = 0.0
+    jitter_ms: float = 0.0  # a delay is uniform in delay_ms +- jitter_ms; jitter_ms <= delay_ms
 
     def __str__(self) -> str:
-        return f"delay {self.delay_ms:g}" if self.name == "delay" else self.name
+        if self.name != "delay":
+            return self.name
+        return f"delay {self.delay_ms:g}" + (f" {self.jitter_ms:g}" if self.jitter_ms else "")
+
+    def draw_delay_s(self) -> float:
+        """One chunk's delay in seconds."""
+        return (self.delay_ms + random.uniform(-self.jitter_ms, self.jitter_ms)) / 1000.0
 
 
 def parse_mode(words: Sequence[str]) -> Mode:
-    """Parse ``["delay", "200"]`` / ``["blackhole"]`` ... into a :class:`Mode`.
+    """Parse ``["delay", "200"]`` / ``["delay", "7", "6"]`` / ``["blackhole"]`` ... into a :class:`Mode`.
 
     Raises:
-        ProxyError: unknown mode, or a missing / negative / non-numeric delay.
+        ProxyError: unknown mode, or a missing / negative / non-numeric delay, or a jitter above the delay.
     """
     if not words:
         raise ProxyError(f"missing mode: one of {', '.join(MODES)}")
@@ -68,15 +77,15 @@ def parse_mode(words: Sequence[str]) -> Mode:
     if name not in MODES:
         raise ProxyError(f"unknown mode {words[0]!r}: one of {', '.join(MODES)}")
     if name == "delay":
-        if len(args) != 1:
-            raise ProxyError("delay needs one argument: milliseconds, e.g. 'delay 200'")
+        if len(args) not in (1, 2):
+            raise ProxyError("delay needs milliseconds and an optional jitter, e.g. 'delay 200' or 'delay 7 6'")
         try:
-            ms = float(args[0])
+            ms, jitter = (float(a) for a in [*args, "0"][:2])
         except ValueError:
-            raise ProxyError(f"delay must be a number of milliseconds, not {args[0]!r}") from None
-        if ms < 0:
-            raise ProxyError(f"delay must be >= 0 ms, not {ms:g}")
-        return Mode("delay", ms)
+            raise ProxyError(f"delay must be numbers of milliseconds, not {' '.join(args)!r}") from None
+        if ms < 0 or not 0 <= jitter <= ms:
+            raise ProxyError(f"delay must be >= 0 ms with 0 <= jitter <= delay, not {' '.join(args)!r}")
+        return Mode("delay", ms, jitter)
     if args:
         raise ProxyError(f"mode {name!r} takes no argument, got {' '.join(args)!r}")
     # heal is pass: it lifts every fault, including a delay.
@@ -162,7 +171,7 @@ class _Connection:
             while True:
                 await link.wait_open()  # a partition: stop reading, the kernel holds the rest
                 data = await reader.read(CHUNK)
-                due = time.monotonic() + link.mode.delay_ms / 1000.0
+                due = time.monotonic() + link.mode.draw_delay_s()
                 await queue.put((due, data))
                 if not data:
                     return
