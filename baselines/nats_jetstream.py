@@ -72,6 +72,16 @@ class _LoopThread:
         self.loop.close()
 
 
+def sanitised(queue: str) -> str:
+    """Queue name ``queue`` as it goes into stream and subject names (``S`` above)."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", queue)
+
+
+def stream_of(queue: str) -> str:
+    """The job stream of queue ``queue``."""
+    return f"LQ_{sanitised(queue)}"
+
+
 class NatsJetStreamBackend(Backend):
     name = "nats-jetstream"
     fencing_token = True  # num_delivered
@@ -80,8 +90,8 @@ class NatsJetStreamBackend(Backend):
 
     def __init__(self, config) -> None:
         super().__init__(config)
-        s = re.sub(r"[^A-Za-z0-9_-]", "_", config.queue)
-        self.stream, self.subject = f"LQ_{s}", f"lq.{s}"
+        s = sanitised(config.queue)
+        self.stream, self.subject = stream_of(config.queue), f"lq.{s}"
         self.dead_stream, self.dead_subject = f"LQ_{s}_DEAD", f"lqdead.{s}"
         self.blob_bucket = f"LQ_{s}_BLOBS"
         self.advisory = f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{self.stream}.{DURABLE}"

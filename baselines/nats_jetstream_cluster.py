@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 
 from baselines.base import BackendUnavailable
-from baselines.nats_jetstream import NatsJetStreamBackend
+from baselines.nats_jetstream import NatsJetStreamBackend, stream_of
 from baselines.servers.replicated import ReplicatedTopology, local_cluster, probe_binaries
 
 ADDRESS_KEY = "nats-cluster"
@@ -43,7 +43,7 @@ class NatsClusterTopology(ReplicatedTopology):
         return NatsCluster(run_dir, route_via=route)
 
     def is_queue(self, name: str) -> bool:
-        return name.startswith("LQ_") and not name.endswith(("_DEAD", "_BLOBS"))
+        return self.queue is not None and name == stream_of(self.queue)
 
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
         return {CLUSTER_ENV: self.node_links(links)}

@@ -63,7 +63,7 @@ class RabbitMQClusterTopology(ReplicatedTopology):
         return RabbitMQCluster(run_dir)
 
     def is_queue(self, name: str) -> bool:
-        return not name.endswith(".dead")
+        return name == self.queue
 
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
         return {**client_env(self.cluster), CLUSTER_ENV: self.node_links(links)}

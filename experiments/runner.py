@@ -33,16 +33,15 @@ from rich.table import Table
 from baselines import registry
 from baselines.base import Backend, BackendError
 from baselines.plugins import PluginLoadError
-from baselines.servers import Topology
 from experiments import aggregate
 from experiments import scenarios as scenario_registry
 from experiments.checker import write_summary
 from experiments.clusterlog import CLUSTER_FILE, ClusterLog
-from experiments.faults.proxy import ProxyHub
 from experiments.recorder import EventLog
 from experiments.scenarios import jobs
 from experiments.scenarios.base import QUICK, Params, RunContext, Work
 from experiments.sinks import KINDS, SinkError, connect
+from experiments.topologies import Topologies
 from logqueue.workers import WorkerLoadError, load_function
 
 PARAM_HELP = {
@@ -157,14 +156,21 @@ def record_status(run_dir: Path, status: str, reason: str, work: Work = Work(), 
         log.record("status", status=status, reason=reason)
 
 
-def topology_for(cls: type[Backend], scenario, logqueue_cluster: str | None = None) -> Topology:
-    """Where the backend's servers are for this scenario: the backend class decides."""
-    return cls.topology(private=scenario.private_servers, external=external_servers(logqueue_cluster))
+def cell_label(backend: str, scenario: str, trial: int | None) -> str:
+    return f"{backend} / {scenario}" + ("" if trial is None else f" #{trial}")
 
 
 def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str], out: Path, on_progress,
-            logqueue_cluster: str | None = None, trial: int | None = None, work: Work = Work()) -> dict:
-    """Run one (backend, scenario), or one trial of it, and return its checked summary."""
+            logqueue_cluster: str | None = None, trial: int | None = None, work: Work = Work(),
+            topologies: Topologies | None = None) -> dict:
+    """Run one (backend, scenario), or one trial of it, and return its checked summary.
+
+    ``topologies``: the run's started servers, which this cell reuses (or starts for the later
+    cells); without, the cell starts its own and stops them at its end."""
+    if topologies is None:
+        with Topologies(out, external_servers(logqueue_cluster), announce=lambda line: None) as own:
+            return run_one(backend, scenario_name, params, explicit, out, on_progress, logqueue_cluster, trial, work,
+                           own)
     run_dir = out / backend / scenario_name
     if trial is not None:
         run_dir = aggregate.trial_dir(run_dir, trial)
@@ -175,7 +181,7 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         record_status(run_dir, "error", str(exc))
         return write_summary(run_dir, backend, scenario_name)
     cls = registry.get(backend)
-    topology = topology_for(cls, scenario, logqueue_cluster)
+    topology = topologies.topology(cls, scenario)
     reason = scenario.applies(cls)
     if reason is None and scenario.node_faults:
         reason = topology.node_faults
@@ -186,7 +192,6 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
     ctx = None
-    hub = ProxyHub()
     timeline = None
     # Client libraries in this process (the producer's) log reconnects and tracebacks while
     # faults are on: they go to the run's runner.log, not over the progress display.
@@ -195,14 +200,13 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     root = logging.getLogger()
     saved_handlers, root.handlers = root.handlers, [log_handler]
     try:
-        topology.start(run_dir, hub)
-        if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl from the first election on, for raft-timeline.ipynb
+        hub, notes = topologies.prepare(cls, scenario, topology, cell_label(backend, scenario_name, trial))
+        if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl from the cell's start on, for raft-timeline.ipynb
             timeline = ClusterLog(run_dir / CLUSTER_FILE, topology.timeline_addresses()).start()
-        topology.ready()
         ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress, work)
         ctx.note(f"parameters: {params}")
-        if getattr(topology, "start_seconds", None) is not None:
-            ctx.note(f"the {topology.everything} started in {topology.start_seconds:.1f} s")
+        for note in notes:
+            ctx.note(note)
         scenario.run(ctx)
     except Exception as exc:  # one broken run must not stop the matrix; its history says why
         if ctx is None:
@@ -214,8 +218,6 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
             ctx.close()
         if timeline is not None:
             timeline.close()
-        topology.close()
-        hub.close()
         root.handlers = saved_handlers
         log_handler.close()
     return write_summary(run_dir, backend, scenario_name)
@@ -317,7 +319,10 @@ def main(argv: list[str] | None = None) -> int:
     aggregates: list[dict] = []
     started = time.monotonic()
     columns = (TextColumn("{task.description:<42}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=console, transient=False) as progress:
+    # Absolute: a private cluster's nodes run in their own directory, and their config paths
+    # must not be relative to the runner's.
+    with Progress(*columns, console=console, transient=False) as progress, \
+            Topologies(out.absolute(), external_servers(args.logqueue_cluster), progress.console.print) as topologies:
         overall = progress.add_task("all runs", total=len(usable) * len(scenario_names) * args.trials)
         for backend in usable:
             for name in scenario_names:
@@ -326,7 +331,7 @@ def main(argv: list[str] | None = None) -> int:
                 if args.trials > 1:
                     fresh_run_dir(out / backend / name)
                 for trial in trials:
-                    label = f"{backend} / {name}" + ("" if trial is None else f" #{trial}")
+                    label = cell_label(backend, name, trial)
                     task = progress.add_task(label, total=params.jobs)
 
                     def on_progress(done: int, total: int, task=task) -> None:
@@ -334,11 +339,9 @@ def main(argv: list[str] | None = None) -> int:
 
                     trial_params = params if trial is None else replace(params, seed=params.seed + trial - 1)
                     try:
-                        # Absolute: a private cluster's nodes run in their own directory, and their
-                        # config paths must not be relative to the runner's.
                         summary = run_one(backend, name, trial_params, explicit, out.absolute(), on_progress,
-                                          args.logqueue_cluster, trial, work)
-                    except KeyboardInterrupt:  # run_one has stopped its processes on the way out
+                                          args.logqueue_cluster, trial, work, topologies)
+                    except KeyboardInterrupt:  # run_one has stopped its workers; leaving the block stops the servers
                         progress.stop()
                         console.print(f"[red]interrupted[/] during {label}; finished runs are in {out}")
                         return 130
@@ -349,6 +352,7 @@ def main(argv: list[str] | None = None) -> int:
                     progress.advance(overall)
                 if args.trials > 1:
                     aggregates.append(aggregate.write_aggregate(out / backend / name))
+            topologies.close(backend)  # its last cell has run
     console.print(results_table(summaries, skipped, work) if args.trials == 1 else aggregate_table(aggregates, skipped))
     failed = [s for s in summaries if s["status"] not in ("ok", "n/a")]
     for s in failed:

@@ -19,6 +19,7 @@ import contextlib
 import shutil
 import struct
 import subprocess
+import time
 from pathlib import Path
 
 import msgpack
@@ -134,10 +135,15 @@ class ClusterTopology(Topology):
                                     log_level="warning").start_all()
 
     def ready(self, timeout_s: float = 15.0) -> None:
-        try:
-            self.wait_leader(timeout_s)
-        except RuntimeError as exc:
-            raise ServerStartError(str(exc)) from None
+        """Return once every node of the run's answers and one of them leads; ``ServerStartError`` after ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            views = self.status()
+            if set(self.nodes) <= {v["id"] for v in views} and any(v.get("role") == "leader" for v in views):
+                return
+            if time.monotonic() > deadline:
+                raise ServerStartError(f"logqueue: no leader with every node answering within {timeout_s:g} s")
+            time.sleep(0.05)
 
     @property
     def procs(self) -> dict[int, subprocess.Popen]:

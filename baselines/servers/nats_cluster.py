@@ -71,6 +71,18 @@ class NatsCluster(PrivateCluster):
     def form(self) -> None:
         wait_for(self._meta_ready, META_READY_S, f"{self.system}: JetStream has no meta leader", poll_s=0.2)
 
+    def settled(self) -> bool:
+        """Every node answers JetStream's account info on a connection of its own: each is up and sees the
+        meta leader, so a new R3 stream gets a replica on every node."""
+        def answers(node) -> bool:
+            try:
+                asyncio.run(asyncio.wait_for(_ask([node.address], lambda js: js.account_info()), 5.0))
+                return True
+            except Exception:  # not up, or no meta leader in its view yet
+                return False
+
+        return super().settled() and all(answers(node) for node in self.nodes.values())
+
     def stream_cluster(self, queue: str | Callable[[str], bool] | None, exclude: str | None = None):
         """The ``cluster`` part of stream ``queue``'s info (a name, or a test of names: the first stream that
         passes), per the JetStream API, asked of the live nodes but ``exclude`` (one cut off would answer

@@ -175,6 +175,10 @@ class PrivateCluster(abc.ABC):
         wait_for(lambda: node.up() or self._died(node), self.node_start_s, f"{self.system}: {node.name} did not come up")
         self._died(node, fail=True)
 
+    def settled(self) -> bool:
+        """Whether the cluster serves as one again after node faults (every node up; subclasses say more)."""
+        return all(node.up() for node in self.nodes.values())
+
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> "PrivateCluster":

@@ -97,8 +97,15 @@ class RedisSentinelCluster(PrivateCluster):
         except redis.RedisError:
             return {}
 
-    def _replicas_linked(self) -> bool:
-        info = self._info(self.nodes["redis-1"].port, "replication")
+    def settled(self) -> bool:
+        """Every node up, the Sentinels' primary has every other node online as its replica, and every
+        Sentinel sees the others and the replicas (as after ``form``, whichever node is primary now)."""
+        primary = self.leader()
+        return (super().settled() and primary is not None and self._replicas_linked(primary)
+                and self._sentinels_agree())
+
+    def _replicas_linked(self, primary: str = "redis-1") -> bool:
+        info = self._info(self.nodes[primary].port, "replication")
         online = [k for k, v in info.items() if k.startswith("slave") and isinstance(v, dict) and v.get("state") == "online"]
         return len(online) == self.size - 1
 

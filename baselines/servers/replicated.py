@@ -6,10 +6,12 @@ per Sentinel). Node ids are 1..3; events name a node as the system itself names 
 (``lq1a2b3c-1@localhost``, ``lq1a2b3c-2``, ``redis-3``), so a fault event says which node
 the system reported as the leader.
 
-Leader: the node that leads the run's queue -- the only work queue / stream in the
-cluster, since every run has a cluster of its own -- as the system says (see each
-cluster's ``leader``). ``spawn`` starts a node again without waiting (RabbitMQ nodes
-restarted together wait for each other's tables); each backend's ``catching_up`` waits until its data has caught up.
+Leader: the node that leads the run's queue -- the one ``use_queue`` named; the cluster
+serves the runs of one ``experiments run`` in turn, and each deletes its queue at the end --
+as the system says (see each cluster's ``leader``). ``spawn`` starts a node again without
+waiting (RabbitMQ nodes restarted together wait for each other's tables); ``ready`` waits
+until every node serves and the cluster has settled (``PrivateCluster.settled``), and each
+backend's ``catching_up`` until a node's data has caught up.
 
 Isolation (``broker-partition``, ``follower-lag``) cuts the node's client links and, per
 system, its peer links (``isolation`` says how, and the scenarios note it): NATS routes
@@ -26,7 +28,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from baselines.servers.nodes import ClusterError, ClusterUnavailable, PrivateCluster, require_binary
+from baselines.servers.nodes import ClusterError, ClusterUnavailable, PrivateCluster, require_binary, wait_for
 from baselines.servers.topology import ServerStartError, Topology
 
 
@@ -47,7 +49,6 @@ class ReplicatedTopology(Topology):
         super().__init__(node_faults=None)
         self.node_faults = None
         self.cluster: PrivateCluster | None = None
-        self.start_seconds: float | None = None  # how long the cluster took to start (noted in the run)
         self.nodes = []
         self.routes: dict[tuple[int, int], str] = {}  # (i, j) -> the hub link node i dials node j through
 
@@ -57,7 +58,8 @@ class ReplicatedTopology(Topology):
         raise NotImplementedError
 
     def is_queue(self, name: str) -> bool:
-        """Whether the cluster's queue (stream) ``name`` is the run's work queue, whose leader ``leader`` names."""
+        """Whether the cluster's queue (stream) ``name`` is the run's work queue (``self.queue``), whose
+        leader ``leader`` names."""
         raise NotImplementedError
 
     # --- lifecycle ----------------------------------------------------------------------
@@ -69,9 +71,17 @@ class ReplicatedTopology(Topology):
             self.cluster.start()
         except (ClusterUnavailable, ClusterError) as exc:
             raise ServerStartError(str(exc)) from None
-        self.start_seconds = self.cluster.start_seconds
         self.names = list(self.cluster.nodes)
         self.nodes = list(range(1, len(self.names) + 1))
+
+    def ready(self, timeout_s: float = 60.0) -> None:
+        """Every node serves (a node that died on the way is a ``ServerStartError``) and the cluster has settled."""
+        try:
+            for node in self.cluster.nodes.values():
+                self.cluster.await_node(node)
+            wait_for(self.cluster.settled, timeout_s, f"{self.cluster.system}: the cluster did not settle", poll_s=0.2)
+        except ClusterError as exc:
+            raise ServerStartError(str(exc)) from None
 
     def close(self) -> None:
         if self.cluster is not None:

@@ -15,8 +15,13 @@ clients' links to it go by; cutting both isolates the node, healing them heals i
 ``leader()`` is found through the system's own API.
 
 Links: ``start(run_dir, links)`` gets the run's proxy hub, an object with
-``add(name, target, admit=None)``, ``address(name)`` and ``set_many(names, mode)``; a
-cluster puts its node-to-node links there, so one hub carries every fault.
+``add(name, target, admit=None)``, ``address(name)``, ``set_many(names, mode)`` and
+``heal_all()``; a cluster puts its node-to-node links there, so one hub carries every fault.
+
+Reuse: one started topology serves several runs (the runner's cells) one after the
+other. Each run names its work queue with ``use_queue`` first (a system with a leader per
+queue reports that queue's), and :meth:`Topology.recover` undoes whatever the previous
+run's faults left (a killed node, a paused one, a cut link) before the next run starts.
 """
 from __future__ import annotations
 
@@ -54,6 +59,7 @@ class Topology:
         self.node_faults = node_faults or SHARED_NODE_FAULTS.format(
             servers=", ".join(s.name for s in self.shared) or "none")
         self.links = None
+        self.queue: str | None = None  # the current run's work queue (see use_queue)
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -66,6 +72,26 @@ class Topology:
 
     def close(self) -> None:
         """Stop whatever the topology started (nothing for shared servers). Safe to call twice."""
+
+    def recover(self, timeout_s: float = 60.0) -> list[str]:
+        """Between two runs on the started servers: heal every link of the hub, SIGCONT every running
+        node, start every node that is down again on its data, then :meth:`ready`; returns the names of
+        the nodes started again. Safe when nothing needs doing (shared servers: only the links)."""
+        if self.links is not None:
+            self.links.heal_all()
+        restarted = []
+        for node in self.nodes:
+            if self.process(node).poll() is None:
+                self.resume(node)  # a no-op for a node that is not stopped
+            else:
+                self.spawn(node)
+                restarted.append(self.node_name(node))
+        self.ready(timeout_s)
+        return restarted
+
+    def use_queue(self, queue: str) -> None:
+        """The next run's work queue is ``queue``: the one whose leader :meth:`leader` names."""
+        self.queue = queue
 
     # --- what clients see ---------------------------------------------------------------
 

@@ -357,6 +357,19 @@ class ProxyHub:
         self._links[name] = self._call(start())
         return parent.address
 
+    def remove(self, names: Sequence[str]) -> None:
+        """Close the links ``names`` (each stops listening and drops its connections; none may have
+        source links) and forget them, so that a later ``add`` may take a name again."""
+        links = [self._link(name) for name in names]
+
+        async def stop() -> None:
+            for link in links:
+                await link.close()
+
+        self._call(stop())
+        for name in names:
+            del self._links[name]
+
     def names(self) -> list[str]:
         """The names of the links, in the order they were added."""
         return list(self._links)

@@ -104,9 +104,11 @@ class RunContext:
         backend: registry name.
         scenario: scenario name.
         params: the run's parameters.
-        run_dir: ``OUT/<backend>/<scenario>``, empty but for the topology's files.
-        topology: where the servers are (what the backend class gave, started).
-        hub: the run's proxy hub (the topology's node-to-node links are in it too).
+        run_dir: ``OUT/<backend>/<scenario>`` (or its ``trial-<k>``), empty.
+        topology: where the servers are (what the backend class gave, started; earlier runs of the
+            same ``experiments run`` may have used it, see ``experiments.topologies``).
+        hub: the topology's proxy hub (its node-to-node links are in it too); the run adds its
+            clients' links and removes them at the end.
         on_progress: called with ``(effected, produced_target)`` while the run polls.
         work: the function, payloads and sink; a PostgreSQL sink gets a table of this run's
             own, whose rows ``close`` records as the run's ``effect`` events.
@@ -121,6 +123,7 @@ class RunContext:
         self.on_progress = on_progress or (lambda done, total: None)
         self.backend_cls = registry.get(backend)
         self.queue = f"exp-{scenario}-{uuid.uuid4().hex[:8]}"
+        topology.use_queue(self.queue)
         run_dir.mkdir(parents=True, exist_ok=True)
         self.events_path = run_dir / "events.jsonl"
         self.results_path = run_dir / "results.jsonl"
@@ -391,13 +394,15 @@ class RunContext:
     # --- teardown -----------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop the producer and every worker, heal the proxies, delete the queue (the runner closes the hub)."""
+        """Stop the producer and every worker, heal the proxies and remove the clients' links, delete the
+        queue (the hub and the topology outlive the run)."""
         self._stop_producer.set()
         self.hub.heal_all()
         for worker in self.workers.values():
             worker.stop()
         if self._producer_thread is not None:
             self._producer_thread.join(10)
+        self.hub.remove(self.link_names())
         if self.sink is not None:
             self.record_sink_effects()
         p = self.params
