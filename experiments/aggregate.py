@@ -15,6 +15,8 @@ summary itself. :func:`aggregate` is a pure function of the trials' summaries (s
   values, gives ``[x, x]``. With ``n == 0``, ``mean`` and ``ci95`` are ``null``.
 - ``p_duplicate_effect``: the proportion of trials with at least one duplicate effect,
   with a Wilson score interval, and ``count`` (how many trials had one).
+- ``confirms``: what the backend's confirm promises, as the first trial's summary
+  recorded it (the backend class's declaration: the same in every trial).
 
 Values are rounded to 3 decimals, as the checker's.
 """
@@ -106,6 +108,7 @@ def aggregate(summaries: list[dict]) -> dict:
         "scenario": summaries[0].get("scenario"),
         "trials": len(summaries),
         "statuses": statuses,
+        "confirms": summaries[0].get("confirms"),
     }
     reasons = sorted({str(s["reason"]) for s in summaries if s.get("reason")})
     if reasons:

@@ -2,9 +2,9 @@
 
 ``python -m experiments report DIR`` comes here when ``DIR`` holds aggregates
 (``experiments run --trials N`` or ``experiments sweep``). The report has one row per
-cell (and per swept value) with each figure as ``mean [95% CI]``, whether each
-``aggregate.json`` equals its recomputation from the trials' events, and the plots drawn
-by :mod:`experiments.analysis.aggregates`: for trials, bars with CI error bars
+cell (and per swept value) with whether its confirms are replicated and each figure as
+``mean [95% CI]``, whether each ``aggregate.json`` equals its recomputation from the
+trials' events, and the plots drawn by :mod:`experiments.analysis.aggregates`: for trials, bars with CI error bars
 (``trials.png``); for a sweep, per scenario the curves with their CI bands
 (``sweep-<scenario>.png``), and the sweep's command.
 """
@@ -31,7 +31,7 @@ def has_aggregates(out_dir: str | Path) -> bool:
 
 def _markdown(table) -> list[str]:
     lines = ["| " + " | ".join(map(str, table.columns)) + " |",
-             "| " + " | ".join("---" if i < 2 else "---:" for i in range(len(table.columns))) + " |"]
+             "| " + " | ".join("---" if i < 3 else "---:" for i in range(len(table.columns))) + " |"]
     lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.itertuples(index=False)]
     return lines
 

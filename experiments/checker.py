@@ -315,6 +315,16 @@ def recheck(run_dir: str | os.PathLike) -> list[str]:
     ]
 
 
+def confirms_label(confirms: dict | None) -> str:
+    """Whether a run's confirms are replicated, from the ``confirms`` its history recorded (the backend
+    class's declaration; a cell's aggregate copies it): ``replicated: 2 of 3 nodes``, ``not replicated
+    (1 node)``, or ``unknown`` for a history from before runs recorded it."""
+    if not confirms:
+        return "unknown"
+    on, of = confirms.get("confirmed_on", 1), confirms.get("replicas", 1)
+    return f"replicated: {on} of {of} nodes" if on > 1 else f"not replicated ({of} node{'s' if of > 1 else ''})"
+
+
 def recheck_aggregate(cell_dir: str | os.PathLike) -> list[str]:
     """Recompute ``cell_dir/aggregate.json`` from its trials' events; one line per differing field.
 

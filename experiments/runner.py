@@ -35,7 +35,7 @@ from baselines.base import Backend, BackendError
 from baselines.plugins import PluginLoadError
 from experiments import aggregate
 from experiments import scenarios as scenario_registry
-from experiments.checker import write_summary
+from experiments.checker import confirms_label, write_summary
 from experiments.clusterlog import CLUSTER_FILE, ClusterLog
 from experiments.recorder import EventLog
 from experiments.scenarios import jobs
@@ -231,21 +231,23 @@ def _cell(value, unit="") -> str:
 
 def results_table(summaries: list[dict], skipped: dict[str, str], work: Work = Work()) -> Table:
     table = Table(title=f"failure experiments: {work.func}, sink {work.sink}", show_lines=False)
-    for column in ("backend", "scenario", "status", "jobs", "lost", "dup. exec", "dup. effects", "p99 ms", "recovery ms"):
-        table.add_column(column, justify="left" if column in ("backend", "scenario", "status") else "right")
+    for column in ("backend", "confirms", "scenario", "status", "jobs", "lost", "dup. exec", "dup. effects", "p99 ms",
+                   "recovery ms"):
+        table.add_column(column, justify="left" if column in ("backend", "confirms", "scenario", "status") else "right")
     for s in summaries:
+        confirms = confirms_label(s.get("confirms"))
         if s["status"] == "n/a":
-            table.add_row(s["backend"], s["scenario"], "n/a", *[""] * 6)
+            table.add_row(s["backend"], confirms, s["scenario"], "n/a", *[""] * 6)
             continue
         lost_style = "bold red" if s["lost"] else ""
         table.add_row(
-            s["backend"], s["scenario"], s["status"], _cell(s["jobs"]),
+            s["backend"], confirms, s["scenario"], s["status"], _cell(s["jobs"]),
             f"[{lost_style}]{s['lost']}[/]" if lost_style else str(s["lost"]),
             _cell(s["duplicate_executions"]), _cell(s["duplicate_effects"]),
             _cell((s.get("latency_ms") or {}).get("p99")), _cell(s.get("recovery_ms")),
         )
-    for backend, reason in skipped.items():
-        table.add_row(backend, "(all)", "unavailable", *[""] * 6)
+    for backend in skipped:
+        table.add_row(backend, "", "(all)", "unavailable", *[""] * 6)
     return table
 
 
@@ -254,19 +256,19 @@ def aggregate_table(aggregates: list[dict], skipped: dict[str, str],
     """One row per cell: mean [95% CI] over its trials; ``sweep`` = (parameter, its value per row)."""
     table = Table(title="failure experiments (mean [95% CI] over trials)", show_lines=False)
     first = () if sweep is None else (sweep[0],)
-    for column in ("backend", "scenario", *first, "trials", "lost", "dup. exec", "dup. effects", "P(dup. effect)",
-                   "unexpected", "faults", "p99 ms", "recovery ms"):
-        table.add_column(column, justify="left" if column in ("backend", "scenario", "trials") else "right",
+    for column in ("backend", "confirms", "scenario", *first, "trials", "lost", "dup. exec", "dup. effects",
+                   "P(dup. effect)", "unexpected", "faults", "p99 ms", "recovery ms"):
+        table.add_column(column, justify="left" if column in ("backend", "confirms", "scenario", "trials") else "right",
                          no_wrap=True)
     for i, a in enumerate(aggregates):
         trials = ", ".join(f"{n} {status}" for status, n in a["statuses"].items())
         value = () if sweep is None else (sweep[1][i],)
         counts = [aggregate.fmt(a[k]) for k in ("lost", "duplicate_executions", "duplicate_effects")]
-        table.add_row(a["backend"], a["scenario"], *value, trials, *counts, aggregate.fmt(a["p_duplicate_effect"], 2),
+        table.add_row(a["backend"], confirms_label(a.get("confirms")), a["scenario"], *value, trials, *counts, aggregate.fmt(a["p_duplicate_effect"], 2),
                       aggregate.fmt(a["unexpected"]), aggregate.fmt(a["faults"]),
                       aggregate.fmt(a["latency_ms"]["p99"], 0), aggregate.fmt(a["recovery_ms"], 0))
     for backend in skipped:
-        table.add_row(backend, "(all)", "unavailable", *[""] * 6)
+        table.add_row(backend, "", "(all)", *[""] * len(first), "unavailable")
     return table
 
 

@@ -5,6 +5,7 @@ import json
 
 import pytest
 
+from baselines import registry
 from experiments import aggregate
 from experiments.aggregate_report import has_aggregates, write_aggregate_report
 from experiments.checker import write_summary
@@ -14,8 +15,9 @@ from tests.test_checker import happy, write_events
 
 
 def make_cell(cell, histories):
+    setup = [{"t": 0.5, "ev": "setup", "confirms": registry.get(cell.parent.name).confirms()}]
     for k, events in enumerate(histories, start=1):
-        write_events(aggregate.trial_dir(cell, k) / "events.jsonl", events)
+        write_events(aggregate.trial_dir(cell, k) / "events.jsonl", setup + events)
         write_summary(aggregate.trial_dir(cell, k))
     aggregate.write_aggregate(cell)
 
@@ -46,10 +48,28 @@ def test_load_aggregates_of_a_sweep(sweep):
 
 def test_cell_table_shows_mean_and_interval(sweep):
     table = cell_table(load_aggregates(sweep))
-    assert list(table.columns[:3]) == ["backend", "scenario", "timeout_s"]
+    assert list(table.columns[:4]) == ["backend", "confirms", "scenario", "timeout_s"]
     row = table[(table["backend"] == "redis-list") & (table["timeout_s"] == "2")].iloc[0]
     assert row["P(at least one duplicate effect)"] == "0.33 [0.06, 0.79]"
     assert row["lost jobs"] == "0"
+    assert row["confirms"] == "not replicated (1 node)"
+    assert set(table[table["backend"] == "logqueue"]["confirms"]) == {"replicated: 2 of 3 nodes"}
+
+
+def test_the_runners_aggregate_table_says_whether_confirms_are_replicated(sweep):
+    import io
+
+    from rich.console import Console
+
+    from experiments.runner import aggregate_table
+
+    cells = [json.loads(p.read_text()) for p in sorted(sweep.glob("*/*/*/aggregate.json"))]
+    console = Console(file=io.StringIO(), width=300)
+    console.print(aggregate_table(cells, {"redis-streams": "down"}))
+    lines = console.file.getvalue().splitlines()
+    assert "confirms" in lines[2]
+    assert all("replicated: 2 of 3 nodes" in line for line in lines if "logqueue" in line)
+    assert all("not replicated (1 node)" in line for line in lines if "redis-list" in line)
 
 
 def test_plot_sweep_draws_a_curve_and_a_band_per_backend(sweep):
@@ -88,7 +108,7 @@ def test_plot_cells_draws_error_bars(tmp_path):
 def test_aggregate_report_of_a_sweep(sweep):
     report = write_aggregate_report(sweep).read_text()
     assert "A sweep of `timeout_s` over 1, 2" in report and "    x" in report  # the command, as recorded
-    assert "| redis-list | slow-consumer | 2 | 0 |" in report and "0.33 [0.06, 0.79]" in report
+    assert "| redis-list | not replicated (1 node) | slow-consumer | 2 | 0 |" in report and "0.33 [0.06, 0.79]" in report
     assert (sweep / "sweep-slow-consumer.png").stat().st_size > 0
     assert report.count("equal to its recomputation") == 4 and "differs" not in report
 

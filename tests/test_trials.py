@@ -7,6 +7,7 @@ import sys
 
 import pytest
 
+from baselines import registry
 from experiments.checker import main as recheck_main
 from experiments.checker import recheck, recheck_aggregate
 from experiments.runner import main
@@ -41,6 +42,7 @@ def test_the_aggregate_has_every_figure_and_rechecks(two_trials, capsys):
     cell = out.joinpath(*CELL)
     a = json.loads((cell / "aggregate.json").read_text())
     assert a["trials"] == 2 and a["statuses"] == {"ok": 2}
+    assert a["confirms"] == registry.get(CELL[0]).confirms()  # the report's confirms column comes from it
     for figure in ("lost", "duplicate_executions", "duplicate_effects", "recovery_ms", "faults"):
         assert set(a[figure]) == {"mean", "ci95", "n"} and a[figure]["n"] == 2
     assert a["faults"]["mean"] == 1.0

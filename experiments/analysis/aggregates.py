@@ -19,7 +19,7 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from experiments import aggregate
+from experiments import aggregate, checker
 from experiments.analysis.discovery import results_root
 from experiments.sweep import SWEEP_FILE
 
@@ -68,7 +68,8 @@ def _estimates(a: dict) -> dict[str, dict]:
 
 
 def _row(a: dict, param: str | None, value: str | None) -> dict:
-    row = {"backend": a["backend"], "scenario": a["scenario"], "param": param,
+    row = {"backend": a["backend"], "confirms": checker.confirms_label(a.get("confirms")), "scenario": a["scenario"],
+           "param": param,
            "value": None if value is None else float(value), "trials": a["trials"],
            "ok": a["statuses"].get("ok", 0)}
     for name, est in _estimates(a).items():
@@ -113,14 +114,15 @@ def load_aggregates(out_dir: str | os.PathLike) -> pd.DataFrame:
 
 def cell_table(points: pd.DataFrame, figures=("lost", "duplicate_executions", "duplicate_effects",
                                               "p_duplicate_effect")) -> pd.DataFrame:
-    """Backend x scenario (x value) rows, each figure as ``mean [lo, hi]``."""
+    """Backend x scenario (x value) rows, with whether the backend's confirms are replicated, each figure as
+    ``mean [lo, hi]``."""
     def text(row, name):
         if name not in row or pd.isna(row[name]):  # an older aggregate without this figure
             return "-"
         return aggregate.fmt({"mean": row[name], "ci95": [row[f"{name}_lo"], row[f"{name}_hi"]]},
                              2 if name.startswith("p_") else 1)
 
-    keys = ["backend", "scenario"] + (["value"] if points["param"].notna().any() else [])
+    keys = ["backend", "confirms", "scenario"] + (["value"] if points["param"].notna().any() else [])
     table = points[keys].copy()
     if "value" in keys:
         table["value"] = [f"{v:g}" for v in table["value"]]

@@ -21,16 +21,6 @@ RUN_COLUMNS = ["backend", "scenario", "trial", "status", "confirms", "jobs", "co
                "throughput_jobs_per_s", "replayed", "rechecked", "differences", "reason", "notes", "anomalies", "dir"]
 
 
-def confirms_label(confirms: dict | None) -> str:
-    """Whether a run's confirms are replicated, from the ``confirms`` its history recorded (the
-    backend class's declaration): ``replicated: 2 of 3 nodes``, ``not replicated (1 node)``, or
-    ``unknown`` for a history from before runs recorded it."""
-    if not confirms:
-        return "unknown"
-    on, of = confirms.get("confirmed_on", 1), confirms.get("replicas", 1)
-    return f"replicated: {on} of {of} nodes" if on > 1 else f"not replicated ({of} node{'s' if of > 1 else ''})"
-
-
 def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
     """One row per run under ``out_dir``: the summary's figures, and whether it re-checks.
 
@@ -64,7 +54,7 @@ def load_runs(out_dir: str | os.PathLike) -> pd.DataFrame:
             "scenario": summary.get("scenario", cell.name),
             "trial": int(trial.group(1)) if trial else None,
             "status": summary.get("status", "ok"),
-            "confirms": confirms_label(summary.get("confirms")),
+            "confirms": checker.confirms_label(summary.get("confirms")),
             **{k: summary.get(k) for k in ("jobs", "completed", "lost", "duplicate_executions", "duplicate_effects")},
             "latency_p50_ms": latency.get("p50"),
             "latency_p99_ms": latency.get("p99"),
