@@ -67,7 +67,8 @@ class NatsJetStreamClusterBackend(NatsJetStreamBackend):
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> NatsClusterTopology:
-        """A private 3-server cluster per run (``private`` or not: the shared NATS is one server)."""
+        """A private 3-server cluster, one per ``experiments run`` (``private`` or not: the shared NATS is
+        one server)."""
         return NatsClusterTopology()
 
     @classmethod

@@ -96,7 +96,8 @@ class RabbitMQQuorumClusterBackend(RabbitMQQuorumBackend):
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> RabbitMQClusterTopology:
-        """A private 3-node cluster per run (``private`` or not: the shared RabbitMQ is one node)."""
+        """A private 3-node cluster, one per ``experiments run`` (``private`` or not: the shared RabbitMQ
+        is one node)."""
         return RabbitMQClusterTopology()
 
     @classmethod

@@ -150,7 +150,7 @@ class RedisSentinelBackend(RedisStreamsBackend):
 
     @classmethod
     def topology(cls, private: bool = False, external=None) -> RedisSentinelTopology:
-        """A private primary + 2 replicas + 3 Sentinels per run."""
+        """A private primary + 2 replicas + 3 Sentinels, one per ``experiments run``."""
         return RedisSentinelTopology()
 
     @classmethod

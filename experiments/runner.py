@@ -8,7 +8,23 @@ with seeds ``seed .. seed+N-1``, into ``OUT/<backend>/<scenario>/trial-<k>/`` (k
 and ``OUT/<backend>/<scenario>/aggregate.json`` gives each figure's mean and 95% CI
 (``experiments.aggregate``). Unreachable backends are skipped with a one-line
 reason; scenarios that do not apply to a backend are recorded as ``n/a``. The command
-ends with a table: lost, duplicate executions, duplicate effects, p99 latency, recovery.
+ends with a table: whether the backend's confirms are replicated, lost, duplicate
+executions, duplicate effects, p99 latency, recovery.
+
+Servers (``experiments.topologies``): the backends run one after the other, and each
+backend's topology -- logqueue's 3 nodes, a replicated baseline's private cluster, a
+private server -- is started once, for the first of its cells that runs, printed as
+``<backend>: the cluster started in X s``, and reused by every later scenario and trial
+of the backend, with its proxy hub (which carries the cluster's peer links); it is
+stopped after the backend's last cell, and on Ctrl-C, SIGTERM or an error. Between two
+cells the runner heals every link, continues every paused node, restarts every node that
+is down and waits until every node serves and one leads; each cell notes the start time,
+that the servers were started once for the run (for which cell), and which nodes were
+restarted before it (down after which cell). Each cell still has its own queue, client
+links and ``cluster.jsonl``. A single-node backend keeps two topologies apart, chosen by
+what the scenario needs: the machine's shared servers for the cells that do not kill the
+broker (as every cell ran before servers were reused), and one private server, started
+once, for those that do (``broker-restart``); a clustered backend has one cluster for all.
 
 Exit status: 0 when every run finished (``ok`` or ``n/a``), 1 when a run failed, 2 for
 bad arguments, 3 when no backend was reachable (or, for ``--sink`` plain, idempotent or
@@ -84,8 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         scenario_registry.names()))
     parser.add_argument("--out", required=True, help="results directory")
     parser.add_argument("--logqueue-cluster", metavar="HOST:PORT,...",
-                        help="run logqueue against these running nodes (e.g. docker-compose's) instead of a fresh "
-                             "local 3-node cluster per run; node faults are then n/a")
+                        help="run logqueue against these running nodes (e.g. docker-compose's) instead of a local "
+                             "3-node cluster of the run's own; node faults are then n/a")
     parser.add_argument("--quick", action="store_true", help="small runs (40 jobs, short faults): what `make demo` uses")
     parser.add_argument("--func", default=jobs.DEFAULT_FUNCTION, metavar="MODULE:FUNCTION",
                         help="the worker function every run's workers call, fn(payload) or fn(payload, ctx) -> bytes "
@@ -192,7 +208,12 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
         return write_summary(run_dir, backend, scenario_name)
     params = scenario.adjust(params, explicit)
     ctx = None
-    timeline = None
+    timeline: list[ClusterLog] = []
+
+    def watch() -> None:  # RUN_DIR/cluster.jsonl from the cell's start on, for raft-timeline.ipynb
+        if topology.timeline_addresses():
+            timeline.append(ClusterLog(run_dir / CLUSTER_FILE, topology.timeline_addresses()).start())
+
     # Client libraries in this process (the producer's) log reconnects and tracebacks while
     # faults are on: they go to the run's runner.log, not over the progress display.
     log_handler = logging.FileHandler(run_dir / "runner.log", mode="w")
@@ -200,9 +221,7 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     root = logging.getLogger()
     saved_handlers, root.handlers = root.handlers, [log_handler]
     try:
-        hub, notes = topologies.prepare(cls, scenario, topology, cell_label(backend, scenario_name, trial))
-        if topology.timeline_addresses():  # RUN_DIR/cluster.jsonl from the cell's start on, for raft-timeline.ipynb
-            timeline = ClusterLog(run_dir / CLUSTER_FILE, topology.timeline_addresses()).start()
+        hub, notes = topologies.prepare(cls, scenario, topology, cell_label(backend, scenario_name, trial), watch)
         ctx = RunContext(backend, scenario_name, params, run_dir, topology, hub, on_progress, work)
         ctx.note(f"parameters: {params}")
         for note in notes:
@@ -216,8 +235,8 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     finally:
         if ctx is not None:
             ctx.close()
-        if timeline is not None:
-            timeline.close()
+        for log in timeline:
+            log.close()
         root.handlers = saved_handlers
         log_handler.close()
     return write_summary(run_dir, backend, scenario_name)

@@ -89,15 +89,19 @@ class Topologies:
             return self.started[key].topology
         return cls.topology(private=key[1], external=self.external)
 
-    def prepare(self, cls: type[Backend], scenario, topology: Topology, cell: str) -> tuple[ProxyHub, list[str]]:
+    def prepare(self, cls: type[Backend], scenario, topology: Topology, cell: str,
+                watch: Callable[[], None] = lambda: None) -> tuple[ProxyHub, list[str]]:
         """Start ``topology`` (the cell is the first on it) or recover it after the previous cell; returns
-        its hub and the cell's notes about it. On an error the topology is stopped and forgotten."""
+        its hub and the cell's notes about it. ``watch`` is called once the topology's processes run,
+        before it is ready or recovered (the cell's ``cluster.jsonl`` begins there, so the first cell's
+        has the first election). On an error the topology is stopped and forgotten."""
         key = self.key(cls, scenario)
         started = self.started.get(key)
         try:
             if started is None:
-                started, restarted = self._start(key, topology, cell), []
+                started, restarted = self._start(key, topology, cell, watch), []
             else:
+                watch()
                 restarted = topology.recover()
         except BaseException:
             self.close_key(key, started)
@@ -113,7 +117,7 @@ class Topologies:
         started.last = cell
         return started.hub, notes
 
-    def _start(self, key: tuple[str, bool], topology: Topology, cell: str) -> Started:
+    def _start(self, key: tuple[str, bool], topology: Topology, cell: str, watch: Callable[[], None]) -> Started:
         backend, private = key
         hub = ProxyHub()
         started = Started(topology, hub, cell, None)
@@ -123,6 +127,7 @@ class Topologies:
             shutil.rmtree(run_dir, ignore_errors=True)
             run_dir.mkdir(parents=True)
             topology.start(run_dir, hub)
+            watch()
             topology.ready()
         except BaseException:
             started.close()

@@ -43,8 +43,10 @@ def test_a_run_starts_the_cluster_once_and_restarts_the_node_a_cell_left_dead(tm
     assert any(n.startswith("the cluster started in ") for n in after["notes"])
     assert (f"the cluster was started once for the run, for logqueue / leader-crash; this cell reuses it, after "
             f"the runner restarted {killed} (down after logqueue / leader-crash)") in after["notes"]
-    # The next cell began on three live nodes: its timeline's first poll has every node answering.
-    polls = [json.loads(line) for line in (tmp_path / "logqueue" / "consumer-crash" / CLUSTER_FILE).open()]
+    # The next cell began on three live nodes: its timeline's first poll after its setup has every node answering.
+    run = tmp_path / "logqueue" / "consumer-crash"
+    began = json.loads((run / "events.jsonl").open().readline())["t"]
+    polls = [p for p in map(json.loads, (run / CLUSTER_FILE).open()) if p["t"] >= began]
     first = [p for p in polls if p["t"] == polls[0]["t"]]
     assert sorted(p["node"] for p in first) == [1, 2, 3] and "unreachable" not in {p["role"] for p in first}
     assert processes_under(tmp_path) == []  # stopped after the backend's last cell

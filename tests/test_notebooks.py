@@ -1,7 +1,8 @@
 """Every notebook in notebooks/ runs top to bottom, with nbclient, on results produced here.
 
 The module's fixture makes fresh inputs with the project's own commands -- a small failure
-run (logqueue and redis-list, consumer-crash and leader-crash), a tiny benchmark, and the
+run (logqueue and redis-list, leader-crash first, so that its timeline has the cluster's first
+election, then consumer-crash), a tiny benchmark, and the
 election-timing experiment in the simulator and on real nodes -- under ``TMP/results``,
 then each notebook runs in a kernel of this interpreter (the venv's) with its working
 directory in ``TMP/notebooks``: the failure-matrix and timeline notebooks find the results
@@ -42,7 +43,7 @@ def inputs(tmp_path_factory):
     root = tmp_path_factory.mktemp("notebooks")
     results = root / "results"
     out = results / "q"
-    run(["-m", "experiments", "run", "--backends", "logqueue,redis-list", "--scenarios", "consumer-crash,leader-crash",
+    run(["-m", "experiments", "run", "--backends", "logqueue,redis-list", "--scenarios", "leader-crash,consumer-crash",
          "--quick", "--out", str(out)], root, 240)
     run(["-m", "experiments", "bench", "--backends", "logqueue,redis-list", "--messages", "300", "--window", "100",
          "--consumers", "2,1", "--rates", "25,75", "--latency-seconds", "1", "--quiet",

@@ -1,4 +1,4 @@
-"""The topology of a replicated baseline for one run: its private cluster, behind the run's proxies.
+"""The topology of a replicated baseline: its private cluster, behind the run's proxies.
 
 A :class:`ReplicatedTopology` starts a ``baselines.servers`` cluster in the run directory
 and gives the run's clients one proxy link per node (``node-1..3``; for Redis also one
@@ -33,7 +33,7 @@ from baselines.servers.topology import ServerStartError, Topology
 
 
 class ReplicatedTopology(Topology):
-    """A private cluster for one run. Subclasses (one per backend, in its adapter module) say
+    """A private cluster for the runs of one ``experiments run``. Subclasses (one per backend, in its adapter module) say
     how to make the cluster, which queue is the run's, how clients are pointed at their links,
     and how a node is isolated.
 
