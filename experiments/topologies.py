@@ -104,7 +104,7 @@ class Topologies:
                 watch()
                 restarted = topology.recover()
         except BaseException:
-            self.close_key(key, started)
+            self._close(key, started)
             raise
         notes = []
         if started.seconds is not None:
@@ -138,7 +138,7 @@ class Topologies:
         self.started[key] = started
         return started
 
-    def close_key(self, key, started: Started | None) -> None:
+    def _close(self, key, started: Started | None) -> None:
         self.started.pop(key, None)
         if started is not None:
             started.close()
@@ -152,4 +152,4 @@ class Topologies:
     def close(self, backend: str | None = None) -> None:
         """Stop the topologies of ``backend`` (default: all)."""
         for key in [k for k in self.started if backend is None or k[0] == backend]:
-            self.close_key(key, self.started[key])
+            self._close(key, self.started[key])

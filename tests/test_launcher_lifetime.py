@@ -108,3 +108,26 @@ def test_private_cluster_dies_with_its_sigkilled_launcher(tmp_path):
     assert len(pids) == 6  # 3 data nodes + 3 Sentinels
     assert wait_gone(pids) == []
     assert processes_under(tmp_path) == []
+
+
+def test_a_sigkilled_experiments_run_leaves_no_node_or_worker_behind(tmp_path):
+    """The runner keeps a backend's cluster for all its cells: SIGKILLed during one, its nodes
+    (``logqueue.lifetime``) and the cell's workers (PDEATHSIG) go with it."""
+    out = tmp_path / "out"
+    runner = subprocess.Popen([sys.executable, "-m", "experiments", "run", "--backends", "logqueue", "--scenarios",
+                               "consumer-crash,slow-consumer", "--quick", "--out", str(out)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 120
+        # 3 nodes and 3 workers, each naming the results directory (data or events path).
+        while len(children := set(processes_under(out)) - {runner.pid}) < 6:
+            assert runner.poll() is None and time.monotonic() < deadline, "the run did not get its workers going"
+            time.sleep(0.05)
+        runner.send_signal(signal.SIGKILL)
+        runner.wait(10)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    assert wait_gone(sorted(children)) == []
+    assert processes_under(out) == []
