@@ -109,7 +109,7 @@ class Topologies:
         notes = []
         if started.seconds is not None:
             everything = topology.everything
-            reuse = "the backend's later cells reuse it" if started.first == cell else (
+            reuse = "the run's later cells that need it reuse it" if started.first == cell else (
                 f"this cell reuses it" + (f", after the runner restarted {', '.join(restarted)} (down after "
                                          f"{started.last})" if restarted else ""))
             notes = [f"the {everything} started in {started.seconds:.1f} s",
@@ -122,17 +122,19 @@ class Topologies:
         hub = ProxyHub()
         started = Started(topology, hub, cell, None)
         t0 = time.monotonic()
+        own = topology.node_faults is None  # processes of the run's own, with files (else: nothing to start)
         try:
             run_dir = self.out / SERVERS_DIR / (backend + ("-private" if private else ""))
-            shutil.rmtree(run_dir, ignore_errors=True)
-            run_dir.mkdir(parents=True)
+            if own:
+                shutil.rmtree(run_dir, ignore_errors=True)
+                run_dir.mkdir(parents=True)
             topology.start(run_dir, hub)
             watch()
             topology.ready()
         except BaseException:
             started.close()
             raise
-        if topology.nodes:  # processes of the run's own were started
+        if own:
             started.seconds = time.monotonic() - t0
             self.announce(f"{backend}: the {topology.everything} started in {started.seconds:.1f} s")
         self.started[key] = started
