@@ -22,6 +22,7 @@ from baselines import registry
 from experiments import aggregate, runner
 from experiments import scenarios as scenario_registry
 from experiments.scenarios.base import Params
+from experiments.topologies import SERVERS_DIR
 
 
 SWEEP_FILE = "sweep.json"
@@ -96,6 +97,12 @@ def check_options(name: str, values: list[str], rest: list[str], out: Path) -> N
         scenario_registry.parse_scenarios(args.scenarios)
 
 
+def matrix_cells(out: Path) -> list[Path]:
+    """Every cell ``out/<backend>/<scenario>`` an ``experiments run`` wrote (n/a included; an unreachable
+    backend has none), not the directories of its servers (``out/.servers/<backend>``)."""
+    return [p for p in sorted(out.glob("*/*")) if p.is_dir() and p.parent.name != SERVERS_DIR]
+
+
 def main(argv: list[str] | None = None) -> int:
     args, rest = build_parser().parse_known_args(argv)
     out = Path(args.out)
@@ -118,8 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         if code not in (0, 1):
             return code
         failed |= code == 1
-        # Every cell the matrix ran (n/a included; an unreachable backend has none).
-        cells = [p for p in sorted((out / f"{name}={value}").glob("*/*")) if p.is_dir()]
+        cells = matrix_cells(out / f"{name}={value}")
         points += [(value, aggregate.write_aggregate(cell)) for cell in cells]
     # One block of rows per cell, its values in the order given.
     order = list(dict.fromkeys((a["backend"], a["scenario"]) for _, a in points))

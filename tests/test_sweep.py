@@ -8,7 +8,8 @@ import sys
 import pytest
 
 from experiments.checker import main as recheck_main
-from experiments.sweep import SweepError, main, parse_param
+from experiments.sweep import SweepError, main, matrix_cells, parse_param
+from experiments.topologies import SERVERS_DIR
 from tests.conftest import require_server
 from tests.test_trials import SMALL
 
@@ -66,3 +67,9 @@ def test_sweep_writes_one_aggregate_per_value(tmp_path, capsys):
         assert a["p_duplicate_effect"]["count"] == 1
     assert "timeout_s" in capsys.readouterr().out  # the sweep's table has the parameter's column
     assert recheck_main([str(out)]) == 0
+
+
+def test_a_sweep_aggregates_the_cells_and_not_the_runs_servers(tmp_path):
+    for cell in ("logqueue/leader-crash", "redis-list/leader-crash", f"{SERVERS_DIR}/logqueue/nodes"):
+        (tmp_path / cell).mkdir(parents=True)
+    assert matrix_cells(tmp_path) == [tmp_path / "logqueue" / "leader-crash", tmp_path / "redis-list" / "leader-crash"]
