@@ -95,16 +95,6 @@ def for_this_test(cluster, env: dict[str, str], monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def user_function_matrix(tmp_path_factory):
-    """The user's-function matrix on every backend, run once for the session (``tests/shared_runs.py``)."""
-    from shared_runs import user_function_matrix as run
-
-    for server in ("rabbitmq", "redis", "nats"):
-        require_server(server)
-    return run(tmp_path_factory.mktemp("user-function"))
-
-
-@pytest.fixture(scope="session")
 def rabbitmq_session_cluster(tmp_path_factory):
     """A private 3-node RabbitMQ cluster, started once for the session."""
     from baselines.servers.rabbitmq_cluster import RabbitMQCluster

@@ -3,9 +3,7 @@
 One small run per backend: the runner starts the cluster, the scenario SIGKILLs the node
 the system names as the queue's leader (the fault event names it as the system does), a
 new leader takes over, the run is rechecked from its events, and no broker process is
-left behind. The runs are cells of the session's user's-function matrix
-(``tests/shared_runs.py``), which runs ``leader-crash`` after ``slow-consumer`` on each
-backend's one cluster.
+left behind.
 """
 from __future__ import annotations
 
@@ -16,9 +14,11 @@ import pytest
 
 from baselines import registry
 from experiments.checker import recheck
+from experiments.runner import main
 from test_private_clusters import processes_under
 
 BACKENDS = ["rabbitmq-quorum-cluster", "nats-jetstream-cluster", "redis-sentinel"]
+SMALL = ["--quick", "--jobs", "24", "--load-s", "2", "--fault-start-s", "0.6", "--drain-s", "60"]
 # How each system names its nodes (see baselines/servers): the fault's target must be one of these.
 NODE_NAME = {
     "rabbitmq-quorum-cluster": r"lq[0-9a-f]{6}-[123]@localhost",
@@ -30,15 +30,14 @@ NODE_NAME = {
 NO_LOSS = {"rabbitmq-quorum-cluster", "nats-jetstream-cluster"}
 
 
-pytestmark = pytest.mark.timeout(1800)  # the first of these may run the session's matrix
-
-
 @pytest.fixture(scope="module")
-def leader_crash(user_function_matrix):
+def leader_crash(tmp_path_factory):
     unavailable = [r for r in (registry.get(b).probe() for b in BACKENDS) if r]
     if unavailable:
         pytest.skip(unavailable[0])
-    return user_function_matrix.out, user_function_matrix.runs[0].returncode
+    out = tmp_path_factory.mktemp("replicated")
+    code = main(["--backends", ",".join(BACKENDS), "--scenarios", "leader-crash", "--out", str(out), *SMALL])
+    return out, code
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
