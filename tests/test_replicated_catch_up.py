@@ -14,6 +14,7 @@ import time
 import pytest
 
 from baselines import registry
+from baselines.nats_jetstream import stream_of
 from conftest import IN_CI
 from experiments.faults.proxy import ProxyHub
 
@@ -22,6 +23,7 @@ CATCH_UP_S = 30.0
 # While cut off, the follower must stay behind for at least this long (it has no way to catch up).
 HOLD_S = 2.0
 WRITES = 50
+QUEUE = "CATCHUP"  # NATS: stream LQ_CATCHUP (Redis has one primary for every key)
 
 
 def start_topology(backend: str, tmp_path, hub: ProxyHub):
@@ -31,6 +33,7 @@ def start_topology(backend: str, tmp_path, hub: ProxyHub):
         (pytest.fail if IN_CI else pytest.skip)(reason)
     topology = cls.topology()
     topology.start(tmp_path, hub)
+    topology.use_queue(QUEUE)  # as a run names its queue: the one whose leader and replicas are asked about
     return topology
 
 
@@ -50,7 +53,7 @@ def write_nats(topology, leader: int) -> None:
         try:
             js = nc.jetstream()
             for i in range(WRITES):
-                await js.publish("LQ_CATCHUP", str(i).encode())
+                await js.publish(stream_of(QUEUE), str(i).encode())
         finally:
             await nc.close()
 
@@ -60,7 +63,8 @@ def write_nats(topology, leader: int) -> None:
 def declare_nats(topology) -> None:
     from nats.js.api import StorageType
 
-    topology.cluster.ask(lambda js: js.add_stream(name="LQ_CATCHUP", subjects=["LQ_CATCHUP"], num_replicas=3,
+    stream = stream_of(QUEUE)
+    topology.cluster.ask(lambda js: js.add_stream(name=stream, subjects=[stream], num_replicas=3,
                                                   storage=StorageType.FILE))
 
 
