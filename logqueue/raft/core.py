@@ -173,6 +173,12 @@ class Raft:
     def conf(self) -> ConfState:
         return self.log.conf
 
+    def slowest_replicating(self) -> int | None:
+        """A leader's lowest match among the followers it streams to (REPLICATE: live and
+        in step), None on a follower or when there is none."""
+        matches = [pr.match for pr in self.progress.values() if pr.state is State.REPLICATE]
+        return min(matches) if self.role is Role.LEADER and matches else None
+
     def promotable(self) -> bool:
         """May this node campaign? Only voters of the configuration in effect may."""
         return self.id in self.log.conf.voting()

@@ -69,6 +69,7 @@ class NodeConfig:
     retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
     memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
     memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
+    catch_up_bytes: int = 256 << 20  # a leader keeps more, back to its slowest streaming follower, up to this
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
     segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
     max_frame: int = wire.DEFAULT_MAX_FRAME
@@ -471,14 +472,29 @@ class Node:
         return applied
 
     def _memory_retain(self) -> int:
-        """How many of the last applied entries fit ``memory_entries`` and ``memory_bytes``."""
+        """How many of the last applied entries the core keeps in memory: those that fit
+        ``memory_entries`` and ``memory_bytes``, and on a leader every one its slowest
+        streaming follower still lacks, if they fit ``catch_up_bytes``. A follower a few
+        large entries behind then catches up from the log, not by a snapshot and a backfill
+        of those entries' payloads (TiKV likewise keeps its log for its followers, up to a
+        size limit)."""
         total = count = 0
         for size in reversed(self._recent_sizes):
             total += size
             if total > self.cfg.memory_bytes:
                 break
             count += 1
-        return min(count, self.cfg.memory_entries)
+        return max(min(count, self.cfg.memory_entries), self._catch_up_retain())
+
+    def _catch_up_retain(self) -> int:
+        raft = self.raft
+        slowest = raft.slowest_replicating()
+        applied = raft.applied_index
+        if slowest is None or slowest >= applied:
+            return 0
+        lo = max(slowest + 1, raft.log.first_index)
+        size = sum(len(e.data) for e in raft.log.slice(lo, applied + 1))
+        return applied - lo + 1 if size <= self.cfg.catch_up_bytes else 0
 
     # --- waiting for conditions (membership changes, transfers) ------------------------
     def watch(self, predicate) -> asyncio.Future:
