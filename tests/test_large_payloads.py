@@ -3,13 +3,15 @@ payload limit refused at once in one line."""
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 
 import pytest
 
-from cluster_util import make_cluster, run_cli, wait_for  # noqa: F401
+from cluster_util import FAST_ELECTIONS, make_cluster, run_cli, wait_for  # noqa: F401
 from logqueue.client import Client
+from logqueue.queue import commands as c
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +102,28 @@ def test_a_slow_disk_under_20_mb_payloads_never_silences_the_leader(make_cluster
 @pytest.mark.skipif(not ACCEPTANCE_COUNT, reason="the 40 x 20 MB acceptance run: set LOGQUEUE_LARGE_PAYLOADS=40")
 def test_20_mb_payloads_change_neither_term_nor_leader(make_cluster):
     _produce_keeps_the_leader(make_cluster(3, extra_args=()), ACCEPTANCE_COUNT)  # the node's default timeouts
+
+
+def test_a_node_made_leader_while_it_backfills_large_entries_fetches_them_from_a_follower(make_cluster):
+    """A wiped follower installs a snapshot and backfills the large entries its retained jobs
+    read. Made leader meanwhile, it must fetch the rest from a follower (it used to wait for a
+    leader other than itself, holding every commit back: no client was answered again)."""
+    cluster = make_cluster(3, extra_args=FAST_ELECTIONS + ("--snapshot-every", "4", "--retain-entries", "0"))
+    leader = cluster.leader()
+    lagger = next(i for i in (1, 2, 3) if i != leader)
+    cluster.kill(lagger)
+    shutil.rmtree(cluster.data_dir(lagger))
+    count, size = 40, 4 * MB  # 160 MB to backfill, 4 MB a chunk: seconds, against one transfer
+    with Client(cluster.spec, timeout=60) as client:
+        for k in range(count):
+            [answer] = client.submit([c.enqueue("big", b"%03d" % k + b"x" * size, "p", k)])
+            assert answer["offset"] == k, answer
+        cluster.restart(lagger)
+        wait_for(lambda: cluster.status(lagger)["backfilling"], 30, "the lagger to start its backfill")
+        assert client.transfer_leader(lagger) == lagger
+        assert cluster.status(lagger)["backfilling"], "the backfill ended before the transfer: nothing was shown"
+        client.append([b"after the transfer"])  # answered only once the new leader applies again
+        assert not cluster.status(lagger)["backfilling"]
+        for k in (0, count - 1):
+            [(offset, payload)] = client.query("read", queue="big", from_offset=k, max_count=1)
+            assert (offset, payload[:3], len(payload)) == (k, b"%03d" % k, size + 3)
