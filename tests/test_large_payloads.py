@@ -75,23 +75,36 @@ def _settled(cluster) -> tuple[int, int]:
 
 
 def _produce_keeps_the_leader(cluster, count: int) -> None:
-    """Produce ``count`` 20 MB jobs; the term and leader stay as they were, every job reads back."""
+    """Produce ``count`` 20 MB jobs and read them back: no node starts an election (not even
+    a pre-vote), the term and leader stay as they were, every job reads back, and no
+    follower needs a snapshot."""
     term, leader = _settled(cluster)
+    campaigns = {i: cluster.status(i)["campaigns"] for i in cluster.members}
+
+    def check_unchanged(when: str) -> None:
+        after = {i: cluster.status(i) for i in cluster.members}
+        stalls = {i: (a["longest_stall_ms"], a["longest_turn_ms"]) for i, a in after.items()}
+        changed = {i: (a["term"], a["leader_id"], a["campaigns"]) for i, a in after.items()
+                   if (a["term"], a["leader_id"], a["campaigns"]) != (term, leader, campaigns[i])}
+        assert not changed, (f"{when}: term {term} with leader {leader} and campaigns {campaigns} became "
+                             f"(term, leader, campaigns) {changed}; longest stall, turn (ms): {stalls}")
+
     queue = f"q-{uuid.uuid4().hex[:8]}"
     r = run_cli("produce", "--cluster", cluster.spec, "--queue", queue, "--count", str(count),
                 "--payload-bytes", str(LARGE_BYTES), "--timeout", "300", timeout=600)
     assert r.returncode == 0, r.stderr
     top = max(cluster.status(i)["commit_index"] for i in cluster.members)
     cluster.wait_applied(cluster.members, top, timeout=120)
-    after = {i: cluster.status(i) for i in cluster.members}
-    stalls = {i: (a["longest_stall_ms"], a["longest_turn_ms"]) for i, a in after.items()}
-    changed = {i: (a["term"], a["leader_id"]) for i, a in after.items() if (a["term"], a["leader_id"]) != (term, leader)}
-    assert not changed, f"term {term} with leader {leader} became {changed}; longest stall, turn (ms): {stalls}"
-    with Client(cluster.spec, timeout=60) as c:
+    check_unchanged("after producing")
+    with Client(cluster.spec, timeout=60) as client:
         for offset in range(count):
-            [(got, payload)] = c.query("read", queue=queue, from_offset=offset, max_count=1)
+            [(got, payload)] = client.query("read", queue=queue, from_offset=offset, max_count=1)
             assert got == offset and len(payload) == LARGE_BYTES
             assert payload.split(b"-")[2] == str(offset).encode(), payload[:80]  # produce's n-th payload
+    check_unchanged("after reading them back")
+    # A follower some 20 MB entries behind catches up from the leader's log, not by a
+    # snapshot followed by a backfill of gigabytes (Node._catch_up_retain).
+    assert not [i for i in cluster.members if "installed a snapshot" in cluster.log_text(i)]
 
 
 def test_a_slow_disk_under_20_mb_payloads_never_silences_the_leader(make_cluster):

@@ -148,6 +148,7 @@ class Raft:
         self.transferee: int | None = None
         self.transfer_elapsed = 0  # ticks since transfer_leadership(); it gives up after `low`
         self.read_seq = 0
+        self.campaigns = 0  # elections (pre-votes included) this node has started, for monitoring
         self.pending_reads: list[_PendingRead] = []
         self.reads_awaiting_commit: list[tuple[int, int]] = []  # (origin, request), before a commit in our term
         self.read_states: list[ReadState] = []
@@ -462,6 +463,7 @@ class Raft:
         self._append_as_leader([(EntryKind.NOOP, b"")])
 
     def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
+        self.campaigns += 1
         if pre_vote:
             self._become_pre_candidate()
             term = self.term + 1

@@ -527,6 +527,7 @@ class Node:
             "address": self.cfg.listen,
             "role": "candidate" if role in (t.Role.CANDIDATE, t.Role.PRE_CANDIDATE) else role.value,
             "term": raft.term,
+            "campaigns": raft.campaigns,
             "leader_id": raft.leader_id,
             "leader_address": self.address_of(raft.leader_id),
             "commit_index": raft.commit_index,
