@@ -286,7 +286,7 @@ class Service:
                 # The leader's stamp never goes back, even across leaders.
                 now_ms = max(int(time.time() * 1000), node.machine.stamp)
                 batches = [groups[i : i + MAX_GROUPS_PER_ENTRY] for i in range(0, len(groups), MAX_GROUPS_PER_ENTRY)]
-                node.raft.propose_batch([envelope.queue_batch(now_ms, b) for b in batches])
+                node.raft.propose_batch([envelope.queue_batch(now_ms, b, sum(map(_group_bytes, b))) for b in batches])
         except NotLeader:
             self.on_leadership_lost()
         except ProposalDropped as exc:
