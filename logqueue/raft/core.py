@@ -279,6 +279,14 @@ class Raft:
             return
         self._start_read(origin, request)
 
+    def heartbeat_now(self) -> None:
+        """A leader sends its heartbeats now rather than at the next heartbeat tick: the
+        runtime could not tick for a while (its process was held), and its followers'
+        election timers ran on meanwhile. Nothing for a follower or a candidate."""
+        if self.role is Role.LEADER:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat(self.read_seq)
+
     def report_unreachable(self, peer: int) -> None:
         """The runtime could not reach `peer` (etcd's ReportUnreachable): a leader stops
         streaming appends into the void and probes it with one append at a time."""

@@ -275,15 +275,19 @@ class Node:
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.cfg.tick_ms / 1000
+        heartbeat = self.cfg.heartbeat_ms / 1000
         deadline = loop.time()
         while True:
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             now = loop.time()
-            if now - deadline > interval:
-                self.stalls.late(now - deadline)
+            late = now - deadline
+            if late > interval:
+                self.stalls.late(late)
                 deadline = now  # we were paused (SIGSTOP, long fsync): tick once, not a burst
             self._guarded(self.raft.tick)
+            if late >= heartbeat:
+                self._guarded(self.raft.heartbeat_now)  # the followers' timers did not wait for us
             self._send_heartbeats()
             self._wake.set()
 
