@@ -5,6 +5,7 @@ Every test uses a fresh queue name, so tests share the cluster without sharing s
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -14,7 +15,7 @@ import uuid
 import pytest
 
 from cluster_util import json_lines, run_cli, wait_for
-from logqueue.client import Client, Consumer, JobContext, LeaseLost, Producer, Worker
+from logqueue.client import AsyncConsumer, Client, Consumer, JobContext, LeaseLost, Producer, Worker
 from logqueue.queue import QueueMachine, commands
 
 
@@ -103,6 +104,22 @@ def test_complete_many_answers_each_job_and_its_claim_leaves_in_the_same_submit(
     assert client.query("stats", queue=queue, group="g")["claimed"] == before + 2
     errors, claimed = new.complete_many([], [], claim=1)  # nothing to complete: the claim alone
     assert errors == [] and claimed == []
+
+
+def test_consumers_sharing_a_client_each_get_their_answer_from_one_entry(addresses, queue):
+    """Claims sent in one loop turn over one connection are applied in one entry, and the
+    leader writes their answers together: each must reach its own caller on the first
+    attempt (a lost answer would only come back from the retry, after ``attempt_timeout``)."""
+    attempt_s = 30.0
+    with Client(addresses, timeout=2 * attempt_s, attempt_timeout=attempt_s) as shared:
+        Producer(shared, queue).enqueue_many([b"%d" % i for i in range(16)])
+
+        async def claim_all() -> list[list]:
+            consumers = [AsyncConsumer(shared.aio, queue, "g", f"w{i}") for i in range(16)]
+            return await asyncio.wait_for(asyncio.gather(*(c.claim(1) for c in consumers)), attempt_s * 0.8)
+
+        claimed = shared.run(claim_all())
+    assert sorted(job.offset for jobs in claimed for job in jobs) == list(range(16))
 
 
 def test_background_heartbeats_keep_the_lease_and_a_lost_lease_is_reported(client, queue):
