@@ -25,6 +25,7 @@ import os
 import random
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from logqueue.raft import RAFT_VARIANTS, Config, Raft, SafetyError
@@ -94,6 +95,12 @@ def open_storage(cfg: NodeConfig):
     return DiskStorage(cfg.data_dir, fsync=cfg.fsync, segment_bytes=cfg.segment_bytes)
 
 
+def _done() -> Future:
+    fut: Future = Future()
+    fut.set_result(None)
+    return fut
+
+
 class Node:
     """A Raft node serving peers and clients on one TCP port."""
 
@@ -122,6 +129,7 @@ class Node:
         self.leading_term: int | None = None  # the term in which the service last took over as leader
         self._snap_index = 0  # index of the latest snapshot taken or installed
         self._snap_size = 0  # bytes of its data
+        self.snapshot_saved: Future = _done()  # the disk thread's write of the latest snapshot taken
         self._applied_bytes = 0  # of entries applied since that snapshot
         self._recent_sizes: deque[int] = deque(maxlen=max(1, cfg.memory_entries))  # data bytes of the last applied
         self.stalls = StallMeter()
@@ -440,14 +448,15 @@ class Node:
         applied = raft.applied_index
         if applied - self._snap_index < self.cfg.snapshot_every and self._applied_bytes < self.cfg.snapshot_bytes:
             return
-        if self._held is None:
+        if self._held is None and self.snapshot_saved.done():  # one snapshot written at a time
             self.take_snapshot()
 
     def take_snapshot(self) -> int:
         """Snapshot the state machine at the applied index and compact the log behind it:
         the core keeps ``memory_entries`` (within ``memory_bytes``) in memory, the disk
-        ``retain_entries`` and
-        whatever retained jobs still read (whole segments are deleted).
+        ``retain_entries`` and whatever retained jobs still read (whole segments are
+        deleted). The loop builds the bytes; the disk thread writes them and then
+        compacts the WAL (``snapshot_saved`` is done once it has).
 
         Raises SafetyError while a backfill holds entries back (the machine is behind)."""
         raft = self.raft
@@ -458,7 +467,6 @@ class Node:
             raise SafetyError("a backfill is under way: the state machine is behind the applied index")
         data = self.machine.snapshot()
         snap = raft.compact(applied, data, retain=min(self._memory_retain(), self.cfg.retain_entries))
-        self.storage.save_snapshot(snap)
         self._snap_index, self._snap_size = applied, len(data)
         self._applied_bytes = 0
         keep_from = applied - self.cfg.retain_entries
@@ -466,9 +474,16 @@ class Node:
         if needed is not None:
             keep_from = min(keep_from, needed - 1)
         if keep_from > 0:
-            self.storage.compact(keep_from)
             self.machine.forget_duplicates_below(keep_from)
+        self.snapshot_saved = self.persister.save_snapshot(snap, keep_from)
+        loop = asyncio.get_running_loop()
+        self.snapshot_saved.add_done_callback(lambda fut: loop.call_soon_threadsafe(self._check_saved, fut))
         return applied
+
+    def _check_saved(self, fut) -> None:
+        if fut.exception() is not None:  # a storage failure is fatal, as in the loop
+            log.error("node %d could not write its snapshot", self.node_id, exc_info=fut.exception())
+            self.stopped.set()
 
     def _memory_retain(self) -> int:
         """How many of the last applied entries fit ``memory_entries`` and ``memory_bytes``."""

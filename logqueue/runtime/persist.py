@@ -7,6 +7,10 @@ writes, fsyncs and CRCs release the GIL) while the loop goes on. The node still 
 nothing that depends on the Ready before ``run`` returns: the persist-before-send order
 is the loop's, only the waiting is no longer a stall.
 
+The same thread writes the snapshots the node takes (``save_snapshot``): the file and
+its fsync, then the WAL compaction behind it, in that order and after every Ready
+handed over before. The loop only builds the snapshot's bytes.
+
 ``LockedStorage`` is the node's storage shared by the loop and that thread: every call
 holds one lock, except the few in-memory reads a status or a check makes
 (``first_index``, ``last_index``, ``usage``: attribute reads, atomic under the GIL).
@@ -15,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from logqueue.raft import types as t
 
@@ -66,6 +70,16 @@ class Persister:
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         storage.sync()
+
+    def save_snapshot(self, snap: t.Snapshot, compact_to: int) -> Future:
+        """Write ``snap`` durably, then drop the WAL up to ``compact_to`` (if > 0), in the
+        disk thread; the future is done once both are."""
+        return self._thread.submit(self._save_snapshot, snap, compact_to)
+
+    def _save_snapshot(self, snap: t.Snapshot, compact_to: int) -> None:
+        self.storage.save_snapshot(snap)
+        if compact_to > 0:
+            self.storage.compact(compact_to)
 
     def close(self) -> None:
         """Wait for a persist under way (the loop may have been cancelled during one)."""
