@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 
 from logqueue.raft import RAFT_VARIANTS, Config, Raft, SafetyError
 from logqueue.raft import types as t
-from logqueue.runtime import envelope, wire
+from logqueue.runtime import envelope, snapshot_stream, wire
 from logqueue.runtime.audit import AuditedStorage
 from logqueue.runtime.backfill import Backfill
 from logqueue.runtime.entry_log import EntryLog
@@ -67,11 +67,12 @@ class NodeConfig:
     join: bool = False  # start empty and wait to be added by `member add`
     snapshot_every: int = 10_000  # applied entries between snapshots (at most)
     snapshot_bytes: int = 32 << 20  # ... or this many bytes of applied entries, whichever first
-    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
+    retain_entries: int = 5_000  # entries kept on disk behind the latest snapshot (more if jobs need them), as etcd's
     memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
     memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
     segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
+    snapshot_chunk_bytes: int = snapshot_stream.DEFAULT_CHUNK_BYTES  # snapshot data per frame sent to a follower
     max_frame: int = wire.DEFAULT_MAX_FRAME
     max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one record or job payload; larger ones are refused
     test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
@@ -124,6 +125,8 @@ class Node:
         self.started = time.time()
         self._server: asyncio.AbstractServer | None = None
         self._inbound: set[Inbound] = set()  # accepted connections, closed by stop()
+        self._assemblers: dict[Inbound, snapshot_stream.Assembler] = {}  # peer connections sending snapshot chunks
+        self._chunks_in_closed = self._largest_chunk = 0  # of the assemblers of closed connections
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.leading_term: int | None = None  # the term in which the service last took over as leader
@@ -233,7 +236,12 @@ class Node:
         raft = self.raft
         members = raft.conf.members()
         for body in bodies:
-            msg = wire.decode_message(body)  # FrameError closes the connection
+            if snapshot_stream.is_chunk(body):
+                msg = self._assembler(conn).feed(body)  # FrameError closes the connection
+                if msg is None:
+                    continue
+            else:
+                msg = wire.decode_message(body)
             if msg.src != conn.peer_id or msg.dst != self.node_id:
                 raise wire.FrameError(f"message from {msg.src} to {msg.dst} on the link of peer {conn.peer_id}")
             # An empty configuration means we were started to join and wait to be added.
@@ -245,6 +253,12 @@ class Node:
             raft.step(msg)
         self._send_heartbeats()
         self._wake.set()
+
+    def _assembler(self, conn: Inbound) -> snapshot_stream.Assembler:
+        assembler = self._assemblers.get(conn)
+        if assembler is None:
+            assembler = self._assemblers[conn] = snapshot_stream.Assembler()
+        return assembler
 
     def _log_refused(self, msg: t.Message) -> None:
         now = time.monotonic()
@@ -274,6 +288,10 @@ class Node:
 
     def on_close(self, conn: Inbound) -> None:
         self._inbound.discard(conn)  # its waiters are dropped when they are answered
+        assembler = self._assemblers.pop(conn, None)
+        if assembler is not None:
+            self._chunks_in_closed += assembler.chunks
+            self._largest_chunk = max(self._largest_chunk, assembler.largest)
 
     def wake(self) -> None:
         self._wake.set()
@@ -367,7 +385,11 @@ class Node:
         # (peer, bulk) -> frames; bulk: entries and snapshots, on their own connection.
         by_peer: dict[tuple[int, bool], list[list]] = {}
         for msg in messages:
-            bulk = isinstance(msg, t.InstallSnapshot) or (isinstance(msg, t.AppendEntries) and bool(msg.entries))
+            if isinstance(msg, t.InstallSnapshot):
+                by_peer.setdefault((msg.dst, True), []).extend(
+                    snapshot_stream.chunk_frames(msg, self.cfg.snapshot_chunk_bytes))
+                continue
+            bulk = isinstance(msg, t.AppendEntries) and bool(msg.entries)
             by_peer.setdefault((msg.dst, bulk), []).append(wire.message_frame(msg))
         for (peer, bulk), frames in by_peer.items():
             link = self._link(peer)
@@ -538,6 +560,8 @@ class Node:
             "wal_segments": wal_segments,
             "retained_offsets": self.machine.retained_offsets(),
             "backfilling": self._held is not None,
+            "snapshot_chunks_received": self._chunks_in_closed + sum(a.chunks for a in self._assemblers.values()),
+            "largest_snapshot_chunk": max([self._largest_chunk, *(a.largest for a in self._assemblers.values())]),
             "replayed_at_start": self._replayed_at_start,
             "longest_stall_ms": self.stalls.longest_ms(),
             "longest_turn_ms": self.stalls.longest_turn_ms(),
