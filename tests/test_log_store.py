@@ -134,3 +134,70 @@ def test_retention_keeps_the_wal_bounded_while_jobs_flow(make_cluster):
     assert peak <= 8 * SEGMENT < written / 4, (peak, written)
     stats = cluster.client.query("stats", queue=Q, group=G)
     assert stats["completed"] == rounds * per_round and stats["first_retained"] >= rounds * per_round - 400
+
+
+SLOW_SNAPSHOT_MS = 2000
+
+
+def test_snapshots_are_written_off_the_event_loop(make_cluster):
+    # Each snapshot write takes SLOW_SNAPSHOT_MS longer: were it written on the loop, a
+    # loop turn (and every tick behind it) would last at least that long.
+    cluster = make_cluster(3, extra_args=SMALL + ("--test-slow-snapshot-ms", str(SLOW_SNAPSHOT_MS)))
+    leader = cluster.leader()
+    enqueue(cluster, 0, 2000)
+    # the leader wrote a snapshot (its WAL was compacted behind it), so did the followers
+    wait_for(lambda: all(cluster.status(i)["first_index"] > 1 for i in (1, 2, 3)), 30, "snapshots written")
+    for i in (1, 2, 3):
+        status = cluster.status(i)
+        assert status["snapshot_index"] > 0
+        assert status["longest_turn_ms"] < SLOW_SNAPSHOT_MS and status["longest_stall_ms"] < SLOW_SNAPSHOT_MS, (i, status)
+    # a snapshot request is answered once its snapshot is durable
+    assert cluster.client.call(cluster.addresses[leader], "snapshot")["index"] > 0
+
+
+CHUNK = 1024
+
+
+def test_a_snapshot_streams_to_a_wiped_follower_in_bounded_chunks(make_cluster):
+    cluster = make_cluster(3, extra_args=SMALL + ("--snapshot-chunk-bytes", str(CHUNK)))
+    leader = cluster.leader()
+    enqueue(cluster, 0, 2000)
+    # pending claims make the snapshot carry per-offset slots: many chunks of it
+    cluster.client.submit([c.claim(Q, G, "w", 2000, 600_000)])
+    snapshot_bytes = cluster.status(leader)["snapshot_bytes"]
+    lagger = next(i for i in (1, 2, 3) if i != leader)
+    cluster.kill(lagger)
+    shutil.rmtree(cluster.data_dir(lagger))
+    enqueue(cluster, 2000, 500)
+    cluster.restart(lagger)
+    caught_up(cluster, lagger)
+    wait_for(lambda: not cluster.status(lagger)["backfilling"], 20, "the backfill")
+    status = cluster.status(lagger)
+    assert "installed a snapshot" in cluster.log_text(lagger)
+    assert status["largest_snapshot_chunk"] == CHUNK  # every chunk at most CHUNK bytes, some exactly
+    assert status["snapshot_chunks_received"] >= snapshot_bytes // CHUNK >= 4, (status, snapshot_bytes)
+    assert read_all(cluster, lagger, 2500) == [payload(i) for i in range(2500)]
+
+
+def test_the_wal_keeps_retain_entries_behind_the_snapshot_not_more(make_cluster):
+    retain, every = 60, 20
+    args = FAST_ELECTIONS + ("--snapshot-every", str(every), "--retain-entries", str(retain),
+                             "--segment-bytes", str(SEGMENT), "--retention-jobs", "200")
+    cluster = make_cluster(3, extra_args=args)
+    cluster.leader()
+    per_round = 100
+    for r in range(60):
+        enqueue(cluster, r * per_round, per_round, batch=per_round)
+        jobs = cluster.client.submit([c.claim(Q, G, "w", per_round, 60_000)])[0]["jobs"]
+        cluster.client.submit([c.complete(Q, G, off, tok, b"ok") for off, tok, _, _ in jobs])
+    top = cluster.status(cluster.leader())["commit_index"]
+    cluster.wait_applied([1, 2, 3], top)
+    # every job is settled and the last 200 are retained: only retain_entries bind; each
+    # segment holds at most 3 entries of enqueues (21 KB each), so whole-segment
+    # deletion keeps at most a segment's entries (<= 3 rounds of 3) more
+    slack = 3 * 3
+    for i in (1, 2, 3):
+        status = cluster.status(i)
+        assert status["applied_index"] > 3 * (retain + every)
+        kept = status["applied_index"] - status["first_index"] + 1
+        assert kept <= retain + every + slack + 1, (i, status)

@@ -48,6 +48,8 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-slow-sync-ms", type=non_negative, default=0, metavar="MS",
                    help="tests only, with --test-hooks: each sync that makes new entries durable takes MS "
                         "longer, as on a slow disk (default 0)")
+    p.add_argument("--test-slow-snapshot-ms", type=non_negative, default=0, metavar="MS",
+                   help="tests only, with --test-hooks: each snapshot write takes MS longer (default 0)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     secret_arg(p)
 
@@ -83,15 +85,16 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
 
     if args.max_payload_bytes > MAX_PAYLOAD:
         raise UsageError(f"--max-payload-bytes {args.max_payload_bytes} is above {MAX_PAYLOAD}, the most a frame can carry")
-    if args.test_slow_sync_ms and not args.test_hooks:
-        raise UsageError("--test-slow-sync-ms needs --test-hooks")
+    for name in ("test_slow_sync_ms", "test_slow_snapshot_ms"):
+        if getattr(args, name) and not args.test_hooks:
+            raise UsageError(f"--{name.replace('_', '-')} needs --test-hooks")
     return NodeConfig(node_id=node_id, listen=listen, peers=peer_map, data_dir=data_dir, fsync=args.fsync,
                       election_timeout_ms=(low, high), heartbeat_ms=args.heartbeat_ms, tick_ms=args.tick_ms,
                       secret=secret(args), join=join, snapshot_every=args.snapshot_every,
                       retain_entries=args.retain_entries, retention_jobs=args.retention_jobs,
                       segment_bytes=args.segment_bytes, snapshot_chunk_bytes=args.snapshot_chunk_bytes,
                       test_hooks=args.test_hooks,
-                      test_slow_sync_ms=args.test_slow_sync_ms,
+                      test_slow_sync_ms=args.test_slow_sync_ms, test_slow_snapshot_ms=args.test_slow_snapshot_ms,
                       max_payload=args.max_payload_bytes, raft_variant=args.raft_variant)
 
 

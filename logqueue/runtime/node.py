@@ -77,6 +77,7 @@ class NodeConfig:
     max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one record or job payload; larger ones are refused
     test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
     test_slow_sync_ms: int = 0  # with test_hooks: a sync of new entries takes this much longer (a slow disk)
+    test_slow_snapshot_ms: int = 0  # with test_hooks: a snapshot write takes this much longer
     seed: int | None = None
     raft_variant: str = "logqueue"  # a key of RAFT_VARIANTS; "paper" for election experiments only
 
@@ -159,7 +160,8 @@ class Node:
         cfg = self.cfg
         self.storage = open_storage(cfg)
         if cfg.test_hooks and cfg.data_dir is not None:
-            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir, cfg.test_slow_sync_ms / 1000)
+            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir, cfg.test_slow_sync_ms / 1000,
+                                                        cfg.test_slow_snapshot_ms / 1000)
         self.storage = LockedStorage(self.storage)  # shared with the disk thread
         self.persister = Persister(self.storage)
         state = self.storage.load()
