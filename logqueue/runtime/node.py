@@ -209,6 +209,7 @@ class Node:
             self.persister.close()
         if self.storage is not None:
             self.storage.close()
+        self.stalls.close()
         self.stopped.set()
 
     # --- addresses ---------------------------------------------------------------------------
@@ -567,6 +568,8 @@ class Node:
             "replayed_at_start": self._replayed_at_start,
             "longest_stall_ms": self.stalls.longest_ms(),
             "longest_turn_ms": self.stalls.longest_turn_ms(),
+            "longest_gc_ms": self.stalls.longest_gc_ms(),
+            "longest_storage_wait_ms": round(1000 * self.storage.longest_wait, 1),
             **memory_usage(),
             "voters": sorted(raft.conf.voters),
             "outgoing": sorted(raft.conf.outgoing),

@@ -19,19 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from logqueue.raft import types as t
 
 
 class LockedStorage:
-    """A storage whose calls (but the lock-free reads above) are serialized by one lock."""
+    """A storage whose calls (but the lock-free reads above) are serialized by one lock.
+
+    ``longest_wait`` is the longest the event loop's thread waited for the lock (seconds):
+    a stall of the loop behind the disk thread."""
 
     _LOCK_FREE = frozenset({"first_index", "last_index", "usage"})
 
     def __init__(self, inner) -> None:
         self._inner = inner
         self._lock = threading.Lock()
+        self._loop_thread = threading.get_ident()
+        self.longest_wait = 0.0
 
     def __getattr__(self, name: str):
         attr = getattr(self._inner, name)
@@ -40,8 +46,15 @@ class LockedStorage:
         lock = self._lock
 
         def locked(*args, **kwargs):
-            with lock:
+            if not lock.acquire(blocking=False):
+                started = time.perf_counter()
+                lock.acquire()
+                if threading.get_ident() == self._loop_thread:
+                    self.longest_wait = max(self.longest_wait, time.perf_counter() - started)
+            try:
                 return attr(*args, **kwargs)
+            finally:
+                lock.release()
 
         return locked
 

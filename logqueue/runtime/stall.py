@@ -6,7 +6,9 @@ turn, a burst of decoding, a pause of the process).
 """
 from __future__ import annotations
 
+import gc
 import resource
+import time
 
 
 class StallMeter:
@@ -15,6 +17,19 @@ class StallMeter:
     def __init__(self) -> None:
         self.longest_turn = 0.0
         self.longest_late = 0.0
+        self.longest_gc = 0.0  # the longest garbage collection (part of a turn or a late tick)
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+        else:
+            self.longest_gc = max(self.longest_gc, time.perf_counter() - self._gc_started)
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def turn(self, seconds: float) -> None:
         if seconds > self.longest_turn:
@@ -30,6 +45,9 @@ class StallMeter:
 
     def longest_turn_ms(self) -> float:
         return round(1000 * self.longest_turn, 1)
+
+    def longest_gc_ms(self) -> float:
+        return round(1000 * self.longest_gc, 1)
 
 
 def memory_usage() -> dict:
