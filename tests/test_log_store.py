@@ -183,20 +183,23 @@ def test_a_snapshot_streams_to_a_wiped_follower_in_bounded_chunks(make_cluster):
     assert read_all(cluster, lagger, 2500) == [payload(i) for i in range(2500)]
 
 
-def test_the_wal_keeps_retain_entries_behind_the_snapshot_not_more(make_cluster):
-    retain, every = 60, 20
-    args = FAST_ELECTIONS + ("--snapshot-every", str(every), "--retain-entries", str(retain),
-                             "--segment-bytes", str(SEGMENT), "--retention-jobs", "200")
-    cluster = make_cluster(3, extra_args=args)
-    cluster.leader()
-    per_round = 100
-    for r in range(100):
+def flow(cluster, rounds: int, per_round: int = 100) -> None:
+    """``rounds`` times: enqueue ``per_round`` jobs in one entry, claim and complete them."""
+    for r in range(rounds):
         enqueue(cluster, r * per_round, per_round, batch=per_round)
         jobs = cluster.client.submit([c.claim(Q, G, "w", per_round, 60_000)])[0]["jobs"]
         cluster.client.submit([c.complete(Q, G, off, tok, b"ok") for off, tok, _, _ in jobs])
-    top = cluster.status(cluster.leader())["commit_index"]
-    cluster.wait_applied([1, 2, 3], top)
-    # every job is settled and the last 200 are retained: only retain_entries bind; each
+    cluster.wait_applied([1, 2, 3], cluster.status(cluster.leader())["commit_index"])
+
+
+RETAINED = FAST_ELECTIONS + ("--segment-bytes", str(SEGMENT), "--retention-jobs", "200")
+
+
+def test_the_wal_keeps_retain_entries_behind_the_snapshot_not_more(make_cluster):
+    retain, every = 60, 20
+    cluster = make_cluster(3, extra_args=RETAINED + ("--snapshot-every", str(every), "--retain-entries", str(retain)))
+    flow(cluster, 100)
+    # every job is settled and the last 200 are retained: only retain_entries bind; a
     # segment holds at most 3 entries of enqueues (21 KB each), so whole-segment
     # deletion keeps at most a segment's entries (<= 3 rounds of 3) more
     slack = 3 * 3
@@ -205,3 +208,16 @@ def test_the_wal_keeps_retain_entries_behind_the_snapshot_not_more(make_cluster)
         assert status["applied_index"] > 3 * (retain + every)  # 3 entries a round
         kept = status["applied_index"] - status["first_index"] + 1
         assert kept <= retain + every + slack + 1, (i, status)
+
+
+def test_the_wal_keeps_at_most_retain_bytes_behind_the_snapshot(make_cluster):
+    # the default --retain-entries (100000) would keep the whole WAL: the bytes bind
+    retain_bytes, every, per_round, rounds = 4 * SEGMENT, 20, 100, 100
+    cluster = make_cluster(3, extra_args=RETAINED + ("--snapshot-every", str(every), "--retain-bytes", str(retain_bytes)))
+    flow(cluster, rounds, per_round)
+    written = rounds * per_round * len(payload(0))
+    # + the entries since the last snapshot (at most `every` enqueues) + two partial segments
+    bound = retain_bytes + every * per_round * len(payload(0)) + 2 * SEGMENT
+    for i in (1, 2, 3):
+        status = cluster.status(i)
+        assert status["first_index"] > 1 and status["wal_bytes"] <= bound < written / 2, (i, status, bound)

@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from logqueue.raft import RAFT_VARIANTS, Config, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, snapshot_stream, wire
+from logqueue.runtime.applied_tail import AppliedTail
 from logqueue.runtime.audit import AuditedStorage
 from logqueue.runtime.backfill import Backfill
 from logqueue.runtime.entry_log import EntryLog
@@ -67,7 +68,8 @@ class NodeConfig:
     join: bool = False  # start empty and wait to be added by `member add`
     snapshot_every: int = 10_000  # applied entries between snapshots (at most)
     snapshot_bytes: int = 32 << 20  # ... or this many bytes of applied entries, whichever first
-    retain_entries: int = 5_000  # entries kept on disk behind the latest snapshot (more if jobs need them), as etcd's
+    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them) ...
+    retain_bytes: int = 64 << 20  # ... as long as they hold at most this many bytes of data
     memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
     memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
@@ -136,6 +138,7 @@ class Node:
         self.snapshot_saved: Future = _done()  # the disk thread's write of the latest snapshot taken
         self._applied_bytes = 0  # of entries applied since that snapshot
         self._recent_sizes: deque[int] = deque(maxlen=max(1, cfg.memory_entries))  # data bytes of the last applied
+        self._tail = AppliedTail()  # where the last retain_bytes of applied entries begin
         self.stalls = StallMeter()
         # While the jobs of an installed snapshot read entries this node lacks, committed
         # entries wait here (in order) until the backfill has fetched them.
@@ -433,6 +436,7 @@ class Node:
         for e in entries:
             self._applied_bytes += len(e.data)
             self._recent_sizes.append(len(e.data))
+            self._tail.add(e.index, len(e.data))
             if e.kind is not t.EntryKind.NORMAL:
                 if e.kind is t.EntryKind.CONFIG:
                     service.on_config_applied(e)
@@ -479,8 +483,8 @@ class Node:
     def take_snapshot(self) -> int:
         """Snapshot the state machine at the applied index and compact the log behind it:
         the core keeps ``memory_entries`` (within ``memory_bytes``) in memory, the disk
-        ``retain_entries`` and whatever retained jobs still read (whole segments are
-        deleted). The loop builds the bytes; the disk thread writes them and then
+        ``retain_entries`` (within ``retain_bytes``) and whatever retained jobs still read
+        (whole segments are deleted). The loop builds the bytes; the disk thread writes them and then
         compacts the WAL (``snapshot_saved`` is done once it has).
 
         Raises SafetyError while a backfill holds entries back (the machine is behind)."""
@@ -495,6 +499,10 @@ class Node:
         self._snap_index, self._snap_size = applied, len(data)
         self._applied_bytes = 0
         keep_from = applied - self.cfg.retain_entries
+        self._tail.forget_before(keep_from)
+        start = self._tail.start_of_last(self.cfg.retain_bytes)
+        if start is not None:
+            keep_from = max(keep_from, start - 1)
         needed = self.machine.needed_from()
         if needed is not None:
             keep_from = min(keep_from, needed - 1)
