@@ -55,7 +55,7 @@ def _memory(rows: dict[int, dict]) -> dict:
                 "wal_segments": r["wal_segments"], "snapshot_bytes": r["snapshot_bytes"],
                 "first_index": r["first_index"], "applied_index": r["applied_index"],
                 "longest_stall_ms": r["longest_stall_ms"], "longest_turn_ms": r["longest_turn_ms"],
-                "longest_gc_ms": r.get("longest_gc_ms"),
+                "longest_gc_ms": r.get("longest_gc_ms"), "longest_gc_generation": r.get("longest_gc_generation"),
                 "longest_storage_wait_ms": r.get("longest_storage_wait_ms")} for i, r in rows.items()}
 
 

@@ -577,6 +577,7 @@ class Node:
             "longest_stall_ms": self.stalls.longest_ms(),
             "longest_turn_ms": self.stalls.longest_turn_ms(),
             "longest_gc_ms": self.stalls.longest_gc_ms(),
+            "longest_gc_generation": self.stalls.longest_gc_generation,
             "longest_storage_wait_ms": round(1000 * self.storage.longest_wait, 1),
             **memory_usage(),
             "voters": sorted(raft.conf.voters),
