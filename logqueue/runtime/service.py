@@ -630,7 +630,12 @@ class Service:
             index = self.node.take_snapshot()
         except SafetyError as exc:
             raise BadRequest(str(exc)) from None
-        conn.send(wire.response(rid, True, {"index": index}))
+
+        async def answer() -> None:  # once the snapshot is durable and the WAL compacted
+            await asyncio.wrap_future(self.node.snapshot_saved)
+            conn.send(wire.response(rid, True, {"index": index}))
+
+        asyncio.get_running_loop().create_task(answer())
 
     def op_isolate(self, conn, rid, args) -> None:
         if not self.node.test_hooks:
