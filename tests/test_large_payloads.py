@@ -146,3 +146,21 @@ def test_a_node_made_leader_while_it_backfills_large_entries_fetches_them_from_a
         for k in (0, count - 1):
             [(offset, payload)] = client.query("read", queue="big", from_offset=k, max_count=1)
             assert (offset, payload[:3], len(payload)) == (k, b"%03d" % k, size + 3)
+
+
+def test_a_follower_some_large_entries_behind_catches_up_from_the_log_not_by_snapshot(make_cluster):
+    """The leader snapshots every 32 MB applied and keeps 8 MB of entries behind it; entries
+    a streaming follower still lacks stay too (up to 256 MB: Node._catch_up_retain), so a
+    follower held up while 48 MB went by is sent them, not a snapshot."""
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    slow = next(i for i in (1, 2, 3) if i != leader)
+    cluster.pause(slow)  # its connections stay up: the leader still streams to it
+    try:
+        for k in range(48):
+            cluster.client.append([b"%02d" % k + b"x" * MB])
+        wait_for(lambda: cluster.status(leader)["snapshot_index"] > 0, 30, "the leader to take a snapshot")
+    finally:
+        cluster.resume(slow)
+    cluster.wait_applied([slow], cluster.status(leader)["commit_index"], timeout=60)
+    assert "installed a snapshot" not in cluster.log_text(slow)
