@@ -28,27 +28,27 @@ def bin_header(n: int) -> bytes:
     return _BIN32.pack(0xC6, n)
 
 
+def _container_header(n: int, fix: int, code16: int, code32: int) -> bytes:
+    if n < 16:
+        return bytes((fix | n,))
+    if n < 1 << 16:
+        return struct.pack(">BH", code16, n)
+    return struct.pack(">BI", code32, n)
+
+
 def array_header(n: int) -> bytes:
     """The msgpack header of an array of ``n`` elements."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return struct.pack(">BH", 0xDC, n)
-    return struct.pack(">BI", 0xDD, n)
+    return _container_header(n, 0x90, 0xDC, 0xDD)
 
 
 def map_header(n: int) -> bytes:
     """The msgpack header of a map of ``n`` pairs."""
-    if n < 16:
-        return bytes((0x80 | n,))
-    if n < 1 << 16:
-        return struct.pack(">BH", 0xDE, n)
-    return struct.pack(">BI", 0xDF, n)
+    return _container_header(n, 0x80, 0xDE, 0xDF)
 
 
 def pack_parts(value) -> list:
-    """``value`` (lists, tuples, dicts and what msgpack packs) packed as parts: each bin
-    of at least ``LARGE`` bytes is a part of its own, the object itself."""
+    """``value`` (lists, tuples, dicts and what msgpack packs) packed as parts: each bin of
+    at least ``LARGE`` bytes is a part of its own, the object itself."""
     parts: list = []
     pack = msgpack.Packer().pack
 
