@@ -72,6 +72,12 @@ def pack_parts(value) -> list:
     return parts
 
 
+def packb(value) -> bytes:
+    """``msgpack.packb(value)``'s bytes, with one copy of its large bins (msgpack's own
+    buffer grows by doubling and is copied out again)."""
+    return b"".join(pack_parts(value))
+
+
 def byte_range(parts: list, start: int, stop: int) -> list[memoryview]:
     """The bytes ``start:stop`` of the concatenation of ``parts``, as views (no copy)."""
     out: list[memoryview] = []
