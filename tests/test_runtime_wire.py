@@ -174,3 +174,30 @@ def test_queue_groups_are_deduplicated_by_client_and_seq():
     assert again[0][2] == a1
     assert m.queue.stats("q", "g")["enqueued"] == 1
     assert m.stamp == 1000  # leader stamps never go back
+
+
+_PACKABLE = st.recursive(
+    st.none() | st.integers(-2**63, 2**64 - 1) | st.text(max_size=8)
+    | st.sampled_from([b"", b"x" * 70_000, b"y" * (1 << 16)]),
+    lambda inner: st.lists(inner, max_size=20) | st.dictionaries(st.text(max_size=4), inner, max_size=20),
+    max_leaves=40)
+
+
+@given(_PACKABLE)
+def test_frame_parts_are_the_bytes_of_frame(body):
+    """Large bins referenced in their own parts (dicts included: a response's map) make
+    exactly the frame msgpack would."""
+    assert b"".join(bytes(p) for p in wire.frame_parts([wire.RESPONSE, body])) == wire.frame([wire.RESPONSE, body])
+
+
+def test_a_large_frame_fed_in_pieces_decodes_with_the_frame_after_it():
+    """A large body is received into a buffer of its own (anonymous memory) and decoded once
+    complete; what follows it in the same bytes is decoded too."""
+    big = [wire.RESPONSE, 1, True, {"payload": bytes(range(256)) * 4096}]  # 1 MiB of data
+    small = [wire.RESPONSE, 2, True, None]
+    data = wire.frame(big) + wire.frame(small)
+    decoder = wire.FrameDecoder()
+    out = []
+    for k in range(0, len(data), 100_000):
+        out += decoder.feed(data[k : k + 100_000])
+    assert out == [big, small]

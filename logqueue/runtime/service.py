@@ -31,6 +31,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from logqueue.packing import LARGE
 from logqueue.raft import NotLeader, ProposalDropped, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
@@ -47,6 +48,8 @@ MAX_GROUPS_PER_ENTRY = 1024
 # Payload bytes proposed per loop turn (at least one request): the fsync of one turn stays
 # short, so the loop keeps sending heartbeats while large payloads stream in.
 PROPOSAL_BYTES_PER_TURN = 8 << 20
+# Answers to one connection from one applied entry are joined into one write up to this size.
+JOIN_BYTES = 256 << 10
 
 
 def _take(items: list, size, budget: int) -> tuple[list, list]:
@@ -108,7 +111,9 @@ class _Pending:
         self.remaining = n
         self.done = False
 
-    def set(self, k: int, answer: Any) -> None:
+    def set(self, k: int, answer: Any, out: dict | None = None) -> None:
+        """Record answer ``k``; the response goes out with the last one (into ``out``,
+        ``{conn: [frame, ...]}``, when given: the caller writes each connection's at once)."""
         if self.done:
             return
         if answer is None:
@@ -120,7 +125,11 @@ class _Pending:
             self.done = True
             # "indexes": one answer per record; "results": the one group's command results.
             body = self.answers if self.key == "indexes" else self.answers[0]
-            self.conn.send(wire.response(self.rid, True, {self.key: body}))
+            response = wire.response(self.rid, True, {self.key: body})
+            if out is None:
+                self.conn.send(response)
+            else:
+                out.setdefault(self.conn, []).append(wire.frame(response))
 
     def fail(self, body: dict) -> None:
         if not self.done:
@@ -163,6 +172,8 @@ class Service:
         self.ready_reads: list[tuple[int, "Inbound", int, str, dict]] = []  # (index, ...) awaiting apply
         self._read_seq = 0
         self.log_reads: dict[int, asyncio.Future] = {}  # read request id -> its read index
+        # Leader only: index -> (term, envelope) of the entries it proposed with large payloads.
+        self.proposed: dict[int, tuple[int, list]] = {}
         self.ops = {
             "append": self.op_append,
             "submit": self.op_submit,
@@ -286,7 +297,11 @@ class Service:
                 # The leader's stamp never goes back, even across leaders.
                 now_ms = max(int(time.time() * 1000), node.machine.stamp)
                 batches = [groups[i : i + MAX_GROUPS_PER_ENTRY] for i in range(0, len(groups), MAX_GROUPS_PER_ENTRY)]
-                node.raft.propose_batch([envelope.queue_batch(now_ms, b) for b in batches])
+                sizes = [sum(map(_group_bytes, b)) for b in batches]
+                first = node.raft.propose_batch([envelope.queue_batch(now_ms, b, n) for b, n in zip(batches, sizes)])
+                for k, (b, n) in enumerate(zip(batches, sizes)):
+                    if n >= LARGE:
+                        self.proposed[first + k] = (node.raft.term, [envelope.QUEUE, now_ms, b])
         except NotLeader:
             self.on_leadership_lost()
         except ProposalDropped as exc:
@@ -304,6 +319,16 @@ class Service:
             pending.fail(body)
 
     # --- apply hooks (called by the node loop) ------------------------------------------
+    def envelope_of(self, e: t.Entry) -> list | None:
+        """The envelope of an entry being applied (None: not one of ours). A leader's own
+        entry with large payloads is taken as it proposed it -- the same index and term are
+        the same entry (Log Matching) -- rather than decoded: that would copy its payloads
+        once more on the loop."""
+        own = self.proposed.pop(e.index, None) if self.proposed else None
+        if own is not None and own[0] == e.term:
+            return own[1]
+        return envelope.decode(e.data)
+
     def on_record_applied(self, client_id: int, seq: int, answer: int | None) -> None:
         key = (client_id, seq)
         if self.inflight:
@@ -314,11 +339,18 @@ class Service:
                 pending.set(k, answer)
 
     def on_queue_applied(self, outcomes: list[tuple[int, int, Any]]) -> None:
+        # One write per connection for the entry (consumers sharing a client share one).
+        replies: dict["Inbound", list[bytes]] = {}
         for client_id, seq, answer in outcomes:
             key = (client_id, seq)
             self.inflight.discard(key)
             for pending, k in self.queue_waiters.pop(key, ()):
-                pending.set(k, answer)
+                pending.set(k, answer, replies)
+        for conn, frames in replies.items():
+            if len(frames) > 1 and sum(map(len, frames)) <= JOIN_BYTES:
+                frames = [b"".join(frames)]
+            for data in frames:  # large answers (claimed payloads) are written as they are, never copied
+                conn.send_bytes(data)
 
     def on_config_applied(self, entry: t.Entry) -> None:
         conf = t.ConfState.decode(entry.data)
@@ -384,6 +416,7 @@ class Service:
         self.reads.clear()
         self.ready_reads.clear()
         self.inflight.clear()
+        self.proposed.clear()
         self.buf_records.clear()
         self.buf_groups.clear()
 
@@ -407,7 +440,7 @@ class Service:
         except (TypeError, ValueError, KeyError) as exc:
             conn.send(wire.response(rid, False, error("bad_request", f"query {name}: {exc}")))
             return
-        conn.send(wire.response(rid, True, answer))
+        conn.send(wire.response(rid, True, answer), large=name == "read")  # "read" answers carry payloads
 
     def op_status(self, conn, rid, args) -> None:
         conn.send(wire.response(rid, True, self.node.status()))
@@ -468,16 +501,25 @@ class Service:
 
     def op_fetch_entries(self, conn, rid, args) -> None:
         """Applied entries ending just before `to`, back to `from` at most, up to about
-        `max_bytes` of data (at least one): a backfilling follower's chunk (``backfill``)."""
+        `max_bytes` of data (at least one): a backfilling follower's chunk (``backfill``),
+        read in a thread (large entries take a while) and sent without copying them."""
         node = self.node
-        storage = node.storage
-        lo = max(_arg(args, "from", int), storage.first_index())
+        lo = max(_arg(args, "from", int), node.storage.first_index())
         top = min(_arg(args, "to", int), node.raft.applied_index + 1)
         limit = min(_arg(args, "max_bytes", int, CHUNK_BYTES), CHUNK_BYTES)
+
+        async def answer() -> None:
+            chunk = await asyncio.get_running_loop().run_in_executor(None, self._chunk, lo, top, limit)
+            conn.send(wire.response(rid, True, {"entries": entry_rows(chunk)}), large=True)
+
+        asyncio.get_running_loop().create_task(answer())
+
+    def _chunk(self, lo: int, top: int, limit: int) -> list[t.Entry]:
+        storage = self.node.storage
         chunk: list[t.Entry] = []
-        size = 0
+        size, step = 0, 1
         while top > lo and size < limit:
-            block = storage.entries(max(lo, top - 8), top)  # entries may be large: a few at a time
+            block = storage.entries(max(lo, top - step), top)  # entries may be large: one first
             if not block:
                 break
             for e in reversed(block):
@@ -486,8 +528,9 @@ class Service:
                 top = e.index
                 if size >= limit:
                     break
+            step = min(2 * step, 8)
         chunk.reverse()
-        conn.send(wire.response(rid, True, {"entries": entry_rows(chunk)}))
+        return chunk
 
     # --- administration ---------------------------------------------------------------------
     def op_member(self, conn, rid, args) -> None:
@@ -605,7 +648,12 @@ class Service:
             index = self.node.take_snapshot()
         except SafetyError as exc:
             raise BadRequest(str(exc)) from None
-        conn.send(wire.response(rid, True, {"index": index}))
+
+        async def answer() -> None:  # once the snapshot is durable and the WAL compacted
+            await asyncio.wrap_future(self.node.snapshot_saved)
+            conn.send(wire.response(rid, True, {"index": index}))
+
+        asyncio.get_running_loop().create_task(answer())
 
     def op_isolate(self, conn, rid, args) -> None:
         if not self.node.test_hooks:
