@@ -28,19 +28,8 @@ from pathlib import Path
 
 POLL_S = 0.05
 
-# The reaper: reads "+PGID" / "-PGID" lines; at end of input SIGKILLs every group still listed.
-_REAPER = r"""
-import os, signal, sys
-groups = set()
-for line in sys.stdin:
-    sign, pgid = line[0], int(line[1:])
-    (groups.add if sign == "+" else groups.discard)(pgid)
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+# The reaper's script (see its docstring): kills the groups and removes the network namespaces it was told of.
+_REAPER = str(Path(__file__).with_name("reaper.py"))
 
 
 class ClusterUnavailable(RuntimeError):
@@ -92,7 +81,7 @@ class Reaper:
     """A watchdog process that SIGKILLs the process groups it was told about once its launcher is gone."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _REAPER], stdin=subprocess.PIPE, text=True,
+        self.proc = subprocess.Popen([sys.executable, _REAPER], stdin=subprocess.PIPE, text=True,
                                      start_new_session=True)
 
     def _send(self, line: str) -> None:
@@ -106,6 +95,13 @@ class Reaper:
     def forget(self, pgid: int) -> None:
         self._send(f"-{pgid}")
 
+    def watch_namespace(self, namespace: str, host_link: str) -> None:
+        """Remove network namespace ``namespace`` and the veth ``host_link`` into it at the end."""
+        self._send(f"+net:{namespace},{host_link}")
+
+    def forget_namespace(self, namespace: str, host_link: str) -> None:
+        self._send(f"-net:{namespace},{host_link}")
+
     def close(self) -> None:
         """Close the pipe: the reaper kills what is still listed and exits."""
         with contextlib.suppress(BrokenPipeError, ValueError):
@@ -116,14 +112,16 @@ class Reaper:
 class Node:
     """One server process: how to start it and the process while it runs."""
 
-    def __init__(self, name: str, port: int, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.name, self.port, self.argv, self.log_path, self.env = name, port, argv, log_path, env
+    def __init__(self, name: str, port: int, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.name, self.port, self.argv, self.log_path, self.env, self.host = name, port, argv, log_path, env, host
         self.proc: subprocess.Popen | None = None
         self.paused = False
+        self.cut_off = False  # isolated from its peers (see PrivateCluster.live_nodes)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -134,7 +132,7 @@ class Node:
 
     def up(self) -> bool:
         """Running, not paused, and accepting connections."""
-        return self.alive() and not self.paused and port_open(self.port)
+        return self.alive() and not self.paused and port_open(self.port, self.host)
 
 
 class PrivateCluster(abc.ABC):
@@ -160,7 +158,8 @@ class PrivateCluster(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self) -> None:
-        """Check the binaries (``ClusterUnavailable``), write the files, fill ``self.nodes``."""
+        """Check the binaries (``ClusterUnavailable``), write the files, fill ``self.nodes`` (the reaper runs:
+        ``self._reaper``)."""
 
     @abc.abstractmethod
     def form(self) -> None:
@@ -169,6 +168,9 @@ class PrivateCluster(abc.ABC):
     @abc.abstractmethod
     def leader(self, queue: str | None = None) -> str | None:
         """The name of the node that leads (``queue``'s replica group where that matters), as the system says."""
+
+    def release(self) -> None:
+        """After every node was killed at ``stop``: free what ``prepare`` took besides processes (nothing here)."""
 
     def await_node(self, node: Node) -> None:
         """Return once a (re)started ``node`` serves; the default waits for its client port."""
@@ -180,9 +182,9 @@ class PrivateCluster(abc.ABC):
     def start(self) -> "PrivateCluster":
         t0 = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.prepare()
         self._reaper = Reaper()
         try:
+            self.prepare()
             for node in self.nodes.values():
                 self.spawn(node)
             for node in self.nodes.values():
@@ -218,6 +220,7 @@ class PrivateCluster(abc.ABC):
         """SIGKILL every node's process group and wait for them; safe to call twice."""
         for node in self.nodes.values():
             self._kill_group(node)
+        self.release()
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None
@@ -254,7 +257,8 @@ class PrivateCluster(abc.ABC):
         return next((n.name for n in self.nodes.values() if n.address == address), None)
 
     def live_nodes(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.alive() and not n.paused]
+        """The nodes that run, are not paused and not cut off their peers (so may speak for the cluster)."""
+        return [n for n in self.nodes.values() if n.alive() and not n.paused and not n.cut_off]
 
     def wait_leader(self, timeout_s: float, queue: str | None = None, exclude: str | None = None) -> str:
         """The leader's name once there is one (other than ``exclude``); ``ClusterError`` after ``timeout_s``."""
