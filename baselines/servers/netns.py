@@ -51,7 +51,7 @@ def unavailable() -> str | None:
     try:
         run("ip", "netns", "add", probe)
         run("ip", "netns", "exec", probe, "iptables", "-A", "INPUT", "-s", "10.0.0.1", "-j", "DROP")
-        run("ip", "-n", probe, "link", "add", "a", "type", "veth", "peer", "name", "b")
+        run("ip", "-n", probe, "link", "add", "probe0", "type", "veth", "peer", "name", "probe1")
     except NetnsError as exc:
         return str(exc)
     finally:
