@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,6 +29,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 POLL_S = 0.05
+# What a server logs when a port it was to listen on is taken (Redis, NATS, RabbitMQ's AMQP
+# listener and its distribution port, Python): between ``free_ports`` picking a port and the
+# server binding it, another process may take it. A launcher then starts again on fresh ports,
+# at most this many times in all.
+PORT_TAKEN = re.compile(rb"address already in use|eaddrinuse|dist_port_already_used", re.IGNORECASE)
+START_ATTEMPTS = 3
+
+log = logging.getLogger(__name__)
 
 # The reaper's script (see its docstring): kills the groups and removes the network namespaces it was told of.
 _REAPER = str(Path(__file__).with_name("reaper.py"))
@@ -55,6 +65,16 @@ def process_state(pid: int) -> bytes:
             return f.read().rsplit(b")", 1)[1].split()[0]
     except (OSError, IndexError):
         return b""
+
+
+def lost_port(log_path: Path, offset: int) -> bool:
+    """Whether the server that logs to ``log_path`` said, past ``offset``, that its port was taken."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            return PORT_TAKEN.search(f.read()) is not None
+    except OSError:
+        return False
 
 
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
@@ -116,6 +136,7 @@ class Node:
                  host: str = "127.0.0.1") -> None:
         self.name, self.port, self.argv, self.log_path, self.env, self.host = name, port, argv, log_path, env, host
         self.proc: subprocess.Popen | None = None
+        self.log_offset = 0  # where the log of the process's latest start begins
         self.paused = False
         self.cut_off = False  # isolated from its peers (see PrivateCluster.live_nodes)
 
@@ -133,6 +154,10 @@ class Node:
     def up(self) -> bool:
         """Running, not paused, and accepting connections."""
         return self.alive() and not self.paused and port_open(self.port, self.host)
+
+    def lost_port(self) -> bool:
+        """Exited, having said its port was taken."""
+        return self.proc is not None and self.proc.poll() is not None and lost_port(self.log_path, self.log_offset)
 
 
 class PrivateCluster(abc.ABC):
@@ -180,16 +205,24 @@ class PrivateCluster(abc.ABC):
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> "PrivateCluster":
+        """Start the nodes and form the cluster; on fresh ports again when a node lost its port to another
+        process (see ``PORT_TAKEN``)."""
         t0 = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self._reaper = Reaper()
         try:
-            self.prepare()
-            for node in self.nodes.values():
-                self.spawn(node)
-            for node in self.nodes.values():
-                self.await_node(node)
-            self.form()
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self.prepare()
+                try:
+                    self.launch()
+                    break
+                except ClusterError:
+                    lost = [n.name for n in self.processes() if n.lost_port()]
+                    if not lost or attempt == START_ATTEMPTS:
+                        raise
+                    log.warning("%s: %s lost its port to another process; starting again on fresh ports "
+                                "(attempt %d of %d)", self.system, ", ".join(lost), attempt + 1, START_ATTEMPTS)
+                    self.discard()
         except BaseException:
             self.stop()
             raise
@@ -197,13 +230,32 @@ class PrivateCluster(abc.ABC):
         (self.run_dir / "start.txt").write_text(f"{self.system}: {self.size} nodes up in {self.start_seconds:.1f} s\n")
         return self
 
+    def launch(self) -> None:
+        """Start every node prepared, wait until each serves, form the cluster."""
+        for node in self.nodes.values():
+            self.spawn(node)
+        for node in self.nodes.values():
+            self.await_node(node)
+        self.form()
+
+    def processes(self) -> list[Node]:
+        """Every process of the cluster: its nodes (and whatever else a subclass runs)."""
+        return list(self.nodes.values())
+
+    def discard(self) -> None:
+        """Kill every process of a start that failed, and forget the nodes (``prepare`` makes them again)."""
+        for node in self.processes():
+            self._kill_group(node)
+        self.nodes = {}
+
     def spawn(self, node: Node) -> None:
         """Start ``node``'s process in a process group of its own, watched by the reaper, in the run
         directory (where whatever a server writes to its working directory -- an Erlang crash dump,
         ``MnesiaCore.*`` -- lands)."""
-        with open(node.log_path, "ab") as log:
+        with open(node.log_path, "ab") as out:
+            node.log_offset = out.seek(0, os.SEEK_END)
             env = None if node.env is None else {**os.environ, **node.env}
-            node.proc = subprocess.Popen(node.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+            node.proc = subprocess.Popen(node.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.run_dir)
         node.paused = False
         self._reaper.watch(node.proc.pid)
@@ -217,8 +269,8 @@ class PrivateCluster(abc.ABC):
         return False
 
     def stop(self) -> None:
-        """SIGKILL every node's process group and wait for them; safe to call twice."""
-        for node in self.nodes.values():
+        """SIGKILL every process's group and wait for them; safe to call twice."""
+        for node in self.processes():
             self._kill_group(node)
         self.release()
         if self._reaper is not None:

@@ -91,7 +91,7 @@ class RabbitMQCluster(PrivateCluster):
             cookie.write_text(secrets.token_hex(16).upper())
             cookie.chmod(0o400)
         token = secrets.token_hex(3)
-        if self.namespaces:
+        if self.namespaces and self.network is None:  # (once: a start again on fresh ports keeps it)
             try:
                 self.network = NodeNetwork(self.size).create(watch=self._reaper.watch_namespace)
             except NetnsError as exc:
