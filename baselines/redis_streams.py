@@ -13,7 +13,10 @@ consumer still owns the entry in the pending list: Redis's own ``XACK`` does not
 the owner, so without it a worker whose job was claimed by another after a timeout
 would "successfully" ack a job that is running elsewhere. ``ack_many`` settles a whole
 batch in one script call (owner-checked by one ranged ``XPENDING`` of this consumer's
-entries, then one ``XACK`` and one ``XDEL`` for those still owned). Acked entries are deleted, so the stream holds only live jobs.
+entries, then one ``XACK`` for those still owned). Acked entries are trimmed, not deleted
+one by one: the same call trims the stream (``XTRIM MINID ~``) below the group's oldest
+pending entry, so the stream keeps the live jobs and, above the oldest of them, at most
+what they span (plus part of one stream node).
 
 | knob | mapping |
 | --- | --- |
@@ -69,9 +72,11 @@ return 2
 
 # KEYS: stream. ARGV: group, consumer, the lowest and highest entry id, then (entry id, attempt)
 # pairs. -> one 1 (acked) or 0 (no longer owned by this delivery, as in _SETTLE) per pair; the
-# owned ones are acked and deleted together. The owner check is one ranged XPENDING of this
-# consumer's own pending entries over the batch's span (paged; an entry it does not list is
-# not this consumer's), not one XPENDING per entry.
+# owned ones are acked together. The owner check is one ranged XPENDING of this consumer's own
+# pending entries over the batch's span (paged; an entry it does not list is not this
+# consumer's), not one XPENDING per entry. Then the stream is trimmed below the group's oldest
+# pending entry, or below the batch's highest entry when none is pending: an entry below
+# either was delivered (a group reads in id order) and is no longer pending, so settled.
 _ACK_MANY = """
 local pending, page, from = {}, (#ARGV - 4) / 2 + 1, ARGV[3]
 while true do
@@ -91,7 +96,8 @@ for i = 5, #ARGV, 2 do
 end
 if #owned > 0 then
   redis.call('XACK', KEYS[1], ARGV[1], unpack(owned))
-  redis.call('XDEL', KEYS[1], unpack(owned))
+  local oldest = redis.call('XPENDING', KEYS[1], ARGV[1])[2]
+  redis.call('XTRIM', KEYS[1], 'MINID', '~', oldest or ARGV[4])
 end
 return out
 """

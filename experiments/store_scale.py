@@ -54,7 +54,9 @@ def _memory(rows: dict[int, dict]) -> dict:
     return {i: {"rss_mb": r["rss_bytes"] >> 20, "peak_rss_mb": r["peak_rss_bytes"] >> 20, "wal_mb": r["wal_bytes"] >> 20,
                 "wal_segments": r["wal_segments"], "snapshot_bytes": r["snapshot_bytes"],
                 "first_index": r["first_index"], "applied_index": r["applied_index"],
-                "longest_stall_ms": r["longest_stall_ms"]} for i, r in rows.items()}
+                "longest_stall_ms": r["longest_stall_ms"], "longest_turn_ms": r["longest_turn_ms"],
+                "longest_gc_ms": r.get("longest_gc_ms"), "longest_gc_generation": r.get("longest_gc_generation"),
+                "longest_storage_wait_ms": r.get("longest_storage_wait_ms")} for i, r in rows.items()}
 
 
 def _replay(client: Client) -> dict:

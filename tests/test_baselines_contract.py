@@ -456,3 +456,28 @@ def test_batched_ack_refuses_exactly_the_entries_another_consumer_claimed(name, 
     assert [a is None for a in answers] == [False, True, False, True]
     assert c1.ack_many([kept[1]]) == [None]
     assert c2.ack_many(taken) == [None] * len(taken)
+
+
+@pytest.mark.parametrize("name", ["redis-streams", "redis-sentinel"])
+def test_acked_entries_are_trimmed_but_never_a_pending_one(name, make, consumers):
+    """``ack_many`` trims the stream below the group's oldest pending entry: the acked
+    entries below it go (the stream does not grow with the history), none at or above it."""
+    b = make(name, prefetch=100)
+    b.enqueue_many([b"job-%d" % i for i in range(450)])
+    holder, worker = consumers(b, "holder"), consumers(b, "worker")
+
+    def work(n: int) -> None:
+        while n > 0:
+            batch = [receive_from([worker], 5)] + [worker.receive(0) for _ in range(min(n, 50) - 1)]
+            assert None not in batch and worker.ack_many(batch) == [None] * len(batch)
+            n -= len(batch)
+
+    work(200)  # the worker's prefetch reads 200 entries exactly (two XREADGROUP COUNT 100)
+    held = [receive_from([holder], 5)] + [holder.receive(0) for _ in range(99)]  # entries 200-299, pending
+    work(150)
+    assert 250 <= b._r.xlen(b.stream) <= 250 + 100  # what the oldest pending one spans, and part of one node
+    assert [d.payload for d in held] == [b"job-%d" % i for i in range(200, 300)]
+    assert holder.ack_many(held) == [None] * 100
+    # Nothing pending: trimmed below this batch's highest entry (299); the 150 settled above it
+    # go with a later ack.
+    assert b._r.xlen(b.stream) <= 150 + 100

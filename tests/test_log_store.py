@@ -11,6 +11,7 @@ behind their snapshot, so every path above is taken with a few thousand jobs.
 from __future__ import annotations
 
 import shutil
+import time
 
 import pytest
 
@@ -134,3 +135,89 @@ def test_retention_keeps_the_wal_bounded_while_jobs_flow(make_cluster):
     assert peak <= 8 * SEGMENT < written / 4, (peak, written)
     stats = cluster.client.query("stats", queue=Q, group=G)
     assert stats["completed"] == rounds * per_round and stats["first_retained"] >= rounds * per_round - 400
+
+
+SLOW_SNAPSHOT_MS = 2000
+
+
+def test_snapshots_are_written_off_the_event_loop(make_cluster):
+    # Each snapshot write takes SLOW_SNAPSHOT_MS longer: were it written on the loop, a
+    # loop turn (and every tick behind it) would last at least that long.
+    cluster = make_cluster(3, extra_args=SMALL + ("--test-slow-snapshot-ms", str(SLOW_SNAPSHOT_MS)))
+    leader = cluster.leader()
+    enqueue(cluster, 0, 2000)
+    # the leader wrote a snapshot (its WAL was compacted behind it), so did the followers
+    wait_for(lambda: all(cluster.status(i)["first_index"] > 1 for i in (1, 2, 3)), 30, "snapshots written")
+    for i in (1, 2, 3):
+        status = cluster.status(i)
+        assert status["snapshot_index"] > 0
+        assert status["longest_turn_ms"] < SLOW_SNAPSHOT_MS and status["longest_stall_ms"] < SLOW_SNAPSHOT_MS, (i, status)
+    # a snapshot request is answered once its snapshot is durable
+    enqueue(cluster, 2000, 1)
+    top = cluster.status(leader)["applied_index"]
+    started = time.monotonic()
+    answer = cluster.client.run(cluster.client.aio.call(cluster.addresses[leader], "snapshot", timeout=30))
+    assert answer["index"] >= top and time.monotonic() - started >= SLOW_SNAPSHOT_MS / 1000
+
+
+CHUNK = 512
+
+
+def test_a_snapshot_streams_to_a_wiped_follower_in_bounded_chunks(make_cluster):
+    cluster = make_cluster(3, extra_args=SMALL + ("--snapshot-chunk-bytes", str(CHUNK)))
+    leader = cluster.leader()
+    enqueue(cluster, 0, 2000)
+    # pending claims make the snapshot carry per-offset slots: many chunks of it
+    cluster.client.submit([c.claim(Q, G, "w", 2000, 600_000)])
+    lagger = next(i for i in (1, 2, 3) if i != leader)
+    cluster.kill(lagger)
+    shutil.rmtree(cluster.data_dir(lagger))
+    enqueue(cluster, 2000, 500)
+    cluster.restart(lagger)
+    caught_up(cluster, lagger)
+    wait_for(lambda: not cluster.status(lagger)["backfilling"], 20, "the backfill")
+    status = cluster.status(lagger)
+    assert "installed a snapshot" in cluster.log_text(lagger)
+    assert status["largest_snapshot_chunk"] == CHUNK  # every chunk at most CHUNK bytes, some exactly
+    assert status["snapshot_chunks_received"] >= status["snapshot_bytes"] // CHUNK >= 4, status
+    assert read_all(cluster, lagger, 2500) == [payload(i) for i in range(2500)]
+
+
+def flow(cluster, rounds: int, per_round: int = 100) -> None:
+    """``rounds`` times: enqueue ``per_round`` jobs in one entry, claim and complete them."""
+    for r in range(rounds):
+        enqueue(cluster, r * per_round, per_round, batch=per_round)
+        jobs = cluster.client.submit([c.claim(Q, G, "w", per_round, 60_000)])[0]["jobs"]
+        cluster.client.submit([c.complete(Q, G, off, tok, b"ok") for off, tok, _, _ in jobs])
+    cluster.wait_applied([1, 2, 3], cluster.status(cluster.leader())["commit_index"])
+
+
+RETAINED = FAST_ELECTIONS + ("--segment-bytes", str(SEGMENT), "--retention-jobs", "200")
+
+
+def test_the_wal_keeps_retain_entries_behind_the_snapshot_not_more(make_cluster):
+    retain, every = 60, 20
+    cluster = make_cluster(3, extra_args=RETAINED + ("--snapshot-every", str(every), "--retain-entries", str(retain)))
+    flow(cluster, 100)
+    # every job is settled and the last 200 are retained: only retain_entries bind; a
+    # segment holds at most 3 entries of enqueues (21 KB each), so whole-segment
+    # deletion keeps at most a segment's entries (<= 3 rounds of 3) more
+    slack = 3 * 3
+    for i in (1, 2, 3):
+        status = cluster.status(i)
+        assert status["applied_index"] > 3 * (retain + every)  # 3 entries a round
+        kept = status["applied_index"] - status["first_index"] + 1
+        assert kept <= retain + every + slack + 1, (i, status)
+
+
+def test_the_wal_keeps_at_most_retain_bytes_behind_the_snapshot(make_cluster):
+    # the default --retain-entries (100000) would keep the whole WAL: the bytes bind
+    retain_bytes, every, per_round, rounds = 4 * SEGMENT, 20, 100, 100
+    cluster = make_cluster(3, extra_args=RETAINED + ("--snapshot-every", str(every), "--retain-bytes", str(retain_bytes)))
+    flow(cluster, rounds, per_round)
+    written = rounds * per_round * len(payload(0))
+    # + the entries since the last snapshot (at most `every` enqueues) + two partial segments
+    bound = retain_bytes + every * per_round * len(payload(0)) + 2 * SEGMENT
+    for i in (1, 2, 3):
+        status = cluster.status(i)
+        assert status["first_index"] > 1 and status["wal_bytes"] <= bound < written / 2, (i, status, bound)

@@ -29,7 +29,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
 def node_options(args) -> dict:
     """``node_argv`` options that pass ``cluster up``'s node settings on to each node."""
     extra = ["--snapshot-every", str(args.snapshot_every), "--retain-entries", str(args.retain_entries),
+             "--retain-bytes", str(args.retain_bytes),
              "--retention-jobs", str(args.retention_jobs), "--segment-bytes", str(args.segment_bytes),
+             "--snapshot-chunk-bytes", str(args.snapshot_chunk_bytes),
              "--max-payload-bytes", str(args.max_payload_bytes), "--raft-variant", args.raft_variant]
     if args.secret_file:
         extra += ["--secret-file", args.secret_file]

@@ -24,10 +24,15 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-entries", type=non_negative, default=100_000, metavar="N",
                    help="entries kept on disk behind the latest snapshot, for `log read` (more when retained "
                         "jobs still need them: the log is the queue's store) (default 100000)")
+    p.add_argument("--retain-bytes", type=non_negative, default=64 << 20, metavar="B",
+                   help="... as long as they hold at most B bytes of data: the WAL of a queue then follows "
+                        "its retention, not the entry count (default 64 MiB)")
     p.add_argument("--retention-jobs", type=positive, default=1_000_000, metavar="N",
                    help="jobs of history each queue keeps (payloads, results, dedup; and the WAL segments "
                         "holding them) once every group has settled them; give every node the same value "
                         "(default 1000000)")
+    p.add_argument("--snapshot-chunk-bytes", type=positive, default=1 << 20, metavar="N",
+                   help="snapshot data per frame when a snapshot is streamed to a follower (default 1 MiB)")
     p.add_argument("--segment-bytes", type=positive, default=64 << 20, metavar="N",
                    help="size of one WAL segment file; retention deletes whole segments (default 64 MiB)")
     p.add_argument("--max-payload-bytes", type=positive, default=32 << 20, metavar="B",
@@ -45,6 +50,8 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--test-slow-sync-ms", type=non_negative, default=0, metavar="MS",
                    help="tests only, with --test-hooks: each sync that makes new entries durable takes MS "
                         "longer, as on a slow disk (default 0)")
+    p.add_argument("--test-slow-snapshot-ms", type=non_negative, default=0, metavar="MS",
+                   help="tests only, with --test-hooks: each snapshot write takes MS longer (default 0)")
     p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
     secret_arg(p)
 
@@ -80,14 +87,16 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
 
     if args.max_payload_bytes > MAX_PAYLOAD:
         raise UsageError(f"--max-payload-bytes {args.max_payload_bytes} is above {MAX_PAYLOAD}, the most a frame can carry")
-    if args.test_slow_sync_ms and not args.test_hooks:
-        raise UsageError("--test-slow-sync-ms needs --test-hooks")
+    for name in ("test_slow_sync_ms", "test_slow_snapshot_ms"):
+        if getattr(args, name) and not args.test_hooks:
+            raise UsageError(f"--{name.replace('_', '-')} needs --test-hooks")
     return NodeConfig(node_id=node_id, listen=listen, peers=peer_map, data_dir=data_dir, fsync=args.fsync,
                       election_timeout_ms=(low, high), heartbeat_ms=args.heartbeat_ms, tick_ms=args.tick_ms,
                       secret=secret(args), join=join, snapshot_every=args.snapshot_every,
-                      retain_entries=args.retain_entries, retention_jobs=args.retention_jobs,
-                      segment_bytes=args.segment_bytes, test_hooks=args.test_hooks,
-                      test_slow_sync_ms=args.test_slow_sync_ms,
+                      retain_entries=args.retain_entries, retain_bytes=args.retain_bytes, retention_jobs=args.retention_jobs,
+                      segment_bytes=args.segment_bytes, snapshot_chunk_bytes=args.snapshot_chunk_bytes,
+                      test_hooks=args.test_hooks,
+                      test_slow_sync_ms=args.test_slow_sync_ms, test_slow_snapshot_ms=args.test_slow_snapshot_ms,
                       max_payload=args.max_payload_bytes, raft_variant=args.raft_variant)
 
 

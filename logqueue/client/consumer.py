@@ -24,6 +24,7 @@ lease to be noticed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import time
@@ -104,7 +105,7 @@ class AsyncConsumer:
         self._unanswered_claim: dict | None = None  # a claim whose answer never came: resent first
         self._idle = False  # the last claim of claim_wait found nothing
         self._last_claim = 0.0  # loop time of claim_wait's last claim
-        self._queued: list[tuple[dict, asyncio.Future]] = []
+        self._queued: list[tuple[list[dict], asyncio.Future]] = []  # commands, the future of their answers
         self._flusher: asyncio.Task | None = None
         self._keeper: asyncio.Task | None = None
 
@@ -134,14 +135,22 @@ class AsyncConsumer:
             Unavailable: no leader answered in the client's timeout; the next call
                 resends this claim, so its jobs are not lost.
         """
+        leased_until = time.time() + self.lease_ms / 1000
+        return await self._claimed(self._send([self._claim_command(max_jobs)]), leased_until)
+
+    def _claim_command(self, max_jobs: int) -> dict:
+        """The next claim: the unanswered one again, else a new request id."""
         if max_jobs < 1:
             raise ValueError(f"max_jobs must be >= 1, got {max_jobs}")
         cmd = self._unanswered_claim or commands.claim(
             self.queue, self.group, self.worker, max_jobs, self.lease_ms,
             request_id=next(self._request_ids), max_attempts=self.max_attempts or None)
         self._unanswered_claim = cmd
-        leased_until = time.time() + self.lease_ms / 1000
-        result = await self._call(cmd)
+        return cmd
+
+    async def _claimed(self, answers: asyncio.Future, leased_until: float) -> list[Job]:
+        """The jobs of a sent claim (``leased_until``: taken before it was sent)."""
+        (result,) = await answers
         self._unanswered_claim = None
         if commands.is_error(result):
             raise ClientError(result["error"], result["message"])
@@ -214,15 +223,31 @@ class AsyncConsumer:
         -- its ``complete`` raised; the newly claimed jobs). A failed claim only gives no
         jobs: the next ``claim`` resends it.
         """
-        calls = [self.complete(j, r) for j, r in zip(jobs, results)]
-        if claim > 0:
-            calls.append(self.claim(claim))
-        answers = await asyncio.gather(*calls, return_exceptions=True)
-        for a in answers:
-            if isinstance(a, BaseException) and not isinstance(a, ClientError):
-                raise a
-        claimed = answers.pop() if claim > 0 else []
-        return answers, claimed if isinstance(claimed, list) else []
+        offsets = [j.offset for j in jobs]
+        cmds = [commands.complete(self.queue, self.group, j.offset, j.token, bytes(r)) for j, r in zip(jobs, results)]
+        # Queued before anything is awaited: the completions leave first, the claim right after them.
+        chunks = [self._send(cmds[i : i + MAX_BATCH]) for i in range(0, len(cmds), MAX_BATCH)]
+        leased_until = time.time() + self.lease_ms / 1000
+        claiming = self._send([self._claim_command(claim)]) if claim > 0 else None
+        self._settling.update(offsets)
+        try:
+            answers = await asyncio.gather(*chunks, return_exceptions=True)
+        finally:
+            self._settling.difference_update(offsets)
+        errors: list[ClientError | None] = []
+        for k, chunk in enumerate(answers):
+            part = jobs[k * MAX_BATCH : (k + 1) * MAX_BATCH]
+            if isinstance(chunk, ClientError):
+                errors += [chunk] * len(part)
+            elif isinstance(chunk, BaseException):
+                raise chunk
+            else:
+                errors += [self._error_of(job, answer) for job, answer in zip(part, chunk)]
+        claimed: list[Job] = []
+        if claiming is not None:
+            with contextlib.suppress(ClientError):
+                claimed = await self._claimed(claiming, leased_until)
+        return errors, claimed
 
     async def fail(self, job: Job, reason: str = "", dead_letter: bool = False) -> bool:
         """Give the job back at once; returns True when it was dead-lettered instead
@@ -242,40 +267,61 @@ class AsyncConsumer:
     async def _settle(self, job: Job, cmd: dict) -> dict:
         self._settling.add(job.offset)
         try:
-            answer = await self._call(cmd)
+            (answer,) = await self._send([cmd])
         finally:
             self._settling.discard(job.offset)
+        error = self._error_of(job, answer)
+        if error is not None:
+            raise error
+        return answer
+
+    def _error_of(self, job: Job, answer: dict) -> ClientError | None:
+        """Settle ``job`` by the answer to its complete or fail: None when it was accepted
+        (the job is no longer held), else the error (``LeaseLost``: no longer held either)."""
         code = answer.get("error")
         if code is None or code == commands.ALREADY_DONE:
             self.held.pop(job.offset, None)
-            return answer
+            return None
         if code in LOST_CODES:
             self.held.pop(job.offset, None)
-            raise LeaseLost(code, answer["message"])
-        raise ClientError(code, answer["message"])
+            return LeaseLost(code, answer["message"])
+        return ClientError(code, answer["message"])
 
     # --- batching ------------------------------------------------------------------------
     async def _call(self, cmd: dict) -> dict:
         """Send ``cmd`` with whatever else is waiting; its answer."""
-        future = asyncio.get_running_loop().create_future()
-        self._queued.append((cmd, future))
+        (answer,) = await self._send([cmd])
+        return answer
+
+    def _send(self, cmds: list[dict]) -> asyncio.Future:
+        """Queue ``cmds`` (at most ``MAX_BATCH``) to leave together, after what is queued
+        already; the future of their answers."""
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        self._queued.append((cmds, future))
         if self._flusher is None or self._flusher.done():
-            self._flusher = asyncio.get_running_loop().create_task(self._flush())
-        return await future
+            self._flusher = loop.create_task(self._flush())
+        return future
 
     async def _flush(self) -> None:
         while self._queued:
-            batch, self._queued = self._queued[:MAX_BATCH], self._queued[MAX_BATCH:]
+            take, count = 0, 0  # whole groups of commands, up to MAX_BATCH commands (at least one group)
+            while take < len(self._queued) and (take == 0 or count + len(self._queued[take][0]) <= MAX_BATCH):
+                count += len(self._queued[take][0])
+                take += 1
+            batch, self._queued = self._queued[:take], self._queued[take:]
             try:
-                answers = await self.client.submit([cmd for cmd, _ in batch])
+                answers = await self.client.submit([cmd for cmds, _ in batch for cmd in cmds])
             except Exception as exc:  # Unavailable, ClientError...: each caller decides
                 for _, future in batch:
                     if not future.done():
                         future.set_exception(exc)
                 continue
-            for (_, future), answer in zip(batch, answers):
+            at = 0
+            for cmds, future in batch:
                 if not future.done():
-                    future.set_result(answer)
+                    future.set_result(answers[at : at + len(cmds)])
+                at += len(cmds)
 
     # --- background --------------------------------------------------------------------
     async def _worth_claiming(self, overdue: bool) -> bool:

@@ -14,8 +14,13 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+# Each check tests the common case first by exact type (applied once per command on every node).
+
+
 def text(cmd: dict, key: str) -> str:
     value = cmd.get(key)
+    if type(value) is str and value:
+        return value
     if not isinstance(value, str) or not value:
         raise BadRequest(f"{key!r} must be a non-empty string")
     return value
@@ -33,6 +38,8 @@ def ident(cmd: dict, key: str, *, optional: bool = False) -> str | int | None:
 
 def integer(cmd: dict, key: str, *, minimum: int = 0, optional: bool = False, default: int = 0) -> int:
     value = cmd.get(key)
+    if type(value) is int and value >= minimum:
+        return value
     if value is None and optional:
         return default
     if not _is_int(value) or value < minimum:
@@ -49,6 +56,8 @@ def integers(cmd: dict, key: str) -> list[int]:
 
 def blob(cmd: dict, key: str) -> bytes:
     value = cmd.get(key)
+    if type(value) is bytes:
+        return value
     if isinstance(value, (bytearray, memoryview)):
         return bytes(value)
     if not isinstance(value, bytes):

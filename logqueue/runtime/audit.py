@@ -14,7 +14,8 @@ rewrite's truncation). The node passes every batch of outgoing messages to
 - a successful AppendEntriesResponse: its match index <= ``durable_last``.
 
 A violation is logged and appended to ``DATA_DIR/test-hooks/violations.jsonl``.
-``--test-slow-sync-ms`` makes each sync of new entries that much slower (a slow disk).
+``--test-slow-sync-ms`` makes each sync of new entries that much slower (a slow disk),
+``--test-slow-snapshot-ms`` each snapshot write.
 
 At every durable point the wrapper rewrites ``DATA_DIR/test-hooks/durable.json``:
 ``{"wal": {"wal/<segment>": durable length}, "last_index", "term", "vote", "checked"}``
@@ -45,9 +46,10 @@ VIOLATIONS_FILE = "violations.jsonl"
 class AuditedStorage:
     """A storage that records what is durable and checks sends against it (see the module docstring)."""
 
-    def __init__(self, inner, data_dir: str | os.PathLike, slow_sync_s: float = 0.0) -> None:
+    def __init__(self, inner, data_dir: str | os.PathLike, slow_sync_s: float = 0.0, slow_snapshot_s: float = 0.0) -> None:
         self._inner = inner
         self._slow_sync_s = slow_sync_s  # added to each sync of new entries (a slow disk)
+        self._slow_snapshot_s = slow_snapshot_s  # added to each snapshot write
         self._data = Path(data_dir)
         self._hooks = self._data / HOOKS_DIR
         self._hooks.mkdir(exist_ok=True)
@@ -96,6 +98,7 @@ class AuditedStorage:
         self._record(all_durable=True)
 
     def save_snapshot(self, snap: t.Snapshot) -> None:
+        time.sleep(self._slow_snapshot_s)
         self._inner.save_snapshot(snap)
         self.durable_last = max(min(self.durable_last, self._inner.last_index()), snap.meta.index)
         self._record(all_durable=False)  # the snapshot is durable, appends since the last sync are not

@@ -25,11 +25,13 @@ import os
 import random
 import time
 from collections import deque
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 
 from logqueue.raft import RAFT_VARIANTS, Config, Raft, SafetyError
 from logqueue.raft import types as t
-from logqueue.runtime import envelope, wire
+from logqueue.runtime import envelope, snapshot_stream, wire
+from logqueue.runtime.applied_tail import AppliedTail
 from logqueue.runtime.audit import AuditedStorage
 from logqueue.runtime.backfill import Backfill
 from logqueue.runtime.entry_log import EntryLog
@@ -66,15 +68,18 @@ class NodeConfig:
     join: bool = False  # start empty and wait to be added by `member add`
     snapshot_every: int = 10_000  # applied entries between snapshots (at most)
     snapshot_bytes: int = 32 << 20  # ... or this many bytes of applied entries, whichever first
-    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them)
+    retain_entries: int = 100_000  # entries kept on disk behind the latest snapshot (more if jobs need them) ...
+    retain_bytes: int = 64 << 20  # ... as long as they hold at most this many bytes of data
     memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
     memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
     segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
+    snapshot_chunk_bytes: int = snapshot_stream.DEFAULT_CHUNK_BYTES  # snapshot data per frame sent to a follower
     max_frame: int = wire.DEFAULT_MAX_FRAME
     max_payload: int = DEFAULT_MAX_PAYLOAD  # bytes of one record or job payload; larger ones are refused
     test_hooks: bool = False  # allow `isolate`; audit durability before sends (runtime/audit.py)
     test_slow_sync_ms: int = 0  # with test_hooks: a sync of new entries takes this much longer (a slow disk)
+    test_slow_snapshot_ms: int = 0  # with test_hooks: a snapshot write takes this much longer
     seed: int | None = None
     raft_variant: str = "logqueue"  # a key of RAFT_VARIANTS; "paper" for election experiments only
 
@@ -92,6 +97,12 @@ def open_storage(cfg: NodeConfig):
         return MemoryStorage()
     os.makedirs(cfg.data_dir, exist_ok=True)
     return DiskStorage(cfg.data_dir, fsync=cfg.fsync, segment_bytes=cfg.segment_bytes)
+
+
+def _done() -> Future:
+    fut: Future = Future()
+    fut.set_result(None)
+    return fut
 
 
 class Node:
@@ -117,13 +128,17 @@ class Node:
         self.started = time.time()
         self._server: asyncio.AbstractServer | None = None
         self._inbound: set[Inbound] = set()  # accepted connections, closed by stop()
+        self._assemblers: dict[Inbound, snapshot_stream.Assembler] = {}  # peer connections sending snapshot chunks
+        self._chunks_in_closed = self._largest_chunk = 0  # of the assemblers of closed connections
         self._wake = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self.leading_term: int | None = None  # the term in which the service last took over as leader
         self._snap_index = 0  # index of the latest snapshot taken or installed
         self._snap_size = 0  # bytes of its data
+        self.snapshot_saved: Future = _done()  # the disk thread's write of the latest snapshot taken
         self._applied_bytes = 0  # of entries applied since that snapshot
         self._recent_sizes: deque[int] = deque(maxlen=max(1, cfg.memory_entries))  # data bytes of the last applied
+        self._tail = AppliedTail()  # where the last retain_bytes of applied entries begin
         self.stalls = StallMeter()
         # While the jobs of an installed snapshot read entries this node lacks, committed
         # entries wait here (in order) until the backfill has fetched them.
@@ -148,7 +163,8 @@ class Node:
         cfg = self.cfg
         self.storage = open_storage(cfg)
         if cfg.test_hooks and cfg.data_dir is not None:
-            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir, cfg.test_slow_sync_ms / 1000)
+            self.storage = self.audit = AuditedStorage(self.storage, cfg.data_dir, cfg.test_slow_sync_ms / 1000,
+                                                        cfg.test_slow_snapshot_ms / 1000)
         self.storage = LockedStorage(self.storage)  # shared with the disk thread
         self.persister = Persister(self.storage)
         state = self.storage.load()
@@ -196,6 +212,7 @@ class Node:
             self.persister.close()
         if self.storage is not None:
             self.storage.close()
+        self.stalls.close()
         self.stopped.set()
 
     # --- addresses ---------------------------------------------------------------------------
@@ -225,7 +242,12 @@ class Node:
         raft = self.raft
         members = raft.conf.members()
         for body in bodies:
-            msg = wire.decode_message(body)  # FrameError closes the connection
+            if snapshot_stream.is_chunk(body):
+                msg = self._assembler(conn).feed(body)  # FrameError closes the connection
+                if msg is None:
+                    continue
+            else:
+                msg = wire.decode_message(body)
             if msg.src != conn.peer_id or msg.dst != self.node_id:
                 raise wire.FrameError(f"message from {msg.src} to {msg.dst} on the link of peer {conn.peer_id}")
             # An empty configuration means we were started to join and wait to be added.
@@ -237,6 +259,12 @@ class Node:
             raft.step(msg)
         self._send_heartbeats()
         self._wake.set()
+
+    def _assembler(self, conn: Inbound) -> snapshot_stream.Assembler:
+        assembler = self._assemblers.get(conn)
+        if assembler is None:
+            assembler = self._assemblers[conn] = snapshot_stream.Assembler()
+        return assembler
 
     def _log_refused(self, msg: t.Message) -> None:
         now = time.monotonic()
@@ -266,6 +294,10 @@ class Node:
 
     def on_close(self, conn: Inbound) -> None:
         self._inbound.discard(conn)  # its waiters are dropped when they are answered
+        assembler = self._assemblers.pop(conn, None)
+        if assembler is not None:
+            self._chunks_in_closed += assembler.chunks
+            self._largest_chunk = max(self._largest_chunk, assembler.largest)
 
     def wake(self) -> None:
         self._wake.set()
@@ -359,7 +391,11 @@ class Node:
         # (peer, bulk) -> frames; bulk: entries and snapshots, on their own connection.
         by_peer: dict[tuple[int, bool], list[list]] = {}
         for msg in messages:
-            bulk = isinstance(msg, t.InstallSnapshot) or (isinstance(msg, t.AppendEntries) and bool(msg.entries))
+            if isinstance(msg, t.InstallSnapshot):
+                by_peer.setdefault((msg.dst, True), []).extend(
+                    snapshot_stream.chunk_frames(msg, self.cfg.snapshot_chunk_bytes))
+                continue
+            bulk = isinstance(msg, t.AppendEntries) and bool(msg.entries)
             by_peer.setdefault((msg.dst, bulk), []).append(wire.message_frame(msg))
         for (peer, bulk), frames in by_peer.items():
             link = self._link(peer)
@@ -400,6 +436,7 @@ class Node:
         for e in entries:
             self._applied_bytes += len(e.data)
             self._recent_sizes.append(len(e.data))
+            self._tail.add(e.index, len(e.data))
             if e.kind is not t.EntryKind.NORMAL:
                 if e.kind is t.EntryKind.CONFIG:
                     service.on_config_applied(e)
@@ -440,14 +477,15 @@ class Node:
         applied = raft.applied_index
         if applied - self._snap_index < self.cfg.snapshot_every and self._applied_bytes < self.cfg.snapshot_bytes:
             return
-        if self._held is None:
+        if self._held is None and self.snapshot_saved.done():  # one snapshot written at a time
             self.take_snapshot()
 
     def take_snapshot(self) -> int:
         """Snapshot the state machine at the applied index and compact the log behind it:
         the core keeps ``memory_entries`` (within ``memory_bytes``) in memory, the disk
-        ``retain_entries`` and
-        whatever retained jobs still read (whole segments are deleted).
+        ``retain_entries`` (within ``retain_bytes``) and whatever retained jobs still read
+        (whole segments are deleted). The loop builds the bytes; the disk thread writes them and then
+        compacts the WAL (``snapshot_saved`` is done once it has).
 
         Raises SafetyError while a backfill holds entries back (the machine is behind)."""
         raft = self.raft
@@ -458,17 +496,27 @@ class Node:
             raise SafetyError("a backfill is under way: the state machine is behind the applied index")
         data = self.machine.snapshot()
         snap = raft.compact(applied, data, retain=min(self._memory_retain(), self.cfg.retain_entries))
-        self.storage.save_snapshot(snap)
         self._snap_index, self._snap_size = applied, len(data)
         self._applied_bytes = 0
         keep_from = applied - self.cfg.retain_entries
+        self._tail.forget_before(keep_from)
+        start = self._tail.start_of_last(self.cfg.retain_bytes)
+        if start is not None:
+            keep_from = max(keep_from, start - 1)
         needed = self.machine.needed_from()
         if needed is not None:
             keep_from = min(keep_from, needed - 1)
         if keep_from > 0:
-            self.storage.compact(keep_from)
             self.machine.forget_duplicates_below(keep_from)
+        self.snapshot_saved = self.persister.save_snapshot(snap, keep_from)
+        loop = asyncio.get_running_loop()
+        self.snapshot_saved.add_done_callback(lambda fut: loop.call_soon_threadsafe(self._check_saved, fut))
         return applied
+
+    def _check_saved(self, fut) -> None:
+        if fut.exception() is not None:  # a storage failure is fatal, as in the loop
+            log.error("node %d could not write its snapshot", self.node_id, exc_info=fut.exception())
+            self.stopped.set()
 
     def _memory_retain(self) -> int:
         """How many of the last applied entries fit ``memory_entries`` and ``memory_bytes``."""
@@ -523,9 +571,14 @@ class Node:
             "wal_segments": wal_segments,
             "retained_offsets": self.machine.retained_offsets(),
             "backfilling": self._held is not None,
+            "snapshot_chunks_received": self._chunks_in_closed + sum(a.chunks for a in self._assemblers.values()),
+            "largest_snapshot_chunk": max([self._largest_chunk, *(a.largest for a in self._assemblers.values())]),
             "replayed_at_start": self._replayed_at_start,
             "longest_stall_ms": self.stalls.longest_ms(),
             "longest_turn_ms": self.stalls.longest_turn_ms(),
+            "longest_gc_ms": self.stalls.longest_gc_ms(),
+            "longest_gc_generation": self.stalls.longest_gc_generation,
+            "longest_storage_wait_ms": round(1000 * self.storage.longest_wait, 1),
             **memory_usage(),
             "voters": sorted(raft.conf.voters),
             "outgoing": sorted(raft.conf.outgoing),

@@ -7,6 +7,10 @@ writes, fsyncs and CRCs release the GIL) while the loop goes on. The node still 
 nothing that depends on the Ready before ``run`` returns: the persist-before-send order
 is the loop's, only the waiting is no longer a stall.
 
+The same thread writes the snapshots the node takes (``save_snapshot``): the file and
+its fsync, then the WAL compaction behind it, in that order and after every Ready
+handed over before. The loop only builds the snapshot's bytes.
+
 ``LockedStorage`` is the node's storage shared by the loop and that thread: every call
 holds one lock, except the few in-memory reads a status or a check makes
 (``first_index``, ``last_index``, ``usage``: attribute reads, atomic under the GIL).
@@ -15,19 +19,25 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from concurrent.futures import Future, ThreadPoolExecutor
 
 from logqueue.raft import types as t
 
 
 class LockedStorage:
-    """A storage whose calls (but the lock-free reads above) are serialized by one lock."""
+    """A storage whose calls (but the lock-free reads above) are serialized by one lock.
+
+    ``longest_wait`` is the longest the event loop's thread waited for the lock (seconds):
+    a stall of the loop behind the disk thread."""
 
     _LOCK_FREE = frozenset({"first_index", "last_index", "usage"})
 
     def __init__(self, inner) -> None:
         self._inner = inner
         self._lock = threading.Lock()
+        self._loop_thread = threading.get_ident()
+        self.longest_wait = 0.0
 
     def __getattr__(self, name: str):
         attr = getattr(self._inner, name)
@@ -36,8 +46,15 @@ class LockedStorage:
         lock = self._lock
 
         def locked(*args, **kwargs):
-            with lock:
+            if not lock.acquire(blocking=False):
+                started = time.perf_counter()
+                lock.acquire()
+                if threading.get_ident() == self._loop_thread:
+                    self.longest_wait = max(self.longest_wait, time.perf_counter() - started)
+            try:
                 return attr(*args, **kwargs)
+            finally:
+                lock.release()
 
         return locked
 
@@ -66,6 +83,16 @@ class Persister:
         if rd.hard_state is not None:
             storage.set_hard_state(rd.hard_state)
         storage.sync()
+
+    def save_snapshot(self, snap: t.Snapshot, compact_to: int) -> Future:
+        """Write ``snap`` durably, then drop the WAL up to ``compact_to`` (if > 0), in the
+        disk thread; the future is done once both are."""
+        return self._thread.submit(self._save_snapshot, snap, compact_to)
+
+    def _save_snapshot(self, snap: t.Snapshot, compact_to: int) -> None:
+        self.storage.save_snapshot(snap)
+        if compact_to > 0:
+            self.storage.compact(compact_to)
 
     def close(self) -> None:
         """Wait for a persist under way (the loop may have been cancelled during one)."""

@@ -47,6 +47,8 @@ MAX_GROUPS_PER_ENTRY = 1024
 # Payload bytes proposed per loop turn (at least one request): the fsync of one turn stays
 # short, so the loop keeps sending heartbeats while large payloads stream in.
 PROPOSAL_BYTES_PER_TURN = 8 << 20
+# Answers to one connection from one applied entry are joined into one write up to this size.
+JOIN_BYTES = 256 << 10
 
 
 def _take(items: list, size, budget: int) -> tuple[list, list]:
@@ -108,7 +110,9 @@ class _Pending:
         self.remaining = n
         self.done = False
 
-    def set(self, k: int, answer: Any) -> None:
+    def set(self, k: int, answer: Any, out: dict | None = None) -> None:
+        """Record answer ``k``; the response goes out with the last one (into ``out``,
+        ``{conn: [frame, ...]}``, when given: the caller writes each connection's at once)."""
         if self.done:
             return
         if answer is None:
@@ -120,7 +124,11 @@ class _Pending:
             self.done = True
             # "indexes": one answer per record; "results": the one group's command results.
             body = self.answers if self.key == "indexes" else self.answers[0]
-            self.conn.send(wire.response(self.rid, True, {self.key: body}))
+            response = wire.response(self.rid, True, {self.key: body})
+            if out is None:
+                self.conn.send(response)
+            else:
+                out.setdefault(self.conn, []).append(wire.frame(response))
 
     def fail(self, body: dict) -> None:
         if not self.done:
@@ -314,11 +322,18 @@ class Service:
                 pending.set(k, answer)
 
     def on_queue_applied(self, outcomes: list[tuple[int, int, Any]]) -> None:
+        # One write per connection for the entry (consumers sharing a client share one).
+        replies: dict["Inbound", list[bytes]] = {}
         for client_id, seq, answer in outcomes:
             key = (client_id, seq)
             self.inflight.discard(key)
             for pending, k in self.queue_waiters.pop(key, ()):
-                pending.set(k, answer)
+                pending.set(k, answer, replies)
+        for conn, frames in replies.items():
+            if len(frames) > 1 and sum(map(len, frames)) <= JOIN_BYTES:
+                frames = [b"".join(frames)]
+            for data in frames:  # large answers (claimed payloads) are written as they are, never copied
+                conn.send_bytes(data)
 
     def on_config_applied(self, entry: t.Entry) -> None:
         conf = t.ConfState.decode(entry.data)
@@ -605,7 +620,12 @@ class Service:
             index = self.node.take_snapshot()
         except SafetyError as exc:
             raise BadRequest(str(exc)) from None
-        conn.send(wire.response(rid, True, {"index": index}))
+
+        async def answer() -> None:  # once the snapshot is durable and the WAL compacted
+            await asyncio.wrap_future(self.node.snapshot_saved)
+            conn.send(wire.response(rid, True, {"index": index}))
+
+        asyncio.get_running_loop().create_task(answer())
 
     def op_isolate(self, conn, rid, args) -> None:
         if not self.node.test_hooks:

@@ -2,11 +2,16 @@
 
 Two views of a stall: the longest single turn of the node's loop (persist, send, apply,
 snapshot), and the longest the ticker woke up late (anything that held the loop: a long
-turn, a burst of decoding, a pause of the process).
+turn, a burst of decoding, a pause of the process). The longest garbage collection is
+measured apart (it happens inside either), as are the loop's waits for the storage lock
+(``persist.LockedStorage``). All are wall-clock times: on a loaded machine they include
+the time the process waited for a CPU.
 """
 from __future__ import annotations
 
+import gc
 import resource
+import time
 
 
 class StallMeter:
@@ -15,6 +20,22 @@ class StallMeter:
     def __init__(self) -> None:
         self.longest_turn = 0.0
         self.longest_late = 0.0
+        self.longest_gc = 0.0  # the longest garbage collection (part of a turn or a late tick) ...
+        self.longest_gc_generation = 0  # ... and the generation it collected
+        self._gc_started = 0.0
+        gc.callbacks.append(self._on_gc)
+
+    def _on_gc(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._gc_started = time.perf_counter()
+            return
+        seconds = time.perf_counter() - self._gc_started
+        if seconds > self.longest_gc:
+            self.longest_gc, self.longest_gc_generation = seconds, info["generation"]
+
+    def close(self) -> None:
+        if self._on_gc in gc.callbacks:
+            gc.callbacks.remove(self._on_gc)
 
     def turn(self, seconds: float) -> None:
         if seconds > self.longest_turn:
@@ -30,6 +51,9 @@ class StallMeter:
 
     def longest_turn_ms(self) -> float:
         return round(1000 * self.longest_turn, 1)
+
+    def longest_gc_ms(self) -> float:
+        return round(1000 * self.longest_gc, 1)
 
 
 def memory_usage() -> dict:
