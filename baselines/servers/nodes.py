@@ -6,11 +6,15 @@ servers. Each node runs in a process group of its own (``start_new_session``), s
 Ctrl-C at the terminal does not reach it and ``stop`` kills the whole group. A
 :class:`Reaper` -- a small watchdog process told the group of every node -- SIGKILLs
 those groups when its launcher's end of the pipe closes, which is also what happens when
-the launcher is SIGKILLed: no broker process outlives the run that started it.
+the launcher is SIGKILLed: no broker process outlives the run that started it (nor a
+network namespace of the run's, ``baselines.servers.netns``). A start whose node exits
+saying its port was taken (``PORT_TAKEN``: another process bound it after ``free_ports``
+picked it) starts again on fresh ports, ``START_ATTEMPTS`` times at most.
 
 Node faults are by node name: ``kill`` (SIGKILL, waits until the process is gone),
 ``restart`` (start again on the same data and ports), ``pause`` / ``resume``
-(SIGSTOP / SIGCONT). ``leader()`` asks the system itself which node leads.
+(SIGSTOP / SIGCONT). ``leader()`` asks the system itself which node leads; a node cut off its
+peers (``Node.cut_off``, where a cluster can do that) is not asked.
 """
 from __future__ import annotations
 

@@ -7,7 +7,8 @@ The brokers on this machine are shared (other tests use them), so a scenario tha
 storage). A server without ``private_argv`` (RabbitMQ here) gives a topology whose
 ``node_faults`` says why. The server runs in a session of its own watched by a
 :class:`~baselines.servers.nodes.Reaper`, so it dies with the run even when the runner is
-SIGKILLed.
+SIGKILLed. A server that exits at its start saying its port was taken starts again on a
+fresh one (see ``baselines.servers.nodes.PORT_TAKEN``).
 """
 from __future__ import annotations
 
