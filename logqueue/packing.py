@@ -28,18 +28,27 @@ def bin_header(n: int) -> bytes:
     return _BIN32.pack(0xC6, n)
 
 
+def _container_header(n: int, fix: int, code16: int, code32: int) -> bytes:
+    if n < 16:
+        return bytes((fix | n,))
+    if n < 1 << 16:
+        return struct.pack(">BH", code16, n)
+    return struct.pack(">BI", code32, n)
+
+
 def array_header(n: int) -> bytes:
     """The msgpack header of an array of ``n`` elements."""
-    if n < 16:
-        return bytes((0x90 | n,))
-    if n < 1 << 16:
-        return struct.pack(">BH", 0xDC, n)
-    return struct.pack(">BI", 0xDD, n)
+    return _container_header(n, 0x90, 0xDC, 0xDD)
+
+
+def map_header(n: int) -> bytes:
+    """The msgpack header of a map of ``n`` pairs."""
+    return _container_header(n, 0x80, 0xDE, 0xDF)
 
 
 def pack_parts(value) -> list:
-    """``value`` (lists, tuples and what msgpack packs) packed as parts: each bin of at
-    least ``LARGE`` bytes is a part of its own, the object itself."""
+    """``value`` (lists, tuples, dicts and what msgpack packs) packed as parts: each bin of
+    at least ``LARGE`` bytes is a part of its own, the object itself."""
     parts: list = []
     pack = msgpack.Packer().pack
 
@@ -47,6 +56,11 @@ def pack_parts(value) -> list:
         if type(v) in (list, tuple):
             parts.append(array_header(len(v)))
             for item in v:
+                walk(item)
+        elif type(v) is dict:
+            parts.append(map_header(len(v)))
+            for key, item in v.items():
+                walk(key)
                 walk(item)
         elif type(v) is bytes and len(v) >= LARGE:
             parts.append(bin_header(len(v)))
@@ -56,6 +70,12 @@ def pack_parts(value) -> list:
 
     walk(value)
     return parts
+
+
+def packb(value) -> bytes:
+    """``msgpack.packb(value)``'s bytes, with one copy of its large bins (msgpack's own
+    buffer grows by doubling and is copied out again)."""
+    return b"".join(pack_parts(value))
 
 
 def byte_range(parts: list, start: int, stop: int) -> list[memoryview]:

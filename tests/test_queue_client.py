@@ -5,6 +5,7 @@ Every test uses a fresh queue name, so tests share the cluster without sharing s
 """
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import threading
@@ -14,7 +15,7 @@ import uuid
 import pytest
 
 from cluster_util import json_lines, run_cli, wait_for
-from logqueue.client import Client, Consumer, JobContext, LeaseLost, Producer, Worker
+from logqueue.client import AsyncConsumer, Client, Consumer, JobContext, LeaseLost, Producer, Worker
 from logqueue.queue import QueueMachine, commands
 
 
@@ -78,6 +79,47 @@ def test_a_lease_taken_over_fences_the_old_holder_and_the_new_one_completes_once
     assert (row["offset"], row["result"], row["token"], row["attempts"]) == (0, b"mine", again.token, 2)
     s = stats(client, queue)
     assert (s["completed"], s["fenced"], s["redelivered"]) == (1, 1, 1)
+
+
+def test_complete_many_answers_each_job_and_its_claim_leaves_in_the_same_submit(client, queue):
+    """A batch with a fenced job, an accepted one and one completed twice: each gets its own
+    answer, and the claim sent with the batch (after it) leases the next jobs."""
+    producer = Producer(client, queue)
+    producer.enqueue_many([b"a", b"b"])
+    old = Consumer(client, queue, "g", "old", lease_ms=300)
+    new = Consumer(client, queue, "g", "new", lease_ms=30_000)
+    first, second = old.claim(2)
+    (taken,) = new.claim_wait(1, timeout_s=5)  # ``first`` once its lease expired (the lowest claimable)
+    assert taken.offset == first.offset
+    assert old.heartbeat([second]) == []  # its lease may have run out: nobody claimed it since, so it is revived
+    producer.enqueue_many([b"c", b"d"])
+    before = client.query("stats", queue=queue, group="g")["claimed"]
+    errors, claimed = old.complete_many([first, second, second], [b"late", b"2", b"2"], claim=5)
+    assert isinstance(errors[0], LeaseLost) and errors[0].code == commands.FENCED
+    assert errors[1:] == [None, None]  # the repeat by the holder: already_done, accepted
+    assert [j.offset for j in claimed] == [2, 3] and claimed[0].token > second.token
+    assert sorted(old.held) == [2, 3]  # the settled and the fenced job are no longer held
+    results = {row["offset"]: row["result"] for row in client.query("results", queue=queue, group="g")}
+    assert results == {second.offset: b"2"}
+    assert client.query("stats", queue=queue, group="g")["claimed"] == before + 2
+    errors, claimed = new.complete_many([], [], claim=1)  # nothing to complete: the claim alone
+    assert errors == [] and claimed == []
+
+
+def test_consumers_sharing_a_client_each_get_their_answer_from_one_entry(addresses, queue):
+    """Claims sent in one loop turn over one connection are applied in one entry, and the
+    leader writes their answers together: each must reach its own caller on the first
+    attempt (a lost answer would only come back from the retry, after ``attempt_timeout``)."""
+    attempt_s = 30.0
+    with Client(addresses, timeout=2 * attempt_s, attempt_timeout=attempt_s) as shared:
+        Producer(shared, queue).enqueue_many([b"%d" % i for i in range(16)])
+
+        async def claim_all() -> list[list]:
+            consumers = [AsyncConsumer(shared.aio, queue, "g", f"w{i}") for i in range(16)]
+            return await asyncio.wait_for(asyncio.gather(*(c.claim(1) for c in consumers)), attempt_s * 0.8)
+
+        claimed = shared.run(claim_all())
+    assert sorted(job.offset for jobs in claimed for job in jobs) == list(range(16))
 
 
 def test_background_heartbeats_keep_the_lease_and_a_lost_lease_is_reported(client, queue):

@@ -130,6 +130,20 @@ def test_heartbeats_of_a_durable_term_may_leave_while_a_ready_is_persisted() -> 
     assert r.ready().messages == [AppendEntriesResponse(1, 2, 1, True, 2)]
 
 
+def test_heartbeat_now_sends_a_leaders_heartbeats_before_the_heartbeat_tick() -> None:
+    # The runtime calls it after its loop could not tick for a while: a follower's timer
+    # ran on meanwhile, so the leader must not wait for its next heartbeat tick.
+    c = elected(3)
+    leader = c.nodes[1].raft
+    leader.heartbeat_now()
+    rd = leader.ready()
+    assert sorted(m.dst for m in rd.messages if isinstance(m, Heartbeat)) == [2, 3]
+    leader.advance(rd)
+    follower = c.nodes[2].raft
+    follower.heartbeat_now()
+    assert not follower.has_ready()
+
+
 def test_a_ready_with_a_snapshot_continues_it() -> None:
     # One Ready may hold a snapshot, entries and committed entries: the entries and the
     # committed entries follow the snapshot, so persisting and applying in the documented

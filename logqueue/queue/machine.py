@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import msgpack
 
+from logqueue.packing import packb
+
 from . import _fields as f
 from ._fields import BadRequest
 from ._group import DEAD, DONE, Group
@@ -314,7 +316,7 @@ class QueueMachine:
             "queues": [[name, self.queues[name].dump()] for name in sorted(self.queues)],
             "log": self.log.dump(),
         }
-        return msgpack.packb(image, use_bin_type=True)
+        return packb(image)
 
     @classmethod
     def restore(cls, data: bytes, log=None) -> "QueueMachine":

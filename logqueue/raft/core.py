@@ -148,6 +148,7 @@ class Raft:
         self.transferee: int | None = None
         self.transfer_elapsed = 0  # ticks since transfer_leadership(); it gives up after `low`
         self.read_seq = 0
+        self.campaigns = 0  # elections (pre-votes included) this node has started, for monitoring
         self.pending_reads: list[_PendingRead] = []
         self.reads_awaiting_commit: list[tuple[int, int]] = []  # (origin, request), before a commit in our term
         self.read_states: list[ReadState] = []
@@ -172,6 +173,12 @@ class Raft:
     @property
     def conf(self) -> ConfState:
         return self.log.conf
+
+    def slowest_replicating(self) -> int | None:
+        """A leader's lowest match among the followers it streams to (REPLICATE: live and
+        in step), None on a follower or when there is none."""
+        matches = [pr.match for pr in self.progress.values() if pr.state is State.REPLICATE]
+        return min(matches) if self.role is Role.LEADER and matches else None
 
     def promotable(self) -> bool:
         """May this node campaign? Only voters of the configuration in effect may."""
@@ -271,6 +278,14 @@ class Raft:
             self.reads_awaiting_commit.append((origin, request))
             return
         self._start_read(origin, request)
+
+    def heartbeat_now(self) -> None:
+        """A leader sends its heartbeats now rather than at the next heartbeat tick: the
+        runtime could not tick for a while (its process was held), and its followers'
+        election timers ran on meanwhile. Nothing for a follower or a candidate."""
+        if self.role is Role.LEADER:
+            self.heartbeat_elapsed = 0
+            self._broadcast_heartbeat(self.read_seq)
 
     def report_unreachable(self, peer: int) -> None:
         """The runtime could not reach `peer` (etcd's ReportUnreachable): a leader stops
@@ -456,6 +471,7 @@ class Raft:
         self._append_as_leader([(EntryKind.NOOP, b"")])
 
     def _campaign(self, pre_vote: bool, transfer: bool = False) -> None:
+        self.campaigns += 1
         if pre_vote:
             self._become_pre_candidate()
             term = self.term + 1

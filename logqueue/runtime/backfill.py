@@ -3,8 +3,13 @@
 A follower that installs a snapshot gets only the queue's metadata; the payloads and
 results of the jobs it retains stay in the entries that carried them, which this node
 lacks. The backfill asks the leader (``fetch_entries``) for them newest chunk first, in
-chunks of at most ``CHUNK_BYTES``, and prepends each to its storage, so neither side holds
-more than a chunk in memory. Meanwhile the node holds committed entries back (``Node``).
+chunks of at most ``CHUNK_BYTES``, and prepends each to its storage (in a thread: a chunk
+of large entries is a long write), so neither side holds more than a chunk in memory.
+Meanwhile the node holds committed entries back (``Node``).
+
+Those entries are committed, hence the same on every node that has applied them (Log
+Matching): when the leader cannot serve them -- in particular when this node has become
+the leader meanwhile -- any other member can.
 """
 from __future__ import annotations
 
@@ -60,31 +65,40 @@ class Backfill:
         node = self.node
         storage = node.storage
         client = AsyncClient([node.cfg.listen], secret=node.secret)
+        loop = asyncio.get_running_loop()
         fetched = 0
         log.info("node %d fetching log entries %d..%d that its retained jobs read", node.node_id, self.needed,
                  storage.first_index() - 1)
         try:
             while self.needed < storage.first_index():
-                leader = node.raft.leader_id
-                address = node.address_of(leader) if leader not in (None, node.node_id) else None
-                if address is None:
-                    await asyncio.sleep(RETRY_S)
+                entries = []
+                for peer, address in self._sources():
+                    try:
+                        body = await client.call(address, "fetch_entries", {
+                            "from": self.needed, "to": storage.first_index(), "max_bytes": CHUNK_BYTES}, timeout=10)
+                    except ClientError as exc:
+                        log.warning("node %d: fetching entries from node %s failed (%s)", node.node_id, peer, exc)
+                        continue
+                    entries = entries_of(body["entries"])
+                    if entries and entries[-1].index == storage.first_index() - 1:
+                        break
+                else:
+                    await asyncio.sleep(RETRY_S)  # nobody could serve them yet
                     continue
                 try:
-                    body = await client.call(address, "fetch_entries", {
-                        "from": self.needed, "to": storage.first_index(), "max_bytes": CHUNK_BYTES}, timeout=10)
-                except ClientError as exc:
-                    log.warning("node %d: fetching entries from node %s failed (%s); retrying", node.node_id,
-                                leader, exc)
-                    await asyncio.sleep(RETRY_S)
-                    continue
-                entries = entries_of(body["entries"])
-                if entries and entries[-1].index == storage.first_index() - 1:
-                    storage.prepend(entries)
-                    fetched += len(entries)
-                else:
-                    await asyncio.sleep(RETRY_S)
+                    await loop.run_in_executor(None, storage.prepend, entries)
+                except ValueError:
+                    continue  # a snapshot installed meanwhile moved the first index: fetch again
+                fetched += len(entries)
         finally:
             await client.close()
         log.info("node %d fetched %d log entries behind its snapshot", node.node_id, fetched)
         node.backfill_done()
+
+    def _sources(self) -> list[tuple[int, str]]:
+        """(id, address) of the members to fetch from, the leader first; never this node."""
+        node = self.node
+        leader = node.raft.leader_id
+        others = sorted(node.raft.conf.members() - {node.node_id, leader})
+        ids = ([leader] if leader not in (None, node.node_id) else []) + others
+        return [(i, a) for i in ids if (a := node.address_of(i)) is not None]

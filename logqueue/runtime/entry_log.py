@@ -90,8 +90,14 @@ class EntryLog:
         return hit[0]
 
     def _fill(self, index: int) -> None:
+        """Read entry ``index``, and the next ones if ``READ_AHEAD`` entries of its size fit
+        the cache (a replay of small entries then reads each segment sequentially; large
+        ones would only be read, decoded and evicted)."""
         self.misses += 1
-        for e in reversed(self._read(index, index + READ_AHEAD)):  # the one asked for cached last
+        entries = self._read(index, index + 1)
+        if entries and len(entries[0].data) * READ_AHEAD <= self._limit:
+            entries += self._read(index + 1, index + READ_AHEAD)
+        for e in reversed(entries):  # the one asked for cached last
             if e.kind is t.EntryKind.NORMAL and e.index not in self._cache:
                 env = envelope.decode(e.data)
                 if env is not None and env[0] == envelope.QUEUE:

@@ -17,18 +17,27 @@ from typing import Any
 
 import msgpack
 
+from logqueue.packing import LARGE, pack_parts
+
 RECORD, QUEUE, ADDRESS = 0, 1, 2
 KIND_NAMES = {RECORD: "record", QUEUE: "queue", ADDRESS: "address"}
 
 _packb = msgpack.packb
 
 
+def _pack(value, large: bool) -> bytes:
+    # Joining the parts copies each large payload once; msgpack's growing buffer copies it
+    # two or three times (20 MB: 50 ms against 20 ms on this machine), on the event loop.
+    return b"".join(pack_parts(value)) if large else _packb(value)
+
+
 def record(client_id: int, seq: int, low: int, data: bytes) -> bytes:
-    return _packb((RECORD, client_id, seq, low, data))
+    return _pack((RECORD, client_id, seq, low, data), len(data) >= LARGE)
 
 
-def queue_batch(now_ms: int, groups: list) -> bytes:
-    return _packb((QUEUE, now_ms, groups))
+def queue_batch(now_ms: int, groups: list, payload_bytes: int = 0) -> bytes:
+    """``payload_bytes``: how much payload ``groups`` carry (large ones are packed apart)."""
+    return _pack((QUEUE, now_ms, groups), payload_bytes >= LARGE)
 
 
 def address(node_id: int, addr: str | None) -> bytes:

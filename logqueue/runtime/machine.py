@@ -16,6 +16,7 @@ from typing import Any
 
 import msgpack
 
+from logqueue.packing import packb
 from logqueue.runtime.entry_log import commands_of
 
 
@@ -166,7 +167,7 @@ class ServiceMachine:
     def snapshot(self) -> bytes:
         sessions = [[c, s.low, [[seq, s.results[seq]] for seq in s.order if seq in s.results]]
                     for c, s in self.sessions.items()]
-        return msgpack.packb({
+        return packb({
             "v": SNAPSHOT_VERSION,
             "sessions": sessions,
             "addresses": self.addresses,

@@ -72,6 +72,7 @@ class NodeConfig:
     retain_bytes: int = 64 << 20  # ... as long as they hold at most this many bytes of data
     memory_entries: int = 1_000  # entries the Raft core keeps in memory behind its snapshot ...
     memory_bytes: int = 8 << 20  # ... as long as their data stays within this many bytes
+    catch_up_bytes: int = 256 << 20  # a leader keeps more, back to its slowest streaming follower, up to this
     retention_jobs: int | None = None  # queue retention in jobs (None: the queue's default); same on every node
     segment_bytes: int = DEFAULT_SEGMENT_BYTES  # WAL segment size
     snapshot_chunk_bytes: int = snapshot_stream.DEFAULT_CHUNK_BYTES  # snapshot data per frame sent to a follower
@@ -306,15 +307,19 @@ class Node:
     async def _ticker(self) -> None:
         loop = asyncio.get_running_loop()
         interval = self.cfg.tick_ms / 1000
+        heartbeat = self.cfg.heartbeat_ms / 1000
         deadline = loop.time()
         while True:
             deadline += interval
             await asyncio.sleep(max(0.0, deadline - loop.time()))
             now = loop.time()
-            if now - deadline > interval:
-                self.stalls.late(now - deadline)
+            late = now - deadline
+            if late > interval:
+                self.stalls.late(late)
                 deadline = now  # we were paused (SIGSTOP, long fsync): tick once, not a burst
             self._guarded(self.raft.tick)
+            if late >= heartbeat:
+                self._guarded(self.raft.heartbeat_now)  # the followers' timers did not wait for us
             self._send_heartbeats()
             self._wake.set()
 
@@ -519,14 +524,29 @@ class Node:
             self.stopped.set()
 
     def _memory_retain(self) -> int:
-        """How many of the last applied entries fit ``memory_entries`` and ``memory_bytes``."""
+        """How many of the last applied entries the core keeps in memory: those that fit
+        ``memory_entries`` and ``memory_bytes``, and on a leader every one its slowest
+        streaming follower still lacks, if they fit ``catch_up_bytes``. A follower a few
+        large entries behind then catches up from the log, not by a snapshot and a backfill
+        of those entries' payloads (TiKV likewise keeps its log for its followers, up to a
+        size limit)."""
         total = count = 0
         for size in reversed(self._recent_sizes):
             total += size
             if total > self.cfg.memory_bytes:
                 break
             count += 1
-        return min(count, self.cfg.memory_entries)
+        return max(min(count, self.cfg.memory_entries), self._catch_up_retain())
+
+    def _catch_up_retain(self) -> int:
+        raft = self.raft
+        slowest = raft.slowest_replicating()
+        applied = raft.applied_index
+        if slowest is None or slowest >= applied:
+            return 0
+        lo = max(slowest + 1, raft.log.first_index)
+        size = sum(len(e.data) for e in raft.log.slice(lo, applied + 1))
+        return applied - lo + 1 if size <= self.cfg.catch_up_bytes else 0
 
     # --- waiting for conditions (membership changes, transfers) ------------------------
     def watch(self, predicate) -> asyncio.Future:
@@ -559,6 +579,7 @@ class Node:
             "address": self.cfg.listen,
             "role": "candidate" if role in (t.Role.CANDIDATE, t.Role.PRE_CANDIDATE) else role.value,
             "term": raft.term,
+            "campaigns": raft.campaigns,
             "leader_id": raft.leader_id,
             "leader_address": self.address_of(raft.leader_id),
             "commit_index": raft.commit_index,

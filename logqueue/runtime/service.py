@@ -294,7 +294,7 @@ class Service:
                 # The leader's stamp never goes back, even across leaders.
                 now_ms = max(int(time.time() * 1000), node.machine.stamp)
                 batches = [groups[i : i + MAX_GROUPS_PER_ENTRY] for i in range(0, len(groups), MAX_GROUPS_PER_ENTRY)]
-                node.raft.propose_batch([envelope.queue_batch(now_ms, b) for b in batches])
+                node.raft.propose_batch([envelope.queue_batch(now_ms, b, sum(map(_group_bytes, b))) for b in batches])
         except NotLeader:
             self.on_leadership_lost()
         except ProposalDropped as exc:
@@ -422,7 +422,7 @@ class Service:
         except (TypeError, ValueError, KeyError) as exc:
             conn.send(wire.response(rid, False, error("bad_request", f"query {name}: {exc}")))
             return
-        conn.send(wire.response(rid, True, answer))
+        conn.send(wire.response(rid, True, answer), large=name == "read")  # "read" answers carry payloads
 
     def op_status(self, conn, rid, args) -> None:
         conn.send(wire.response(rid, True, self.node.status()))
@@ -483,16 +483,25 @@ class Service:
 
     def op_fetch_entries(self, conn, rid, args) -> None:
         """Applied entries ending just before `to`, back to `from` at most, up to about
-        `max_bytes` of data (at least one): a backfilling follower's chunk (``backfill``)."""
+        `max_bytes` of data (at least one): a backfilling follower's chunk (``backfill``),
+        read in a thread (large entries take a while) and sent without copying them."""
         node = self.node
-        storage = node.storage
-        lo = max(_arg(args, "from", int), storage.first_index())
+        lo = max(_arg(args, "from", int), node.storage.first_index())
         top = min(_arg(args, "to", int), node.raft.applied_index + 1)
         limit = min(_arg(args, "max_bytes", int, CHUNK_BYTES), CHUNK_BYTES)
+
+        async def answer() -> None:
+            chunk = await asyncio.get_running_loop().run_in_executor(None, self._chunk, lo, top, limit)
+            conn.send(wire.response(rid, True, {"entries": entry_rows(chunk)}), large=True)
+
+        asyncio.get_running_loop().create_task(answer())
+
+    def _chunk(self, lo: int, top: int, limit: int) -> list[t.Entry]:
+        storage = self.node.storage
         chunk: list[t.Entry] = []
-        size = 0
+        size, step = 0, 1
         while top > lo and size < limit:
-            block = storage.entries(max(lo, top - 8), top)  # entries may be large: a few at a time
+            block = storage.entries(max(lo, top - step), top)  # entries may be large: one first
             if not block:
                 break
             for e in reversed(block):
@@ -501,8 +510,9 @@ class Service:
                 top = e.index
                 if size >= limit:
                     break
+            step = min(2 * step, 8)
         chunk.reverse()
-        conn.send(wire.response(rid, True, {"entries": entry_rows(chunk)}))
+        return chunk
 
     # --- administration ---------------------------------------------------------------------
     def op_member(self, conn, rid, args) -> None:

@@ -136,8 +136,14 @@ class Inbound(asyncio.Protocol):
             log.exception("error handling frames from %s", self.remote)
             self.abort(f"internal error: {exc.__class__.__name__}")
 
-    def send(self, body: list) -> None:
-        self.send_bytes(wire.frame(body))
+    def send(self, body: list, large: bool = False) -> None:
+        """Frame and send ``body``; ``large``: it may hold large payloads, which are then
+        referenced rather than copied (``wire.frame_parts``)."""
+        if not large:
+            self.send_bytes(wire.frame(body))
+            return
+        for part in wire.frame_parts(body):
+            self.send_bytes(part)
 
     def send_bytes(self, data: bytes) -> None:
         if self.closed:

@@ -36,9 +36,9 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def replace_atomically(path: Path, data: bytes, durable: bool) -> None:
-    """Replace ``path`` by a file holding ``data``: a reader (or a restart after a
-    crash) sees the old content or the new, never a mix.
+def replace_atomically(path: Path, data: bytes | list, durable: bool) -> None:
+    """Replace ``path`` by a file holding ``data`` (bytes, or parts written in order):
+    a reader (or a restart after a crash) sees the old content or the new, never a mix.
 
     Write ``path.tmp``, fsync it, rename it over ``path``, fsync the directory. With
     ``durable=False`` the fsyncs are skipped: after a machine crash the file may be
@@ -47,7 +47,10 @@ def replace_atomically(path: Path, data: bytes, durable: bool) -> None:
     tmp = path.with_name(path.name + TMP_SUFFIX)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
-        write_all(fd, data)
+        if type(data) is list:
+            writev_all(fd, [memoryview(part) for part in data])
+        else:
+            write_all(fd, data)
         if durable:
             os.fsync(fd)
     finally:

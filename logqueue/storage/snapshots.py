@@ -16,6 +16,7 @@ from pathlib import Path
 import msgpack
 from crc32c import crc32c
 
+from logqueue.packing import pack_parts
 from logqueue.raft.types import ConfState, Snapshot, SnapshotMeta
 from logqueue.storage.base import CorruptSnapshotError
 from logqueue.storage.files import TMP_SUFFIX, replace_atomically
@@ -26,12 +27,20 @@ _NAME = re.compile(r"^(\d{20})\.snap$")
 
 
 def encode_snapshot(snap: Snapshot) -> bytes:
+    return b"".join(encode_snapshot_parts(snap))
+
+
+def encode_snapshot_parts(snap: Snapshot) -> list:
+    """The file's bytes as parts: the data is referenced, not copied."""
     meta = snap.meta
-    body = msgpack.packb(
+    body = pack_parts(
         (meta.index, meta.term, sorted(meta.conf.voters), sorted(meta.conf.outgoing), snap.data,
          sorted(meta.conf.learners))
     )
-    return _FRAME.pack(MAGIC, len(body), crc32c(body)) + body
+    crc = 0
+    for part in body:
+        crc = crc32c(part, crc)
+    return [_FRAME.pack(MAGIC, sum(map(len, body)), crc), *body]
 
 
 def decode_snapshot(raw: bytes, path: Path) -> Snapshot:
@@ -92,7 +101,7 @@ class SnapshotStore:
     def save(self, snap: Snapshot) -> None:
         """Write ``snap`` atomically (durably unless the fsync policy is ``off``), then
         delete older snapshot files."""
-        replace_atomically(self.directory / f"{snap.meta.index:020d}.snap", encode_snapshot(snap), self._durable)
+        replace_atomically(self.directory / f"{snap.meta.index:020d}.snap", encode_snapshot_parts(snap), self._durable)
         self._remove_older_than(snap.meta.index)
 
     def _remove_older_than(self, index: int) -> None:
