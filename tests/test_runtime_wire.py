@@ -188,3 +188,16 @@ def test_frame_parts_are_the_bytes_of_frame(body):
     """Large bins referenced in their own parts (dicts included: a response's map) make
     exactly the frame msgpack would."""
     assert b"".join(bytes(p) for p in wire.frame_parts([wire.RESPONSE, body])) == wire.frame([wire.RESPONSE, body])
+
+
+def test_a_large_frame_fed_in_pieces_decodes_with_the_frame_after_it():
+    """A large body is received into a buffer of its own (anonymous memory) and decoded once
+    complete; what follows it in the same bytes is decoded too."""
+    big = [wire.RESPONSE, 1, True, {"payload": bytes(range(256)) * 4096}]  # 1 MiB of data
+    small = [wire.RESPONSE, 2, True, None]
+    data = wire.frame(big) + wire.frame(small)
+    decoder = wire.FrameDecoder()
+    out = []
+    for k in range(0, len(data), 100_000):
+        out += decoder.feed(data[k : k + 100_000])
+    assert out == [big, small]

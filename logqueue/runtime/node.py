@@ -437,7 +437,6 @@ class Node:
 
     def _apply(self, entries: list[t.Entry]) -> None:
         machine, service = self.machine, self.service
-        decode = envelope.decode
         for e in entries:
             self._applied_bytes += len(e.data)
             self._recent_sizes.append(len(e.data))
@@ -446,7 +445,7 @@ class Node:
                 if e.kind is t.EntryKind.CONFIG:
                     service.on_config_applied(e)
                 continue
-            env = decode(e.data)
+            env = service.envelope_of(e)
             if env is None:
                 continue  # not written by this runtime: nothing to apply
             kind = env[0]

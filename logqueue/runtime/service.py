@@ -31,6 +31,7 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Callable, Protocol
 
+from logqueue.packing import LARGE
 from logqueue.raft import NotLeader, ProposalDropped, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, wire
@@ -171,6 +172,8 @@ class Service:
         self.ready_reads: list[tuple[int, "Inbound", int, str, dict]] = []  # (index, ...) awaiting apply
         self._read_seq = 0
         self.log_reads: dict[int, asyncio.Future] = {}  # read request id -> its read index
+        # Leader only: index -> (term, envelope) of the entries it proposed with large payloads.
+        self.proposed: dict[int, tuple[int, list]] = {}
         self.ops = {
             "append": self.op_append,
             "submit": self.op_submit,
@@ -294,7 +297,11 @@ class Service:
                 # The leader's stamp never goes back, even across leaders.
                 now_ms = max(int(time.time() * 1000), node.machine.stamp)
                 batches = [groups[i : i + MAX_GROUPS_PER_ENTRY] for i in range(0, len(groups), MAX_GROUPS_PER_ENTRY)]
-                node.raft.propose_batch([envelope.queue_batch(now_ms, b, sum(map(_group_bytes, b))) for b in batches])
+                sizes = [sum(map(_group_bytes, b)) for b in batches]
+                first = node.raft.propose_batch([envelope.queue_batch(now_ms, b, n) for b, n in zip(batches, sizes)])
+                for k, (b, n) in enumerate(zip(batches, sizes)):
+                    if n >= LARGE:
+                        self.proposed[first + k] = (node.raft.term, [envelope.QUEUE, now_ms, b])
         except NotLeader:
             self.on_leadership_lost()
         except ProposalDropped as exc:
@@ -312,6 +319,16 @@ class Service:
             pending.fail(body)
 
     # --- apply hooks (called by the node loop) ------------------------------------------
+    def envelope_of(self, e: t.Entry) -> list | None:
+        """The envelope of an entry being applied (None: not one of ours). A leader's own
+        entry with large payloads is taken as it proposed it -- the same index and term are
+        the same entry (Log Matching) -- rather than decoded: that would copy its payloads
+        once more on the loop."""
+        own = self.proposed.pop(e.index, None) if self.proposed else None
+        if own is not None and own[0] == e.term:
+            return own[1]
+        return envelope.decode(e.data)
+
     def on_record_applied(self, client_id: int, seq: int, answer: int | None) -> None:
         key = (client_id, seq)
         if self.inflight:
@@ -399,6 +416,7 @@ class Service:
         self.reads.clear()
         self.ready_reads.clear()
         self.inflight.clear()
+        self.proposed.clear()
         self.buf_records.clear()
         self.buf_groups.clear()
 
