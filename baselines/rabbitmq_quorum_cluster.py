@@ -43,6 +43,13 @@ START_HINT = "python -m baselines.servers rabbitmq-cluster DIR (it prints the va
 MEMBERS = 3
 # A paused node (SIGSTOP) never answers rabbitmqctl: give up on it after this and ask the next.
 CTL_EVAL_S = 8.0
+NAMESPACE_ISOLATION = ("the node's client links are blackholed, and iptables rules in its network namespace (each "
+                       "node runs in one the run made) DROP every packet between it and its peers: its Erlang "
+                       "distribution links are cut; the run's own rabbitmqctl still reaches it")
+PAUSE_ISOLATION = ("the node's client links are blackholed and the node is paused (SIGSTOP): its Erlang distribution "
+                   "links cannot be routed through the run's proxies (a node learns its peers' distribution ports "
+                   "from epmd and dials them directly) and no network namespace per node can be made here ({why}), "
+                   "so a paused node stands for a cut-off one")
 
 
 def client_env(cluster) -> dict[str, str]:
@@ -51,16 +58,30 @@ def client_env(cluster) -> dict[str, str]:
 
 
 class RabbitMQClusterTopology(ReplicatedTopology):
-    isolation = ("the node's client links are blackholed and the node is paused (SIGSTOP): its Erlang "
-                 "distribution links cannot be routed through the run's proxies (a node learns its peers' "
-                 "distribution ports from epmd and dials them directly; cutting them would take a network "
-                 "namespace per node, not done here), so a paused node stands for a cut-off one")
-    pause_to_isolate = True
+    """The nodes run in network namespaces of the run's own where this machine allows it
+    (``baselines.servers.netns.unavailable``), so that isolating a node cuts its Erlang
+    distribution links; elsewhere an isolated node is paused. ``isolation`` says which."""
 
     def make_cluster(self, run_dir, route):
+        from baselines.servers.netns import unavailable
         from baselines.servers.rabbitmq_cluster import RabbitMQCluster
 
-        return RabbitMQCluster(run_dir)
+        why = unavailable()
+        self.pause_to_isolate = why is not None
+        self.isolation = NAMESPACE_ISOLATION if why is None else PAUSE_ISOLATION.format(why=why)
+        return RabbitMQCluster(run_dir, namespaces=why is None)
+
+    def isolate(self, node) -> None:
+        if self.cluster.network is None:
+            super().isolate(node)
+        else:
+            self.cluster.cut(self.node_name(node))
+
+    def rejoin(self, node) -> None:
+        if self.cluster.network is None:
+            super().rejoin(node)
+        elif self.node(node).cut_off:
+            self.cluster.heal(self.node_name(node))
 
     def is_queue(self, name: str) -> bool:
         return name == self.queue
@@ -69,13 +90,16 @@ class RabbitMQClusterTopology(ReplicatedTopology):
         return {**client_env(self.cluster), CLUSTER_ENV: self.node_links(links)}
 
     def catching_up(self, node):
-        """The Raft entries ``node``'s member of the queue lacks (``None`` while it does not answer), and
-        whether it is a follower again whose log reaches the highest commit index of now
-        (``rabbitmq-queues quorum_status``)."""
+        """The Raft entries ``node``'s member of the queue lacks, and whether it is a follower again whose
+        log reaches the highest commit index of now (``rabbitmq-queues quorum_status``). A node cut off its
+        peers is asked about its own member (the run's rabbitmqctl still reaches it); a paused one answers
+        nothing, so its lag is ``None``."""
         name = self.node_name(node)
         members = self.cluster.members(self.is_queue)
         target = max((m["commit_index"] or 0 for m in members.values()), default=0)
         own = members.get(name, {}).get("log_index")
+        if own is None and self.node(node).cut_off:
+            own = self.cluster.members(self.is_queue, ask=name).get(name, {}).get("log_index")
 
         def caught_up() -> bool:
             member = self.cluster.members(self.is_queue).get(name, {})

@@ -131,3 +131,42 @@ def test_a_sigkilled_experiments_run_leaves_no_node_or_worker_behind(tmp_path):
             runner.wait()
     assert wait_gone(sorted(children)) == []
     assert processes_under(out) == []
+
+
+def test_rabbitmq_cluster_in_namespaces_goes_with_its_sigkilled_launcher(tmp_path):
+    """The nodes, the epmd daemons they start in their namespaces, the namespaces and their links."""
+    from baselines.servers import netns
+
+    why = netns.unavailable()
+    if why:
+        (pytest.fail if IN_CI else pytest.skip)(why)
+    script = (
+        "import time\n"
+        "from baselines.servers.rabbitmq_cluster import RabbitMQCluster\n"
+        f"c = RabbitMQCluster({str(tmp_path)!r}, namespaces=True).start()\n"
+        "n = c.network\n"
+        "print(*[p.pid for p in c.nodes.values()], *[n.namespace(i) for i in (1, 2, 3)],"
+        " *[n.host_link(i) for i in (1, 2, 3)], flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        fields = launcher.stdout.readline().split()
+        assert len(fields) == 9, fields
+        pids, names = [int(p) for p in fields[:3]], fields[3:]
+        in_namespaces = [int(p) for ns in names[:3] for p in subprocess.run(
+            ["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
+        assert set(pids) < set(in_namespaces)  # and an epmd in each
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(10)
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+        launcher.stdout.close()
+    assert wait_gone(in_namespaces) == []
+    assert processes_under(tmp_path) == []
+    deadline = time.monotonic() + GONE_S
+    while (left := [n for n in names if os.path.exists(f"/run/netns/{n}") or os.path.exists(f"/sys/class/net/{n}")]):
+        assert time.monotonic() < deadline, f"left behind: {left}"
+        time.sleep(0.05)

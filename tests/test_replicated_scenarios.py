@@ -21,7 +21,7 @@ BACKENDS = ["rabbitmq-quorum-cluster", "nats-jetstream-cluster", "redis-sentinel
 SMALL = ["--quick", "--jobs", "24", "--load-s", "2", "--fault-start-s", "0.6", "--drain-s", "60"]
 # How each system names its nodes (see baselines/servers): the fault's target must be one of these.
 NODE_NAME = {
-    "rabbitmq-quorum-cluster": r"lq[0-9a-f]{6}-[123]@localhost",
+    "rabbitmq-quorum-cluster": r"lq[0-9a-f]{6}-[123]@(localhost|10\.\d+\.\d+\.\d+)",  # on loopback, in a namespace
     "nats-jetstream-cluster": r"lq[0-9a-f]{6}-[123]",
     "redis-sentinel": r"redis-[123]",
 }

@@ -6,17 +6,23 @@ servers. Each node runs in a process group of its own (``start_new_session``), s
 Ctrl-C at the terminal does not reach it and ``stop`` kills the whole group. A
 :class:`Reaper` -- a small watchdog process told the group of every node -- SIGKILLs
 those groups when its launcher's end of the pipe closes, which is also what happens when
-the launcher is SIGKILLed: no broker process outlives the run that started it.
+the launcher is SIGKILLed: no broker process outlives the run that started it (nor a
+network namespace of the run's, ``baselines.servers.netns``). A start whose node exits
+saying its port was taken (``PORT_TAKEN``: another process bound it after ``free_ports``
+picked it) starts again on fresh ports, ``START_ATTEMPTS`` times at most.
 
 Node faults are by node name: ``kill`` (SIGKILL, waits until the process is gone),
 ``restart`` (start again on the same data and ports), ``pause`` / ``resume``
-(SIGSTOP / SIGCONT). ``leader()`` asks the system itself which node leads.
+(SIGSTOP / SIGCONT). ``leader()`` asks the system itself which node leads; a node cut off its
+peers (``Node.cut_off``, where a cluster can do that) is not asked.
 """
 from __future__ import annotations
 
 import abc
 import contextlib
+import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -27,20 +33,17 @@ from collections.abc import Callable
 from pathlib import Path
 
 POLL_S = 0.05
+# What a server logs when a port it was to listen on is taken (Redis, NATS, RabbitMQ's AMQP
+# listener and its distribution port, Python): between ``free_ports`` picking a port and the
+# server binding it, another process may take it. A launcher then starts again on fresh ports,
+# at most this many times in all.
+PORT_TAKEN = re.compile(rb"address already in use|eaddrinuse|dist_port_already_used", re.IGNORECASE)
+START_ATTEMPTS = 3
 
-# The reaper: reads "+PGID" / "-PGID" lines; at end of input SIGKILLs every group still listed.
-_REAPER = r"""
-import os, signal, sys
-groups = set()
-for line in sys.stdin:
-    sign, pgid = line[0], int(line[1:])
-    (groups.add if sign == "+" else groups.discard)(pgid)
-for pgid in groups:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except OSError:
-        pass
-"""
+log = logging.getLogger(__name__)
+
+# The reaper's script (see its docstring): kills the groups and removes the network namespaces it was told of.
+_REAPER = str(Path(__file__).with_name("reaper.py"))
 
 
 class ClusterUnavailable(RuntimeError):
@@ -68,6 +71,16 @@ def process_state(pid: int) -> bytes:
         return b""
 
 
+def lost_port(log_path: Path, offset: int) -> bool:
+    """Whether the server that logs to ``log_path`` said, past ``offset``, that its port was taken."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            return PORT_TAKEN.search(f.read()) is not None
+    except OSError:
+        return False
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -92,7 +105,7 @@ class Reaper:
     """A watchdog process that SIGKILLs the process groups it was told about once its launcher is gone."""
 
     def __init__(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-c", _REAPER], stdin=subprocess.PIPE, text=True,
+        self.proc = subprocess.Popen([sys.executable, _REAPER], stdin=subprocess.PIPE, text=True,
                                      start_new_session=True)
 
     def _send(self, line: str) -> None:
@@ -106,6 +119,13 @@ class Reaper:
     def forget(self, pgid: int) -> None:
         self._send(f"-{pgid}")
 
+    def watch_namespace(self, namespace: str, host_link: str) -> None:
+        """Remove network namespace ``namespace`` and the veth ``host_link`` into it at the end."""
+        self._send(f"+net:{namespace},{host_link}")
+
+    def forget_namespace(self, namespace: str, host_link: str) -> None:
+        self._send(f"-net:{namespace},{host_link}")
+
     def close(self) -> None:
         """Close the pipe: the reaper kills what is still listed and exits."""
         with contextlib.suppress(BrokenPipeError, ValueError):
@@ -116,14 +136,17 @@ class Reaper:
 class Node:
     """One server process: how to start it and the process while it runs."""
 
-    def __init__(self, name: str, port: int, argv: list[str], log_path: Path, env: dict[str, str] | None = None) -> None:
-        self.name, self.port, self.argv, self.log_path, self.env = name, port, argv, log_path, env
+    def __init__(self, name: str, port: int, argv: list[str], log_path: Path, env: dict[str, str] | None = None,
+                 host: str = "127.0.0.1") -> None:
+        self.name, self.port, self.argv, self.log_path, self.env, self.host = name, port, argv, log_path, env, host
         self.proc: subprocess.Popen | None = None
+        self.log_offset = 0  # where the log of the process's latest start begins
         self.paused = False
+        self.cut_off = False  # isolated from its peers (see PrivateCluster.live_nodes)
 
     @property
     def address(self) -> str:
-        return f"127.0.0.1:{self.port}"
+        return f"{self.host}:{self.port}"
 
     @property
     def pid(self) -> int | None:
@@ -134,7 +157,11 @@ class Node:
 
     def up(self) -> bool:
         """Running, not paused, and accepting connections."""
-        return self.alive() and not self.paused and port_open(self.port)
+        return self.alive() and not self.paused and port_open(self.port, self.host)
+
+    def lost_port(self) -> bool:
+        """Exited, having said its port was taken."""
+        return self.proc is not None and self.proc.poll() is not None and lost_port(self.log_path, self.log_offset)
 
 
 class PrivateCluster(abc.ABC):
@@ -160,7 +187,8 @@ class PrivateCluster(abc.ABC):
 
     @abc.abstractmethod
     def prepare(self) -> None:
-        """Check the binaries (``ClusterUnavailable``), write the files, fill ``self.nodes``."""
+        """Check the binaries (``ClusterUnavailable``), write the files, fill ``self.nodes`` (the reaper runs:
+        ``self._reaper``)."""
 
     @abc.abstractmethod
     def form(self) -> None:
@@ -169,6 +197,9 @@ class PrivateCluster(abc.ABC):
     @abc.abstractmethod
     def leader(self, queue: str | None = None) -> str | None:
         """The name of the node that leads (``queue``'s replica group where that matters), as the system says."""
+
+    def release(self) -> None:
+        """After every node was killed at ``stop``: free what ``prepare`` took besides processes (nothing here)."""
 
     def await_node(self, node: Node) -> None:
         """Return once a (re)started ``node`` serves; the default waits for its client port."""
@@ -182,16 +213,24 @@ class PrivateCluster(abc.ABC):
     # --- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> "PrivateCluster":
+        """Start the nodes and form the cluster; on fresh ports again when a node lost its port to another
+        process (see ``PORT_TAKEN``)."""
         t0 = time.monotonic()
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.prepare()
         self._reaper = Reaper()
         try:
-            for node in self.nodes.values():
-                self.spawn(node)
-            for node in self.nodes.values():
-                self.await_node(node)
-            self.form()
+            for attempt in range(1, START_ATTEMPTS + 1):
+                self.prepare()
+                try:
+                    self.launch()
+                    break
+                except ClusterError:
+                    lost = [n.name for n in self.processes() if n.lost_port()]
+                    if not lost or attempt == START_ATTEMPTS:
+                        raise
+                    log.warning("%s: %s lost its port to another process; starting again on fresh ports "
+                                "(attempt %d of %d)", self.system, ", ".join(lost), attempt + 1, START_ATTEMPTS)
+                    self.discard()
         except BaseException:
             self.stop()
             raise
@@ -199,13 +238,32 @@ class PrivateCluster(abc.ABC):
         (self.run_dir / "start.txt").write_text(f"{self.system}: {self.size} nodes up in {self.start_seconds:.1f} s\n")
         return self
 
+    def launch(self) -> None:
+        """Start every node prepared, wait until each serves, form the cluster."""
+        for node in self.nodes.values():
+            self.spawn(node)
+        for node in self.nodes.values():
+            self.await_node(node)
+        self.form()
+
+    def processes(self) -> list[Node]:
+        """Every process of the cluster: its nodes (and whatever else a subclass runs)."""
+        return list(self.nodes.values())
+
+    def discard(self) -> None:
+        """Kill every process of a start that failed, and forget the nodes (``prepare`` makes them again)."""
+        for node in self.processes():
+            self._kill_group(node)
+        self.nodes = {}
+
     def spawn(self, node: Node) -> None:
         """Start ``node``'s process in a process group of its own, watched by the reaper, in the run
         directory (where whatever a server writes to its working directory -- an Erlang crash dump,
         ``MnesiaCore.*`` -- lands)."""
-        with open(node.log_path, "ab") as log:
+        with open(node.log_path, "ab") as out:
+            node.log_offset = out.seek(0, os.SEEK_END)
             env = None if node.env is None else {**os.environ, **node.env}
-            node.proc = subprocess.Popen(node.argv, env=env, stdout=log, stderr=subprocess.STDOUT,
+            node.proc = subprocess.Popen(node.argv, env=env, stdout=out, stderr=subprocess.STDOUT,
                                          stdin=subprocess.DEVNULL, start_new_session=True, cwd=self.run_dir)
         node.paused = False
         self._reaper.watch(node.proc.pid)
@@ -219,9 +277,10 @@ class PrivateCluster(abc.ABC):
         return False
 
     def stop(self) -> None:
-        """SIGKILL every node's process group and wait for them; safe to call twice."""
-        for node in self.nodes.values():
+        """SIGKILL every process's group and wait for them; safe to call twice."""
+        for node in self.processes():
             self._kill_group(node)
+        self.release()
         if self._reaper is not None:
             self._reaper.close()
             self._reaper = None
@@ -258,7 +317,8 @@ class PrivateCluster(abc.ABC):
         return next((n.name for n in self.nodes.values() if n.address == address), None)
 
     def live_nodes(self) -> list[Node]:
-        return [n for n in self.nodes.values() if n.alive() and not n.paused]
+        """The nodes that run, are not paused and not cut off their peers (so may speak for the cluster)."""
+        return [n for n in self.nodes.values() if n.alive() and not n.paused and not n.cut_off]
 
     def wait_leader(self, timeout_s: float, queue: str | None = None, exclude: str | None = None) -> str:
         """The leader's name once there is one (other than ``exclude``); ``ClusterError`` after ``timeout_s``."""

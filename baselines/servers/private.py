@@ -7,19 +7,24 @@ The brokers on this machine are shared (other tests use them), so a scenario tha
 storage). A server without ``private_argv`` (RabbitMQ here) gives a topology whose
 ``node_faults`` says why. The server runs in a session of its own watched by a
 :class:`~baselines.servers.nodes.Reaper`, so it dies with the run even when the runner is
-SIGKILLed.
+SIGKILLed. A server that exits at its start saying its port was taken starts again on a
+fresh one (see ``baselines.servers.nodes.PORT_TAKEN``).
 """
 from __future__ import annotations
 
+import logging
+import os
 import shutil
 import subprocess
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from baselines.servers.nodes import Reaper, port_open
+from baselines.servers.nodes import START_ATTEMPTS, Reaper, lost_port, port_open
 from baselines.servers.topology import ServerStartError, Topology
 from logqueue.local_cluster import free_ports
+
+log = logging.getLogger(__name__)
 
 
 def private_topology(backend: str, servers: Sequence) -> Topology:
@@ -41,6 +46,7 @@ class PrivateServerTopology(Topology):
         self.port = free_ports(1)[0]
         self.proc: subprocess.Popen | None = None
         self.run_dir: Path | None = None
+        self._log_offset = 0  # where the log of the server's latest start begins
         self._reaper: Reaper | None = None
 
     def start(self, run_dir: Path, links=None) -> None:
@@ -50,15 +56,25 @@ class PrivateServerTopology(Topology):
         data = run_dir / f"{self.server.name}-data"
         shutil.rmtree(data, ignore_errors=True)
         data.mkdir(parents=True)
-        self.spawn(self.server.name)
+        for attempt in range(1, START_ATTEMPTS + 1):
+            try:
+                self.spawn(self.server.name)
+                return
+            except ServerStartError:
+                if attempt == START_ATTEMPTS or not lost_port(self._log_path(), self._log_offset):
+                    raise
+                log.warning("private %s lost its port %d to another process; starting again on a fresh port "
+                            "(attempt %d of %d)", self.server.name, self.port, attempt + 1, START_ATTEMPTS)
+                self.port = free_ports(1)[0]
 
     def spawn(self, node=None, timeout_s: float = 15.0) -> int:
         """Start the server (again, on the same data); returns once it accepts connections."""
         assert self.run_dir is not None
         name = self.server.name
-        with open(self.run_dir / f"{name}.log", "ab") as log:
+        with open(self._log_path(), "ab") as out:
+            self._log_offset = out.seek(0, os.SEEK_END)
             self.proc = subprocess.Popen(self.server.private_argv(self.port, self.run_dir / f"{name}-data"),
-                                         stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+                                         stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
         self._reaper.watch(self.proc.pid)
         deadline = time.monotonic() + timeout_s
         while not port_open(self.port):
@@ -66,6 +82,9 @@ class PrivateServerTopology(Topology):
                 raise ServerStartError(f"private {name} did not start (see {name}.log)")
             time.sleep(0.05)
         return self.proc.pid
+
+    def _log_path(self) -> Path:
+        return self.run_dir / f"{self.server.name}.log"
 
     def process(self, node=None) -> subprocess.Popen:
         assert self.proc is not None

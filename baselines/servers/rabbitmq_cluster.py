@@ -1,30 +1,42 @@
-"""A private 3-node RabbitMQ cluster on loopback, for quorum queues that can fail over.
+"""A private 3-node RabbitMQ cluster, for quorum queues that can fail over.
 
 Each node is ``/usr/lib/rabbitmq/bin/rabbitmq-server`` run directly as the invoking user
 (not through ``/usr/sbin``'s wrapper, which drops to the ``rabbitmq`` user and needs
 every directory to be its own): ``RUNNING_UNDER_SYSTEMD`` makes the script ``exec`` the
 Erlang VM, so the node's process *is* ``beam.smp`` and a SIGKILL of it is a node crash.
-Per node: its own ``RABBITMQ_NODENAME`` (``lq<token>-<i>@localhost``, unique per
-cluster, so clusters of other runs in the shared epmd never clash), AMQP port,
-distribution port, data, logs, pid file and enabled-plugins file, and a config file with
-``listeners.tcp.local = 127.0.0.1:PORT`` (the machine's own config pins the listener to
+Per node: its own ``RABBITMQ_NODENAME`` (``lq<token>-<i>@HOST``, unique per cluster, so
+clusters of other runs in a shared epmd never clash), AMQP port, distribution port, data,
+logs, pid file and enabled-plugins file, and a config file with
+``listeners.tcp.local = HOST:PORT`` (the machine's own config pins the listener to
 5672 and wins over ``RABBITMQ_NODE_PORT``). ``HOME`` is the cluster's directory, which
 holds the cluster's own Erlang cookie, so neither the servers nor ``rabbitmqctl`` ever
 reach the shared node. ``+S 1:1`` keeps three nodes within two cores.
 
+Where the nodes run: on loopback (``HOST`` is ``localhost``, free ports, the machine's
+epmd), or -- with ``namespaces`` -- each in a network namespace of the cluster's own
+(``baselines.servers.netns``): ``HOST`` is the node's address there, the ports are
+RabbitMQ's standard ones, the names are long (``RABBITMQ_USE_LONGNAME``), each namespace
+has its own epmd, and the machine's ``rabbitmq-env.conf`` (which pins epmd and the
+distribution to 127.0.0.1) is replaced by an empty one. Only then can a node be cut off
+its peers (:meth:`RabbitMQCluster.cut`): their Erlang distribution is not routed through
+anything a run could proxy. Partitions longer than the distribution's tick time heal by
+``cluster_partition_handling = autoheal``.
+
 Forming: nodes 2 and 3, one after the other, ``stop_app``, ``join_cluster`` node 1, ``start_app``. A restarted
-node rejoins by itself (its data remembers the cluster). The leader of a quorum queue is
-what ``rabbitmqctl list_queues name leader`` says on a live node; each member's Raft
-state and log index is what ``rabbitmq-queues quorum_status`` says.
+node rejoins by itself (its data remembers the cluster). Each member of a quorum queue's Raft
+group -- its state, term and log index, hence the leader -- is what ``rabbitmq-queues
+quorum_status`` says on a live node.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import subprocess
 from collections.abc import Callable
 
+from baselines.servers.netns import NetnsError, NodeNetwork
 from baselines.servers.nodes import ClusterError, Node, PrivateCluster, require_binary
 from logqueue.local_cluster import free_ports
 
@@ -32,6 +44,12 @@ SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
 CTL_TIMEOUT_S = 60.0
+# After a partition longer than the distribution's tick time (60 s) the side that lost restarts and
+# rejoins; RabbitMQ's default (``ignore``) would leave the cluster partitioned until a node restarts.
+PARTITION_HANDLING = "autoheal"
+# The names of the vhost's quorum queues, printed as a list of binaries.
+QUORUM_QUEUES = ('[element(4, amqqueue:get_name(Q)) || Q <- rabbit_amqqueue:list(<<"/">>), '
+                 'amqqueue:get_type(Q) =:= rabbit_quorum_queue].')
 
 
 def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S,
@@ -39,8 +57,9 @@ def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float
     """Run ``rabbitmqctl -n node ARGS`` (or another of the CLI ``tool``s) with the Erlang cookie in ``home``;
     its stdout, or ``ClusterError``."""
     ctl = require_binary("rabbitmq-cluster", os.path.basename(tool), "rabbitmq-server", tool)
+    longnames = ["--longnames"] if "." in node.partition("@")[2] else []  # name@10.x.y.z: a node in a namespace
     try:
-        done = subprocess.run([ctl, "-n", node, *args], capture_output=True, text=True, timeout=timeout_s,
+        done = subprocess.run([ctl, *longnames, "-n", node, *args], capture_output=True, text=True, timeout=timeout_s,
                               env={**os.environ, "HOME": str(home)})
     except subprocess.TimeoutExpired:
         raise ClusterError(f"rabbitmqctl {' '.join(args)} on {node} took over {timeout_s:g} s") from None
@@ -51,8 +70,16 @@ def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float
 
 
 class RabbitMQCluster(PrivateCluster):
+    """With ``namespaces``, each node runs in a network namespace of the cluster's own (see the module
+    docstring); :meth:`cut` and :meth:`heal` then cut a node off its peers and undo it."""
+
     system = "rabbitmq-cluster"
     node_start_s = 90.0
+
+    def __init__(self, run_dir, nodes: int = 3, namespaces: bool = False) -> None:
+        super().__init__(run_dir, nodes)
+        self.namespaces = namespaces
+        self.network: NodeNetwork | None = None
 
     def prepare(self) -> None:
         server = require_binary(self.system, "rabbitmq-server", "rabbitmq-server", SERVER)
@@ -64,14 +91,26 @@ class RabbitMQCluster(PrivateCluster):
             cookie.write_text(secrets.token_hex(16).upper())
             cookie.chmod(0o400)
         token = secrets.token_hex(3)
-        ports = free_ports(2 * self.size)
+        if self.namespaces and self.network is None:  # (once: a start again on fresh ports keeps it)
+            try:
+                self.network = NodeNetwork(self.size).create(watch=self._reaper.watch_namespace)
+            except NetnsError as exc:
+                raise ClusterError(f"{self.system}: could not make the nodes' network namespaces: {exc}") from None
+        ports = free_ports(2 * self.size) if self.network is None else []
         for i in range(1, self.size + 1):
-            amqp, dist = ports[2 * i - 2], ports[2 * i - 1]
             base = self.run_dir / f"node-{i}"
             base.mkdir(parents=True, exist_ok=True)
-            (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = 127.0.0.1:{amqp}\nloopback_users = none\n")
             (base / "enabled_plugins").write_text("[].\n")
-            name = f"lq{token}-{i}@localhost"
+            if self.network is None:
+                host, amqp, dist, argv, own = "127.0.0.1", ports[2 * i - 2], ports[2 * i - 1], [server], {}
+            else:  # the namespace is the node's own: the standard ports, and the node is named by its address
+                host, amqp, dist, argv = self.network.address(i), 5672, 25672, self.network.exec_argv(i, [server])
+                # The machine's rabbitmq-env.conf pins epmd and the distribution to 127.0.0.1.
+                (base / "rabbitmq-env.conf").write_text("")
+                own = {"RABBITMQ_USE_LONGNAME": "true", "RABBITMQ_CONF_ENV_FILE": str(base / "rabbitmq-env.conf")}
+            (base / "rabbitmq.conf").write_text(f"listeners.tcp.local = {host}:{amqp}\nloopback_users = none\n"
+                                                f"cluster_partition_handling = {PARTITION_HANDLING}\n")
+            name = f"lq{token}-{i}@{'localhost' if self.network is None else host}"
             env = {
                 "HOME": str(self.home),
                 "RUNNING_UNDER_SYSTEMD": "true",  # the script execs beam.smp instead of forking it
@@ -84,8 +123,28 @@ class RabbitMQCluster(PrivateCluster):
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
                 "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
                 "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+S 1:1",
+                **own,
             }
-            self.nodes[name] = Node(name, amqp, [server], self.run_dir / f"node-{i}.log", env)
+            self.nodes[name] = Node(name, amqp, argv, self.run_dir / f"node-{i}.log", env, host=host)
+
+    def release(self) -> None:
+        if self.network is not None:
+            made = list(self.network.created)
+            self.network.destroy()
+            for i in made:
+                self._reaper.forget_namespace(self.network.namespace(i), self.network.host_link(i))
+
+    def _index(self, name: str) -> int:
+        return self.node_names.index(name) + 1
+
+    def cut(self, name: str) -> None:
+        """Cut node ``name`` off its peers (iptables DROP in its namespace); the launcher still reaches it."""
+        self.network.cut(self._index(name))
+        self.nodes[name].cut_off = True
+
+    def heal(self, name: str) -> None:
+        self.network.heal(self._index(name))
+        self.nodes[name].cut_off = False
 
     @property
     def node_names(self) -> list[str]:
@@ -112,43 +171,49 @@ class RabbitMQCluster(PrivateCluster):
         if sorted(running) != sorted(self.node_names):
             raise ClusterError(f"{self.system}: running nodes {running} after forming, expected {self.node_names}")
 
-    def _queue_row(self, queue: str | Callable[[str], bool] | None) -> tuple[str, dict] | None:
-        """``(live node asked, list_queues row)`` of quorum queue ``queue`` (a name, or a test of names: the
-        first queue that passes), asked of the first live node that answers."""
+    def _queue(self, queue: str | Callable[[str], bool] | None, ask: str | None = None) -> tuple[str, str] | None:
+        """``(node asked, name)`` of quorum queue ``queue`` (a name, or a test of names: the first queue that
+        passes), asked of node ``ask`` or else of the first live node that answers. (An ``eval``, not
+        ``list_queues``: that one has every node send its rows to the CLI's own node, which the nodes in
+        namespaces cannot reach.)"""
         if queue is None:
             raise ValueError("a RabbitMQ cluster has a leader per quorum queue: name the queue")
         matches = queue if callable(queue) else (lambda name: name == queue)
-        for node in self.live_nodes():
+        for node in [ask] if ask is not None else [n.name for n in self.live_nodes()]:
             try:
-                out = self.ctl(node.name, "list_queues", "-p", "/", "name", "leader", "--formatter", "json", "-q",
-                               timeout_s=15.0)
+                out = self.ctl(node, "eval", QUORUM_QUEUES, timeout_s=15.0)
             except ClusterError:
                 continue
-            return next(((node.name, row) for row in json.loads(out or "[]") if matches(row.get("name", ""))), None)
+            return next(((node, name) for name in re.findall(r'<<"([^"]*)"', out) if matches(name)), None)
         return None
 
     def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
-        """The node that leads quorum queue ``queue``'s Raft group (see :meth:`_queue_row`)."""
-        found = self._queue_row(queue)
-        leader = found[1].get("leader") if found else None
+        """The node whose member of quorum queue ``queue`` is the Raft leader (of the highest term, should two
+        say so), per :meth:`members`. (The queue's record -- ``list_queues``' ``leader`` -- follows only once
+        every node has seen the old leader's node go down: up to a minute when it is cut off.)"""
+        members = self.members(queue)
+        leaders = sorted((m["term"] or 0, name) for name, m in members.items() if m["state"] == "leader")
+        leader = leaders[-1][1] if leaders else None
         return leader if leader in self.nodes and self.nodes[leader].alive() else None
 
-    def members(self, queue: str | Callable[[str], bool] | None) -> dict[str, dict]:
-        """``{node: {"state", "log_index", "commit_index"}}`` of quorum queue ``queue``'s members (see
-        :meth:`_queue_row`), per ``rabbitmq-queues quorum_status``; an index is ``None`` where the member
-        did not answer (its state is then ``timeout``); ``{}`` when no node answers."""
-        found = self._queue_row(queue)
+    def members(self, queue: str | Callable[[str], bool] | None, ask: str | None = None) -> dict[str, dict]:
+        """``{node: {"state", "term", "log_index", "commit_index"}}`` of quorum queue ``queue``'s members, per
+        ``rabbitmq-queues quorum_status`` asked of node ``ask`` or else of a live node (see :meth:`_queue`); a
+        number is ``None`` where the member did not answer (its state is then ``timeout``); ``{}`` when no node
+        answers."""
+        found = self._queue(queue, ask)
         if found is None:
             return {}
-        asked, row = found
+        asked, name = found
         try:
-            out = self.ctl(asked, "quorum_status", "-p", "/", row["name"], "--formatter", "json", "-q",
+            out = self.ctl(asked, "quorum_status", "-p", "/", name, "--formatter", "json", "-q",
                            timeout_s=30.0, tool=QUEUES)
         except ClusterError:
             return {}
 
-        def index(value):
+        def number(value):
             return value if isinstance(value, int) else None
 
-        return {m["Node Name"]: {"state": m.get("Raft State"), "log_index": index(m.get("Log Index")),
-                                 "commit_index": index(m.get("Commit Index"))} for m in json.loads(out or "[]")}
+        return {m["Node Name"]: {"state": m.get("Raft State"), "term": number(m.get("Term")),
+                                 "log_index": number(m.get("Log Index")),
+                                 "commit_index": number(m.get("Commit Index"))} for m in json.loads(out or "[]")}

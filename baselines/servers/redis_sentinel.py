@@ -48,6 +48,7 @@ class RedisSentinelCluster(PrivateCluster):
     def prepare(self) -> None:
         binary = require_binary(self.system, "redis-server", "redis-server")
         ports = free_ports(2 * self.size)
+        self.sentinels = {}
         data_ports, sentinel_ports = ports[:self.size], ports[self.size:]
         self.announced: dict[str, str] = {}
         first = None
@@ -120,10 +121,8 @@ class RedisSentinelCluster(PrivateCluster):
                 return False
         return True
 
-    def stop(self) -> None:
-        for s in self.sentinels.values():
-            self._kill_group(s)
-        super().stop()
+    def processes(self) -> list[Node]:
+        return [*self.nodes.values(), *self.sentinels.values()]
 
     def announced_address(self, name: str) -> str:
         """The address data node ``name`` announces (the one Sentinel hands out)."""

@@ -17,9 +17,12 @@ Isolation (``broker-partition``, ``follower-lag``) cuts the node's client links 
 system, its peer links (``isolation`` says how, and the scenarios note it): NATS routes
 go through per-link proxies (node *i* dials node *j*'s route port through the link
 ``<i>-><j>``); so do Redis's replication and the Sentinels' links to the nodes (see
-``baselines.redis_sentinel``); RabbitMQ's Erlang distribution is not routed through
-proxies (its nodes find each other through epmd), so that node is also paused (SIGSTOP)
-until the heal. ``catching_up`` reads the follower's data as the system reports it.
+``baselines.redis_sentinel``); RabbitMQ's Erlang distribution cannot be routed through
+proxies (its nodes find each other through epmd), so its nodes run in network namespaces
+of the run's own and ``isolate`` drops the peers' packets inside the node's namespace --
+or, where no namespace can be made, pauses the node (SIGSTOP) until the heal (see
+``baselines.rabbitmq_quorum_cluster``). ``catching_up`` reads the follower's data as the
+system reports it.
 """
 from __future__ import annotations
 
@@ -37,8 +40,8 @@ class ReplicatedTopology(Topology):
     how to make the cluster, which queue is the run's, how clients are pointed at their links,
     and how a node is isolated.
 
-    Class attributes: ``isolation`` -- one line, how ``broker-partition``/``follower-lag`` cut
-    a node off; ``pause_to_isolate`` -- the node is also SIGSTOPped while it is cut off.
+    Attributes: ``isolation`` -- one line, how ``broker-partition``/``follower-lag`` cut a node
+    off (noted in the run); ``pause_to_isolate`` -- the node is also SIGSTOPped while it is cut off.
     """
 
     everything = "cluster"

@@ -74,13 +74,15 @@ class Topology:
         """Stop whatever the topology started (nothing for shared servers). Safe to call twice."""
 
     def recover(self, timeout_s: float = 60.0) -> list[str]:
-        """Between two runs on the started servers: heal every link of the hub, SIGCONT every running
-        node, start every node that is down again on its data, then :meth:`ready`; returns the names of
-        the nodes started again. Safe when nothing needs doing (shared servers: only the links)."""
+        """Between two runs on the started servers: heal every link of the hub, undo every node's
+        isolation (:meth:`rejoin`), SIGCONT every running node, start every node that is down again on
+        its data, then :meth:`ready`; returns the names of the nodes started again. Safe when nothing
+        needs doing (shared servers: only the links)."""
         if self.links is not None:
             self.links.heal_all()
         restarted = []
         for node in self.nodes:
+            self.rejoin(node)  # a no-op for a node that is not isolated
             if self.process(node).poll() is None:
                 self.resume(node)  # a no-op for a node that is not stopped
             else:
