@@ -26,7 +26,7 @@ CATCH_UP_S = 60.0
 # While cut off, the follower must stay behind for at least this long (it has no way to catch up).
 HOLD_S = 2.0
 WRITES = 50
-QUEUE = "CATCHUP"  # NATS: stream LQ_CATCHUP (Redis has one primary for every key)
+QUEUE = "lq-catchup"  # RabbitMQ's quorum queue; NATS's stream is stream_of(QUEUE); Redis has one primary
 
 
 def start_topology(backend: str, tmp_path, hub: ProxyHub):
@@ -71,9 +71,6 @@ def declare_nats(topology) -> None:
                                                   storage=StorageType.FILE))
 
 
-RABBITMQ_QUEUE = "lq-catchup"
-
-
 def declare_rabbitmq(topology) -> None:
     import pika
 
@@ -82,7 +79,7 @@ def declare_rabbitmq(topology) -> None:
         (pytest.fail if IN_CI else pytest.skip)(f"no network namespaces here: {why}")
     host, port = topology.node(1).address.split(":")
     with pika.BlockingConnection(pika.ConnectionParameters(host, int(port))) as conn:
-        conn.channel().queue_declare(RABBITMQ_QUEUE, durable=True, arguments={
+        conn.channel().queue_declare(QUEUE, durable=True, arguments={
             "x-queue-type": "quorum", "x-quorum-initial-group-size": 3})
 
 
@@ -94,7 +91,7 @@ def write_rabbitmq(topology, leader: int) -> None:
         channel = conn.channel()
         channel.confirm_delivery()
         for i in range(WRITES):
-            channel.basic_publish("", RABBITMQ_QUEUE, str(i).encode(), pika.BasicProperties(delivery_mode=2))
+            channel.basic_publish("", QUEUE, str(i).encode(), pika.BasicProperties(delivery_mode=2))
 
 
 CASES = {
