@@ -5,6 +5,7 @@ import uuid
 
 from baselines import registry
 from baselines.base import BackendConfig
+from baselines.servers import Topology
 from experiments.checker import check, check_dir
 from experiments.faults.proxy import ProxyHub
 from experiments.recorder import read_jsonl
@@ -125,7 +126,7 @@ def test_completions_the_log_holds_count_and_a_missing_effect_is_still_lost(tmp_
     is read back from the log at the end of the run; a job the log never completed stays lost."""
     backend = registry.get("logqueue")(BackendConfig(queue=f"t-acct-{uuid.uuid4().hex[:8]}", timeout_s=30.0))
     backend.connect()
-    ctx = RunContext("logqueue", "accounting", Params(), tmp_path, topology=None, hub=None)
+    ctx = RunContext("logqueue", "accounting", Params(), tmp_path, topology=Topology(), hub=None)
     try:
         for job in ("recorded", "unrecorded", "missing"):
             ctx.log.produce(backend.enqueue(b"x", job_id=job))

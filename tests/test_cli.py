@@ -195,7 +195,9 @@ def test_cluster_up_starts_nodes_and_stops_them_on_ctrl_c(tmp_path):
         base = 20000 + base % 20000
     p = subprocess.Popen([sys.executable, "-m", "logqueue", "cluster", "up", "--nodes", "3", "--base-port", str(base),
                           "--data-dir", str(tmp_path), "--election-timeout-ms", "150-300", "--heartbeat-ms", "30"],
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         # as a shell's `cmd &` starts it: Ctrl-C must stop it all the same
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     try:
         lines = [p.stdout.readline() for _ in range(4)]
         assert lines[3].startswith("cluster: ") and f"127.0.0.1:{base + 2}" in lines[3]

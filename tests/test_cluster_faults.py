@@ -90,8 +90,8 @@ def test_a_node_far_behind_catches_up_by_install_snapshot(make_cluster):
     lagger = next(i for i in (1, 2, 3) if i != leader)
     cluster.kill(lagger)
     acked = cluster.client.append([b"snap-%d" % k for k in range(2000)])
-    status = cluster.status(leader)
-    assert status["first_index"] > 300  # the leader compacted what the lagger would need
+    # The leader compacts what the lagger would need once its snapshot is on disk (written off the loop).
+    wait_for(lambda: cluster.status(leader)["first_index"] > 300, 30, "the leader to compact its log")
     cluster.restart(lagger)
     cluster.wait_applied([lagger], acked[-1])
     assert "installed a snapshot" in cluster.log_text(lagger)

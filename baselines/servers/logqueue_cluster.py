@@ -134,7 +134,7 @@ class ClusterTopology(Topology):
         self.cluster = LocalCluster(len(self.ids), data, ports=ports, peers=peers, logs=run_dir, own_session=True,
                                     log_level="warning").start_all()
 
-    def ready(self, timeout_s: float = 15.0) -> None:
+    def ready(self, timeout_s: float = 60.0) -> None:
         """Return once every node of the run's answers and one of them leads; ``ServerStartError`` after ``timeout_s``."""
         deadline = time.monotonic() + timeout_s
         while True:

@@ -51,6 +51,8 @@ def cmd_cluster_up(args) -> int:
     cluster = LocalCluster(args.nodes, args.data_dir, ports=range(args.base_port, args.base_port + args.nodes),
                            logs=False, **node_options(args))
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    # Ctrl-C stops the nodes even where this process inherited SIGINT ignored (a shell's `cmd &`).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         for i in cluster.members:
             data_dir = cluster.data_dir(i)
