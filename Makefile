@@ -34,10 +34,9 @@ services:
 demo: $(DEMO_STAMP)
 	$(PY) -m experiments demo
 
-# The whole suite; it lists its slowest tests (the budget is 15 minutes on 2 cores). Two
-# workers, each test module in one of them: most tests wait on real processes and timeouts.
+# The whole suite; it lists its slowest tests (the budget is 15 minutes on 2 cores).
 test: venv services
-	$(PY) -m pytest -q --durations=20 -n 2 --dist loadfile
+	$(PY) -m pytest -q --durations=20
 
 # Open the analysis notebooks in JupyterLab (root, e.g. in a container, needs --allow-root).
 lab: venv

@@ -183,13 +183,13 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
 
     ``topologies``: the run's started servers, which this cell reuses (or starts for the later
     cells); without, the cell starts its own and stops them at its end."""
-    if topologies is None:
-        with Topologies(out, external_servers(logqueue_cluster), announce=lambda line: None) as own:
-            return run_one(backend, scenario_name, params, explicit, out, on_progress, logqueue_cluster, trial, work,
-                           own)
     run_dir = out / backend / scenario_name
     if trial is not None:
         run_dir = aggregate.trial_dir(run_dir, trial)
+    if topologies is None:  # a lone cell (the demo runs cells side by side): its servers under its own directory
+        with Topologies(run_dir, external_servers(logqueue_cluster), announce=lambda line: None) as own:
+            return run_one(backend, scenario_name, params, explicit, out, on_progress, logqueue_cluster, trial, work,
+                           own)
     fresh_run_dir(run_dir)
     try:
         scenario = scenario_registry.get(scenario_name)
