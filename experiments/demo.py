@@ -28,6 +28,7 @@ from baselines import registry
 from experiments import report, runner
 from experiments import scenarios as scenario_registry
 from experiments.checker import SUMMARY_FILE, write_summary
+from experiments.topologies import SERVERS_DIR
 
 # The seed's four cases and the leader's crash; `--scenarios all` adds the log's own questions.
 DEMO_SCENARIOS = "consumer-crash,slow-consumer,consumer-partition,broker-partition,leader-crash"
@@ -65,7 +66,10 @@ class Cell:
                 log = os.open(self.log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
                 os.dup2(log, 1)
                 os.dup2(log, 2)
-                code = runner.main(["--backends", backend, "--scenarios", scenario, "--out", str(out), "--quick"])
+                # Two cells of one backend run side by side: each keeps its servers in its own directory.
+                servers = out / backend / scenario / SERVERS_DIR
+                code = runner.main(["--backends", backend, "--scenarios", scenario, "--out", str(out), "--quick",
+                                    "--servers-dir", str(servers)])
             except BaseException:
                 traceback.print_exc()
             finally:

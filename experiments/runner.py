@@ -57,7 +57,7 @@ from experiments.recorder import EventLog
 from experiments.scenarios import jobs
 from experiments.scenarios.base import QUICK, Params, RunContext, Work
 from experiments.sinks import KINDS, SinkError, connect
-from experiments.topologies import Topologies
+from experiments.topologies import SERVERS_DIR, Topologies
 from logqueue.workers import WorkerLoadError, load_function
 
 PARAM_HELP = {
@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--logqueue-cluster", metavar="HOST:PORT,...",
                         help="run logqueue against these running nodes (e.g. docker-compose's) instead of a local "
                              "3-node cluster of the run's own; node faults are then n/a")
+    parser.add_argument("--servers-dir", metavar="DIR",
+                        help="where the servers the run starts itself (clusters, private brokers) keep their data "
+                             "and logs, a directory per backend (default OUT/.servers)")
     parser.add_argument("--quick", action="store_true", help="small runs (40 jobs, short faults): what `make demo` uses")
     parser.add_argument("--func", default=jobs.DEFAULT_FUNCTION, metavar="MODULE:FUNCTION",
                         help="the worker function every run's workers call, fn(payload) or fn(payload, ctx) -> bytes "
@@ -187,7 +190,7 @@ def run_one(backend: str, scenario_name: str, params: Params, explicit: set[str]
     if trial is not None:
         run_dir = aggregate.trial_dir(run_dir, trial)
     if topologies is None:  # a lone cell (the demo runs cells side by side): its servers under its own directory
-        with Topologies(run_dir, external_servers(logqueue_cluster), announce=lambda line: None) as own:
+        with Topologies(run_dir / SERVERS_DIR, external_servers(logqueue_cluster), announce=lambda line: None) as own:
             return run_one(backend, scenario_name, params, explicit, out, on_progress, logqueue_cluster, trial, work,
                            own)
     fresh_run_dir(run_dir)
@@ -343,7 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     # Absolute: a private cluster's nodes run in their own directory, and their config paths
     # must not be relative to the runner's.
     with Progress(*columns, console=console, transient=False) as progress, \
-            Topologies(out.absolute(), external_servers(args.logqueue_cluster), progress.console.print) as topologies:
+            Topologies(Path(args.servers_dir).absolute() if args.servers_dir else out.absolute() / SERVERS_DIR,
+                       external_servers(args.logqueue_cluster), progress.console.print) as topologies:
         overall = progress.add_task("all runs", total=len(usable) * len(scenario_names) * args.trials)
         for backend in usable:
             for name in scenario_names:

@@ -64,13 +64,14 @@ class Topologies:
     """The run's started topologies, ``{(backend, private): Started}``.
 
     Args:
-        out: the results directory (absolute), under which the servers keep their files.
+        root: the directory (absolute) in which each started topology keeps its files, one
+            directory per topology (a run's is ``OUT/.servers``).
         external: ``{server: addresses}`` of servers the user runs (``--logqueue-cluster``).
         announce: prints one line (each topology's start time, once).
     """
 
-    def __init__(self, out: Path, external: dict[str, str], announce: Callable[[str], None] = print) -> None:
-        self.out, self.external, self.announce = out, external, announce
+    def __init__(self, root: Path, external: dict[str, str], announce: Callable[[str], None] = print) -> None:
+        self.root, self.external, self.announce = root, external, announce
         self.started: dict[tuple[str, bool], Started] = {}
 
     def key(self, cls: type[Backend], scenario) -> tuple[str, bool]:
@@ -124,7 +125,7 @@ class Topologies:
         t0 = time.monotonic()
         own = topology.node_faults is None  # processes of the run's own, with files (else: nothing to start)
         try:
-            run_dir = self.out / SERVERS_DIR / (backend + ("-private" if private else ""))
+            run_dir = self.root / (backend + ("-private" if private else ""))
             if own:
                 shutil.rmtree(run_dir, ignore_errors=True)
                 run_dir.mkdir(parents=True)
