@@ -26,7 +26,8 @@ and left down, a restart that failed) started again on its data, and the topolog
 (``RunContext`` makes one and deletes it at the end), its own client links (removed at
 its end) and its own ``cluster.jsonl`` timeline. A topology that cannot be recovered is
 stopped, and the next cell that needs it starts a fresh one. A started topology's data
-and logs are in ``OUT/.servers/<backend>[-private]/`` (hidden: no cell there).
+and logs are in ``<backend>[-private]/`` under the run's servers directory: ``OUT/.servers``
+(hidden: no cell there), or ``--servers-dir`` (the demo gives each of its cells its own).
 """
 from __future__ import annotations
 
