@@ -22,14 +22,13 @@ from test_private_clusters import processes_under
 GONE_S = 20.0
 
 
-def run_launcher(script: str) -> list[int]:
-    """Run ``script`` (it prints the pids to watch, then sleeps), SIGKILL it; returns those pids."""
+@contextlib.contextmanager
+def launched(script: str):
+    """Run ``script`` (it prints one line of fields, then sleeps); yields those fields, and
+    SIGKILLs the launcher when the block ends (also when it fails)."""
     launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
     try:
-        line = launcher.stdout.readline()
-        pids = [int(p) for p in line.split()]
-        assert pids, f"the launcher printed no pids: {line!r}"
-        assert all(process_state(p) not in (b"", b"Z") for p in pids)
+        yield launcher.stdout.readline().split()
         launcher.send_signal(signal.SIGKILL)
         launcher.wait(10)
     finally:
@@ -37,6 +36,14 @@ def run_launcher(script: str) -> list[int]:
             launcher.kill()
             launcher.wait()
         launcher.stdout.close()
+
+
+def run_launcher(script: str) -> list[int]:
+    """Run ``script`` (it prints the pids to watch, then sleeps), SIGKILL it; returns those pids."""
+    with launched(script) as fields:
+        pids = [int(p) for p in fields]
+        assert pids, f"the launcher printed no pids: {fields!r}"
+        assert all(process_state(p) not in (b"", b"Z") for p in pids)
     return pids
 
 
@@ -149,21 +156,12 @@ def test_rabbitmq_cluster_in_namespaces_goes_with_its_sigkilled_launcher(tmp_pat
         " *[n.host_link(i) for i in (1, 2, 3)], flush=True)\n"
         "time.sleep(600)\n"
     )
-    launcher = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
-    try:
-        fields = launcher.stdout.readline().split()
+    with launched(script) as fields:
         assert len(fields) == 9, fields
         pids, names = [int(p) for p in fields[:3]], fields[3:]
         in_namespaces = [int(p) for ns in names[:3] for p in subprocess.run(
             ["ip", "netns", "pids", ns], capture_output=True, text=True).stdout.split()]
         assert set(pids) < set(in_namespaces)  # and an epmd in each
-        launcher.send_signal(signal.SIGKILL)
-        launcher.wait(10)
-    finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
-        launcher.stdout.close()
     assert wait_gone(in_namespaces) == []
     assert processes_under(tmp_path) == []
     deadline = time.monotonic() + GONE_S
