@@ -178,6 +178,11 @@ class ElectionCluster:
                 break
             time.sleep(POLL_S)
         logged = self.first_leader_line(offsets, old_term)
+        # The status can answer "leader" a moment before the new leader's line reaches its log
+        # file (a loaded machine runs the writer later): wait for the line, not the poll.
+        while logged is None and polled is not None and time.monotonic() < deadline:
+            time.sleep(POLL_S)
+            logged = self.first_leader_line(offsets, old_term)
         self.start(victim)
         if polled is None and logged is None:
             terms = max((s["term"] for s in self.statuses().values()), default=old_term) - old_term
