@@ -34,11 +34,9 @@ services:
 demo: $(DEMO_STAMP)
 	$(PY) -m experiments demo
 
-# The whole suite in two processes (tests/conftest.py groups them: a module's tests together, the
-# RabbitMQ clusters' tests one after the other); it lists its slowest tests (the budget is 15
-# minutes on 2 cores).
+# The whole suite; it lists its slowest tests (the budget is 15 minutes on 2 cores).
 test: venv services
-	$(PY) -m pytest -q -n 2 --dist loadgroup --durations=20
+	$(PY) -m pytest -q --durations=20
 
 # Open the analysis notebooks in JupyterLab (root, e.g. in a container, needs --allow-root).
 lab: venv

@@ -14,9 +14,7 @@ from baselines.servers.nats_cluster import NatsCluster
 from baselines.servers.nodes import ClusterUnavailable, process_state
 from baselines.servers.rabbitmq_cluster import RabbitMQCluster
 from baselines.servers.redis_sentinel import RedisSentinelCluster
-from conftest import IN_CI, RABBITMQ_CLUSTERS
-
-pytestmark = RABBITMQ_CLUSTERS
+from conftest import IN_CI
 
 QUEUE = "t-leader"
 

@@ -11,10 +11,8 @@ import pytest
 from baselines.servers import netns
 from baselines.servers.nodes import wait_for
 from baselines.servers.rabbitmq_cluster import RabbitMQCluster
-from conftest import IN_CI, RABBITMQ_CLUSTERS
+from conftest import IN_CI
 from test_private_clusters import QUEUE, declare_quorum_queue, processes_under, started
-
-pytestmark = RABBITMQ_CLUSTERS
 
 # A cut-off leader's followers elect another once aten suspects its node (seconds); the
 # distribution itself declares the node down within 1.25 tick times (75 s), and only then do
