@@ -34,9 +34,14 @@ services:
 demo: $(DEMO_STAMP)
 	$(PY) -m experiments demo
 
-# The whole suite; it lists its slowest tests (the budget is 15 minutes on 2 cores).
+# The whole suite: in two processes (tests/conftest.py groups them: a module's tests together, the
+# RabbitMQ clusters' tests one after the other), then the tests marked `alone` on the idle machine;
+# it lists its slowest tests (the budget is 15 minutes on 2 cores). Both parts run; either fails it.
 test: venv services
-	$(PY) -m pytest -q --durations=20
+	@status=0; \
+	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not alone" --durations=20 || status=1; \
+	$(PY) -m pytest -q -m alone --durations=5 || status=1; \
+	exit $$status
 
 # Open the analysis notebooks in JupyterLab (root, e.g. in a container, needs --allow-root).
 lab: venv

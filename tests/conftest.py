@@ -22,6 +22,23 @@ SERVERS = {
 }
 
 
+# make test runs two pytest-xdist workers with --dist loadgroup. A module's tests stay in one worker
+# (its module fixtures start once), and the modules marked RABBITMQ_CLUSTERS, which start, cut and
+# kill RabbitMQ clusters of their own (three Erlang VMs each), share one: two never run at once on
+# two cores. (The session's cluster, idle between the contract suite's calls, is not among them.)
+RABBITMQ_CLUSTERS = pytest.mark.xdist_group("rabbitmq-clusters")
+# make test runs the tests marked ALONE after the others, in one process on the idle machine: those
+# whose system under test fails under load in a way that is not ours to fix (see their module).
+ALONE = pytest.mark.alone
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+
+
 def server_up(host: str, port: int, timeout: float = 1.0) -> bool:
     try:
         with socket.create_connection((host, port), timeout=timeout):

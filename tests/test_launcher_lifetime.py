@@ -14,8 +14,10 @@ import time
 import pytest
 
 from baselines.servers.nodes import process_state
-from conftest import IN_CI, require_server
+from conftest import IN_CI, RABBITMQ_CLUSTERS, require_server
 from test_private_clusters import processes_under
+
+pytestmark = RABBITMQ_CLUSTERS
 
 # How long a dead launcher's child may take to go: the kernel signals at once (PDEATHSIG), the
 # Reaper as soon as its pipe closes; the margin is for a loaded machine.

@@ -14,9 +14,11 @@ from baselines.servers import REDIS
 from baselines.servers.nats_cluster import NatsCluster
 from baselines.servers.private import PrivateServerTopology
 from baselines.servers.rabbitmq_cluster import RabbitMQCluster
-from conftest import IN_CI
+from conftest import IN_CI, RABBITMQ_CLUSTERS
 from logqueue.local_cluster import free_ports
 from test_private_clusters import processes_under, started
+
+pytestmark = RABBITMQ_CLUSTERS
 
 
 @pytest.fixture

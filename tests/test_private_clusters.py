@@ -14,7 +14,9 @@ from baselines.servers.nats_cluster import NatsCluster
 from baselines.servers.nodes import ClusterUnavailable, process_state
 from baselines.servers.rabbitmq_cluster import RabbitMQCluster
 from baselines.servers.redis_sentinel import RedisSentinelCluster
-from conftest import IN_CI
+from conftest import IN_CI, RABBITMQ_CLUSTERS
+
+pytestmark = RABBITMQ_CLUSTERS
 
 QUEUE = "t-leader"
 

@@ -11,8 +11,15 @@ import pytest
 from baselines.servers import netns
 from baselines.servers.nodes import wait_for
 from baselines.servers.rabbitmq_cluster import RabbitMQCluster
-from conftest import IN_CI
+from conftest import ALONE, IN_CI
 from test_private_clusters import QUEUE, declare_quorum_queue, processes_under, started
+
+# Alone: beside another test process it failed 2 runs in 6 (and 3 in 11 with pause_minority, or with
+# the peers dropping and rejoining the node in one step), never on an idle machine. After the heal the
+# cut node restarts and rejoins while its peers reconnect to it seconds apart; Erlang's `global` sees
+# overlapping partitions, and RabbitMQ 3.10's "Global hang workaround" sends it nodedown/nodeup messages
+# that OTP 25's `global` ignores: the node hangs in its boot, waiting for Mnesia tables.
+pytestmark = ALONE
 
 # A cut-off leader's followers elect another once aten suspects its node (seconds); the
 # distribution itself declares the node down within 1.25 tick times (75 s), and only then do

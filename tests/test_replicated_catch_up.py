@@ -17,8 +17,10 @@ import pytest
 from baselines import registry
 from baselines.nats_jetstream import stream_of
 from baselines.servers import netns
-from conftest import IN_CI
+from conftest import IN_CI, RABBITMQ_CLUSTERS
 from experiments.faults.proxy import ProxyHub
+
+pytestmark = RABBITMQ_CLUSTERS
 
 # Replication takes milliseconds; the bound is for a loaded machine, and for RabbitMQ's
 # quorum_status, which waits 5 s for each member that does not answer (two, asked of the cut-off node).

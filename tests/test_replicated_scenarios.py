@@ -15,7 +15,10 @@ import pytest
 from baselines import registry
 from experiments.checker import recheck
 from experiments.runner import main
+from conftest import RABBITMQ_CLUSTERS
 from test_private_clusters import processes_under
+
+pytestmark = RABBITMQ_CLUSTERS
 
 BACKENDS = ["rabbitmq-quorum-cluster", "nats-jetstream-cluster", "redis-sentinel"]
 SMALL = ["--quick", "--jobs", "24", "--load-s", "2", "--fault-start-s", "0.6", "--drain-s", "60"]
