@@ -10,7 +10,7 @@ batches of bytes to the frame decoder, which keeps the per-message cost low.
   ``Dialed`` connection whose frames go to a callback (used by clients and peer links).
 - ``PeerLink``: the node's outbound connections to one peer (bulk data apart from the
   rest), redialed with back-off. Messages to an unreachable or slow peer are dropped:
-  Raft retransmits.
+  Raft retransmits (a dropped append is reported, so that the leader probes again).
 """
 from __future__ import annotations
 
@@ -288,15 +288,17 @@ class _Outbound:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._keep_connected())
 
-    def send(self, frames: list[list]) -> None:
+    def send(self, frames: list[list]) -> bool:
         """Write frames, each given as parts (``wire.message_frame``): small parts are
-        joined, large ones written as they are (one copy, into the transport's buffer)."""
+        joined, large ones written as they are (one copy, into the transport's buffer).
+        False: dropped (no connection, or more than ``PEER_BUFFER_LIMIT`` unsent)."""
         conn = self.conn
         if conn is None or conn.closed or conn.buffered() > PEER_BUFFER_LIMIT:
             self.dropped += len(frames)
-            return
+            return False
         for part in coalesce([part for parts in frames for part in parts]):
             conn.write(part)
+        return True
 
     async def _keep_connected(self) -> None:
         delay = 0.02
@@ -355,7 +357,10 @@ class PeerLink:
         if self.blocked:
             channel.dropped += len(frames)
             return
-        channel.send(frames)
+        if not channel.send(frames) and bulk:
+            # Appends lost: the leader must probe again (etcd's ReportUnreachable). Left in its
+            # inflight window, they would hold it full until answered, which they never are.
+            asyncio.get_running_loop().call_soon(channel.on_unreachable, self.peer_id)
 
     async def close(self) -> None:
         await self.control.close()
