@@ -34,14 +34,12 @@ services:
 demo: $(DEMO_STAMP)
 	$(PY) -m experiments demo
 
-# The whole suite: in two processes (tests/conftest.py groups them: a module's tests together, the
-# RabbitMQ clusters' tests one after the other), then the tests marked `alone` on the idle machine;
-# it lists its slowest tests (the budget is 15 minutes on 2 cores). Both parts run; either fails it.
+# The whole suite, in one process; it lists its slowest tests (the budget is 15 minutes on 2 cores:
+# it takes about 27 here). `.venv/bin/python -m pytest -n 2 --dist loadgroup -m "not alone"`, then
+# `-m alone`, runs it in two processes in about 19 minutes (tests/conftest.py groups the modules), but
+# under that load timing-bound tests still fail now and then: a failing CI run costs more than the time.
 test: venv services
-	@status=0; \
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not alone" --durations=20 || status=1; \
-	$(PY) -m pytest -q -m alone --durations=5 || status=1; \
-	exit $$status
+	$(PY) -m pytest -q --durations=20
 
 # Open the analysis notebooks in JupyterLab (root, e.g. in a container, needs --allow-root).
 lab: venv
