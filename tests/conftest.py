@@ -22,12 +22,13 @@ SERVERS = {
 }
 
 
-# In two pytest-xdist workers (`pytest -n 2 --dist loadgroup -m "not alone"`, see the Makefile), a module's tests stay in one worker
-# (its module fixtures start once), and the modules marked RABBITMQ_CLUSTERS, which start, cut and
-# kill RabbitMQ clusters of their own (three Erlang VMs each), share one: two never run at once on
-# two cores. (The session's cluster, idle between the contract suite's calls, is not among them.)
+# In two pytest-xdist workers (`pytest -n 2 --dist loadgroup -m "not alone"`, see the Makefile), a
+# module's tests stay in one worker (its module fixtures start once), and the modules marked
+# RABBITMQ_CLUSTERS, which start, cut and kill RabbitMQ clusters of their own (three Erlang VMs each),
+# share one: two never run at once on two cores. (The session's cluster, idle between the contract
+# suite's calls, is not among them.)
 RABBITMQ_CLUSTERS = pytest.mark.xdist_group("rabbitmq-clusters")
-# In two workers, the tests marked ALONE run after the others (`pytest -m alone`), on the idle machine: those
+# There, the tests marked ALONE run after the others (`pytest -m alone`), on the idle machine: those
 # whose system under test fails under load in a way that is not ours to fix (see their module).
 ALONE = pytest.mark.alone
 

@@ -358,8 +358,8 @@ class PeerLink:
             channel.dropped += len(frames)
             return
         if not channel.send(frames) and bulk:
-            # Appends lost: the leader must probe again (etcd's ReportUnreachable). Left in its
-            # inflight window, they would hold it full until answered, which they never are.
+            # Appends lost: the leader must probe again (etcd's ReportUnreachable). Otherwise they stay
+            # in its inflight window as sent, and are never answered.
             asyncio.get_running_loop().call_soon(channel.on_unreachable, self.peer_id)
 
     async def close(self) -> None:
