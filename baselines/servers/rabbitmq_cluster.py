@@ -20,7 +20,9 @@ has its own epmd, and the machine's ``rabbitmq-env.conf`` (which pins epmd and t
 distribution to 127.0.0.1) is replaced by an empty one. Only then can a node be cut off
 its peers (:meth:`RabbitMQCluster.cut`): their Erlang distribution is not routed through
 anything a run could proxy. Partitions longer than the distribution's tick time heal by
-``cluster_partition_handling = autoheal``.
+``cluster_partition_handling = autoheal``. The tick time is OTP's 60 s unless ``net_ticktime_s``
+sets it (for the servers, and -- through a file in ``HOME`` -- for every ``rabbitmqctl`` of the
+cluster: a CLI node with a longer tick would be dropped by the servers as down).
 
 Forming: nodes 2 and 3, one after the other, ``stop_app``, ``join_cluster`` node 1, ``start_app``. A restarted
 node rejoins by itself (its data remembers the cluster). Each member of a quorum queue's Raft
@@ -35,6 +37,7 @@ import re
 import secrets
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 
 from baselines.servers.netns import NetnsError, NodeNetwork
 from baselines.servers.nodes import ClusterError, Node, PrivateCluster, require_binary
@@ -43,6 +46,8 @@ from logqueue.local_cluster import free_ports
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
 QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
+# In a cluster's HOME beside its Erlang cookie: the distribution's tick time, when not OTP's default.
+TICKTIME_FILE = "net_ticktime"
 CTL_TIMEOUT_S = 60.0
 # After a partition longer than the distribution's tick time (60 s) the side that lost restarts and
 # rejoins; RabbitMQ's default (``ignore``) would leave the cluster partitioned until a node restarts.
@@ -58,9 +63,13 @@ def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float
     its stdout, or ``ClusterError``."""
     ctl = require_binary("rabbitmq-cluster", os.path.basename(tool), "rabbitmq-server", tool)
     longnames = ["--longnames"] if "." in node.partition("@")[2] else []  # name@10.x.y.z: a node in a namespace
+    env = {**os.environ, "HOME": str(home)}
+    ticktime = Path(home) / TICKTIME_FILE
+    if ticktime.exists():
+        env["RABBITMQ_CTL_ERL_ARGS"] = f"-kernel net_ticktime {ticktime.read_text().strip()}"
     try:
         done = subprocess.run([ctl, *longnames, "-n", node, *args], capture_output=True, text=True, timeout=timeout_s,
-                              env={**os.environ, "HOME": str(home)})
+                              env=env)
     except subprocess.TimeoutExpired:
         raise ClusterError(f"rabbitmqctl {' '.join(args)} on {node} took over {timeout_s:g} s") from None
     if done.returncode != 0:
@@ -71,14 +80,17 @@ def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float
 
 class RabbitMQCluster(PrivateCluster):
     """With ``namespaces``, each node runs in a network namespace of the cluster's own (see the module
-    docstring); :meth:`cut` and :meth:`heal` then cut a node off its peers and undo it."""
+    docstring); :meth:`cut` and :meth:`heal` then cut a node off its peers and undo it. ``net_ticktime_s``:
+    the Erlang distribution's tick time (a node cut off is declared down within 1.25 of it), OTP's
+    60 s when None."""
 
     system = "rabbitmq-cluster"
     node_start_s = 90.0
 
-    def __init__(self, run_dir, nodes: int = 3, namespaces: bool = False) -> None:
+    def __init__(self, run_dir, nodes: int = 3, namespaces: bool = False, net_ticktime_s: int | None = None) -> None:
         super().__init__(run_dir, nodes)
         self.namespaces = namespaces
+        self.net_ticktime_s = net_ticktime_s
         self.network: NodeNetwork | None = None
 
     def prepare(self) -> None:
@@ -90,6 +102,10 @@ class RabbitMQCluster(PrivateCluster):
         if not cookie.exists():
             cookie.write_text(secrets.token_hex(16).upper())
             cookie.chmod(0o400)
+        erl_args = "+S 1:1"
+        if self.net_ticktime_s is not None:
+            (self.home / TICKTIME_FILE).write_text(f"{self.net_ticktime_s}\n")
+            erl_args += f" -kernel net_ticktime {self.net_ticktime_s}"
         token = secrets.token_hex(3)
         if self.namespaces and self.network is None:  # (once: a start again on fresh ports keeps it)
             try:
@@ -122,7 +138,7 @@ class RabbitMQCluster(PrivateCluster):
                 "RABBITMQ_PID_FILE": str(base / "pid"),
                 "RABBITMQ_ENABLED_PLUGINS_FILE": str(base / "enabled_plugins"),
                 "RABBITMQ_CONFIG_FILE": str(base / "rabbitmq.conf"),
-                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": "+S 1:1",
+                "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": erl_args,
                 **own,
             }
             self.nodes[name] = Node(name, amqp, argv, self.run_dir / f"node-{i}.log", env, host=host)
