@@ -66,7 +66,7 @@ def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float
     env = {**os.environ, "HOME": str(home)}
     ticktime = Path(home) / TICKTIME_FILE
     if ticktime.exists():
-        env["RABBITMQ_CTL_ERL_ARGS"] = f"-kernel net_ticktime {ticktime.read_text().strip()}"
+        env["RABBITMQ_CTL_ERL_ARGS"] = ticktime_erl_args(int(ticktime.read_text()))
     try:
         done = subprocess.run([ctl, *longnames, "-n", node, *args], capture_output=True, text=True, timeout=timeout_s,
                               env=env)
@@ -76,6 +76,11 @@ def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float
         reason = " ".join((done.stderr or done.stdout).split())[:300]
         raise ClusterError(f"rabbitmqctl {' '.join(args)} on {node} failed: {reason}")
     return done.stdout
+
+
+def ticktime_erl_args(seconds: int) -> str:
+    """The Erlang flag that sets the distribution's tick time, for the servers and the CLI alike."""
+    return f"-kernel net_ticktime {seconds}"
 
 
 class RabbitMQCluster(PrivateCluster):
@@ -103,9 +108,12 @@ class RabbitMQCluster(PrivateCluster):
             cookie.write_text(secrets.token_hex(16).upper())
             cookie.chmod(0o400)
         erl_args = "+S 1:1"
-        if self.net_ticktime_s is not None:
-            (self.home / TICKTIME_FILE).write_text(f"{self.net_ticktime_s}\n")
-            erl_args += f" -kernel net_ticktime {self.net_ticktime_s}"
+        ticktime = self.home / TICKTIME_FILE
+        if self.net_ticktime_s is None:
+            ticktime.unlink(missing_ok=True)  # a cluster started before in this HOME may have left one
+        else:
+            ticktime.write_text(f"{self.net_ticktime_s}\n")
+            erl_args += f" {ticktime_erl_args(self.net_ticktime_s)}"
         token = secrets.token_hex(3)
         if self.namespaces and self.network is None:  # (once: a start again on fresh ports keeps it)
             try:
