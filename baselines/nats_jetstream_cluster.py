@@ -42,8 +42,8 @@ class NatsClusterTopology(ReplicatedTopology):
 
         return NatsCluster(run_dir, route_via=route)
 
-    def is_queue(self, name: str) -> bool:
-        return self.queue is not None and name == stream_of(self.queue)
+    def cluster_queue(self) -> str | None:
+        return stream_of(self.queue) if self.queue is not None else None
 
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
         return {CLUSTER_ENV: self.node_links(links)}
@@ -52,8 +52,9 @@ class NatsClusterTopology(ReplicatedTopology):
         """The entries ``node``'s replica of the stream lacks, and whether the stream's leader reports it
         current with no lag (the JetStream API's stream info)."""
         name = self.node_name(node)
-        state = self.cluster.replica(self.is_queue, name, ask_others=True)  # it may be cut off now
-        return (None if state is None else state[1]), lambda: self.cluster.replica(self.is_queue, name) == (True, 0)
+        stream = self.cluster_queue()
+        state = self.cluster.replica(stream, name, ask_others=True)  # it may be cut off now
+        return (None if state is None else state[1]), lambda: self.cluster.replica(stream, name) == (True, 0)
 
     def config_addresses(self, links: dict[str, str]) -> dict[str, str]:
         return {ADDRESS_KEY: self.node_links(links)}

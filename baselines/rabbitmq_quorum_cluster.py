@@ -83,9 +83,6 @@ class RabbitMQClusterTopology(ReplicatedTopology):
         elif self.node(node).cut_off:
             self.cluster.heal(self.node_name(node))
 
-    def is_queue(self, name: str) -> bool:
-        return name == self.queue
-
     def client_env(self, links: dict[str, str]) -> dict[str, str]:
         return {**client_env(self.cluster), CLUSTER_ENV: self.node_links(links)}
 
@@ -95,14 +92,14 @@ class RabbitMQClusterTopology(ReplicatedTopology):
         peers is asked about its own member (the run's rabbitmqctl still reaches it); a paused one answers
         nothing, so its lag is ``None``."""
         name = self.node_name(node)
-        members = self.cluster.members(self.is_queue)
+        members = self.cluster.members(self.queue)
         target = max((m["commit_index"] or 0 for m in members.values()), default=0)
         own = members.get(name, {}).get("log_index")
         if own is None and self.node(node).cut_off:
-            own = self.cluster.members(self.is_queue, ask=name).get(name, {}).get("log_index")
+            own = self.cluster.members(self.queue, ask=name).get(name, {}).get("log_index")
 
         def caught_up() -> bool:
-            member = self.cluster.members(self.is_queue).get(name, {})
+            member = self.cluster.members(self.queue).get(name, {})
             index = member.get("log_index")
             return member.get("state") in ("follower", "leader") and index is not None and index >= target
 

@@ -119,9 +119,6 @@ class RedisSentinelTopology(ReplicatedTopology):
 
         return (None if heard is None else max(0, target - heard)), caught_up
 
-    def is_queue(self, name: str) -> bool:
-        return True  # one primary for every key
-
     def servers(self) -> dict[str, str]:
         sentinels = {f"sentinel-{i}": a for i, a in enumerate(self.cluster.sentinel_addresses, 1)}
         return {**super().servers(), **sentinels}

@@ -16,8 +16,8 @@ broker can refuse where the adapter's can be refused):
   the adapter's confirm does, for ``redis-sentinel``); each consumer
   ``XREADGROUP COUNT prefetch`` and one ``XACK`` per batch.
 - NATS JetStream (nats-py): ``window`` publishes awaiting their ack at once; one asyncio
-  loop with a task per consumer, each a pull ``fetch(batch=prefetch)`` with the batch's
-  ``ack_sync`` gathered.
+  loop with a task per consumer, each a pull ``fetch(batch=prefetch)`` with the ``ack_sync``
+  of every ``ack_batch`` of it gathered.
 
 A consume is timed as the adapter's is: from the moment every consumer is connected and
 subscribed to the last ack (connecting is setup, not consuming).
@@ -327,8 +327,10 @@ class JetStreamReference(Reference):
                     msgs = await sub.fetch(batch=prefetch, timeout=RECEIVE_S)
                 except asyncio.TimeoutError:  # nothing arrived (nats-py's fetch of a batch raises asyncio's)
                     continue
-                await asyncio.gather(*(m.ack_sync(timeout=5) for m in msgs))
-                counter.add([m.data for m in msgs])
+                for start in range(0, len(msgs), ack_batch):  # as the adapter's consumers: at most ack_batch together
+                    acked = msgs[start:start + ack_batch]
+                    await asyncio.gather(*(m.ack_sync(timeout=5) for m in acked))
+                    counter.add([m.data for m in acked])
 
         async def run(js) -> float:
             subs = [await js.pull_subscribe_bind(durable="native", stream=self.stream) for _ in range(consumers)]

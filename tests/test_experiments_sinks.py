@@ -23,6 +23,13 @@ def summary(out, backend, scenario) -> dict:
     return json.loads((out / backend / scenario / "summary.json").read_text())
 
 
+def failed_cells(out) -> list[str]:
+    """What the runner's table says of each cell that did not end ``ok`` (a failing run's assertion shows it)."""
+    cells = [json.loads(path.read_text()) for path in sorted(out.glob("*/*/summary.json"))]
+    return [f"{s['backend']}/{s['scenario']}: {s['status']}: {s.get('reason', '')}" for s in cells
+            if s["status"] != "ok"]
+
+
 def rows_per_job(table: str) -> dict[str, int]:
     with connect() as conn:
         return dict(conn.execute(f"SELECT job, count(*) FROM {table} GROUP BY job").fetchall())
@@ -52,7 +59,7 @@ def sink_runs(tmp_path_factory):
 @pytest.mark.parametrize("sink", ["plain", "idempotent", "fenced"])
 def test_the_summary_counts_the_rows_the_sink_holds(sink_runs, sink):
     out, code = sink_runs[sink]
-    assert code == 0
+    assert code == 0, failed_cells(out)
     for backend in BACKENDS:
         s = summary(out, backend, "slow-consumer")
         assert recheck(out / backend / "slow-consumer") == []

@@ -135,7 +135,8 @@ def test_a_cut_off_follower_serves_but_has_not_caught_up_until_its_links_heal(ba
             assert not wait(caught_up, HOLD_S)  # ...but does not have the data
             topology.rejoin(follower)
             hub.set_many(topology.peer_links(follower), "heal")
-            assert wait(caught_up, CATCH_UP_S)
+            assert wait(caught_up, CATCH_UP_S), \
+                f"not caught up {CATCH_UP_S:g} s after the heal: lacks {topology.catching_up(follower)[0]} {topology.lag_unit}"
             assert topology.node(follower).up()
         finally:
             topology.close()

@@ -83,31 +83,25 @@ class NatsCluster(PrivateCluster):
 
         return super().settled() and all(answers(node) for node in self.nodes.values())
 
-    def stream_cluster(self, queue: str | Callable[[str], bool] | None, exclude: str | None = None):
-        """The ``cluster`` part of stream ``queue``'s info (a name, or a test of names: the first stream that
-        passes), per the JetStream API, asked of the live nodes but ``exclude`` (one cut off would answer
-        nothing); ``None`` when no stream leader answers (an election, no node up)."""
-        if queue is None:
+    def stream_cluster(self, queue: str, exclude: str | None = None):
+        """The ``cluster`` part of stream ``queue``'s info, per the JetStream API, asked of the live nodes but
+        ``exclude`` (one cut off would answer nothing); ``None`` when no stream leader answers (an election, no
+        node up, no such stream)."""
+        if not queue:
             raise ValueError("a NATS cluster has a leader per stream: name the stream")
-
-        async def info(js):
-            if not callable(queue):
-                return await js.stream_info(queue)
-            return next((s for s in await js.streams_info() if queue(s.config.name)), None)
-
         try:
-            found = self.ask(info, timeout_s=5.0, exclude=exclude)
-        except Exception:  # no stream leader right now (election), or no node answers
+            found = self.ask(lambda js: js.stream_info(queue), timeout_s=5.0, exclude=exclude)
+        except Exception:  # no stream leader right now (election), no node answers, or no such stream
             return None
-        return found.cluster if found is not None else None
+        return found.cluster
 
-    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
-        """The node that leads stream ``queue`` (see :meth:`stream_cluster`)."""
-        cluster = self.stream_cluster(queue)
+    def leader(self, queue: str | None = None) -> str | None:
+        """The node that leads stream ``queue`` (see :meth:`stream_cluster`); ``None`` when none is named."""
+        cluster = self.stream_cluster(queue) if queue is not None else None
         leader = cluster.leader if cluster is not None else None
         return leader if leader in self.nodes and self.nodes[leader].alive() else None
 
-    def replica(self, queue: str | Callable[[str], bool] | None, name: str,
+    def replica(self, queue: str, name: str,
                 ask_others: bool = False) -> tuple[bool, int] | None:
         """``(current, lag in entries)`` of node ``name``'s replica of stream ``queue``, as the stream's
         leader reports it (the leader itself: ``(True, 0)``), asked of the other nodes only with

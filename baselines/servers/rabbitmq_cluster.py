@@ -36,7 +36,6 @@ import os
 import re
 import secrets
 import subprocess
-from collections.abc import Callable
 from pathlib import Path
 
 from baselines.servers.netns import NetnsError, NodeNetwork
@@ -45,23 +44,28 @@ from logqueue.local_cluster import free_ports
 
 SERVER = "/usr/lib/rabbitmq/bin/rabbitmq-server"
 CTL = "/usr/lib/rabbitmq/bin/rabbitmqctl"
-QUEUES = "/usr/lib/rabbitmq/bin/rabbitmq-queues"
 # In a cluster's HOME beside its Erlang cookie: the distribution's tick time, when not OTP's default.
 TICKTIME_FILE = "net_ticktime"
 CTL_TIMEOUT_S = 60.0
 # After a partition longer than the distribution's tick time (60 s) the side that lost restarts and
 # rejoins; RabbitMQ's default (``ignore``) would leave the cluster partitioned until a node restarts.
 PARTITION_HANDLING = "autoheal"
-# The names of the vhost's quorum queues, printed as a list of binaries.
-QUORUM_QUEUES = ('[element(4, amqqueue:get_name(Q)) || Q <- rabbit_amqqueue:list(<<"/">>), '
-                 'amqqueue:get_type(Q) =:= rabbit_quorum_queue].')
+# What ``rabbitmq-queues quorum_status -p / QUEUE --formatter json`` prints (a row per member), on one line;
+# ``[]`` for no such queue. Numbers stay numbers, atoms (states, node names) become their names, anything
+# else (a down member's ``{nodedown, Node}``) its printed term. ``queue`` goes into an Erlang string:
+# QUEUE_NAME keeps it to plain characters.
+QUORUM_STATUS = ('Text = fun(V) when is_integer(V) -> V; (V) when is_atom(V) -> atom_to_binary(V, utf8); '
+                 '(V) when is_binary(V) -> V; (V) -> iolist_to_binary(io_lib:format("~p", [V])) end, '
+                 'case rabbit_quorum_queue:status(<<"/">>, <<"{queue}">>) of '
+                 'Rows when is_list(Rows) -> io:format("~s~n", [rabbit_json:encode('
+                 '[maps:from_list([{{K, Text(V)}} || {{K, V}} <- R]) || R <- Rows])]); '
+                 '_ -> io:format("[]~n") end.')
+QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]+")
 
 
-def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S,
-                tool: str = CTL) -> str:
-    """Run ``rabbitmqctl -n node ARGS`` (or another of the CLI ``tool``s) with the Erlang cookie in ``home``;
-    its stdout, or ``ClusterError``."""
-    ctl = require_binary("rabbitmq-cluster", os.path.basename(tool), "rabbitmq-server", tool)
+def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
+    """Run ``rabbitmqctl -n node ARGS`` with the Erlang cookie in ``home``; its stdout, or ``ClusterError``."""
+    ctl = require_binary("rabbitmq-cluster", "rabbitmqctl", "rabbitmq-server", CTL)
     longnames = ["--longnames"] if "." in node.partition("@")[2] else []  # name@10.x.y.z: a node in a namespace
     env = {**os.environ, "HOME": str(home)}
     ticktime = Path(home) / TICKTIME_FILE
@@ -174,8 +178,8 @@ class RabbitMQCluster(PrivateCluster):
     def node_names(self) -> list[str]:
         return list(self.nodes)
 
-    def ctl(self, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S, tool: str = CTL) -> str:
-        return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s, tool=tool)
+    def ctl(self, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
+        return rabbitmqctl(self.home, node, *args, timeout_s=timeout_s)
 
     def form(self) -> None:
         # One node at a time: two nodes joining at once can race in mnesia (seen: start_app
@@ -195,44 +199,32 @@ class RabbitMQCluster(PrivateCluster):
         if sorted(running) != sorted(self.node_names):
             raise ClusterError(f"{self.system}: running nodes {running} after forming, expected {self.node_names}")
 
-    def _queue(self, queue: str | Callable[[str], bool] | None, ask: str | None = None) -> tuple[str, str] | None:
-        """``(node asked, name)`` of quorum queue ``queue`` (a name, or a test of names: the first queue that
-        passes), asked of node ``ask`` or else of the first live node that answers. (An ``eval``, not
-        ``list_queues``: that one has every node send its rows to the CLI's own node, which the nodes in
-        namespaces cannot reach.)"""
-        if queue is None:
-            raise ValueError("a RabbitMQ cluster has a leader per quorum queue: name the queue")
-        matches = queue if callable(queue) else (lambda name: name == queue)
-        for node in [ask] if ask is not None else [n.name for n in self.live_nodes()]:
-            try:
-                out = self.ctl(node, "eval", QUORUM_QUEUES, timeout_s=15.0)
-            except ClusterError:
-                continue
-            return next(((node, name) for name in re.findall(r'<<"([^"]*)"', out) if matches(name)), None)
-        return None
-
-    def leader(self, queue: str | Callable[[str], bool] | None = None) -> str | None:
+    def leader(self, queue: str | None = None) -> str | None:
         """The node whose member of quorum queue ``queue`` is the Raft leader (of the highest term, should two
         say so), per :meth:`members`. (The queue's record -- ``list_queues``' ``leader`` -- follows only once
         every node has seen the old leader's node go down: up to a minute when it is cut off.)"""
-        members = self.members(queue)
+        members = self.members(queue) if queue is not None else {}  # no queue named, no leader to name
         leaders = sorted((m["term"] or 0, name) for name, m in members.items() if m["state"] == "leader")
         leader = leaders[-1][1] if leaders else None
         return leader if leader in self.nodes and self.nodes[leader].alive() else None
 
-    def members(self, queue: str | Callable[[str], bool] | None, ask: str | None = None) -> dict[str, dict]:
-        """``{node: {"state", "term", "log_index", "commit_index"}}`` of quorum queue ``queue``'s members, per
-        ``rabbitmq-queues quorum_status`` asked of node ``ask`` or else of a live node (see :meth:`_queue`); a
-        number is ``None`` where the member did not answer (its state is then ``timeout``); ``{}`` when no node
-        answers."""
-        found = self._queue(queue, ask)
-        if found is None:
-            return {}
-        asked, name = found
-        try:
-            out = self.ctl(asked, "quorum_status", "-p", "/", name, "--formatter", "json", "-q",
-                           timeout_s=30.0, tool=QUEUES)
-        except ClusterError:
+    def members(self, queue: str, ask: str | None = None) -> dict[str, dict]:
+        """``{node: {"state", "term", "log_index", "commit_index"}}`` of quorum queue ``queue``'s members, as
+        ``rabbitmq-queues quorum_status`` reports them, asked of node ``ask`` or else of the first live node that
+        answers; a number is ``None`` where the member did not answer (its state is then ``timeout``); ``{}``
+        when no node answers or there is no such queue. (One ``eval``: one CLI VM instead of the two that
+        finding the queue and asking its status would start; and an ``eval`` runs on the node asked, which a
+        node in a namespace can answer.)"""
+        if not QUEUE_NAME.fullmatch(queue or ""):
+            raise ValueError(f"a RabbitMQ cluster has a leader per quorum queue: name it, not {queue!r}")
+        for node in [ask] if ask is not None else [n.name for n in self.live_nodes()]:
+            try:
+                out = self.ctl(node, "eval", QUORUM_STATUS.format(queue=queue), timeout_s=30.0)
+            except ClusterError:
+                continue
+            rows = json.loads(next((line for line in out.splitlines() if line.startswith("[")), "[]"))
+            break
+        else:
             return {}
 
         def number(value):
@@ -240,4 +232,4 @@ class RabbitMQCluster(PrivateCluster):
 
         return {m["Node Name"]: {"state": m.get("Raft State"), "term": number(m.get("Term")),
                                  "log_index": number(m.get("Log Index")),
-                                 "commit_index": number(m.get("Commit Index"))} for m in json.loads(out or "[]")}
+                                 "commit_index": number(m.get("Commit Index"))} for m in rows}

@@ -60,10 +60,10 @@ class ReplicatedTopology(Topology):
         ``route(i, j, address)`` where the system allows it (a proxy link of the run's hub)."""
         raise NotImplementedError
 
-    def is_queue(self, name: str) -> bool:
-        """Whether the cluster's queue (stream) ``name`` is the run's work queue (``self.queue``), whose
-        leader ``leader`` names."""
-        raise NotImplementedError
+    def cluster_queue(self) -> str | None:
+        """The name the system knows the run's work queue (``self.queue``) by -- its quorum queue, its stream --,
+        whose leader ``leader`` names; ``None`` before ``use_queue``."""
+        return self.queue
 
     # --- lifecycle ----------------------------------------------------------------------
 
@@ -119,7 +119,7 @@ class ReplicatedTopology(Topology):
     # --- state --------------------------------------------------------------------------
 
     def leader(self):
-        name = self.cluster.leader(self.is_queue)
+        name = self.cluster.leader(self.cluster_queue())
         return self.names.index(name) + 1 if name in self.names else None
 
     def catching_up(self, node):
