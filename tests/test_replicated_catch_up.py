@@ -10,6 +10,8 @@ in network namespaces of the run's own, where ``isolate`` drops the peers' packe
 from __future__ import annotations
 
 import asyncio
+import re
+import subprocess
 import time
 
 import pytest
@@ -65,12 +67,23 @@ def write_nats(topology, leader: int) -> None:
     asyncio.run(publish())
 
 
+def direct_routes(cluster) -> list[str]:
+    """The servers' established connections to a route port itself, not through a proxy (``ss``): a route the
+    servers learned by gossip and dialled directly would carry a pair's traffic past the cut."""
+    pids, ports = {n.pid for n in cluster.nodes.values()}, set(cluster.route_ports.values())
+    rows = subprocess.run(["ss", "-tnpH", "state", "established"], capture_output=True, text=True, check=True).stdout
+    return [row for row in rows.splitlines()
+            if (pid := re.search(r"pid=(\d+)", row)) and int(pid.group(1)) in pids
+            and int(row.split()[3].rsplit(":", 1)[1]) in ports]
+
+
 def declare_nats(topology) -> None:
     from nats.js.api import StorageType
 
     stream = stream_of(QUEUE)
     topology.cluster.ask(lambda js: js.add_stream(name=stream, subjects=[stream], num_replicas=3,
                                                   storage=StorageType.FILE))
+    assert direct_routes(topology.cluster) == []  # every route goes through its proxy, so the cut is one
 
 
 def declare_rabbitmq(topology) -> None:

@@ -3,7 +3,11 @@
 Node *i* is ``nats-server -a 127.0.0.1 -p P_i -js -sd DIR_i -n NAME_i --cluster_name C
 --cluster nats://127.0.0.1:R_i --routes ROUTES_i``. ``ROUTES_i`` are the other nodes'
 route addresses, or -- with ``route_via`` -- whatever address node *i* is to use for node
-*j*, so that a fault proxy can sit on every route. The cluster serves once JetStream's
+*j*, so that a fault proxy can sit on every route. Then every node also advertises a route
+address where nothing listens (``--cluster_advertise``, a port the cluster holds bound): a
+server tries the routes it learns by gossip (implicit routes) once, and a direct implicit
+route would otherwise carry a pair's traffic past the proxies -- seen: a node cut off its
+proxied routes stayed in the meta group through one. The cluster serves once JetStream's
 meta group has a leader (``$JS.API.INFO`` answers); a stream's leader is what the
 JetStream API's stream info says (``cluster.leader``), and so is how far each of its
 other replicas is behind (``cluster.replicas``: ``current`` and ``lag``, in entries).
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+import socket
 from collections.abc import Callable
 
 from baselines.servers.nodes import Node, PrivateCluster, require_binary, wait_for
@@ -37,7 +42,9 @@ class NatsCluster(PrivateCluster):
     def __init__(self, run_dir, nodes: int = 3, route_via: Callable[[int, int, str], str] | None = None) -> None:
         """``route_via(i, j, address)``: the address node ``i`` dials for node ``j``'s route port ``address``."""
         super().__init__(run_dir, nodes)
+        self.proxied = route_via is not None
         self.route_via = route_via or (lambda i, j, address: address)
+        self._unroutable: socket.socket | None = None  # bound, never listening: connecting to it is refused
 
     def prepare(self) -> None:
         binary = require_binary(self.system, "nats-server", "nats-server")
@@ -54,7 +61,20 @@ class NatsCluster(PrivateCluster):
             argv = [binary, "-a", "127.0.0.1", "-p", str(client), "-js", "-sd", str(data), "-n", name,
                     "--cluster_name", f"lq{token}", "--cluster", f"nats://127.0.0.1:{self.route_ports[i]}",
                     "--routes", routes]
+            if self.proxied:
+                argv += ["--cluster_advertise", self._unroutable_address()]
             self.nodes[name] = Node(name, client, argv, self.run_dir / f"node-{i}.log")
+
+    def _unroutable_address(self) -> str:
+        if self._unroutable is None:
+            self._unroutable = socket.socket()
+            self._unroutable.bind(("127.0.0.1", 0))
+        return "127.0.0.1:%d" % self._unroutable.getsockname()[1]
+
+    def release(self) -> None:
+        if self._unroutable is not None:
+            self._unroutable.close()
+            self._unroutable = None
 
     def ask(self, call, timeout_s: float = 10.0, exclude: str | None = None):
         """Run ``await call(jetstream_context)`` on a fresh connection to the live nodes (but ``exclude``)."""
