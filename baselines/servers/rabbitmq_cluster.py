@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import secrets
 import subprocess
 from pathlib import Path
@@ -52,15 +51,14 @@ CTL_TIMEOUT_S = 60.0
 PARTITION_HANDLING = "autoheal"
 # What ``rabbitmq-queues quorum_status -p / QUEUE --formatter json`` prints (a row per member), on one line;
 # ``[]`` for no such queue. Numbers stay numbers, atoms (states, node names) become their names, anything
-# else (a down member's ``{nodedown, Node}``) its printed term. ``queue`` goes into an Erlang string:
-# QUEUE_NAME keeps it to plain characters.
+# else (a down member's ``{nodedown, Node}``) its printed term. ``queue``: the name's UTF-8 bytes, comma-separated
+# (an Erlang binary of any name, no quoting).
 QUORUM_STATUS = ('Text = fun(V) when is_integer(V) -> V; (V) when is_atom(V) -> atom_to_binary(V, utf8); '
                  '(V) when is_binary(V) -> V; (V) -> iolist_to_binary(io_lib:format("~p", [V])) end, '
-                 'case rabbit_quorum_queue:status(<<"/">>, <<"{queue}">>) of '
+                 'case rabbit_quorum_queue:status(<<"/">>, <<{queue}>>) of '
                  'Rows when is_list(Rows) -> io:format("~s~n", [rabbit_json:encode('
                  '[maps:from_list([{{K, Text(V)}} || {{K, V}} <- R]) || R <- Rows])]); '
                  '_ -> io:format("[]~n") end.')
-QUEUE_NAME = re.compile(r"[A-Za-z0-9._:-]+")
 
 
 def rabbitmqctl(home: str | os.PathLike, node: str, *args: str, timeout_s: float = CTL_TIMEOUT_S) -> str:
@@ -215,11 +213,12 @@ class RabbitMQCluster(PrivateCluster):
         when no node answers or there is no such queue. (One ``eval``: one CLI VM instead of the two that
         finding the queue and asking its status would start; and an ``eval`` runs on the node asked, which a
         node in a namespace can answer.)"""
-        if not QUEUE_NAME.fullmatch(queue or ""):
-            raise ValueError(f"a RabbitMQ cluster has a leader per quorum queue: name it, not {queue!r}")
+        if not queue:
+            raise ValueError("a RabbitMQ cluster has a leader per quorum queue: name the queue")
+        name = ",".join(str(byte) for byte in queue.encode())
         for node in [ask] if ask is not None else [n.name for n in self.live_nodes()]:
             try:
-                out = self.ctl(node, "eval", QUORUM_STATUS.format(queue=queue), timeout_s=30.0)
+                out = self.ctl(node, "eval", QUORUM_STATUS.format(queue=name), timeout_s=30.0)
             except ClusterError:
                 continue
             rows = json.loads(next((line for line in out.splitlines() if line.startswith("[")), "[]"))
