@@ -32,6 +32,7 @@ from logqueue.raft import (
     Snapshot,
     SnapshotMeta,
 )
+from logqueue.raft.progress import State
 from raft_script import Cluster, execute
 
 VOTERS = ConfState(frozenset({1, 2, 3}))
@@ -382,6 +383,25 @@ def test_lost_appends_do_not_stall_a_full_window() -> None:
         execute(c, "tick 1")
         execute(c, "stabilize")
     assert c.node(2).raft.last_index == leader.last_index == leader.commit_index
+
+
+def test_the_slowest_follower_counts_a_probed_follower_only_where_the_runtime_says_so() -> None:
+    """A leader keeps entries for its slowest follower; one it probes counts only among
+    `probing` (the runtime's connected peers: slow, not gone)."""
+    c = elected(3)
+    leader = c.node(1).raft
+    leader.propose(b"p")
+    execute(c, "stabilize")
+    slow_match = leader.progress[3].match
+    execute(c, "partition 1 2 | 3")
+    for i in range(3):
+        leader.propose(b"q%d" % i)
+    execute(c, "stabilize")
+    leader.report_unreachable(3)  # the transport dropped appends to it: probe
+    assert leader.progress[3].state is State.PROBE and leader.progress[2].match > slow_match
+    assert leader.slowest_follower() == leader.progress[2].match
+    assert leader.slowest_follower(probing={3}) == slow_match
+    assert c.node(2).raft.slowest_follower(probing={1, 3}) is None  # a follower keeps nothing for others
 
 
 # --- restarts ----------------------------------------------------------------------------

@@ -13,6 +13,7 @@ Roles dispatch through one step function each (`_step_leader`, `_step_candidate`
 from __future__ import annotations
 
 import random
+from collections.abc import Container
 from dataclasses import dataclass, replace
 
 from . import quorum
@@ -174,10 +175,11 @@ class Raft:
     def conf(self) -> ConfState:
         return self.log.conf
 
-    def slowest_replicating(self) -> int | None:
+    def slowest_follower(self, probing: Container[int] = ()) -> int | None:
         """A leader's lowest match among the followers it streams to (REPLICATE: live and
-        in step), None on a follower or when there is none."""
-        matches = [pr.match for pr in self.progress.values() if pr.state is State.REPLICATE]
+        in step) and those of `probing` it probes; None on a follower or when there is none."""
+        matches = [pr.match for peer, pr in self.progress.items()
+                   if pr.state is State.REPLICATE or (pr.state is State.PROBE and peer in probing)]
         return min(matches) if self.role is Role.LEADER and matches else None
 
     def promotable(self) -> bool:

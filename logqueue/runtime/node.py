@@ -525,7 +525,7 @@ class Node:
     def _memory_retain(self) -> int:
         """How many of the last applied entries the core keeps in memory: those that fit
         ``memory_entries`` and ``memory_bytes``, and on a leader every one its slowest
-        streaming follower still lacks, if they fit ``catch_up_bytes``. A follower a few
+        connected follower still lacks, if they fit ``catch_up_bytes``. A follower a few
         large entries behind then catches up from the log, not by a snapshot and a backfill
         of those entries' payloads (TiKV likewise keeps its log for its followers, up to a
         size limit)."""
@@ -539,7 +539,9 @@ class Node:
 
     def _catch_up_retain(self) -> int:
         raft = self.raft
-        slowest = raft.slowest_replicating()
+        # A follower probed over a connection that is up is slow, not gone: the transport
+        # dropped appends its unread socket held back (a paused or busy process).
+        slowest = raft.slowest_follower(probing={peer for peer, link in self.links.items() if link.connected()})
         applied = raft.applied_index
         if slowest is None or slowest >= applied:
             return 0

@@ -288,12 +288,15 @@ class _Outbound:
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._keep_connected())
 
+    def connected(self) -> bool:
+        return self.conn is not None and not self.conn.closed
+
     def send(self, frames: list[list]) -> bool:
         """Write frames, each given as parts (``wire.message_frame``): small parts are
         joined, large ones written as they are (one copy, into the transport's buffer).
         False: dropped (no connection, or more than ``PEER_BUFFER_LIMIT`` unsent)."""
         conn = self.conn
-        if conn is None or conn.closed or conn.buffered() > PEER_BUFFER_LIMIT:
+        if not self.connected() or conn.buffered() > PEER_BUFFER_LIMIT:
             self.dropped += len(frames)
             return False
         for part in coalesce([part for parts in frames for part in parts]):
@@ -351,6 +354,10 @@ class PeerLink:
     def start(self) -> None:
         self.control.start()
         self.bulk.start()
+
+    def connected(self) -> bool:
+        """Both connections are up (the peer may still be too slow to read them)."""
+        return not self.blocked and self.control.connected() and self.bulk.connected()
 
     def send(self, frames: list[list], bulk: bool = False) -> None:
         channel = self.bulk if bulk else self.control
