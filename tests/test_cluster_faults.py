@@ -84,6 +84,28 @@ def test_sigstop_a_follower_cut_off_a_node_then_sigkill_and_restart_everything(m
     check_logs(cluster, [1, 2, 3], acked)
 
 
+def test_status_shows_each_peers_links_and_on_the_leader_its_replication(make_cluster):
+    cluster = make_cluster(3)
+    leader = cluster.leader()
+    killed, live = (i for i in (1, 2, 3) if i != leader)
+
+    def peers(node: int) -> dict[int, dict]:
+        return {row["id"]: row for row in cluster.status(node)["peers"]}
+
+    cluster.client.append([b"before"])
+    last = cluster.status(leader)["last_index"]
+    wait_for(lambda: all(p["connected"] and p["state"] == "replicate" and p["match"] == last
+                         for p in peers(leader).values()), 10, "both followers to replicate the last entry")
+    assert set(peers(leader)) == {killed, live}
+    assert all("state" not in p for p in peers(live).values()), "a follower has no replication of its own to show"
+    cluster.kill(killed)
+    cluster.client.append([b"after"])
+    wait_for(lambda: not peers(leader)[killed]["connected"] and peers(leader)[killed]["state"] == "probe", 10,
+             "the leader to show the killed follower's links down and probe it")
+    rows = peers(leader)
+    assert rows[killed]["match"] == last and rows[live]["state"] == "replicate" and rows[live]["match"] > last, rows
+
+
 def test_a_node_far_behind_catches_up_by_install_snapshot(make_cluster):
     cluster = make_cluster(3, extra_args=FAST_ELECTIONS + ("--snapshot-every", "300", "--retain-entries", "0"))
     leader = cluster.leader()

@@ -15,7 +15,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                                    "Exits 0 when some node answers as the leader, 1 otherwise (no node "
                                    "answered, or none leads), so scripts can wait on it.")
     cluster_arg(p)
-    p.add_argument("--json", action="store_true", help="print a JSON list of every node's full status (also memory, WAL use, retained offsets, snapshot, longest loop stall) instead of a table")
+    p.add_argument("--json", action="store_true", help="print a JSON list of every node's full status (also memory, WAL use, retained offsets, snapshot, longest loop stall, each peer's links and replication) instead of a table")
     p.set_defaults(run=cmd_status)
 
 

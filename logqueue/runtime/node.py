@@ -608,7 +608,23 @@ class Node:
             "pid": os.getpid(),
             "uptime_s": round(time.time() - self.started, 3),
             "isolated": self.isolated,
+            "peers": self._peer_status(),
         }
+
+    def _peer_status(self) -> list[dict]:
+        """Each peer's links (both up, messages dropped) and, on a leader, how far it
+        replicates to it (``state``: probe, replicate or snapshot; ``match``; ``next``)."""
+        raft = self.raft
+        progress = raft.progress if raft.role is t.Role.LEADER else {}
+        rows = []
+        for peer in sorted(set(self.links) | set(progress)):
+            link, pr = self.links.get(peer), progress.get(peer)
+            row = {"id": peer, "connected": link is not None and link.connected(),
+                   "dropped": link.dropped if link is not None else 0}
+            if pr is not None:
+                row |= {"state": pr.state.value, "match": pr.match, "next": pr.next}
+            rows.append(row)
+        return rows
 
     def set_isolated(self, on: bool) -> None:
         """Test hook: drop every peer message in and out (a node cut off the network)."""
