@@ -35,7 +35,7 @@ demo: $(DEMO_STAMP)
 	$(PY) -m experiments demo
 
 # The whole suite, in one process; it lists its slowest tests (the budget is 15 minutes on 2 cores:
-# it takes about 27 here). `.venv/bin/python -m pytest -n 2 --dist loadgroup -m "not alone"`, then
+# it takes about 21 here). `.venv/bin/python -m pytest -n 2 --dist loadgroup -m "not alone"`, then
 # `-m alone`, runs it in two processes in about 19 minutes (tests/conftest.py groups the modules), but
 # under that load timing-bound tests still fail now and then: a failing CI run costs more than the time.
 test: venv services
