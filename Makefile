@@ -34,14 +34,12 @@ services:
 demo: $(DEMO_STAMP)
 	$(PY) -m experiments demo
 
-# The whole suite in two processes (pytest-xdist; tests/conftest.py keeps a module's tests in one
-# process and lets the modules that start RabbitMQ clusters of their own take turns), then the tests
-# marked alone on the idle machine. Most tests wait on real processes and timeouts (one process keeps
-# the two cores about a quarter busy): about 13 minutes here, against 22 in one process.
-# (Exit status 5 is pytest's "no tests collected": a PYTEST_ADDOPTS selection without the alone test.)
+# The whole suite, in one process; it lists its slowest tests (the budget is 15 minutes on 2 cores:
+# it takes about 22 here). `.venv/bin/python -m pytest -n 2 --dist loadgroup -m "not alone"`, then
+# `-m alone`, runs it in two processes in about 13 minutes (tests/conftest.py groups the modules), but
+# under that load timing-bound tests still fail now and then: a failing CI run costs more than the time.
 test: venv services
-	$(PY) -m pytest -q -n 2 --dist loadgroup -m "not alone" --durations=20
-	$(PY) -m pytest -q -m alone || [ $$? -eq 5 ]
+	$(PY) -m pytest -q --durations=20
 
 # Open the analysis notebooks in JupyterLab (root, e.g. in a container, needs --allow-root).
 lab: venv
