@@ -106,6 +106,55 @@ def test_a_wiped_follower_catches_up_by_snapshot_and_segments_then_serves_the_jo
     assert [(r["offset"], r["result"]) for r in results] == [(i, b"r%d" % i) for i in range(2990, 3000)]
 
 
+# The WAL keeps one segment behind the snapshot beside what retained jobs need, and the core
+# no entries in memory: a wiped follower is sent a snapshot, one that keeps up is not.
+COMPACTING = FAST_ELECTIONS + ("--snapshot-every", "20", "--segment-bytes", str(SEGMENT), "--retain-bytes",
+                               str(SEGMENT), "--memory-entries", "0", "--retention-jobs", "200")
+
+
+def test_a_backfill_whose_entries_every_member_compacted_takes_a_members_newer_snapshot(make_cluster):
+    """A wiped follower installs a snapshot and backfills what its retained jobs read. Held
+    up meanwhile (a test hook), it finds those jobs settled and dropped, their segments
+    deleted on every member: it must take a member's newer snapshot and go on from what
+    that state needs (it used to ask for the deleted entries forever, holding every commit
+    back)."""
+    cluster = make_cluster(3, extra_args=COMPACTING)
+    leader = cluster.leader()
+    enqueue(cluster, 0, 1000)
+    rows = cluster.client.read_log(cluster.addresses[leader], 1, 100)["entries"]
+    first_enqueue = next(r["index"] for r in rows if r.get("kind") == "queue")
+    lagger = next(i for i in (1, 2, 3) if i != leader)
+    sources = [i for i in (1, 2, 3) if i != lagger]
+    cluster.kill(lagger)
+    shutil.rmtree(cluster.data_dir(lagger))
+    hold = cluster.data_dir(lagger) / "test-hooks" / "hold-backfill"
+    hold.parent.mkdir(parents=True)
+    hold.touch()
+    cluster.restart(lagger)
+    wait_for(lambda: cluster.status(lagger)["backfilling"], 20, "the lagger to start its backfill")
+    # Settle every job and add as many: retention drops the first 1800, and the members'
+    # snapshots delete their segments.
+    enqueue(cluster, 1000, 1000)
+    for _ in range(4):
+        jobs = cluster.client.submit([c.claim(Q, G, "w", 500, 60_000)])[0]["jobs"]
+        done = cluster.client.submit([c.complete(Q, G, off, tok, b"ok") for off, tok, _, _ in jobs])
+        assert done == [{"ok": True}] * len(jobs)
+    for i in sources:  # a snapshot now, at the state that retains only the last 200 jobs
+        cluster.client.run(cluster.client.aio.call(cluster.addresses[i], "snapshot", timeout=30))
+    wait_for(lambda: min(cluster.status(i)["first_index"] for i in sources) > first_enqueue, 20,
+             "every member to delete the segment of the first enqueue")
+    assert cluster.status(lagger)["backfilling"]
+    hold.unlink()
+    caught_up(cluster, lagger)
+    wait_for(lambda: not cluster.status(lagger)["backfilling"], 20, "the backfill")
+    assert "'s snapshot at index" in cluster.log_text(lagger)  # taken from a member, not installed by Raft
+    first = cluster.client.query("stats", queue=Q, group=G)["first_retained"]
+    assert 1000 < first < 2000
+    rows = cluster.client.query("read", stale=True, node=cluster.addresses[lagger], queue=Q,
+                                from_offset=first, max_count=1000)
+    assert [(o, p) for o, p in rows] == [(i, payload(i)) for i in range(first, 2000)]
+
+
 def test_an_idle_leader_repairs_a_follower_wiped_after_it_had_acknowledged_everything(make_cluster):
     cluster = make_cluster(3, extra_args=SMALL)
     lagger = follower_with(cluster, 1000)

@@ -27,6 +27,10 @@ def node_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retain-bytes", type=non_negative, default=64 << 20, metavar="B",
                    help="... as long as they hold at most B bytes of data: the WAL of a queue then follows "
                         "its retention, not the entry count (default 64 MiB)")
+    p.add_argument("--memory-entries", type=non_negative, default=1_000, metavar="N",
+                   help="entries the Raft core keeps in memory behind its snapshot, within 8 MiB, for "
+                        "followers slightly behind (a leader keeps more for a follower it streams to); a "
+                        "follower further behind is sent a snapshot (default 1000)")
     p.add_argument("--retention-jobs", type=positive, default=1_000_000, metavar="N",
                    help="jobs of history each queue keeps (payloads, results, dedup; and the WAL segments "
                         "holding them) once every group has settled them; give every node the same value "
@@ -93,7 +97,8 @@ def node_config(args, node_id: int, listen: str, peer_map: dict[int, str], data_
     return NodeConfig(node_id=node_id, listen=listen, peers=peer_map, data_dir=data_dir, fsync=args.fsync,
                       election_timeout_ms=(low, high), heartbeat_ms=args.heartbeat_ms, tick_ms=args.tick_ms,
                       secret=secret(args), join=join, snapshot_every=args.snapshot_every,
-                      retain_entries=args.retain_entries, retain_bytes=args.retain_bytes, retention_jobs=args.retention_jobs,
+                      retain_entries=args.retain_entries, retain_bytes=args.retain_bytes,
+                      memory_entries=args.memory_entries, retention_jobs=args.retention_jobs,
                       segment_bytes=args.segment_bytes, snapshot_chunk_bytes=args.snapshot_chunk_bytes,
                       test_hooks=args.test_hooks,
                       test_slow_sync_ms=args.test_slow_sync_ms, test_slow_snapshot_ms=args.test_slow_snapshot_ms,

@@ -9,7 +9,10 @@ Meanwhile the node holds committed entries back (``Node``).
 
 Those entries are committed, hence the same on every node that has applied them (Log
 Matching): when the leader cannot serve them -- in particular when this node has become
-the leader meanwhile -- any other member can.
+the leader meanwhile -- any other member can. When every member has compacted them (their
+jobs were settled and dropped meanwhile), the node takes a member's newer snapshot
+(``fetch_snapshot``), whose jobs need only entries that member stores, and goes on from
+what that state needs.
 """
 from __future__ import annotations
 
@@ -38,11 +41,10 @@ def entries_of(rows: list[list]) -> list[t.Entry]:
 
 
 class Backfill:
-    """One backfill task of ``node``, from ``needed`` up to the storage's first index."""
+    """The backfill task of ``node``: until its storage holds what its state machine needs."""
 
-    def __init__(self, node: "Node", needed: int) -> None:
+    def __init__(self, node: "Node") -> None:
         self.node = node
-        self.needed = needed
         self._task: asyncio.Task | None = None
 
     def start(self) -> None:
@@ -60,40 +62,66 @@ class Backfill:
                 pass
 
     async def _run(self) -> None:
-        from logqueue.client import AsyncClient, ClientError  # the node's own client of its peers
+        from logqueue.client import AsyncClient  # the node's own client of its peers (imported late: a cycle)
 
         node = self.node
         storage = node.storage
         client = AsyncClient([node.cfg.listen], secret=node.secret)
         loop = asyncio.get_running_loop()
         fetched = 0
-        log.info("node %d fetching log entries %d..%d that its retained jobs read", node.node_id, self.needed,
-                 storage.first_index() - 1)
+        log.info("node %d fetching log entries %s..%d that its retained jobs read", node.node_id,
+                 node.backfill_from(), storage.first_index() - 1)
         try:
-            while self.needed < storage.first_index():
-                entries = []
-                for peer, address in self._sources():
+            # A snapshot installed or taken from a member meanwhile moves what is needed.
+            while (needed := node.backfill_from()) is not None:
+                await node.test_backfill_hold()
+                entries, compacted = await self._fetch(client, needed, storage.first_index())
+                if entries:
                     try:
-                        body = await client.call(address, "fetch_entries", {
-                            "from": self.needed, "to": storage.first_index(), "max_bytes": CHUNK_BYTES}, timeout=10)
-                    except ClientError as exc:
-                        log.warning("node %d: fetching entries from node %s failed (%s)", node.node_id, peer, exc)
-                        continue
-                    entries = entries_of(body["entries"])
-                    if entries and entries[-1].index == storage.first_index() - 1:
-                        break
-                else:
+                        await loop.run_in_executor(None, storage.prepend, entries)
+                    except ValueError:
+                        continue  # a snapshot installed meanwhile moved the first index: fetch again
+                    fetched += len(entries)
+                elif not (compacted and await self._take_snapshot(client, compacted)):
                     await asyncio.sleep(RETRY_S)  # nobody could serve them yet
-                    continue
-                try:
-                    await loop.run_in_executor(None, storage.prepend, entries)
-                except ValueError:
-                    continue  # a snapshot installed meanwhile moved the first index: fetch again
-                fetched += len(entries)
         finally:
             await client.close()
         log.info("node %d fetched %d log entries behind its snapshot", node.node_id, fetched)
         node.backfill_done()
+
+    async def _fetch(self, client, needed: int, first: int) -> tuple[list[t.Entry], list[tuple[int, str]]]:
+        """The newest chunk of entries ``needed..first-1`` from the first member that has
+        it, and the members that have compacted ``needed`` (asked to no avail)."""
+        from logqueue.client import ClientError
+
+        compacted = []
+        for peer, address in self._sources():
+            try:
+                body = await client.call(address, "fetch_entries", {
+                    "from": needed, "to": first, "max_bytes": CHUNK_BYTES}, timeout=10)
+            except ClientError as exc:
+                log.warning("node %d: fetching entries from node %s failed (%s)", self.node.node_id, peer, exc)
+                continue
+            entries = entries_of(body["entries"])
+            if entries and entries[-1].index == first - 1:
+                return entries, []
+            if body["first_index"] > needed:
+                compacted.append((peer, address))
+        return [], compacted
+
+    async def _take_snapshot(self, client, members: list[tuple[int, str]]) -> bool:
+        """Replace the state machine by the newest snapshot of one of ``members``."""
+        from logqueue.client import ClientError
+
+        for peer, address in members:
+            try:
+                body = await client.call(address, "fetch_snapshot", {}, timeout=30)
+            except ClientError as exc:
+                log.warning("node %d: fetching a snapshot from node %s failed (%s)", self.node.node_id, peer, exc)
+                continue
+            if self.node.adopt_snapshot(peer, body["index"], body["data"]):
+                return True
+        return False
 
     def _sources(self) -> list[tuple[int, str]]:
         """(id, address) of the members to fetch from, the leader first; never this node."""

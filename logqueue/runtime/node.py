@@ -27,12 +27,13 @@ import time
 from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from logqueue.raft import RAFT_VARIANTS, Config, Raft, SafetyError
 from logqueue.raft import types as t
 from logqueue.runtime import envelope, snapshot_stream, wire
 from logqueue.runtime.applied_tail import AppliedTail
-from logqueue.runtime.audit import AuditedStorage
+from logqueue.runtime.audit import HOOKS_DIR, AuditedStorage
 from logqueue.runtime.backfill import Backfill
 from logqueue.runtime.entry_log import EntryLog
 from logqueue.runtime.machine import ServiceMachine
@@ -419,14 +420,44 @@ class Node:
         """Fetch, from the leader, the entries behind the snapshot that retained jobs read
         and this node lacks (a follower that installed a snapshot, or restarted after a
         backfill was cut short); committed entries are held until they are stored."""
-        needed = self.machine.needed_from()
-        if needed is None or needed >= self.storage.first_index():
+        if self.backfill_from() is None:
             return
         if self._held is None:
             self._held = []
         if self._backfill is None or self._backfill.done():
-            self._backfill = Backfill(self, needed)
+            self._backfill = Backfill(self)
             self._backfill.start()
+
+    def backfill_from(self) -> int | None:
+        """The lowest index the state machine needs that the storage lacks (None: none)."""
+        needed = self.machine.needed_from()
+        return needed if needed is not None and needed < self.storage.first_index() else None
+
+    def adopt_snapshot(self, peer: int, index: int, data: bytes) -> bool:
+        """Replace the state machine, behind while it backfills, by a member's newer
+        snapshot at ``index`` (every member compacted the entries it needs). The held
+        entries it covers are dropped: requests waiting on them are failed as retryable.
+        False unless ``index`` is ahead of the machine and within the core's applied index."""
+        held = self._held
+        if held is None:
+            return False
+        state_index = held[0].index - 1 if held else self.raft.applied_index
+        if not state_index < index <= self.raft.applied_index:
+            return False
+        self.machine = self._new_machine(data)
+        self._held = [e for e in held if e.index > index]
+        self.service.fail_all("the node replaced its state by a member's snapshot: retry")
+        log.info("node %d took node %d's snapshot at index %d: the entries its jobs read were compacted",
+                 self.node_id, peer, index)
+        return True
+
+    async def test_backfill_hold(self) -> None:
+        """With test hooks: wait while the file test-hooks/hold-backfill exists."""
+        if not self.cfg.test_hooks or self.cfg.data_dir is None:
+            return
+        hold = Path(self.cfg.data_dir) / HOOKS_DIR / "hold-backfill"
+        while hold.exists():
+            await asyncio.sleep(0.05)
 
     def backfill_done(self) -> None:
         """Called by the backfill once the storage holds everything from needed_from on."""

@@ -13,7 +13,9 @@ read_log        from, max, all (bool), consistency                     {"entries
 member          op ("add"|"learner"|"promote"|"remove"), id, address   {"voters", "learners"}
 transfer        to                                                     {"leader": id}
 snapshot        --                                                     {"index": I}
-fetch_entries   from, to, max_bytes                                    {"entries": [[i, term, kind, data]]}
+fetch_entries   from, to, max_bytes                                    {"entries": [[i, term, kind, data]],
+                                                                        "first_index": F}
+fetch_snapshot  --                                                     {"index": I, "data": bytes}
 isolate         on (bool) -- only with --test-hooks                    {"isolated": bool}
 ==============  =====================================================  ==========================
 
@@ -185,6 +187,7 @@ class Service:
             "transfer": self.op_transfer,
             "snapshot": self.op_snapshot,
             "fetch_entries": self.op_fetch_entries,
+            "fetch_snapshot": self.op_fetch_snapshot,
             "isolate": self.op_isolate,
         }
 
@@ -502,17 +505,29 @@ class Service:
     def op_fetch_entries(self, conn, rid, args) -> None:
         """Applied entries ending just before `to`, back to `from` at most, up to about
         `max_bytes` of data (at least one): a backfilling follower's chunk (``backfill``),
-        read in a thread (large entries take a while) and sent without copying them."""
+        read in a thread (large entries take a while) and sent without copying them; with
+        this node's first stored index, so that the follower sees what it has compacted."""
         node = self.node
-        lo = max(_arg(args, "from", int), node.storage.first_index())
+        first = node.storage.first_index()
+        lo = max(_arg(args, "from", int), first)
         top = min(_arg(args, "to", int), node.raft.applied_index + 1)
         limit = min(_arg(args, "max_bytes", int, CHUNK_BYTES), CHUNK_BYTES)
 
         async def answer() -> None:
             chunk = await asyncio.get_running_loop().run_in_executor(None, self._chunk, lo, top, limit)
-            conn.send(wire.response(rid, True, {"entries": entry_rows(chunk)}), large=True)
+            conn.send(wire.response(rid, True, {"entries": entry_rows(chunk), "first_index": first}), large=True)
 
         asyncio.get_running_loop().create_task(answer())
+
+    def op_fetch_snapshot(self, conn, rid, args) -> None:
+        """This node's latest snapshot: a backfilling follower whose entries every member
+        has compacted takes it instead (``backfill``). Its jobs need only entries this node
+        still stores: the WAL is compacted only behind a written snapshot, to what its
+        state needs, and that never decreases."""
+        snap = self.node.raft.log.snapshot
+        if snap is None:
+            raise BadRequest(f"node {self.node.node_id} has no snapshot")
+        conn.send(wire.response(rid, True, {"index": snap.meta.index, "data": snap.data}), large=True)
 
     def _chunk(self, lo: int, top: int, limit: int) -> list[t.Entry]:
         storage = self.node.storage
